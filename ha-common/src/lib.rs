@@ -1,0 +1,402 @@
+//! Types, constants and hash functions shared by the XDP program and the agent.
+//!
+//! Everything in here is `#![no_std]` and `#[repr(C)]`: the same bytes are
+//! written by userspace into BPF maps and read by the kernel program. Addresses
+//! and ports are kept exactly as they sit on the wire (network byte order
+//! loaded into a native integer, the "raw" form), so the program never swaps
+//! bytes on the hot path; [`VipKey::new`] and friends convert from host values.
+//!
+//! The hash functions ([`flow_hash`], [`vip_filter_bit`]) live here so the
+//! program and userspace (tests, `halb` tooling) compute identical results:
+//! two nodes with the same backend set pick the same backend for a flow.
+#![no_std]
+
+/// Bumped whenever a map's key or value layout, or a map's meaning, changes.
+/// A pinned data plane with another ABI is not adopted.
+pub const ABI_VERSION: u32 = 1;
+
+/// Most VIP services (address, port, protocol) one node can hold.
+pub const MAX_VIPS: u32 = 64;
+/// Most backends over all VIPs; a backend id is an index below this.
+pub const MAX_BACKENDS: u32 = 4096;
+/// Capacity of one Maglev ring (entries); the largest allowed table size.
+pub const RING_MAX: usize = 65537;
+/// Default Maglev table size: a prime, as Maglev requires.
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Ring entry meaning "no backend" (the VIP has no usable backend).
+pub const NO_BACKEND: u16 = u16::MAX;
+/// Default flow-table capacity (LRU entries).
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
+/// Bits in the VIP address pre-filter (a bitmap in `u64` words).
+pub const VIP_FILTER_BITS: u32 = 4096;
+/// Words of the VIP address pre-filter.
+pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
+
+/// Map names, shared so that userspace opens exactly what the program declares.
+pub mod maps {
+    /// `HASH` [`crate::VipKey`] → [`crate::VipInfo`] (services and address markers).
+    pub const VIPS: &str = "HALB_VIPS";
+    /// `ARRAY` of `u64` words: a bitmap of VIP addresses, checked before any hash lookup.
+    pub const VIP_FILTER: &str = "HALB_VIP_FILTER";
+    /// `ARRAY` [`crate::RingId`] → [`crate::Ring`]: two Maglev rings per VIP.
+    pub const RINGS: &str = "HALB_RINGS";
+    /// `ARRAY` backend id → [`crate::BackendInfo`].
+    pub const BACKENDS: &str = "HALB_BACKENDS";
+    /// `LRU_HASH` [`crate::FlowKey`] → [`crate::FlowValue`].
+    pub const FLOWS: &str = "HALB_FLOWS";
+    /// `PERCPU_ARRAY` [`crate::Stat`] index → [`crate::Counter`].
+    pub const STATS: &str = "HALB_STATS";
+    /// `PERCPU_ARRAY` backend id → [`crate::BackendCounter`].
+    pub const BACKEND_STATS: &str = "HALB_BACKEND_STATS";
+    /// `ARRAY` of one [`crate::Meta`]: ABI version and attach facts of the pinned data plane.
+    pub const META: &str = "HALB_META";
+    /// Every map that is pinned (all of them).
+    pub const ALL: [&str; 8] = [
+        VIPS,
+        VIP_FILTER,
+        RINGS,
+        BACKENDS,
+        FLOWS,
+        STATS,
+        BACKEND_STATS,
+        META,
+    ];
+}
+
+/// IP protocol numbers the data plane balances.
+pub const IPPROTO_TCP: u8 = 6;
+/// See [`IPPROTO_TCP`].
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Key of the VIP map. A service key has a port and protocol; an address
+/// marker (`port == 0 && proto == 0`) records that `addr` is a VIP address at
+/// all, so fragments and malformed packets to it are recognised exactly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct VipKey {
+    /// IPv4 address, raw (wire order).
+    pub addr: u32,
+    /// Port, raw (wire order).
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always zero (the key is hashed as bytes).
+    pub pad: u8,
+}
+
+impl VipKey {
+    /// Service key from host-order values.
+    pub const fn new(addr: [u8; 4], port: u16, proto: u8) -> Self {
+        Self {
+            addr: u32::from_ne_bytes(addr),
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+    }
+
+    /// Address-marker key for `addr`.
+    pub const fn address(addr: [u8; 4]) -> Self {
+        Self::new(addr, 0, 0)
+    }
+}
+
+/// [`VipInfo::flags`]: this entry is an address marker, not a service.
+pub const VIP_F_ADDRESS: u32 = 1;
+
+/// Value of the VIP map.
+///
+/// The map is created with `BPF_F_NO_PREALLOC`, so replacing an entry is an
+/// RCU-protected pointer swap: a packet sees the old or the new value, never a
+/// mix. Switching `ring_slot` is how a new Maglev table goes live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    /// Index of this VIP (below [`MAX_VIPS`]); selects its rings.
+    pub id: u32,
+    /// Which of the VIP's two rings is live (0 or 1).
+    pub ring_slot: u32,
+    /// Maglev table size in use (a prime ≤ [`RING_MAX`]).
+    pub ring_size: u32,
+    /// `VIP_F_*` flags.
+    pub flags: u32,
+}
+
+/// Index into the ring map for `vip_id`'s ring `slot`.
+#[inline(always)]
+pub const fn ring_index(vip_id: u32, slot: u32) -> u32 {
+    vip_id * 2 + (slot & 1)
+}
+
+/// One Maglev lookup table: backend ids, [`NO_BACKEND`] where empty.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ring {
+    /// Entries `0..ring_size` are meaningful.
+    pub entries: [u16; RING_MAX],
+}
+
+/// [`BackendInfo::flags`]: the backend is healthy and may keep or get flows.
+/// A backend without it is down: its flows move to others.
+pub const BACKEND_F_UP: u16 = 1;
+
+/// Value of the backend map: where to send a frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendInfo {
+    /// Backend IPv4 address, raw (informational for the program).
+    pub addr: u32,
+    /// Backend MAC address: the new destination MAC.
+    pub mac: [u8; 6],
+    /// `BACKEND_F_*` flags.
+    pub flags: u16,
+    /// VIP id this backend serves; a flow entry whose backend now serves
+    /// another VIP (ids are reused) is treated as a miss.
+    pub vip_id: u32,
+}
+
+/// Key of the flow table: the 5-tuple, raw.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address, raw.
+    pub saddr: u32,
+    /// Destination (VIP) address, raw.
+    pub daddr: u32,
+    /// Source port, raw.
+    pub sport: u16,
+    /// Destination port, raw.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
+/// Value of the flow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// Backend id the flow is pinned to.
+    pub backend: u32,
+    /// VIP id of the flow.
+    pub vip_id: u32,
+}
+
+/// A packet and byte counter (per CPU in the kernel, summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frames, as seen by XDP).
+    pub bytes: u64,
+}
+
+/// Per-backend counters (per CPU in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendCounter {
+    /// Packets forwarded to the backend.
+    pub packets: u64,
+    /// Bytes forwarded to the backend.
+    pub bytes: u64,
+    /// Flows newly assigned to the backend.
+    pub new_flows: u64,
+    /// Zero (keeps the value 32 bytes).
+    pub pad: u64,
+}
+
+/// Contents of the META map: identifies a pinned data plane.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// [`ABI_VERSION`] of the program that created the maps.
+    pub abi: u32,
+    /// Interface index the program is attached to (0: not attached).
+    pub ifindex: u32,
+    /// XDP attach mode in use (`XDP_MODE_*`).
+    pub mode: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// [`Meta::mode`]: generic (SKB) mode.
+pub const XDP_MODE_GENERIC: u32 = 1;
+/// [`Meta::mode`]: native (driver) mode.
+pub const XDP_MODE_NATIVE: u32 = 2;
+
+/// Why the program did what it did with a packet: the index into the stats map.
+/// Every packet bumps exactly one of these; the per-action totals (tx, pass,
+/// drop, aborted) are sums over [`Stat::action`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Forwarded on an existing flow-table entry.
+    TxFlowHit = 0,
+    /// Forwarded on a new flow (Maglev lookup, flow recorded).
+    TxNewFlow = 1,
+    /// Not IPv4 (ARP, IPv6, LLDP, ...): passed.
+    PassNotIpv4 = 2,
+    /// IPv4 not addressed to a VIP service: passed.
+    PassNotVip = 3,
+    /// To a VIP address but neither TCP nor UDP (ICMP, ...): passed.
+    PassVipOtherProto = 4,
+    /// Too short for Ethernet or IPv4, destination unknown: passed to the kernel, which drops it.
+    PassTruncated = 5,
+    /// Fragment (first or later) to a VIP address: dropped (no ports to balance on).
+    DropFragment = 6,
+    /// Malformed IPv4/TCP/UDP header to a VIP address: dropped.
+    DropMalformed = 7,
+    /// VIP service without a usable backend: dropped.
+    DropNoBackend = 8,
+    /// Inconsistent maps (cannot happen unless maps are edited by hand): aborted.
+    Aborted = 9,
+}
+
+/// Number of [`Stat`] entries (size of the stats map).
+pub const STAT_COUNT: u32 = 10;
+
+/// The XDP action a [`Stat`] belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `XDP_TX`.
+    Tx,
+    /// `XDP_PASS`.
+    Pass,
+    /// `XDP_DROP`.
+    Drop,
+    /// `XDP_ABORTED`.
+    Aborted,
+}
+
+impl Stat {
+    /// All statistics in index order.
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::TxFlowHit,
+        Stat::TxNewFlow,
+        Stat::PassNotIpv4,
+        Stat::PassNotVip,
+        Stat::PassVipOtherProto,
+        Stat::PassTruncated,
+        Stat::DropFragment,
+        Stat::DropMalformed,
+        Stat::DropNoBackend,
+        Stat::Aborted,
+    ];
+
+    /// Action taken for packets counted here.
+    pub const fn action(self) -> Action {
+        match self {
+            Stat::TxFlowHit | Stat::TxNewFlow => Action::Tx,
+            Stat::PassNotIpv4
+            | Stat::PassNotVip
+            | Stat::PassVipOtherProto
+            | Stat::PassTruncated => Action::Pass,
+            Stat::DropFragment | Stat::DropMalformed | Stat::DropNoBackend => Action::Drop,
+            Stat::Aborted => Action::Aborted,
+        }
+    }
+
+    /// Name used in logs, JSON and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::TxFlowHit => "tx_flow_hit",
+            Stat::TxNewFlow => "tx_new_flow",
+            Stat::PassNotIpv4 => "pass_not_ipv4",
+            Stat::PassNotVip => "pass_not_vip",
+            Stat::PassVipOtherProto => "pass_vip_other_proto",
+            Stat::PassTruncated => "pass_truncated",
+            Stat::DropFragment => "drop_fragment",
+            Stat::DropMalformed => "drop_malformed",
+            Stat::DropNoBackend => "drop_no_backend",
+            Stat::Aborted => "aborted",
+        }
+    }
+}
+
+/// A 32-bit finaliser (from the "lowbias32" family): cheap, well mixed.
+#[inline(always)]
+pub const fn mix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^= h >> 16;
+    h
+}
+
+/// Hash of a flow's 5-tuple (raw values), the Maglev lookup key.
+/// Both nodes of a pair run this same function, so a flow maps to the same
+/// ring entry on either node.
+#[inline(always)]
+pub const fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h = mix32(saddr ^ 0x9e37_79b9);
+    h = mix32(h ^ daddr);
+    h = mix32(h ^ (((sport as u32) << 16) | dport as u32));
+    mix32(h ^ proto as u32)
+}
+
+/// Bit of the VIP address pre-filter that `addr` (raw) sets.
+#[inline(always)]
+pub const fn vip_filter_bit(addr: u32) -> u32 {
+    mix32(addr) & (VIP_FILTER_BITS - 1)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): plain `#[repr(C)]` structs of integers with explicit padding
+    // fields, valid for any bit pattern.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipInfo {}
+    unsafe impl aya::Pod for super::Ring {}
+    unsafe impl aya::Pod for super::BackendInfo {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::BackendCounter {}
+    unsafe impl aya::Pod for super::Meta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<VipKey>(), 8);
+        assert_eq!(size_of::<VipInfo>(), 16);
+        assert_eq!(size_of::<BackendInfo>(), 16);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<FlowValue>(), 8);
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<BackendCounter>(), 32);
+        assert_eq!(size_of::<Meta>(), 16);
+        assert_eq!(size_of::<Ring>(), RING_MAX * 2);
+    }
+
+    #[test]
+    fn vip_key_is_wire_order() {
+        let k = VipKey::new([10, 77, 0, 100], 80, IPPROTO_TCP);
+        assert_eq!(k.addr.to_ne_bytes(), [10, 77, 0, 100]);
+        assert_eq!(k.port.to_ne_bytes(), [0, 80]);
+    }
+
+    #[test]
+    fn stats_table_is_consistent() {
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+    }
+
+    #[test]
+    fn flow_hash_depends_on_every_field() {
+        let base = flow_hash(1, 2, 3, 4, 6);
+        assert_ne!(base, flow_hash(9, 2, 3, 4, 6));
+        assert_ne!(base, flow_hash(1, 9, 3, 4, 6));
+        assert_ne!(base, flow_hash(1, 2, 9, 4, 6));
+        assert_ne!(base, flow_hash(1, 2, 3, 9, 6));
+        assert_ne!(base, flow_hash(1, 2, 3, 4, 17));
+    }
+}

@@ -1,0 +1,284 @@
+//! The halb XDP program: parse → VIP filter → VIP lookup → flow table →
+//! Maglev ring → MAC rewrite → `XDP_TX`.
+//!
+//! What happens to each kind of frame (every case bumps exactly one `Stat`):
+//!
+//! | frame | action | stat |
+//! |---|---|---|
+//! | shorter than Ethernet, or IPv4 header cut short | `XDP_PASS` (kernel drops it) | `PassTruncated` |
+//! | not IPv4 (ARP, IPv6, VLAN-tagged, ...) | `XDP_PASS` | `PassNotIpv4` |
+//! | IPv4 to an address that is no VIP | `XDP_PASS` | `PassNotVip` |
+//! | VIP address, not TCP/UDP (ICMP, ...) | `XDP_PASS` | `PassVipOtherProto` |
+//! | VIP address, TCP/UDP port that is no VIP service | `XDP_PASS` | `PassNotVip` |
+//! | VIP address, any IP fragment (MF set or offset ≠ 0) | `XDP_DROP` | `DropFragment` |
+//! | VIP address, version ≠ 4, IHL < 5, total length < IHL, L4 header cut short | `XDP_DROP` | `DropMalformed` |
+//! | VIP service, no usable backend | `XDP_DROP` | `DropNoBackend` |
+//! | VIP service, flow known | `XDP_TX` | `TxFlowHit` |
+//! | VIP service, new flow | `XDP_TX` | `TxNewFlow` |
+//!
+//! IP options are legal: the L4 header is found after them and the frame is
+//! forwarded like any other (DSR rewrites only MAC addresses).
+//!
+//! The non-VIP path costs one inlined array read (the address bitmap), no
+//! hash lookup; the exact address check (a hash lookup) is only done for
+//! frames that hit the bitmap and cannot be matched to a service.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use core::ptr::{read_unaligned, write_unaligned};
+use ha_common::{
+    flow_hash, ring_index, vip_filter_bit, BackendCounter, BackendInfo, Counter, FlowKey,
+    FlowValue, Meta, Ring, Stat, VipInfo, VipKey, BACKEND_F_UP, DEFAULT_FLOW_TABLE_SIZE,
+    IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_MAX, STAT_COUNT,
+    VIP_FILTER_WORDS,
+};
+
+const BPF_F_NO_PREALLOC: u32 = 1;
+const ETH_HLEN: usize = 14;
+const IPV4_HLEN: usize = 20;
+const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
+/// MF flag and fragment offset, raw.
+const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
+
+#[map(name = "HALB_VIPS")]
+static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS * 2, BPF_F_NO_PREALLOC);
+
+#[map(name = "HALB_VIP_FILTER")]
+static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+
+#[map(name = "HALB_RINGS")]
+static RINGS: Array<Ring> = Array::with_max_entries(MAX_VIPS * 2, 0);
+
+#[map(name = "HALB_BACKENDS")]
+static BACKENDS: Array<BackendInfo> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "HALB_FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+#[map(name = "HALB_STATS")]
+static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[map(name = "HALB_BACKEND_STATS")]
+static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Written by userspace only; declared here so the object carries it.
+#[map(name = "HALB_META")]
+static META: Array<Meta> = Array::with_max_entries(1, 0);
+
+#[xdp]
+pub fn halb_xdp(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let len = (end - data) as u64;
+    let (stat, action) = process(data, end, len);
+    if let Some(c) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU value, valid for the program's run; no other writer on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+    action
+}
+
+#[inline(always)]
+fn pass(stat: Stat) -> (Stat, u32) {
+    (stat, xdp_action::XDP_PASS)
+}
+
+/// Exact check that `daddr` is a VIP address (its address marker exists).
+#[inline(always)]
+fn is_vip_address(daddr: u32) -> bool {
+    let key = VipKey {
+        addr: daddr,
+        port: 0,
+        proto: 0,
+        pad: 0,
+    };
+    VIPS.get_ptr(&key).is_some()
+}
+
+/// Frames to a VIP address that cannot be balanced are dropped with `stat`;
+/// the same frames to other addresses (a pre-filter false positive) pass.
+#[inline(always)]
+fn drop_if_vip_address(daddr: u32, stat: Stat) -> (Stat, u32) {
+    if is_vip_address(daddr) {
+        (stat, xdp_action::XDP_DROP)
+    } else {
+        pass(Stat::PassNotVip)
+    }
+}
+
+#[inline(always)]
+fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
+    if data + ETH_HLEN + IPV4_HLEN > end {
+        if data + ETH_HLEN > end {
+            return pass(Stat::PassTruncated);
+        }
+        // SAFETY: bounds checked above (14 bytes present).
+        let proto = unsafe { read_unaligned((data + 12) as *const u16) };
+        if proto != ETH_P_IP_RAW {
+            return pass(Stat::PassNotIpv4);
+        }
+        return pass(Stat::PassTruncated);
+    }
+    // SAFETY (all packet reads below): each read lies inside a range checked against `end`.
+    let ethertype = unsafe { read_unaligned((data + 12) as *const u16) };
+    if ethertype != ETH_P_IP_RAW {
+        return pass(Stat::PassNotIpv4);
+    }
+    let ip = data + ETH_HLEN;
+    let daddr = unsafe { read_unaligned((ip + 16) as *const u32) };
+
+    // Cheap pre-filter: one bit per hashed VIP address, in an inlined array read.
+    let bit = vip_filter_bit(daddr);
+    match VIP_FILTER.get(bit >> 6) {
+        Some(word) if *word & (1u64 << (bit & 63)) != 0 => {}
+        _ => return pass(Stat::PassNotVip),
+    }
+
+    let vihl = unsafe { *(ip as *const u8) };
+    let tot_len = u16::from_be(unsafe { read_unaligned((ip + 2) as *const u16) }) as usize;
+    let frag = unsafe { read_unaligned((ip + 6) as *const u16) };
+    let proto = unsafe { *((ip + 9) as *const u8) };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || tot_len < ihl {
+        return drop_if_vip_address(daddr, Stat::DropMalformed);
+    }
+    if frag & IP_FRAG_MASK_RAW != 0 {
+        return drop_if_vip_address(daddr, Stat::DropFragment);
+    }
+    let l4_min = match proto {
+        IPPROTO_TCP => TCP_HLEN,
+        IPPROTO_UDP => UDP_HLEN,
+        _ => {
+            return if is_vip_address(daddr) {
+                pass(Stat::PassVipOtherProto)
+            } else {
+                pass(Stat::PassNotVip)
+            }
+        }
+    };
+    // ihl is 20..=60 here, so the verifier can bound `l4`.
+    let l4 = ip + (ihl & 0x3c);
+    if l4 + l4_min > end {
+        return drop_if_vip_address(daddr, Stat::DropMalformed);
+    }
+    let saddr = unsafe { read_unaligned((ip + 12) as *const u32) };
+    let sport = unsafe { read_unaligned(l4 as *const u16) };
+    let dport = unsafe { read_unaligned((l4 + 2) as *const u16) };
+
+    let key = VipKey {
+        addr: daddr,
+        port: dport,
+        proto,
+        pad: 0,
+    };
+    let vip = match VIPS.get_ptr(&key) {
+        // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
+        Some(p) => unsafe { *p },
+        None => return pass(Stat::PassNotVip),
+    };
+
+    let flow = FlowKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto,
+        pad: [0; 3],
+    };
+    let mut stat = Stat::TxFlowHit;
+    let mut backend_id = u32::MAX;
+    // SAFETY: read-only copy of the flow entry.
+    if let Some(fv) = unsafe { FLOWS.get(&flow) } {
+        if fv.vip_id == vip.id {
+            backend_id = fv.backend;
+        }
+    }
+    let mut backend = usable_backend(backend_id, vip.id);
+    if backend.is_none() {
+        stat = Stat::TxNewFlow;
+        let Some(ring) = RINGS.get(ring_index(vip.id, vip.ring_slot)) else {
+            return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        };
+        if vip.ring_size == 0 {
+            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        }
+        let idx = (flow_hash(saddr, daddr, sport, dport, proto) % vip.ring_size) as usize;
+        if idx >= RING_MAX {
+            return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        }
+        let entry = ring.entries[idx];
+        if entry == NO_BACKEND {
+            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        }
+        backend_id = entry as u32;
+        backend = usable_backend(backend_id, vip.id);
+        if backend.is_none() {
+            // The ring still names a backend that just went down: the new
+            // ring is on its way; do not send to a dead backend meanwhile.
+            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        }
+        let value = FlowValue {
+            backend: backend_id,
+            vip_id: vip.id,
+        };
+        // A full LRU evicts its oldest entry; a failed insert only means the
+        // next packet of this flow does the (deterministic) lookup again.
+        let _ = FLOWS.insert(&flow, &value, 0);
+    }
+    let Some(mac) = backend else {
+        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+    };
+
+    // DSR: new destination MAC is the backend's; new source is the MAC the
+    // frame was sent to (this interface's).
+    unsafe {
+        let eth = data as *mut [u8; 6];
+        let old_dst = read_unaligned(eth);
+        write_unaligned(eth, mac);
+        write_unaligned((data + 6) as *mut [u8; 6], old_dst);
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(backend_id) {
+        // SAFETY: per-CPU value; no other writer on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+            if let Stat::TxNewFlow = stat {
+                (*c).new_flows += 1;
+            }
+        }
+    }
+    (stat, xdp_action::XDP_TX)
+}
+
+/// The MAC of backend `id` if it is up and serves `vip_id`.
+#[inline(always)]
+fn usable_backend(id: u32, vip_id: u32) -> Option<[u8; 6]> {
+    let b = BACKENDS.get(id)?;
+    if b.flags & BACKEND_F_UP != 0 && b.vip_id == vip_id {
+        Some(b.mac)
+    } else {
+        None
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

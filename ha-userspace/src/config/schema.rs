@@ -1,0 +1,396 @@
+//! The configuration schema: serde types for every section of `halb.toml`.
+//!
+//! Value checks that concern one value (ranges, primes, enums) happen while
+//! deserialising, so the TOML parser reports them at the value's position;
+//! checks across values live in `validate`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: this load balancer.
+    pub node: Node,
+    /// `[api]`: the HTTP listener.
+    #[serde(default)]
+    pub api: Api,
+    /// `[vrrp]`: the VIP election; absent: this node always owns its VIPs.
+    #[serde(default)]
+    pub vrrp: Option<Vrrp>,
+    /// `[[vip]]`: the services.
+    #[serde(default, rename = "vip")]
+    pub vips: Vec<Spanned<Vip>>,
+}
+
+impl Config {
+    /// The VIPs without their spans.
+    pub fn vips(&self) -> impl Iterator<Item = &Vip> {
+        self.vips.iter().map(Spanned::get_ref)
+    }
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Node name (pin directory, logs); default: the host name.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Interface that receives VIP traffic and runs VRRP.
+    pub interface: Spanned<String>,
+    /// XDP attach mode.
+    #[serde(default)]
+    pub xdp_mode: XdpModeCfg,
+    /// Pin directory; default `/sys/fs/bpf/halb/<name>`.
+    #[serde(default)]
+    pub bpf_dir: Option<PathBuf>,
+    /// Flow-table capacity (entries); takes effect when the maps are created.
+    #[serde(
+        default = "default_flow_table_size",
+        deserialize_with = "de_flow_table"
+    )]
+    pub flow_table_size: u32,
+    /// How often backend MAC addresses are re-read from the neighbour table.
+    #[serde(
+        default = "default_neigh_refresh_ms",
+        deserialize_with = "de_positive_ms"
+    )]
+    pub neigh_refresh_ms: u64,
+}
+
+/// `xdp_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeCfg {
+    /// Native where the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (SKB) mode.
+    Generic,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Listen address for the stats page, JSON API and metrics.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// File holding the token that write calls must carry when not on loopback.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            token_file: None,
+        }
+    }
+}
+
+/// `[vrrp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vrrp {
+    /// 2 (RFC 3768) or 3 (RFC 5798).
+    #[serde(default = "default_vrrp_version", deserialize_with = "de_vrrp_version")]
+    pub version: u8,
+    /// Virtual router id, 1–255.
+    #[serde(deserialize_with = "de_router_id")]
+    pub router_id: u8,
+    /// Priority, 1–255 (255: address owner).
+    #[serde(default = "default_priority", deserialize_with = "de_priority")]
+    pub priority: u8,
+    /// Advertisement interval.
+    #[serde(default = "default_advert_ms", deserialize_with = "de_advert_ms")]
+    pub advert_interval_ms: u32,
+    /// A higher-priority backup takes over from a lower-priority master.
+    #[serde(default = "default_true")]
+    pub preempt: bool,
+    /// Delay before preempting.
+    #[serde(default)]
+    pub preempt_delay_ms: u32,
+    /// Unicast peers; empty: multicast to 224.0.0.18.
+    #[serde(default)]
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Interfaces whose link going down puts this node in FAULT.
+    #[serde(default)]
+    pub track_interfaces: Vec<String>,
+    /// Hook run with MASTER, BACKUP or FAULT.
+    #[serde(default)]
+    pub notify: Option<PathBuf>,
+    /// VRRPv2 simple password (auth type 1), at most 8 bytes.
+    #[serde(default)]
+    pub auth_pass: Option<Spanned<String>>,
+    /// Gratuitous ARPs sent on becoming master.
+    #[serde(default = "default_garp_count")]
+    pub garp_count: u32,
+    /// Interval at which a master repeats gratuitous ARP (0: never).
+    #[serde(default)]
+    pub garp_refresh_ms: u32,
+}
+
+/// `[[vip]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// The virtual IPv4 address.
+    pub address: Ipv4Addr,
+    /// Service port.
+    #[serde(deserialize_with = "de_port")]
+    pub port: u16,
+    /// `tcp` or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Forwarding mode.
+    #[serde(default, deserialize_with = "de_mode")]
+    pub mode: Mode,
+    /// Maglev table size, a prime.
+    #[serde(default = "default_table_size", deserialize_with = "de_table_size")]
+    pub maglev_table_size: u32,
+    /// Health check; absent: `none`.
+    #[serde(default)]
+    pub health: Health,
+    /// Backends.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+/// `protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => ha_common::IPPROTO_TCP,
+            Protocol::Udp => ha_common::IPPROTO_UDP,
+        }
+    }
+}
+
+/// `mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Layer-2 direct server return.
+    #[default]
+    Dsr,
+    /// Full NAT (not implemented yet: rejected when parsed).
+    Nat,
+}
+
+/// `[vip.health]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Check kind.
+    #[serde(default)]
+    pub kind: HealthKind,
+    /// HTTP path.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Expected HTTP status.
+    #[serde(default = "default_status", deserialize_with = "de_status")]
+    pub expect_status: u16,
+    /// HTTP Host header; default: the backend address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port to check; default: the VIP port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Time between checks of one backend.
+    #[serde(default = "default_interval_ms", deserialize_with = "de_positive_ms32")]
+    pub interval_ms: u32,
+    /// Time a check may take.
+    #[serde(default = "default_timeout_ms", deserialize_with = "de_positive_ms32")]
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a backend up.
+    #[serde(default = "default_rise", deserialize_with = "de_count")]
+    pub rise: u32,
+    /// Consecutive failures that take a backend down.
+    #[serde(default = "default_fall", deserialize_with = "de_count")]
+    pub fall: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            kind: HealthKind::None,
+            path: default_path(),
+            expect_status: default_status(),
+            host: None,
+            port: None,
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_timeout_ms(),
+            rise: default_rise(),
+            fall: default_fall(),
+        }
+    }
+}
+
+/// `kind` of a health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// No check: backends are always up.
+    #[default]
+    None,
+    /// TCP connect.
+    Tcp,
+    /// HTTP GET.
+    Http,
+}
+
+/// `[[vip.backend]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Unique within the VIP.
+    pub name: Spanned<String>,
+    /// Backend address on the node's segment (DSR).
+    pub address: Spanned<Ipv4Addr>,
+    /// Maglev weight; 0 drains the backend.
+    #[serde(default = "default_weight", deserialize_with = "de_weight")]
+    pub weight: u32,
+}
+
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 1000;
+
+fn default_true() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8480))
+}
+fn default_flow_table_size() -> u32 {
+    ha_common::DEFAULT_FLOW_TABLE_SIZE
+}
+fn default_neigh_refresh_ms() -> u64 {
+    5000
+}
+fn default_vrrp_version() -> u8 {
+    3
+}
+fn default_priority() -> u8 {
+    100
+}
+fn default_advert_ms() -> u32 {
+    1000
+}
+fn default_garp_count() -> u32 {
+    5
+}
+fn default_table_size() -> u32 {
+    ha_common::DEFAULT_RING_SIZE
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_interval_ms() -> u32 {
+    2000
+}
+fn default_timeout_ms() -> u32 {
+    1000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// Defines a deserializer for an integer that must lie in a range.
+macro_rules! bounded {
+    ($name:ident, $t:ty, $min:expr, $max:expr, $what:literal) => {
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+            let v = i64::deserialize(d)?;
+            if v < $min as i64 || v > $max as i64 {
+                return Err(serde::de::Error::custom(format!(
+                    "{} must be between {} and {}, got {v}",
+                    $what, $min, $max
+                )));
+            }
+            Ok(v as $t)
+        }
+    };
+}
+
+bounded!(de_vrrp_version, u8, 2, 3, "VRRP version");
+bounded!(de_router_id, u8, 1, 255, "router_id");
+bounded!(de_priority, u8, 1, 255, "priority");
+bounded!(de_advert_ms, u32, 10, 40_950, "advert_interval_ms");
+bounded!(de_port, u16, 1, 65535, "port");
+bounded!(de_status, u16, 100, 599, "expect_status");
+bounded!(de_positive_ms32, u32, 1, 3_600_000, "a time in ms");
+bounded!(de_positive_ms, u64, 1, 3_600_000, "a time in ms");
+bounded!(de_count, u32, 1, 1000, "rise/fall");
+bounded!(de_weight, u32, 0, MAX_WEIGHT, "weight");
+bounded!(
+    de_flow_table,
+    u32,
+    1024,
+    16 * 1024 * 1024,
+    "flow_table_size"
+);
+
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+    match Mode::deserialize(d)? {
+        Mode::Nat => Err(serde::de::Error::custom(
+            "mode \"nat\" is not implemented yet; use \"dsr\"",
+        )),
+        m => Ok(m),
+    }
+}
+
+fn de_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    let max = ha_common::RING_MAX as i64;
+    if !(7..=max).contains(&v) || !is_prime(v as u64) {
+        return Err(serde::de::Error::custom(format!(
+            "maglev_table_size must be a prime between 7 and {max}, got {v}"
+        )));
+    }
+    Ok(v as u32)
+}
+
+/// Trial division; table sizes are small.
+pub fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut i = 2;
+    while i * i <= n {
+        if n % i == 0 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}

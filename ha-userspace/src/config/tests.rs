@@ -1,0 +1,187 @@
+//! Config parsing tests: good files, and every error located precisely.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+[node]
+name = "lb1"
+interface = "eth1"
+xdp_mode = "auto"
+
+[api]
+listen = "127.0.0.1:8480"
+
+[vrrp]
+version = 3
+router_id = 51
+priority = 150
+advert_interval_ms = 100
+preempt = true
+unicast_peers = ["10.77.0.3"]
+track_interfaces = ["eth1"]
+
+[[vip]]
+name = "web"
+address = "10.77.0.100"
+port = 80
+protocol = "tcp"
+mode = "dsr"
+
+  [vip.health]
+  kind = "http"
+  path = "/"
+  expect_status = 200
+  interval_ms = 1000
+  timeout_ms = 500
+  rise = 2
+  fall = 2
+
+  [[vip.backend]]
+  name = "web1"
+  address = "10.77.0.21"
+  weight = 1
+
+  [[vip.backend]]
+  name = "web2"
+  address = "10.77.0.22"
+"#;
+
+fn parse_str(s: &str) -> Result<Config, ConfigError> {
+    parse(Path::new("halb.toml"), s)
+}
+
+/// The single problem of a bad file, as "line:col: message".
+fn one_problem(s: &str) -> (usize, usize, String) {
+    let err = parse_str(s).expect_err("config should be rejected");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let p = &err.problems[0];
+    let l = p.location.as_ref().expect("problem has a location");
+    assert_eq!(l.file, Path::new("halb.toml"));
+    (l.line, l.column, p.message.clone())
+}
+
+#[test]
+fn design_example_parses() {
+    let c = parse_str(GOOD).expect("good config");
+    assert_eq!(c.node.interface.get_ref(), "eth1");
+    assert_eq!(c.node.xdp_mode, XdpModeCfg::Auto);
+    let vrrp = c.vrrp.as_ref().expect("vrrp");
+    assert_eq!(
+        (vrrp.router_id, vrrp.priority, vrrp.advert_interval_ms),
+        (51, 150, 100)
+    );
+    let vips: Vec<_> = c.vips().collect();
+    assert_eq!(vips.len(), 1);
+    assert_eq!(vips[0].port, 80);
+    assert_eq!(vips[0].maglev_table_size, 65537);
+    assert_eq!(vips[0].health.kind, HealthKind::Http);
+    assert_eq!(vips[0].backends.len(), 2);
+    assert_eq!(vips[0].backends[1].weight, 1, "weight defaults to 1");
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let bad = GOOD.replace("  weight = 1\n", "  wieght = 1\n");
+    let (line, col, msg) = one_problem(&bad);
+    assert_eq!((line, col), (38, 3), "{msg}");
+    assert!(msg.contains("wieght"), "{msg}");
+}
+
+#[test]
+fn bad_value_is_located_at_the_value() {
+    let bad = GOOD.replace("priority = 150", "priority = 300");
+    let (line, col, msg) = one_problem(&bad);
+    assert_eq!((line, col), (13, 12), "{msg}");
+    assert!(msg.contains("between 1 and 255"), "{msg}");
+
+    let bad = GOOD.replace("address = \"10.77.0.21\"", "address = \"10.77.0.321\"");
+    let (line, _, msg) = one_problem(&bad);
+    assert_eq!(line, 37, "{msg}");
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let bad = GOOD.replace("port = 80", "port = = 80");
+    let (line, _, _) = one_problem(&bad);
+    assert_eq!(line, 22);
+}
+
+#[test]
+fn table_size_must_be_prime() {
+    let bad = GOOD.replace("mode = \"dsr\"", "mode = \"dsr\"\nmaglev_table_size = 1000");
+    let (line, _, msg) = one_problem(&bad);
+    assert_eq!(line, 25);
+    assert!(msg.contains("prime"), "{msg}");
+    let ok = GOOD.replace("mode = \"dsr\"", "mode = \"dsr\"\nmaglev_table_size = 251");
+    assert_eq!(
+        parse_str(&ok).expect("prime").vips[0]
+            .get_ref()
+            .maglev_table_size,
+        251
+    );
+}
+
+#[test]
+fn duplicates_are_reported_all_at_once() {
+    let bad = GOOD
+        .replace("name = \"web2\"", "name = \"web1\"")
+        .replace("address = \"10.77.0.22\"", "address = \"10.77.0.21\"");
+    let err = parse_str(&bad).expect_err("duplicates");
+    assert_eq!(err.problems.len(), 2, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("halb.toml:41:10: duplicate backend name \"web1\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("halb.toml:42:13: backend address 10.77.0.21 appears twice"),
+        "{text}"
+    );
+}
+
+#[test]
+fn duplicate_service_and_nat_are_rejected() {
+    let extra = "\n[[vip]]\nname = \"web-b\"\naddress = \"10.77.0.100\"\nport = 80\n";
+    let err = parse_str(&format!("{GOOD}{extra}")).expect_err("dup service");
+    let text = err.to_string();
+    assert!(
+        text.contains(":44:1: another vip already serves 10.77.0.100:80"),
+        "{text}"
+    );
+    let (line, col, msg) = one_problem(&GOOD.replace("mode = \"dsr\"", "mode = \"nat\""));
+    assert_eq!((line, col), (24, 8));
+    assert!(msg.contains("not implemented"), "{msg}");
+}
+
+#[test]
+fn auth_pass_needs_v2() {
+    let bad = GOOD.replace("version = 3", "version = 3\nauth_pass = \"secret\"");
+    let (line, _, msg) = one_problem(&bad);
+    assert_eq!(line, 12);
+    assert!(msg.contains("version 2"), "{msg}");
+    let ok = GOOD.replace("version = 3", "version = 2\nauth_pass = \"secret\"");
+    assert!(parse_str(&ok).is_ok());
+}
+
+#[test]
+fn missing_interface_is_an_error() {
+    let (line, _, msg) = one_problem("[node]\nname = \"x\"\n");
+    assert_eq!(line, 1);
+    assert!(msg.contains("interface"), "{msg}");
+}
+
+#[test]
+fn unreadable_file_is_reported() {
+    let err = load(Path::new("/nonexistent/halb.toml")).expect_err("no file");
+    assert!(err
+        .to_string()
+        .contains("/nonexistent/halb.toml: cannot read"));
+}
+
+#[test]
+fn location_counts_characters() {
+    let l = locate(Path::new("f"), "ab\ncé x", 7);
+    assert_eq!((l.line, l.column), (2, 4));
+}

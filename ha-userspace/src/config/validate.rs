@@ -1,0 +1,134 @@
+//! Checks across values of a parsed configuration (uniqueness, limits,
+//! combinations), each reported with the span it is about.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use super::schema::{Config, HealthKind};
+
+/// Every problem as (byte span, message); empty when the config is good.
+pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
+    let mut out = Vec::new();
+    let node = &config.node;
+    if let Some(name) = &node.name {
+        if !is_token(name.get_ref()) {
+            out.push((
+                name.span(),
+                "node name must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+    }
+    let ifname = node.interface.get_ref();
+    if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
+        out.push((
+            node.interface.span(),
+            format!("interface must be a Linux interface name (1-15 characters), got {ifname:?}"),
+        ));
+    }
+
+    if let Some(vrrp) = &config.vrrp {
+        if let Some(pass) = &vrrp.auth_pass {
+            if vrrp.version != 2 {
+                out.push((
+                    pass.span(),
+                    "auth_pass is for VRRP version 2 only (RFC 5798 removed authentication)".into(),
+                ));
+            } else if pass.get_ref().is_empty() || pass.get_ref().len() > 8 {
+                out.push((pass.span(), "auth_pass must be 1 to 8 bytes".into()));
+            }
+        }
+    }
+
+    let mut vip_names = HashSet::new();
+    let mut services = HashSet::new();
+    let mut total_backends = 0usize;
+    for (i, spanned) in config.vips.iter().enumerate() {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref();
+        if !is_token(name) {
+            out.push((
+                vip.name.span(),
+                "vip name must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+        if !vip_names.insert(name.clone()) {
+            out.push((vip.name.span(), format!("duplicate vip name {name:?}")));
+        }
+        if !services.insert((vip.address, vip.port, vip.protocol)) {
+            out.push((
+                spanned.span(),
+                format!(
+                    "another vip already serves {}:{} {:?}",
+                    vip.address, vip.port, vip.protocol
+                ),
+            ));
+        }
+        if i >= ha_common::MAX_VIPS as usize {
+            out.push((
+                spanned.span(),
+                format!("at most {} vips are supported", ha_common::MAX_VIPS),
+            ));
+        }
+        let h = &vip.health;
+        if h.kind != HealthKind::None && h.timeout_ms > h.interval_ms {
+            out.push((
+                spanned.span(),
+                format!(
+                    "vip {name:?}: health timeout_ms ({}) must not exceed interval_ms ({})",
+                    h.timeout_ms, h.interval_ms
+                ),
+            ));
+        }
+        if h.kind == HealthKind::Http && !h.path.starts_with('/') {
+            out.push((
+                spanned.span(),
+                format!("vip {name:?}: health path must start with '/'"),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for b in &vip.backends {
+            let bname = b.name.get_ref();
+            if !is_token(bname) {
+                out.push((
+                    b.name.span(),
+                    "backend name must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+                ));
+            }
+            if !names.insert(bname.clone()) {
+                out.push((
+                    b.name.span(),
+                    format!("duplicate backend name {bname:?} in vip {name:?}"),
+                ));
+            }
+            if !addrs.insert(*b.address.get_ref()) {
+                out.push((
+                    b.address.span(),
+                    format!(
+                        "backend address {} appears twice in vip {name:?}",
+                        b.address.get_ref()
+                    ),
+                ));
+            }
+            total_backends += 1;
+            if total_backends > ha_common::MAX_BACKENDS as usize {
+                out.push((
+                    b.name.span(),
+                    format!(
+                        "at most {} backends are supported in all",
+                        ha_common::MAX_BACKENDS
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Names used in paths, URLs and metric labels.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -1,0 +1,275 @@
+//! Typed handles on the data plane's maps, and the [`Store`] trait through
+//! which the writer changes them (implemented here for the kernel maps and in
+//! tests for an in-memory model).
+
+use std::collections::HashMap as StdHashMap;
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::Ebpf;
+use ha_common::{
+    maps, BackendCounter, BackendInfo, Counter, FlowKey, FlowValue, Meta, Ring, Stat, VipInfo,
+    VipKey, STAT_COUNT,
+};
+
+use super::Error;
+
+/// What the map writer needs from the maps (see [`super::writer`]).
+pub trait Store {
+    /// Every entry of the VIP map.
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error>;
+    /// Inserts or replaces a VIP entry (an atomic swap in the kernel).
+    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error>;
+    /// Removes a VIP entry; absent is fine.
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error>;
+    /// Every backend slot whose flags are non-zero.
+    fn backends(&self) -> Result<Vec<(u32, BackendInfo)>, Error>;
+    /// Writes a backend slot.
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<(), Error>;
+    /// Reads a ring.
+    fn ring(&self, index: u32) -> Result<Box<Ring>, Error>;
+    /// Writes a ring (never the live one: the writer guarantees it).
+    fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error>;
+    /// The VIP address filter, all words.
+    fn filter(&self) -> Result<Vec<u64>, Error>;
+    /// Writes one filter word.
+    fn set_filter_word(&mut self, word: u32, value: u64) -> Result<(), Error>;
+}
+
+/// Handles on every map of a loaded or pinned data plane.
+pub struct Maps {
+    vips: HashMap<MapData, VipKey, VipInfo>,
+    filter: Array<MapData, u64>,
+    rings: Array<MapData, Ring>,
+    backends: Array<MapData, BackendInfo>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    stats: PerCpuArray<MapData, Counter>,
+    backend_stats: PerCpuArray<MapData, BackendCounter>,
+    meta: Array<MapData, Meta>,
+}
+
+fn typed<T: TryFrom<Map, Error = MapError>>(map: Option<Map>, name: &str) -> Result<T, Error> {
+    let map = map.ok_or_else(|| Error::MissingMap(name.to_string()))?;
+    T::try_from(map).map_err(|source| Error::Map {
+        what: format!("open map {name}"),
+        source,
+    })
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            vips: typed(ebpf.take_map(maps::VIPS), maps::VIPS)?,
+            filter: typed(ebpf.take_map(maps::VIP_FILTER), maps::VIP_FILTER)?,
+            rings: typed(ebpf.take_map(maps::RINGS), maps::RINGS)?,
+            backends: typed(ebpf.take_map(maps::BACKENDS), maps::BACKENDS)?,
+            flows: typed(ebpf.take_map(maps::FLOWS), maps::FLOWS)?,
+            stats: typed(ebpf.take_map(maps::STATS), maps::STATS)?,
+            backend_stats: typed(ebpf.take_map(maps::BACKEND_STATS), maps::BACKEND_STATS)?,
+            meta: typed(ebpf.take_map(maps::META), maps::META)?,
+        })
+    }
+
+    /// Opens the maps pinned in `dir` (no program is loaded): for tools and
+    /// tests that read a running data plane.
+    pub fn open_pinned(dir: &Path) -> Result<Self, Error> {
+        let open = |name: &str| -> Result<Option<Map>, Error> {
+            let data = MapData::from_pin(dir.join(name)).map_err(|source| Error::Map {
+                what: format!("open pinned map {}", dir.join(name).display()),
+                source,
+            })?;
+            Map::from_map_data(data)
+                .map(Some)
+                .map_err(|source| Error::Map {
+                    what: format!("open pinned map {name}"),
+                    source,
+                })
+        };
+        let maps = Self {
+            vips: typed(open(maps::VIPS)?, maps::VIPS)?,
+            filter: typed(open(maps::VIP_FILTER)?, maps::VIP_FILTER)?,
+            rings: typed(open(maps::RINGS)?, maps::RINGS)?,
+            backends: typed(open(maps::BACKENDS)?, maps::BACKENDS)?,
+            flows: typed(open(maps::FLOWS)?, maps::FLOWS)?,
+            stats: typed(open(maps::STATS)?, maps::STATS)?,
+            backend_stats: typed(open(maps::BACKEND_STATS)?, maps::BACKEND_STATS)?,
+            meta: typed(open(maps::META)?, maps::META)?,
+        };
+        let meta = maps.meta()?;
+        if meta.abi != ha_common::ABI_VERSION {
+            return Err(Error::IncompatiblePin {
+                dir: dir.to_path_buf(),
+                found: meta.abi,
+            });
+        }
+        Ok(maps)
+    }
+
+    /// The META record.
+    pub fn meta(&self) -> Result<Meta, Error> {
+        self.meta.get(&0, 0).map_err(|source| Error::Map {
+            what: "read META".into(),
+            source,
+        })
+    }
+
+    /// Writes the META record.
+    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), Error> {
+        self.meta.set(0, meta, 0).map_err(|source| Error::Map {
+            what: "write META".into(),
+            source,
+        })
+    }
+
+    /// Per-reason counters, summed over CPUs, in [`Stat`] order.
+    pub fn stats(&self) -> Result<Vec<(Stat, Counter)>, Error> {
+        let mut out = Vec::with_capacity(STAT_COUNT as usize);
+        for stat in Stat::ALL {
+            let per_cpu = self
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(|source| Error::Map {
+                    what: "read STATS".into(),
+                    source,
+                })?;
+            let mut sum = Counter::default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
+            out.push((stat, sum));
+        }
+        Ok(out)
+    }
+
+    /// Counters of backend `id`, summed over CPUs.
+    pub fn backend_counter(&self, id: u32) -> Result<BackendCounter, Error> {
+        let per_cpu = self
+            .backend_stats
+            .get(&id, 0)
+            .map_err(|source| Error::Map {
+                what: format!("read BACKEND_STATS[{id}]"),
+                source,
+            })?;
+        let mut sum = BackendCounter::default();
+        for c in per_cpu.iter() {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+            sum.new_flows += c.new_flows;
+        }
+        Ok(sum)
+    }
+
+    /// Every flow-table entry (walks the whole LRU: for tools and tests).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
+        self.flows
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Map {
+                what: "walk FLOWS".into(),
+                source,
+            })
+    }
+
+    /// Number of live flows per backend id.
+    pub fn flows_per_backend(&self) -> Result<StdHashMap<u32, u64>, Error> {
+        let mut out = StdHashMap::new();
+        for (_, v) in self.flows()? {
+            *out.entry(v.backend).or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    /// Removes every flow entry (used by benchmarks to time new flows).
+    pub fn clear_flows(&mut self) -> Result<(), Error> {
+        let keys: Vec<FlowKey> = self.flows()?.into_iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let _ = self.flows.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// The backend slot `id`.
+    pub fn backend(&self, id: u32) -> Result<BackendInfo, Error> {
+        self.backends.get(&id, 0).map_err(|source| Error::Map {
+            what: format!("read BACKENDS[{id}]"),
+            source,
+        })
+    }
+}
+
+fn map_err(what: &str) -> impl FnOnce(MapError) -> Error + '_ {
+    move |source| Error::Map {
+        what: what.to_string(),
+        source,
+    }
+}
+
+impl Store for Maps {
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
+        self.vips
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("walk VIPS"))
+    }
+
+    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
+        self.vips
+            .insert(key, info, 0)
+            .map_err(map_err("write VIPS"))
+    }
+
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
+        match self.vips.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(e) => Err(map_err("delete from VIPS")(e)),
+        }
+    }
+
+    fn backends(&self) -> Result<Vec<(u32, BackendInfo)>, Error> {
+        let mut out = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let b = b.map_err(map_err("read BACKENDS"))?;
+            if b.flags != 0 {
+                out.push((i as u32, b));
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<(), Error> {
+        self.backends
+            .set(id, info, 0)
+            .map_err(map_err("write BACKENDS"))
+    }
+
+    fn ring(&self, index: u32) -> Result<Box<Ring>, Error> {
+        self.rings
+            .get(&index, 0)
+            .map(Box::new)
+            .map_err(map_err("read RINGS"))
+    }
+
+    fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error> {
+        self.rings
+            .set(index, ring, 0)
+            .map_err(map_err("write RINGS"))
+    }
+
+    fn filter(&self) -> Result<Vec<u64>, Error> {
+        self.filter
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("read VIP_FILTER"))
+    }
+
+    fn set_filter_word(&mut self, word: u32, value: u64) -> Result<(), Error> {
+        self.filter
+            .set(word, value, 0)
+            .map_err(map_err("write VIP_FILTER"))
+    }
+}

@@ -1,0 +1,416 @@
+//! The XDP data plane: loading the program, attaching and pinning it,
+//! adopting a pinned one after a restart, and writing its maps.
+//!
+//! Layout under the pin directory (`/sys/fs/bpf/halb/<node>/` by default):
+//! one file per map (names in `ha_common::maps`) and `link`, the XDP link.
+//! While `link` is pinned the program stays attached and forwards with the
+//! maps as they are, agent or no agent. A starting agent loads the object
+//! with those maps reused, atomically replaces the program behind the pinned
+//! link (`bpf_link_update`), and re-reads ids and tables from the maps, so no
+//! flow notices the restart.
+
+pub mod maglev;
+pub mod maps;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use ha_common::{maps as names, Meta, ABI_VERSION, XDP_MODE_GENERIC, XDP_MODE_NATIVE};
+
+use crate::config::XdpModeCfg;
+pub use maps::{Maps, Store};
+pub use writer::{BackendSpec, Report, VipSpec, Writer};
+
+/// The XDP program object, built by `cargo xtask build`.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HALB_XDP_OBJ"));
+/// The pass-everything program (benchmark baseline, veth peers in the lab).
+pub static PASS_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HALB_PASS_OBJ"));
+/// Name of the XDP program in [`XDP_OBJECT`].
+pub const XDP_PROGRAM: &str = "halb_xdp";
+/// Name of the program in [`PASS_OBJECT`].
+pub const PASS_PROGRAM: &str = "halb_pass";
+/// File name of the pinned link in the pin directory.
+pub const LINK_PIN: &str = "link";
+
+/// Data-plane errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This binary carries no eBPF object.
+    #[error("this halb was built without its eBPF program; build it with `cargo xtask build`")]
+    NotBuilt,
+    /// The object did not load or verify.
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program operation failed.
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: aya::maps::MapError,
+    },
+    /// The object lacks a map.
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(String),
+    /// A pinned data plane of another layout.
+    #[error(
+        "{dir} holds a data plane with ABI {found}, this halb speaks ABI {ABI_VERSION}; \
+         stop it with `halb run --reset-dataplane` or remove the directory"
+    )]
+    IncompatiblePin {
+        /// The pin directory.
+        dir: PathBuf,
+        /// ABI found there.
+        found: u32,
+    },
+    /// The pin directory is not usable.
+    #[error("pin directory {dir}: {source}")]
+    PinDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Pinning failed.
+    #[error("pinning {path}: {reason}")]
+    Pin {
+        /// What was pinned.
+        path: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+    /// No interface of that name.
+    #[error("no interface named {0:?}")]
+    NoInterface(String),
+    /// Too many VIPs or backends for the maps.
+    #[error("data plane capacity exceeded: {0}")]
+    Capacity(String),
+}
+
+/// How to bring the data plane up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Interface to attach to.
+    pub interface: String,
+    /// Attach mode.
+    pub mode: XdpModeCfg,
+    /// Pin directory.
+    pub pin_dir: PathBuf,
+    /// Flow-table size for a newly created flow map.
+    pub flow_table_size: u32,
+}
+
+/// How the program got attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A fresh attach in this mode.
+    Fresh(AttachMode),
+    /// A pinned program was found and replaced in place (mode as pinned).
+    Adopted(AttachMode),
+}
+
+/// XDP attach mode in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native).
+    Native,
+    /// Generic (SKB).
+    Generic,
+}
+
+impl AttachMode {
+    fn meta(self) -> u32 {
+        match self {
+            AttachMode::Native => XDP_MODE_NATIVE,
+            AttachMode::Generic => XDP_MODE_GENERIC,
+        }
+    }
+
+    fn from_meta(v: u32) -> Option<Self> {
+        match v {
+            XDP_MODE_NATIVE => Some(AttachMode::Native),
+            XDP_MODE_GENERIC => Some(AttachMode::Generic),
+            _ => None,
+        }
+    }
+
+    /// Name for logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// A running data plane: the loaded program, its pinned link and the map writer.
+pub struct DataPlane {
+    // Keeps the program loaded while this agent runs; the pinned link keeps
+    // it attached beyond that.
+    _ebpf: Ebpf,
+    link: Option<FdLink>,
+    pin_dir: PathBuf,
+    attached: Attached,
+    ifindex: u32,
+    writer: Writer<Maps>,
+}
+
+impl DataPlane {
+    /// Loads the program with the pinned maps (creating and pinning them the
+    /// first time), attaches it or adopts the pinned attachment, and takes
+    /// over the maps' contents.
+    pub fn start(opts: &Options) -> Result<Self, Error> {
+        if XDP_OBJECT.is_empty() {
+            return Err(Error::NotBuilt);
+        }
+        let ifindex = ifindex(&opts.interface)?;
+        std::fs::create_dir_all(&opts.pin_dir).map_err(|source| Error::PinDir {
+            dir: opts.pin_dir.clone(),
+            source,
+        })?;
+        let pinned_meta = read_pinned_meta(&opts.pin_dir)?;
+
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&str, PathBuf)> = names::ALL
+            .iter()
+            .map(|n| (*n, opts.pin_dir.join(n)))
+            .collect();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader.map_max_entries(names::FLOWS, opts.flow_table_size);
+        let mut ebpf = loader.load(XDP_OBJECT)?;
+        let mut maps = Maps::take(&mut ebpf)?;
+
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| Error::MissingMap(XDP_PROGRAM.into()))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                what: "program type".into(),
+                source,
+            })?;
+        program.load().map_err(|source| Error::Program {
+            what: "verify and load the XDP program".into(),
+            source,
+        })?;
+
+        let link_path = opts.pin_dir.join(LINK_PIN);
+        let mut adopted = None;
+        if link_path.exists() {
+            let same_if = pinned_meta.is_some_and(|m| m.ifindex == ifindex);
+            match PinnedLink::from_pin(&link_path) {
+                Ok(pinned) if same_if => {
+                    let fd: FdLink = pinned.into();
+                    match aya::programs::xdp::XdpLink::try_from(fd) {
+                        Ok(xdp_link) => match program.attach_to_link(xdp_link) {
+                            Ok(id) => {
+                                adopted = Some(id);
+                            }
+                            Err(e) => {
+                                tracing::warn!("pinned XDP link is stale ({e}); attaching afresh")
+                            }
+                        },
+                        Err(e) => tracing::warn!("pinned link is not an XDP link ({e})"),
+                    }
+                }
+                Ok(_) => tracing::info!(
+                    "pinned program is attached to another interface; moving it to {}",
+                    opts.interface
+                ),
+                Err(e) => tracing::warn!("cannot open pinned link ({e}); attaching afresh"),
+            }
+        }
+        let (link_id, attached) = match adopted {
+            Some(id) => {
+                let mode = pinned_meta
+                    .and_then(|m| AttachMode::from_meta(m.mode))
+                    .unwrap_or(AttachMode::Generic);
+                (id, Attached::Adopted(mode))
+            }
+            None => {
+                // Removing the old pin detaches the old program (if any).
+                let _ = std::fs::remove_file(&link_path);
+                let (id, mode) = attach(program, ifindex, opts.mode, &opts.interface)?;
+                (id, Attached::Fresh(mode))
+            }
+        };
+        let link = program
+            .take_link(link_id)
+            .map_err(|source| Error::Program {
+                what: "take the XDP link".into(),
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|e| Error::Pin {
+            path: link_path.clone(),
+            reason: format!("kernel gave no bpf_link ({e}); pinning needs one"),
+        })?;
+        let link = if matches!(attached, Attached::Adopted(_)) {
+            // Already pinned at link_path.
+            fd_link
+        } else {
+            FdLink::from(fd_link.pin(&link_path).map_err(|e| Error::Pin {
+                path: link_path.clone(),
+                reason: e.to_string(),
+            })?)
+        };
+        let mode = match attached {
+            Attached::Fresh(m) | Attached::Adopted(m) => m,
+        };
+        maps.set_meta(&Meta {
+            abi: ABI_VERSION,
+            ifindex,
+            mode: mode.meta(),
+            pad: 0,
+        })?;
+        let writer = Writer::adopt(maps)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            link: Some(link),
+            pin_dir: opts.pin_dir.clone(),
+            attached,
+            ifindex,
+            writer,
+        })
+    }
+
+    /// How the program was attached.
+    pub fn attached(&self) -> Attached {
+        self.attached
+    }
+
+    /// Interface index the program is attached to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The map writer.
+    pub fn writer(&mut self) -> &mut Writer<Maps> {
+        &mut self.writer
+    }
+
+    /// The maps (counters, flows).
+    pub fn maps(&self) -> &Maps {
+        self.writer.store()
+    }
+
+    /// Stops the agent's hold on the data plane. With `keep`, the program
+    /// stays attached and pinned and goes on forwarding; without it, the
+    /// program is detached and every pin removed.
+    pub fn shutdown(mut self, keep: bool) -> Result<(), Error> {
+        if keep {
+            return Ok(());
+        }
+        // Unpinning and closing the last fd detaches the program.
+        let result = remove_pins(&self.pin_dir);
+        drop(self.link.take());
+        result
+    }
+}
+
+/// Removes a pinned data plane (program detached with its link, maps freed
+/// once unreferenced). Absent pins are fine.
+pub fn remove_pins(dir: &Path) -> Result<(), Error> {
+    let _ = std::fs::remove_file(dir.join(LINK_PIN));
+    for name in names::ALL {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::PinDir {
+            dir: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_pinned_meta(dir: &Path) -> Result<Option<Meta>, Error> {
+    let path = dir.join(names::META);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = aya::maps::MapData::from_pin(&path).map_err(|source| Error::Map {
+        what: format!("open {}", path.display()),
+        source,
+    })?;
+    let map = aya::maps::Map::from_map_data(data).map_err(|source| Error::Map {
+        what: format!("open {}", path.display()),
+        source,
+    })?;
+    let meta_map: aya::maps::Array<_, Meta> =
+        aya::maps::Array::try_from(map).map_err(|source| Error::Map {
+            what: format!("open {}", path.display()),
+            source,
+        })?;
+    let meta = meta_map.get(&0, 0).map_err(|source| Error::Map {
+        what: "read META".into(),
+        source,
+    })?;
+    if meta.abi != ABI_VERSION {
+        return Err(Error::IncompatiblePin {
+            dir: dir.to_path_buf(),
+            found: meta.abi,
+        });
+    }
+    Ok(Some(meta))
+}
+
+fn attach(
+    program: &mut Xdp,
+    ifindex: u32,
+    mode: XdpModeCfg,
+    ifname: &str,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode), Error> {
+    let try_mode = |program: &mut Xdp, m: AttachMode| {
+        let flags = match m {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        };
+        program
+            .attach_to_if_index(ifindex, flags)
+            .map_err(|source| Error::Program {
+                what: format!("attach XDP ({}) to {ifname}", m.as_str()),
+                source,
+            })
+    };
+    match mode {
+        XdpModeCfg::Native => Ok((try_mode(program, AttachMode::Native)?, AttachMode::Native)),
+        XdpModeCfg::Generic => Ok((try_mode(program, AttachMode::Generic)?, AttachMode::Generic)),
+        XdpModeCfg::Auto => match try_mode(program, AttachMode::Native) {
+            Ok(id) => Ok((id, AttachMode::Native)),
+            Err(e) => {
+                tracing::info!("native XDP unavailable on {ifname} ({e}); using generic mode");
+                Ok((try_mode(program, AttachMode::Generic)?, AttachMode::Generic))
+            }
+        },
+    }
+}
+
+/// Interface index of `name` in the current network namespace.
+pub fn ifindex(name: &str) -> Result<u32, Error> {
+    let c = std::ffi::CString::new(name).map_err(|_| Error::NoInterface(name.into()))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        Err(Error::NoInterface(name.into()))
+    } else {
+        Ok(idx)
+    }
+}

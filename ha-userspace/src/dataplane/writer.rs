@@ -1,0 +1,425 @@
+//! Brings the maps to a desired set of VIPs and backends, in an order that
+//! never lets a packet see an inconsistent state.
+//!
+//! Rules the writer keeps:
+//! - ids are stable: a VIP keeps its id and a backend (VIP, address) keeps its
+//!   id for as long as it exists, across restarts (the writer re-reads them
+//!   from the pinned maps), so flow entries stay valid; a freed id is reused
+//!   as late as possible (FIFO).
+//! - a new Maglev table is written into the VIP's idle ring, then the VIP
+//!   entry is replaced to point at it (one atomic swap). The idle ring is not
+//!   rewritten until [`RING_QUIESCE`] after it stopped being live, so a packet
+//!   still reading it (a program run lasts well under a microsecond) never
+//!   sees a half-written table.
+//! - a backend becomes usable before any table names it, and stops being
+//!   usable only after the table without it is live.
+//! - a VIP address enters the pre-filter after its map entries exist, and
+//!   leaves it before they are removed.
+//!
+//! Unchanged tables are not rewritten: two writers (or a restarted agent)
+//! with the same input produce identical tables, so nothing moves.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ha_common::{
+    ring_index, vip_filter_bit, BackendInfo, Ring, VipInfo, VipKey, BACKEND_F_UP, MAX_BACKENDS,
+    MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_WORDS, VIP_F_ADDRESS,
+};
+
+use super::maglev::{self, Member};
+use super::maps::Store;
+use super::Error;
+
+/// [`BackendInfo::flags`] bit: the slot is assigned (set on every live slot).
+pub const BACKEND_F_IN_USE: u16 = 2;
+
+/// Time an idle ring is left alone after it stopped being live.
+pub const RING_QUIESCE: Duration = Duration::from_millis(2);
+
+/// One VIP service as the agent wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipSpec {
+    /// Address, port, protocol.
+    pub key: VipKey,
+    /// Maglev table size (prime).
+    pub table_size: u32,
+    /// Backends, in any order.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// One backend as the agent wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Backend address.
+    pub addr: Ipv4Addr,
+    /// Its MAC address, when known.
+    pub mac: Option<[u8; 6]>,
+    /// Maglev weight; 0 drains (keeps existing flows, gets no new ones).
+    pub weight: u32,
+    /// Health: false takes the backend out and moves its flows.
+    pub healthy: bool,
+}
+
+impl BackendSpec {
+    /// May carry traffic (existing flows at least).
+    pub fn usable(&self) -> bool {
+        self.healthy && self.mac.is_some()
+    }
+
+    /// Gets new flows.
+    pub fn in_table(&self) -> bool {
+        self.usable() && self.weight > 0
+    }
+}
+
+/// What one [`Writer::apply`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// VIPs whose table was swapped (new table live).
+    pub tables_swapped: usize,
+    /// Backend slots written.
+    pub backends_written: usize,
+    /// VIPs added.
+    pub vips_added: usize,
+    /// VIPs removed.
+    pub vips_removed: usize,
+}
+
+impl Report {
+    /// Nothing was written.
+    pub fn is_empty(&self) -> bool {
+        *self == Report::default()
+    }
+}
+
+struct VipState {
+    info: VipInfo,
+    /// Live table contents (`info.ring_size` entries).
+    table: Vec<u16>,
+    /// When the idle ring stopped being live.
+    idle_since: Option<Instant>,
+}
+
+/// The map writer (see the module documentation).
+pub struct Writer<S: Store> {
+    store: S,
+    vips: BTreeMap<VipKey, VipState>,
+    backend_ids: HashMap<(VipKey, Ipv4Addr), u32>,
+    written: HashMap<u32, BackendInfo>,
+    free_backends: VecDeque<u32>,
+    free_vips: VecDeque<u32>,
+    filter: Vec<u64>,
+    markers: HashSet<u32>,
+}
+
+impl<S: Store> Writer<S> {
+    /// Takes over `store`, learning what it already holds (a pinned data
+    /// plane from an earlier run keeps its ids and tables).
+    pub fn adopt(mut store: S) -> Result<Self, Error> {
+        let now = Instant::now();
+        let mut vips = BTreeMap::new();
+        let mut markers = HashSet::new();
+        let mut by_id = HashMap::new();
+        for (key, info) in store.vips()? {
+            if info.flags & VIP_F_ADDRESS != 0 {
+                markers.insert(key.addr);
+                continue;
+            }
+            let size = (info.ring_size as usize).min(RING_MAX);
+            let ring = store.ring(ring_index(info.id, info.ring_slot))?;
+            by_id.insert(info.id, key);
+            vips.insert(
+                key,
+                VipState {
+                    info,
+                    table: ring.entries[..size].to_vec(),
+                    idle_since: Some(now),
+                },
+            );
+        }
+        let mut backend_ids = HashMap::new();
+        let mut written = HashMap::new();
+        for (id, b) in store.backends()? {
+            match by_id.get(&b.vip_id) {
+                Some(key) if b.flags & BACKEND_F_IN_USE != 0 => {
+                    backend_ids.insert((*key, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
+                    written.insert(id, b);
+                }
+                _ => store.set_backend(id, &BackendInfo::default())?,
+            }
+        }
+        let used_vips: HashSet<u32> = vips.values().map(|v| v.info.id).collect();
+        let used_backends: HashSet<u32> = written.keys().copied().collect();
+        let mut filter = store.filter()?;
+        filter.resize(VIP_FILTER_WORDS as usize, 0);
+        Ok(Self {
+            store,
+            vips,
+            backend_ids,
+            written,
+            free_backends: (0..MAX_BACKENDS)
+                .filter(|i| !used_backends.contains(i))
+                .collect(),
+            free_vips: (0..MAX_VIPS).filter(|i| !used_vips.contains(i)).collect(),
+            filter,
+            markers,
+        })
+    }
+
+    /// The store (for reading counters).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Backend id of `addr` in VIP `key`.
+    pub fn backend_id(&self, key: &VipKey, addr: Ipv4Addr) -> Option<u32> {
+        self.backend_ids.get(&(*key, addr)).copied()
+    }
+
+    /// The live VIP entry of `key`.
+    pub fn vip_info(&self, key: &VipKey) -> Option<VipInfo> {
+        self.vips.get(key).map(|v| v.info)
+    }
+
+    /// Makes the maps hold exactly `specs`.
+    pub fn apply(&mut self, specs: &[VipSpec]) -> Result<Report, Error> {
+        let mut report = Report::default();
+        let wanted: BTreeMap<VipKey, &VipSpec> = specs.iter().map(|s| (s.key, s)).collect();
+        if wanted.len() > MAX_VIPS as usize {
+            return Err(Error::Capacity(format!("{} vips", wanted.len())));
+        }
+        for spec in wanted.values() {
+            self.apply_vip(spec, &mut report)?;
+        }
+
+        // Address markers for every wanted address, then the pre-filter.
+        let addrs: HashSet<u32> = wanted.keys().map(|k| k.addr).collect();
+        for &addr in &addrs {
+            if self.markers.insert(addr) {
+                self.store.set_vip(&marker_key(addr), &marker_info())?;
+            }
+        }
+        let mut filter = vec![0u64; VIP_FILTER_WORDS as usize];
+        for &addr in &addrs {
+            let bit = vip_filter_bit(addr);
+            filter[(bit >> 6) as usize] |= 1u64 << (bit & 63);
+        }
+        for (i, (&new, old)) in filter.iter().zip(self.filter.iter_mut()).enumerate() {
+            if new != *old {
+                self.store.set_filter_word(i as u32, new)?;
+                *old = new;
+            }
+        }
+
+        // Removed VIPs: they are out of the filter now; drop their entries.
+        let gone: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.store.remove_vip(&key)?;
+            if let Some(state) = self.vips.remove(&key) {
+                self.free_vips.push_back(state.info.id);
+            }
+            let ids: Vec<(Ipv4Addr, u32)> = self
+                .backend_ids
+                .iter()
+                .filter(|((k, _), _)| *k == key)
+                .map(|((_, a), id)| (*a, *id))
+                .collect();
+            for (addr, id) in ids {
+                self.release_backend(key, addr, id, &mut report)?;
+            }
+            report.vips_removed += 1;
+        }
+        let stale: Vec<u32> = self
+            .markers
+            .iter()
+            .filter(|a| !addrs.contains(a))
+            .copied()
+            .collect();
+        for addr in stale {
+            self.store.remove_vip(&marker_key(addr))?;
+            self.markers.remove(&addr);
+        }
+        Ok(report)
+    }
+
+    fn apply_vip(&mut self, spec: &VipSpec, report: &mut Report) -> Result<(), Error> {
+        let key = spec.key;
+        let is_new = !self.vips.contains_key(&key);
+        let vip_id = match self.vips.get(&key) {
+            Some(v) => v.info.id,
+            None => self
+                .free_vips
+                .pop_front()
+                .ok_or_else(|| Error::Capacity("vip ids".into()))?,
+        };
+
+        // Backend slots: usable-or-new ones now, the others after the swap.
+        let mut late = Vec::new();
+        let mut ids = Vec::with_capacity(spec.backends.len());
+        for b in &spec.backends {
+            let id = match self.backend_ids.get(&(key, b.addr)) {
+                Some(id) => *id,
+                None => {
+                    let id = self
+                        .free_backends
+                        .pop_front()
+                        .ok_or_else(|| Error::Capacity("backend ids".into()))?;
+                    self.backend_ids.insert((key, b.addr), id);
+                    id
+                }
+            };
+            ids.push(id);
+            let info = BackendInfo {
+                addr: u32::from_ne_bytes(b.addr.octets()),
+                mac: b.mac.unwrap_or_default(),
+                flags: BACKEND_F_IN_USE | if b.usable() { BACKEND_F_UP } else { 0 },
+                vip_id,
+            };
+            let old = self.written.get(&id);
+            if old == Some(&info) {
+                continue;
+            }
+            let was_up = old.is_some_and(|o| o.flags & BACKEND_F_UP != 0);
+            if was_up && !b.usable() {
+                late.push((id, info));
+            } else {
+                self.write_backend(id, info, report)?;
+            }
+        }
+
+        // The table.
+        let members: Vec<Member> = spec
+            .backends
+            .iter()
+            .map(|b| Member {
+                key: maglev::member_key(b.addr, 0),
+                weight: if b.in_table() { b.weight } else { 0 },
+            })
+            .collect();
+        let table: Vec<u16> = maglev::build(&members, spec.table_size)
+            .into_iter()
+            .map(|m| {
+                if m == maglev::EMPTY {
+                    NO_BACKEND
+                } else {
+                    ids[m as usize] as u16
+                }
+            })
+            .collect();
+        let current = self.vips.get(&key);
+        if current.is_none_or(|v| v.table != table) {
+            let slot = match current {
+                Some(v) => {
+                    if let Some(since) = v.idle_since {
+                        let waited = since.elapsed();
+                        if waited < RING_QUIESCE {
+                            std::thread::sleep(RING_QUIESCE - waited);
+                        }
+                    }
+                    1 - (v.info.ring_slot & 1)
+                }
+                None => 0,
+            };
+            let mut ring = Box::new(Ring {
+                entries: [NO_BACKEND; RING_MAX],
+            });
+            ring.entries[..table.len()].copy_from_slice(&table);
+            self.store.set_ring(ring_index(vip_id, slot), &ring)?;
+            let info = VipInfo {
+                id: vip_id,
+                ring_slot: slot,
+                ring_size: spec.table_size,
+                flags: 0,
+            };
+            self.store.set_vip(&key, &info)?;
+            self.vips.insert(
+                key,
+                VipState {
+                    info,
+                    table,
+                    idle_since: Some(Instant::now()),
+                },
+            );
+            report.tables_swapped += 1;
+        }
+        if is_new {
+            report.vips_added += 1;
+        }
+
+        for (id, info) in late {
+            self.write_backend(id, info, report)?;
+        }
+        // Backends of this VIP that are no longer wanted.
+        let wanted: HashSet<Ipv4Addr> = spec.backends.iter().map(|b| b.addr).collect();
+        let gone: Vec<(Ipv4Addr, u32)> = self
+            .backend_ids
+            .iter()
+            .filter(|((k, a), _)| *k == key && !wanted.contains(a))
+            .map(|((_, a), id)| (*a, *id))
+            .collect();
+        for (addr, id) in gone {
+            self.release_backend(key, addr, id, report)?;
+        }
+        Ok(())
+    }
+
+    fn write_backend(
+        &mut self,
+        id: u32,
+        info: BackendInfo,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        self.store.set_backend(id, &info)?;
+        self.written.insert(id, info);
+        report.backends_written += 1;
+        Ok(())
+    }
+
+    fn release_backend(
+        &mut self,
+        key: VipKey,
+        addr: Ipv4Addr,
+        id: u32,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        self.store.set_backend(id, &BackendInfo::default())?;
+        self.written.remove(&id);
+        self.backend_ids.remove(&(key, addr));
+        self.free_backends.push_back(id);
+        report.backends_written += 1;
+        Ok(())
+    }
+}
+
+fn marker_key(addr: u32) -> VipKey {
+    VipKey {
+        addr,
+        port: 0,
+        proto: 0,
+        pad: 0,
+    }
+}
+
+fn marker_info() -> VipInfo {
+    VipInfo {
+        id: 0,
+        ring_slot: 0,
+        ring_size: 0,
+        flags: VIP_F_ADDRESS,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! Writer tests against an in-memory store that also models the program's
+//! lookups, so each test can ask "where would this flow go now?".
+
+use super::*;
+use ha_common::{flow_hash, IPPROTO_TCP};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    SetVip(VipKey, VipInfo),
+    RemoveVip(VipKey),
+    SetBackend(u32, BackendInfo),
+    SetRing(u32),
+    SetFilter(u32, u64),
+}
+
+#[derive(Default)]
+struct Fake {
+    vips: BTreeMap<(u32, u16, u8), (VipKey, VipInfo)>,
+    backends: Vec<BackendInfo>,
+    rings: HashMap<u32, Box<Ring>>,
+    filter: Vec<u64>,
+    log: Vec<Op>,
+}
+
+fn k(key: &VipKey) -> (u32, u16, u8) {
+    (key.addr, key.port, key.proto)
+}
+
+impl Fake {
+    fn new() -> Self {
+        Self {
+            backends: vec![BackendInfo::default(); MAX_BACKENDS as usize],
+            filter: vec![0; VIP_FILTER_WORDS as usize],
+            ..Default::default()
+        }
+    }
+
+    /// What the XDP program would do with a new flow to `key`: the backend
+    /// address it picks, or None (pass/drop).
+    fn route(&self, key: &VipKey, saddr: u32, sport: u16) -> Option<Ipv4Addr> {
+        let bit = vip_filter_bit(key.addr);
+        if self.filter[(bit >> 6) as usize] & (1 << (bit & 63)) == 0 {
+            return None;
+        }
+        let (_, info) = self.vips.get(&k(key))?;
+        let ring = self.rings.get(&ring_index(info.id, info.ring_slot))?;
+        let h = flow_hash(saddr, key.addr, sport, key.port, key.proto);
+        let e = ring.entries[(h % info.ring_size) as usize];
+        if e == NO_BACKEND {
+            return None;
+        }
+        let b = self.backends[e as usize];
+        (b.flags & BACKEND_F_UP != 0 && b.vip_id == info.id)
+            .then(|| Ipv4Addr::from(b.addr.to_ne_bytes()))
+    }
+
+    fn live_ring(&self, key: &VipKey) -> Option<u32> {
+        self.vips
+            .get(&k(key))
+            .map(|(_, i)| ring_index(i.id, i.ring_slot))
+    }
+}
+
+impl Store for &mut Fake {
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
+        Ok(self.vips.values().copied().collect())
+    }
+    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
+        self.vips.insert(k(key), (*key, *info));
+        self.log.push(Op::SetVip(*key, *info));
+        Ok(())
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
+        self.vips.remove(&k(key));
+        self.log.push(Op::RemoveVip(*key));
+        Ok(())
+    }
+    fn backends(&self) -> Result<Vec<(u32, BackendInfo)>, Error> {
+        Ok(self
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.flags != 0)
+            .map(|(i, b)| (i as u32, *b))
+            .collect())
+    }
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<(), Error> {
+        self.backends[id as usize] = *info;
+        self.log.push(Op::SetBackend(id, *info));
+        Ok(())
+    }
+    fn ring(&self, index: u32) -> Result<Box<Ring>, Error> {
+        Ok(self.rings.get(&index).cloned().unwrap_or_else(|| {
+            Box::new(Ring {
+                entries: [0; RING_MAX],
+            })
+        }))
+    }
+    fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error> {
+        let live: Vec<u32> = self
+            .vips
+            .values()
+            .filter(|(_, i)| i.flags & VIP_F_ADDRESS == 0)
+            .map(|(_, i)| ring_index(i.id, i.ring_slot))
+            .collect();
+        assert!(!live.contains(&index), "wrote live ring {index}");
+        self.rings.insert(index, Box::new(*ring));
+        self.log.push(Op::SetRing(index));
+        Ok(())
+    }
+    fn filter(&self) -> Result<Vec<u64>, Error> {
+        Ok(self.filter.clone())
+    }
+    fn set_filter_word(&mut self, word: u32, value: u64) -> Result<(), Error> {
+        self.filter[word as usize] = value;
+        self.log.push(Op::SetFilter(word, value));
+        Ok(())
+    }
+}
+
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn vip(last: u8, port: u16, backends: &[(u8, u32, bool)]) -> VipSpec {
+    VipSpec {
+        key: VipKey::new([10, 77, 0, last], port, IPPROTO_TCP),
+        table_size: 251,
+        backends: backends
+            .iter()
+            .map(|&(b, weight, healthy)| BackendSpec {
+                addr: Ipv4Addr::new(10, 77, 0, b),
+                mac: Some(MAC),
+                weight,
+                healthy,
+            })
+            .collect(),
+    }
+}
+
+fn spread(fake: &Fake, key: &VipKey) -> BTreeMap<Ipv4Addr, usize> {
+    let mut m = BTreeMap::new();
+    for i in 0..3000u32 {
+        if let Some(b) = fake.route(key, 0x0a00_0000 + i, (i % 60000) as u16) {
+            *m.entry(b).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn fresh_apply_routes_to_every_backend() {
+    let mut fake = Fake::new();
+    let spec = vip(100, 80, &[(21, 1, true), (22, 1, true), (23, 1, true)]);
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    let r = w.apply(std::slice::from_ref(&spec)).expect("apply");
+    assert_eq!(
+        (r.vips_added, r.tables_swapped, r.backends_written),
+        (1, 1, 3)
+    );
+    drop(w);
+    let s = spread(&fake, &spec.key);
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(s.values().all(|&n| n > 800), "{s:?}");
+    // Other port, other address: not routed.
+    assert_eq!(
+        fake.route(&VipKey::new([10, 77, 0, 100], 81, IPPROTO_TCP), 1, 1),
+        None
+    );
+    assert_eq!(
+        fake.route(&VipKey::new([10, 77, 0, 99], 80, IPPROTO_TCP), 1, 1),
+        None
+    );
+}
+
+#[test]
+fn new_vip_is_filtered_in_last_and_removed_vip_filtered_out_first() {
+    let mut fake = Fake::new();
+    let spec = vip(100, 80, &[(21, 1, true)]);
+    {
+        let mut w = Writer::adopt(&mut fake).expect("adopt");
+        w.apply(std::slice::from_ref(&spec)).expect("apply");
+    }
+    let pos = |log: &[Op], f: &dyn Fn(&Op) -> bool| log.iter().position(f).expect("op present");
+    let filter_at = pos(&fake.log, &|o| matches!(o, Op::SetFilter(..)));
+    let vip_at = pos(&fake.log, &|o| matches!(o, Op::SetVip(k, _) if k.port != 0));
+    let marker_at = pos(&fake.log, &|o| matches!(o, Op::SetVip(k, _) if k.port == 0));
+    let ring_at = pos(&fake.log, &|o| matches!(o, Op::SetRing(_)));
+    let backend_at = pos(&fake.log, &|o| matches!(o, Op::SetBackend(..)));
+    assert!(
+        backend_at < ring_at && ring_at < vip_at && vip_at < filter_at && marker_at < filter_at
+    );
+
+    fake.log.clear();
+    {
+        let mut w = Writer::adopt(&mut fake).expect("adopt");
+        let r = w.apply(&[]).expect("apply");
+        assert_eq!(r.vips_removed, 1);
+    }
+    assert!(matches!(fake.log[0], Op::SetFilter(_, 0)), "{:?}", fake.log);
+    assert!(fake.vips.is_empty(), "service and marker removed");
+    assert!(fake.backends.iter().all(|b| b.flags == 0));
+    assert_eq!(fake.route(&spec.key, 1, 1), None);
+}
+
+#[test]
+fn restart_with_same_input_writes_nothing() {
+    let mut fake = Fake::new();
+    let specs = [
+        vip(100, 80, &[(21, 1, true), (22, 2, true), (23, 0, true)]),
+        vip(100, 443, &[(21, 1, true), (24, 1, false)]),
+        vip(101, 53, &[]),
+    ];
+    let before;
+    {
+        let mut w = Writer::adopt(&mut fake).expect("adopt");
+        w.apply(&specs).expect("apply");
+        before = w.backend_id(&specs[0].key, Ipv4Addr::new(10, 77, 0, 22));
+    }
+    fake.log.clear();
+    let mut w = Writer::adopt(&mut fake).expect("adopt again");
+    assert_eq!(
+        w.backend_id(&specs[0].key, Ipv4Addr::new(10, 77, 0, 22)),
+        before
+    );
+    let r = w.apply(&specs).expect("apply again");
+    assert!(r.is_empty(), "{r:?}");
+    drop(w);
+    assert!(fake.log.is_empty(), "{:?}", fake.log);
+}
+
+#[test]
+fn drain_keeps_backend_up_but_out_of_the_table() {
+    let mut fake = Fake::new();
+    let mut spec = vip(100, 80, &[(21, 1, true), (22, 1, true), (23, 1, true)]);
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&spec)).expect("apply");
+    spec.backends[1].weight = 0;
+    let r = w.apply(std::slice::from_ref(&spec)).expect("drain");
+    assert_eq!((r.tables_swapped, r.backends_written), (1, 0));
+    let id = w
+        .backend_id(&spec.key, Ipv4Addr::new(10, 77, 0, 22))
+        .expect("id");
+    drop(w);
+    assert_eq!(
+        fake.backends[id as usize].flags & BACKEND_F_UP,
+        BACKEND_F_UP
+    );
+    let s = spread(&fake, &spec.key);
+    assert!(!s.contains_key(&Ipv4Addr::new(10, 77, 0, 22)), "{s:?}");
+    assert_eq!(s.values().sum::<usize>(), 3000);
+}
+
+#[test]
+fn down_backend_leaves_the_table_before_its_flag_drops() {
+    let mut fake = Fake::new();
+    let mut spec = vip(100, 80, &[(21, 1, true), (22, 1, true)]);
+    {
+        let mut w = Writer::adopt(&mut fake).expect("adopt");
+        w.apply(std::slice::from_ref(&spec)).expect("apply");
+    }
+    fake.log.clear();
+    spec.backends[0].healthy = false;
+    let id;
+    {
+        let mut w = Writer::adopt(&mut fake).expect("adopt");
+        w.apply(std::slice::from_ref(&spec)).expect("down");
+        id = w
+            .backend_id(&spec.key, Ipv4Addr::new(10, 77, 0, 21))
+            .expect("id");
+    }
+    let swap = fake
+        .log
+        .iter()
+        .position(|o| matches!(o, Op::SetVip(k, _) if *k == spec.key))
+        .expect("swap");
+    let flag = fake
+        .log
+        .iter()
+        .position(|o| matches!(o, Op::SetBackend(i, _) if *i == id))
+        .expect("flag");
+    assert!(swap < flag, "{:?}", fake.log);
+    assert_eq!(fake.backends[id as usize].flags & BACKEND_F_UP, 0);
+    let s = spread(&fake, &spec.key);
+    assert_eq!(
+        s.keys().copied().collect::<Vec<_>>(),
+        [Ipv4Addr::new(10, 77, 0, 22)]
+    );
+}
+
+#[test]
+fn ids_are_stable_and_reused_late() {
+    let mut fake = Fake::new();
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    let a = vip(100, 80, &[(21, 1, true), (22, 1, true), (23, 1, true)]);
+    w.apply(std::slice::from_ref(&a)).expect("apply");
+    let id = |w: &Writer<&mut Fake>, b| w.backend_id(&a.key, Ipv4Addr::new(10, 77, 0, b));
+    let (i21, i23) = (id(&w, 21), id(&w, 23));
+    let b = vip(100, 80, &[(21, 1, true), (23, 1, true)]);
+    w.apply(std::slice::from_ref(&b)).expect("remove 22");
+    assert_eq!((id(&w, 21), id(&w, 23), id(&w, 22)), (i21, i23, None));
+    let c = vip(100, 80, &[(21, 1, true), (23, 1, true), (24, 1, true)]);
+    w.apply(std::slice::from_ref(&c)).expect("add 24");
+    let i24 = w
+        .backend_id(&a.key, Ipv4Addr::new(10, 77, 0, 24))
+        .expect("24");
+    assert_eq!(i24, 3, "a never-used id comes before the freed one");
+}
+
+#[test]
+fn no_backend_means_no_route() {
+    let mut fake = Fake::new();
+    let spec = vip(100, 80, &[(21, 1, false)]);
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&spec)).expect("apply");
+    drop(w);
+    assert!(spread(&fake, &spec.key).is_empty());
+    let (_, info) = fake.vips[&k(&spec.key)];
+    assert!(
+        fake.rings[&ring_index(info.id, info.ring_slot)].entries[..251]
+            .iter()
+            .all(|&e| e == NO_BACKEND)
+    );
+}
+
+#[test]
+fn back_to_back_swaps_alternate_rings() {
+    let mut fake = Fake::new();
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    let mut spec = vip(100, 80, &[(21, 1, true), (22, 1, true)]);
+    w.apply(std::slice::from_ref(&spec)).expect("apply");
+    let mut slots = vec![w.vip_info(&spec.key).expect("vip").ring_slot];
+    for i in 0..4 {
+        spec.backends[0].weight = 2 + i;
+        w.apply(std::slice::from_ref(&spec)).expect("reweight");
+        slots.push(w.vip_info(&spec.key).expect("vip").ring_slot);
+    }
+    assert_eq!(slots, [0, 1, 0, 1, 0]);
+    drop(w);
+    assert_eq!(fake.live_ring(&spec.key), Some(ring_index(0, 0)));
+}

@@ -1,0 +1,7 @@
+//! halb: a high-availability layer-4 load balancer (XDP data plane, VRRP,
+//! health checks) in one agent. The `halb` binary is a thin edge over this
+//! library; `agent` is the only module that wires the others together.
+
+pub mod config;
+pub mod dataplane;
+pub mod net;

@@ -1,0 +1,167 @@
+//! Thin I/O over the kernel's network configuration: links and the
+//! neighbour table through rtnetlink. No protocol logic lives here.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
+};
+use rtnetlink::packet_route::AddressFamily;
+
+/// Errors from netlink.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// A request failed.
+    #[error("netlink {what}: {source}")]
+    Request {
+        /// What was asked.
+        what: String,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// No such interface.
+    #[error("no interface named {0:?} in this network namespace")]
+    NoSuchLink(String),
+}
+
+/// Facts about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// MAC address (zero when the link has none).
+    pub mac: [u8; 6],
+    /// Administratively up and with carrier (`IFF_UP` and `IFF_LOWER_UP`).
+    pub up: bool,
+}
+
+/// A route-netlink connection (the connection task runs on tokio).
+#[derive(Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a connection in the current network namespace.
+    pub fn open() -> Result<Self, NetError> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Looks an interface up by name.
+    pub async fn link(&self, name: &str) -> Result<Link, NetError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => {
+                let mut mac = [0u8; 6];
+                for attr in &msg.attributes {
+                    if let LinkAttribute::Address(a) = attr {
+                        if a.len() == 6 {
+                            mac.copy_from_slice(a);
+                        }
+                    }
+                }
+                let flags = msg.header.flags;
+                Ok(Link {
+                    index: msg.header.index,
+                    name: name.to_string(),
+                    mac,
+                    up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+                })
+            }
+            Ok(None) => Err(NetError::NoSuchLink(name.to_string())),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                Err(NetError::NoSuchLink(name.to_string()))
+            }
+            Err(source) => Err(NetError::Request {
+                what: format!("get link {name}"),
+                source,
+            }),
+        }
+    }
+
+    /// IPv4 neighbours on `ifindex` that have a usable MAC address.
+    pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetError> {
+        let usable = |s: NeighbourState| {
+            matches!(
+                s,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+                    | NeighbourState::Noarp
+            )
+        };
+        let mut out = HashMap::new();
+        let mut dump = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        loop {
+            let msg = match dump.try_next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(source) => {
+                    return Err(NetError::Request {
+                        what: "dump neighbours".into(),
+                        source,
+                    })
+                }
+            };
+            if msg.header.ifindex != ifindex || !usable(msg.header.state) {
+                continue;
+            }
+            let mut dst = None;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        let mut m = [0u8; 6];
+                        m.copy_from_slice(l);
+                        mac = Some(m);
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(d), Some(m)) = (dst, mac) {
+                out.insert(d, m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks the kernel to resolve `addr` on `ifindex` (an ARP request by the
+    /// kernel's own neighbour state machine, `NTF_USE`); the answer shows up
+    /// in [`Netlink::neighbours`] once the neighbour replies.
+    pub async fn probe_neighbour(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetError> {
+        let req = self
+            .handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(addr))
+            .state(NeighbourState::None)
+            .flags(NeighbourFlags::Use)
+            .replace();
+        req.execute().await.map_err(|source| NetError::Request {
+            what: format!("probe neighbour {addr}"),
+            source,
+        })
+    }
+}

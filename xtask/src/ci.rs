@@ -1,0 +1,45 @@
+//! `cargo xtask ci`: what `.ci/run` runs after installing the toolchain:
+//! formatting, clippy, the eBPF and userspace builds, unit tests, and the
+//! privileged end-to-end tests (CI runs as root; nothing is skipped).
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::build;
+use crate::util::{root, run};
+
+pub fn run_all() -> Result<()> {
+    let r = root();
+    let mut fmt = Command::new("cargo");
+    fmt.current_dir(&r).args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut fmt_ebpf = Command::new("cargo");
+    fmt_ebpf
+        .current_dir(r.join("ha-ebpf"))
+        .args(["fmt", "--all", "--", "--check"]);
+    run(fmt_ebpf)?;
+
+    let bins = build::all(false)?;
+
+    let mut clippy = Command::new("cargo");
+    clippy
+        .current_dir(&r)
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env("HALB_EBPF_DIR", build::ebpf_dir());
+    run(clippy)?;
+
+    let mut test = Command::new("cargo");
+    test.current_dir(&r)
+        .args(["test", "--workspace", "--", "--test-threads=1"])
+        .env("HALB_EBPF_DIR", build::ebpf_dir())
+        .env("HALB_BIN", &bins.halb);
+    run(test)
+}
