@@ -2,6 +2,7 @@
 //! health checks) in one agent. The `halb` binary is a thin edge over this
 //! library; `agent` is the only module that wires the others together.
 
+pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod net;

@@ -1,1 +1,4 @@
+//! The namespace lab and test helpers shared by halb's end-to-end tests and
+//! by `cargo xtask lab / demo / bench / failover`.
 
+pub mod frame;

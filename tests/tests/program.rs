@@ -1,0 +1,379 @@
+//! The XDP program on crafted frames through `BPF_PROG_TEST_RUN`: what it
+//! does with VIP traffic, with everything else, and with malformed input.
+//! Needs root (loads BPF); CI runs as root.
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use ha_common::{Stat, VipKey, IPPROTO_TCP, IPPROTO_UDP};
+use halb::dataplane::{BackendSpec, Maps, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
+use halb_lab::frame::{self, Frame};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const VIP: [u8; 4] = [10, 77, 0, 100];
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+
+fn backend_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, 0x20 + i]
+}
+
+struct Harness {
+    ebpf: Ebpf,
+    writer: Writer<Maps>,
+    specs: Vec<VipSpec>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        assert!(
+            !XDP_OBJECT.is_empty(),
+            "build the eBPF object first (cargo xtask build)"
+        );
+        let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).expect("load object");
+        let maps = Maps::take(&mut ebpf).expect("maps");
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        prog.load().expect("verifier accepts the program");
+        let writer = Writer::adopt(maps).expect("writer");
+        let mut h = Self {
+            ebpf,
+            writer,
+            specs: Vec::new(),
+        };
+        let backends = (1..=3)
+            .map(|i| BackendSpec {
+                addr: Ipv4Addr::new(10, 77, 0, 20 + i),
+                mac: Some(backend_mac(i)),
+                weight: 1,
+                healthy: true,
+            })
+            .collect::<Vec<_>>();
+        h.specs = vec![
+            VipSpec {
+                key: VipKey::new(VIP, 80, IPPROTO_TCP),
+                table_size: 65537,
+                backends: backends.clone(),
+            },
+            VipSpec {
+                key: VipKey::new(VIP, 53, IPPROTO_UDP),
+                table_size: 251,
+                backends,
+            },
+        ];
+        h.apply();
+        h
+    }
+
+    fn apply(&mut self) {
+        self.writer.apply(&self.specs).expect("apply");
+    }
+
+    fn prog(&self) -> &Xdp {
+        self.ebpf
+            .program(XDP_PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("xdp")
+    }
+
+    /// Runs one frame; returns the action and the frame as the program left it.
+    fn run(&self, data: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; data.len() + 256];
+        let r = self
+            .prog()
+            .test_run(TestRunOptions {
+                data_in: Some(data),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("test_run");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn stat(&self, s: Stat) -> u64 {
+        self.writer
+            .store()
+            .stats()
+            .expect("stats")
+            .into_iter()
+            .find(|(k, _)| *k == s)
+            .map(|(_, c)| c.packets)
+            .unwrap_or(0)
+    }
+
+    /// Runs a frame and checks action, stat and (for PASS/DROP) that it is untouched.
+    fn expect(&self, data: &[u8], action: u32, stat: Stat) -> Vec<u8> {
+        let before = self.stat(stat);
+        let (rc, out) = self.run(data);
+        assert_eq!(rc, action, "action for {stat:?}");
+        assert_eq!(
+            self.stat(stat),
+            before + 1,
+            "stat {stat:?} counts the frame"
+        );
+        if action != XDP_TX {
+            assert_eq!(out, data, "a frame that is not forwarded is not modified");
+        }
+        out
+    }
+}
+
+fn tcp_to(dst: [u8; 4], dport: u16, sport: u16) -> Frame {
+    Frame::tcp([10, 77, 0, 10], dst, sport, dport).macs(CLIENT_MAC, LB_MAC)
+}
+
+#[test]
+fn vip_tcp_and_udp_are_forwarded_with_rewritten_macs() {
+    let h = Harness::new();
+    for f in [
+        tcp_to(VIP, 80, 40000),
+        Frame::udp([10, 77, 0, 10], VIP, 40001, 53).macs(CLIENT_MAC, LB_MAC),
+    ] {
+        let data = f.build();
+        let out = h.expect(&data, XDP_TX, Stat::TxNewFlow);
+        let dst: [u8; 6] = out[0..6].try_into().expect("mac");
+        assert!(
+            (1..=3).any(|i| dst == backend_mac(i)),
+            "dst MAC {dst:02x?} is a backend's"
+        );
+        assert_eq!(out[6..12], LB_MAC, "source MAC is the interface's");
+        assert_eq!(out[12..], data[12..], "DSR leaves IP and L4 untouched");
+    }
+}
+
+#[test]
+fn same_flow_same_backend_and_flows_spread() {
+    let h = Harness::new();
+    let mut seen = std::collections::HashMap::new();
+    for sport in 1000..1300u16 {
+        let data = tcp_to(VIP, 80, sport).build();
+        let (rc, first) = h.run(&data);
+        assert_eq!(rc, XDP_TX);
+        let hits = h.stat(Stat::TxFlowHit);
+        let (rc2, second) = h.run(&data);
+        assert_eq!(rc2, XDP_TX);
+        assert_eq!(
+            h.stat(Stat::TxFlowHit),
+            hits + 1,
+            "second packet hits the flow table"
+        );
+        assert_eq!(first[0..6], second[0..6], "same flow, same backend");
+        *seen.entry(first[5]).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.values().all(|&n| n >= 60),
+        "300 flows spread over 3 backends: {seen:?}"
+    );
+}
+
+#[test]
+fn not_for_a_vip_passes_untouched() {
+    let h = Harness::new();
+    h.expect(
+        &tcp_to([10, 77, 0, 2], 22, 5555).build(),
+        XDP_PASS,
+        Stat::PassNotVip,
+    );
+    h.expect(&tcp_to(VIP, 22, 5555).build(), XDP_PASS, Stat::PassNotVip);
+    h.expect(
+        &Frame::udp([10, 77, 0, 10], VIP, 5555, 80)
+            .macs(CLIENT_MAC, LB_MAC)
+            .build(),
+        XDP_PASS,
+        Stat::PassNotVip,
+    );
+    h.expect(
+        &frame::arp_request([10, 77, 0, 10], VIP),
+        XDP_PASS,
+        Stat::PassNotIpv4,
+    );
+    h.expect(&frame::ipv6_udp(), XDP_PASS, Stat::PassNotIpv4);
+    let vrrp = Frame::raw_ip([10, 77, 0, 2], [224, 0, 0, 18], 112, vec![0x31; 20]).build();
+    h.expect(&vrrp, XDP_PASS, Stat::PassNotVip);
+    let icmp = Frame::raw_ip([10, 77, 0, 10], VIP, 1, vec![8, 0, 0, 0, 0, 0, 0, 0]).build();
+    h.expect(&icmp, XDP_PASS, Stat::PassVipOtherProto);
+}
+
+#[test]
+fn malformed_and_fragmented_frames_have_a_defined_fate() {
+    let h = Harness::new();
+    let good = tcp_to(VIP, 80, 7000).build();
+    // Ethernet only: not IPv4 payload.
+    h.expect(&good[..14], XDP_PASS, Stat::PassTruncated);
+    // IPv4 header cut short: destination unknown, the kernel drops it.
+    h.expect(&good[..14 + 12], XDP_PASS, Stat::PassTruncated);
+    // TCP header cut short, to a VIP: dropped.
+    h.expect(&good[..14 + 20 + 10], XDP_DROP, Stat::DropMalformed);
+    // IHL below 5.
+    h.expect(
+        &tcp_to(VIP, 80, 7001).ihl(3).build(),
+        XDP_DROP,
+        Stat::DropMalformed,
+    );
+    h.expect(
+        &tcp_to([10, 77, 0, 9], 80, 7001).ihl(3).build(),
+        XDP_PASS,
+        Stat::PassNotVip,
+    );
+    // Total length shorter than the header.
+    h.expect(
+        &tcp_to(VIP, 80, 7002).total_len(12).build(),
+        XDP_DROP,
+        Stat::DropMalformed,
+    );
+    // Wrong IP version in an IPv4 frame.
+    h.expect(
+        &tcp_to(VIP, 80, 7003).version(6).build(),
+        XDP_DROP,
+        Stat::DropMalformed,
+    );
+    // Fragments to a VIP: first (MF) and later (offset) alike.
+    h.expect(
+        &tcp_to(VIP, 80, 7004).frag(0x2000).build(),
+        XDP_DROP,
+        Stat::DropFragment,
+    );
+    h.expect(
+        &tcp_to(VIP, 80, 7005).frag(0x0010).build(),
+        XDP_DROP,
+        Stat::DropFragment,
+    );
+    // DF alone is not a fragment.
+    h.expect(
+        &tcp_to(VIP, 80, 7006).frag(0x4000).build(),
+        XDP_TX,
+        Stat::TxNewFlow,
+    );
+    // Fragments to others pass.
+    h.expect(
+        &tcp_to([10, 77, 0, 9], 80, 7007).frag(0x0010).build(),
+        XDP_PASS,
+        Stat::PassNotVip,
+    );
+}
+
+#[test]
+fn ip_options_are_forwarded_intact() {
+    let h = Harness::new();
+    let data = tcp_to(VIP, 80, 8000)
+        .options(vec![1, 1, 1, 1, 0x94, 4, 0, 0])
+        .build();
+    assert_eq!(data[14] & 0x0f, 7, "IHL 7");
+    let out = h.expect(&data, XDP_TX, Stat::TxNewFlow);
+    assert_eq!(out[12..], data[12..]);
+    // The ports were read after the options: the same flow without options
+    // (different IP header) still hashes on the same 5-tuple.
+    let plain = tcp_to(VIP, 80, 8000).build();
+    let (rc, out2) = h.run(&plain);
+    assert_eq!(rc, XDP_TX);
+    assert_eq!(out[0..6], out2[0..6], "options do not change the flow");
+}
+
+#[test]
+fn drained_backend_keeps_its_flows_and_gets_no_new_ones() {
+    let mut h = Harness::new();
+    // Establish 60 flows and remember where they went.
+    let flows: Vec<(Vec<u8>, u8)> = (2000..2060u16)
+        .map(|sport| {
+            let d = tcp_to(VIP, 80, sport).build();
+            let (rc, out) = h.run(&d);
+            assert_eq!(rc, XDP_TX);
+            (d, out[5])
+        })
+        .collect();
+    let drained = backend_mac(2)[5];
+    assert!(
+        flows.iter().any(|(_, b)| *b == drained),
+        "some flows on backend 2"
+    );
+    h.specs[0].backends[1].weight = 0;
+    h.apply();
+    for (d, b) in &flows {
+        let (rc, out) = h.run(d);
+        assert_eq!(rc, XDP_TX);
+        assert_eq!(
+            out[5], *b,
+            "established flow stays on its backend, drained or not"
+        );
+    }
+    for sport in 3000..3200u16 {
+        let (rc, out) = h.run(&tcp_to(VIP, 80, sport).build());
+        assert_eq!(rc, XDP_TX);
+        assert_ne!(out[5], drained, "no new flow for the drained backend");
+    }
+}
+
+#[test]
+fn down_backend_loses_its_flows_to_the_others() {
+    let mut h = Harness::new();
+    let flows: Vec<(Vec<u8>, u8)> = (4000..4060u16)
+        .map(|sport| {
+            let d = tcp_to(VIP, 80, sport).build();
+            let (_, out) = h.run(&d);
+            (d, out[5])
+        })
+        .collect();
+    let dead = backend_mac(1)[5];
+    h.specs[0].backends[0].healthy = false;
+    h.apply();
+    for (d, b) in &flows {
+        let (rc, out) = h.run(d);
+        assert_eq!(rc, XDP_TX);
+        assert_ne!(out[5], dead, "nothing goes to a down backend");
+        if *b != dead {
+            assert_eq!(out[5], *b, "flows of live backends do not move");
+        }
+    }
+    // All down: dropped.
+    for b in &mut h.specs[0].backends {
+        b.healthy = false;
+    }
+    h.apply();
+    h.expect(
+        &tcp_to(VIP, 80, 4000).build(),
+        XDP_DROP,
+        Stat::DropNoBackend,
+    );
+}
+
+#[test]
+fn counters_add_up() {
+    let h = Harness::new();
+    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let mut bytes = 0u64;
+    for sport in 0..50u16 {
+        let d = tcp_to(VIP, 80, 9000 + sport % 10)
+            .payload(vec![0; sport as usize])
+            .build();
+        bytes += d.len() as u64;
+        assert_eq!(h.run(&d).0, XDP_TX);
+    }
+    let mut packets = 0;
+    let mut b_bytes = 0;
+    let mut new_flows = 0;
+    for i in 1..=3u8 {
+        let id = h
+            .writer
+            .backend_id(&key, Ipv4Addr::new(10, 77, 0, 20 + i))
+            .expect("id");
+        let c = h.writer.store().backend_counter(id).expect("counter");
+        packets += c.packets;
+        b_bytes += c.bytes;
+        new_flows += c.new_flows;
+    }
+    assert_eq!((packets, b_bytes, new_flows), (50, bytes, 10));
+    assert_eq!(h.stat(Stat::TxNewFlow), 10);
+    assert_eq!(h.stat(Stat::TxFlowHit), 40);
+    assert_eq!(h.writer.store().flows().expect("flows").len(), 10);
+}
