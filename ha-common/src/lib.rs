@@ -230,7 +230,7 @@ pub const XDP_MODE_NATIVE: u32 = 2;
 /// Every packet bumps exactly one of these; the per-action totals (tx, pass,
 /// drop, aborted) are sums over [`Stat::action`].
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stat {
     /// Forwarded on an existing flow-table entry.
     TxFlowHit = 0,

@@ -1,4 +1,6 @@
 //! The namespace lab and test helpers shared by halb's end-to-end tests and
 //! by `cargo xtask lab / demo / bench / failover`.
 
+pub mod client;
 pub mod frame;
+pub mod lab;

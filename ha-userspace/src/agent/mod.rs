@@ -146,7 +146,7 @@ impl Agent {
     fn sync(&mut self, why: &str) {
         let specs = specs::build(&self.cfg, &self.macs);
         match self.dp.writer().apply(&specs) {
-            Ok(r) if r.is_empty() => tracing::debug!(why, "data plane already up to date"),
+            Ok(r) if r.is_empty() => tracing::info!(why, "data plane already up to date"),
             Ok(r) => tracing::info!(
                 why,
                 vips_added = r.vips_added,

@@ -1,0 +1,124 @@
+//! Client-side helpers for tests: plain HTTP/1.0 over std sockets (run them
+//! inside a namespace with [`crate::lab::Lab::in_ns`]) and nftables counters.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// One answered request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Client's source port.
+    pub local_port: u16,
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+}
+
+/// `GET path` on a new connection to `addr:port`.
+pub fn http_get(addr: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<Reply> {
+    let sa = SocketAddr::from((addr, port));
+    let mut s =
+        TcpStream::connect_timeout(&sa, timeout).with_context(|| format!("connect {sa}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let local_port = s.local_addr()?.port();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).context("read reply")?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    Ok(Reply {
+        local_port,
+        status,
+        body: body.to_string(),
+    })
+}
+
+/// What a long download saw.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// Client's source port.
+    pub local_port: u16,
+    /// Body bytes received.
+    pub bytes: usize,
+    /// Longest time without any data arriving.
+    pub max_gap: Duration,
+    /// Whole duration.
+    pub elapsed: Duration,
+}
+
+/// Downloads `path` from `addr:80`, timing the gaps between reads; calls
+/// `started` once the first body bytes have arrived.
+pub fn download(addr: Ipv4Addr, path: &str, started: impl FnOnce(u16)) -> Result<Stream> {
+    let sa = SocketAddr::from((addr, 80));
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let local_port = s.local_addr()?.port();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let begin = Instant::now();
+    let mut last = Instant::now();
+    let mut max_gap = Duration::ZERO;
+    let mut total = 0usize;
+    let mut header_done = false;
+    let mut head = Vec::new();
+    let mut started = Some(started);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut buf).context("read")?;
+        let now = Instant::now();
+        if n == 0 {
+            break;
+        }
+        if header_done {
+            max_gap = max_gap.max(now - last);
+            total += n;
+        } else {
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                header_done = true;
+                total += head.len() - i - 4;
+                if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+                    bail!("bad reply: {}", String::from_utf8_lossy(&head[..i]));
+                }
+                if let Some(f) = started.take() {
+                    f(local_port);
+                }
+            }
+        }
+        last = now;
+    }
+    Ok(Stream {
+        local_port,
+        bytes: total,
+        max_gap,
+        elapsed: begin.elapsed(),
+    })
+}
+
+/// Packets and bytes an nftables counter saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NftCounter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (IP datagram lengths).
+    pub bytes: u64,
+}
+
+/// Parses the `counter packets N bytes M` of the first rule in `nft list` output.
+pub fn parse_nft_counter(text: &str) -> Option<NftCounter> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "packets")?;
+    let packets = words.get(i + 1)?.parse().ok()?;
+    let j = words.iter().position(|w| *w == "bytes")?;
+    let bytes = words.get(j + 1)?.parse().ok()?;
+    Some(NftCounter { packets, bytes })
+}

@@ -1,0 +1,506 @@
+//! The namespace lab: one bridge, a client, load-balancer nodes and nginx
+//! backends on 10.77.0.0/24, each in a network namespace whose name carries
+//! a per-run prefix. Everything a [`Lab`] creates (namespaces, processes,
+//! pins, files) is removed when it is dropped, also when a test panics.
+//!
+//! Topology: the bridge `br0` lives in namespace `<prefix>sw`; every host
+//! namespace `<prefix><host>` has an `eth0` whose veth peer is a bridge port.
+//! Traffic never leaves these namespaces.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The lab's subnet prefix length.
+pub const PREFIX_LEN: u8 = 24;
+/// The VIP of the standard topology.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+/// The client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+
+/// Address of load-balancer node `n` (1-based): .2, .3, ...
+pub fn lb_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 1 + n)
+}
+
+/// Address of backend `n` (1-based): .21, .22, ...
+pub fn backend_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 20 + n)
+}
+
+static RUN: AtomicU32 = AtomicU32::new(0);
+
+/// A process the lab started (killed by PID when the lab goes).
+pub struct Proc {
+    /// What it is, for messages.
+    pub name: String,
+    child: Child,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on a PID this lab started and has not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Whether it has exited (and its status).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for it to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if self.try_wait().is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `needle`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.try_wait() {
+                bail!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            if Instant::now() > end {
+                bail!(
+                    "{} did not log {needle:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A lab: its namespaces, processes and scratch directory.
+pub struct Lab {
+    /// Prefix of every namespace name of this run.
+    pub prefix: String,
+    /// Scratch directory (configs, logs, web roots).
+    pub dir: PathBuf,
+    /// bpffs directory for this run's pins.
+    pub bpf_dir: PathBuf,
+    hosts: Vec<String>,
+    procs: Vec<Proc>,
+    keep_dir: bool,
+}
+
+impl Lab {
+    /// An empty lab: the switch namespace with its bridge.
+    pub fn new(tag: &str) -> Result<Self> {
+        let n = RUN.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("halb{}{}-{}-", tag, std::process::id() % 100_000, n);
+        let dir = std::env::temp_dir().join(format!("{prefix}lab"));
+        std::fs::create_dir_all(&dir)?;
+        let bpf_dir = PathBuf::from("/sys/fs/bpf").join(format!("{prefix}lab"));
+        let lab = Self {
+            prefix,
+            dir,
+            bpf_dir,
+            hosts: Vec::new(),
+            procs: Vec::new(),
+            keep_dir: std::env::var_os("HALB_LAB_KEEP").is_some(),
+        };
+        ensure_bpffs()?;
+        run(Command::new("ip").args(["netns", "add", &lab.ns("sw")]))?;
+        lab.ip("sw", &["link", "add", "br0", "type", "bridge"])?;
+        lab.ip("sw", &["link", "set", "br0", "up"])?;
+        lab.ip("sw", &["link", "set", "lo", "up"])?;
+        Ok(lab)
+    }
+
+    /// Namespace name of `host`.
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}{host}", self.prefix)
+    }
+
+    /// `ip -n <ns> args...`.
+    pub fn ip(&self, host: &str, args: &[&str]) -> Result<String> {
+        run(Command::new("ip").arg("-n").arg(self.ns(host)).args(args))
+    }
+
+    /// A command run inside `host`'s namespace (`ip netns exec`).
+    pub fn cmd(&self, host: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(host), program]);
+        c
+    }
+
+    /// A command run in `host`'s network namespace but this mount namespace
+    /// (`nsenter --net`), so the host's bpffs stays visible (halb agents).
+    pub fn nsenter(&self, host: &str, program: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.ns(host)))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Adds a host namespace with `eth0` on the bridge at `addr`.
+    pub fn add_host(&mut self, host: &str, addr: Ipv4Addr) -> Result<()> {
+        let ns = self.ns(host);
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        self.hosts.push(host.to_string());
+        let port = format!("p-{host}");
+        if port.len() > 15 {
+            bail!("host name {host:?} too long for an interface name");
+        }
+        self.ip(
+            "sw",
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
+        self.ip("sw", &["link", "set", &port, "master", "br0", "up"])?;
+        self.ip(host, &["link", "set", "lo", "up"])?;
+        self.ip(
+            host,
+            &[
+                "addr",
+                "add",
+                &format!("{addr}/{PREFIX_LEN}"),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        self.ip(host, &["link", "set", "eth0", "up"])?;
+        // veth hands frames on with the checksum still to be filled in
+        // (CHECKSUM_PARTIAL); a frame that XDP forwards loses that note and
+        // arrives with a bad checksum. A real NIC fills checksums in before
+        // the wire, so the lab makes the stack fill them in itself.
+        run(self.cmd(host, "ethtool").args(["-K", "eth0", "tx", "off"]))?;
+        Ok(())
+    }
+
+    /// Attaches the pass-everything XDP program (driver mode) to `host`'s
+    /// bridge port: veth delivers XDP_TX frames in driver mode only to a peer
+    /// that has an XDP program.
+    pub fn attach_pass_on_port(&self, host: &str) -> Result<()> {
+        let obj = ebpf_dir().join("halb-pass");
+        if !obj.is_file() {
+            bail!("{} missing: run `cargo xtask build`", obj.display());
+        }
+        let port = format!("p-{host}");
+        self.ip(
+            "sw",
+            &[
+                "link",
+                "set",
+                "dev",
+                &port,
+                "xdpdrv",
+                "obj",
+                obj.to_str().unwrap_or_default(),
+                "sec",
+                "xdp",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A backend: DSR set-up (VIP on `lo`, `arp_ignore=1`, `arp_announce=2`)
+    /// and an nginx answering `GET /` with its name and `/big` with a
+    /// rate-limited large body.
+    pub fn add_backend(&mut self, host: &str, addr: Ipv4Addr, vip: Ipv4Addr) -> Result<()> {
+        self.add_host(host, addr)?;
+        self.ip(host, &["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+        for (k, v) in [
+            ("net.ipv4.conf.all.arp_ignore", "1"),
+            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("net.ipv4.conf.eth0.arp_ignore", "1"),
+            ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ] {
+            run(self
+                .cmd(host, "sysctl")
+                .args(["-q", "-w", &format!("{k}={v}")]))?;
+        }
+        self.start_nginx(host)
+    }
+
+    /// (Re)starts nginx in `host`.
+    pub fn start_nginx(&mut self, host: &str) -> Result<()> {
+        let root = self.dir.join(format!("www-{host}"));
+        std::fs::create_dir_all(&root)?;
+        let big = root.join("big");
+        if !big.exists() {
+            std::fs::write(&big, vec![b'x'; BIG_SIZE])?;
+        }
+        let conf = self.dir.join(format!("nginx-{host}.conf"));
+        let d = self.dir.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx-{host}.pid;\n\
+                 error_log {d}/nginx-{host}.err warn;\nevents {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/tmp-{host};\n\
+                 proxy_temp_path {d}/tmp-{host};\n  fastcgi_temp_path {d}/tmp-{host};\n\
+                 uwsgi_temp_path {d}/tmp-{host};\n  scgi_temp_path {d}/tmp-{host};\n\
+                 keepalive_timeout 30;\n\
+                 server {{\n    listen 80 reuseport;\n    root {root};\n\
+                 location = / {{ default_type text/plain; return 200 \"{host}\\n\"; }}\n\
+                 location = /big {{ limit_rate {BIG_RATE}; }}\n  }}\n}}\n",
+                root = root.display()
+            ),
+        )?;
+        let mut c = self.cmd(host, "nginx");
+        c.arg("-c").arg(&conf);
+        self.spawn(&format!("nginx-{host}"), c)?;
+        // Ready when the port answers.
+        let addr = self.host_addr(host)?;
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if self
+                .in_ns(host, move || {
+                    std::net::TcpStream::connect_timeout(
+                        &(addr, 80).into(),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+                })
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nginx in {host} did not start")
+    }
+
+    /// Stops the process named `name` that this lab started.
+    pub fn stop(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|p| p.name == name) {
+            let mut p = self.procs.remove(i);
+            p.kill();
+        }
+    }
+
+    /// The process named `name`.
+    pub fn proc_mut(&mut self, name: &str) -> Option<&mut Proc> {
+        self.procs.iter_mut().find(|p| p.name == name)
+    }
+
+    /// Takes the process named `name` out of the lab's care (the caller
+    /// then owns it; it is still killed when dropped by [`Proc`]'s owner via [`Proc::kill`]).
+    pub fn take_proc(&mut self, name: &str) -> Option<Proc> {
+        let i = self.procs.iter().position(|p| p.name == name)?;
+        Some(self.procs.remove(i))
+    }
+
+    /// First IPv4 address of `host`'s eth0.
+    pub fn host_addr(&self, host: &str) -> Result<Ipv4Addr> {
+        let out = self.ip(host, &["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("no address on {host}/eth0"))
+    }
+
+    /// Starts `cmd` with output to a log file; the lab kills it when dropped.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<&mut Proc> {
+        let log = self.dir.join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("start {name}: {cmd:?}"))?;
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        });
+        let last = self.procs.len() - 1;
+        Ok(&mut self.procs[last])
+    }
+
+    /// Starts `halb run` in `host` with `config` (written to the lab dir).
+    pub fn start_halb(&mut self, host: &str, config: &str, extra: &[&str]) -> Result<&mut Proc> {
+        let path = self.dir.join(format!("halb-{host}.toml"));
+        std::fs::write(&path, config)?;
+        let mut c = self.nsenter(host, &halb_bin());
+        c.arg("run").arg("-c").arg(&path).args(extra);
+        c.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        c.env("NO_COLOR", "1");
+        self.spawn(&format!("halb-{host}"), c)
+    }
+
+    /// Pin directory to configure for node `host`.
+    pub fn pin_dir(&self, host: &str) -> PathBuf {
+        self.bpf_dir.join(host)
+    }
+
+    /// Runs `f` on a thread that has entered `host`'s network namespace:
+    /// sockets it opens live there.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        host: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let path = format!("/run/netns/{}", self.ns(host));
+        let ns = File::open(&path).with_context(|| format!("open {path}"))?;
+        let handle = std::thread::spawn(move || {
+            // SAFETY: setns on a valid namespace fd, affecting only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(anyhow::anyhow!(
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(f())
+        });
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in {host} panicked"))?
+    }
+
+    /// Runs `f` on a thread in `host`'s namespace without waiting for it.
+    pub fn spawn_in_ns<T: Send + 'static>(
+        &self,
+        host: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
+        let path = format!("/run/netns/{}", self.ns(host));
+        let ns = File::open(&path).with_context(|| format!("open {path}"))?;
+        Ok(std::thread::spawn(move || {
+            // SAFETY: as in `in_ns`.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                anyhow::bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            Ok(f())
+        }))
+    }
+
+    /// Kills everything, removes namespaces, pins and files.
+    pub fn teardown(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+        self.procs.clear();
+        for h in self
+            .hosts
+            .drain(..)
+            .chain(std::iter::once("sw".to_string()))
+        {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}{h}", self.prefix)])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.bpf_dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Size of the `/big` body.
+pub const BIG_SIZE: usize = 8 * 1024 * 1024;
+/// nginx `limit_rate` for `/big` (bytes per second): about 4 s per download.
+pub const BIG_RATE: &str = "2m";
+
+/// Runs a command, returning stdout, failing with its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `halb` binary under test: `$HALB_BIN`, else the workspace's debug build.
+pub fn halb_bin() -> PathBuf {
+    std::env::var_os("HALB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/halb"))
+}
+
+/// Directory of the built eBPF objects.
+pub fn ebpf_dir() -> PathBuf {
+    std::env::var_os("HALB_EBPF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("ha-ebpf/target/bpfel-unknown-none/release"))
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or(here)
+}
+
+fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    let ok = BufReader::new(mounts.as_bytes()).lines().any(|l| {
+        l.map(|l| {
+            let mut w = l.split_whitespace();
+            w.nth(1) == Some("/sys/fs/bpf") && w.next() == Some("bpf")
+        })
+        .unwrap_or(false)
+    });
+    if !ok {
+        run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    }
+    Ok(())
+}
