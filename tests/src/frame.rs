@@ -75,7 +75,7 @@ impl Frame {
 
     /// IP options (padded to 4 bytes; IHL follows).
     pub fn options(mut self, mut o: Vec<u8>) -> Self {
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(0);
         }
         self.options = o;

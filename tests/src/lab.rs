@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -36,6 +36,32 @@ pub fn backend_addr(n: u8) -> Ipv4Addr {
 }
 
 static RUN: AtomicU32 = AtomicU32::new(0);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns SIGINT and SIGTERM into a flag ([`interrupted`]) so that a lab
+/// driver can stop at the next step and clean up. Call before spawning threads.
+pub fn catch_interrupts() {
+    // SAFETY: plain signal-mask calls on a zeroed, then filled, sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            if libc::sigwait(&set, &mut sig) == 0 {
+                eprintln!("\ninterrupted: cleaning up");
+                INTERRUPTED.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+}
+
+/// Whether Ctrl-C (or SIGTERM) arrived since [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// A process the lab started (killed by PID when the lab goes).
 pub struct Proc {
@@ -103,6 +129,9 @@ impl Proc {
                     self.name,
                     self.log_text()
                 );
+            }
+            if interrupted() {
+                bail!("interrupted");
             }
             if Instant::now() > end {
                 bail!(

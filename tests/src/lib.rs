@@ -1,6 +1,8 @@
 //! The namespace lab and test helpers shared by halb's end-to-end tests and
 //! by `cargo xtask lab / demo / bench / failover`.
 
+pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod frame;
 pub mod lab;

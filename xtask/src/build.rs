@@ -75,3 +75,18 @@ pub fn target_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
 }
+
+/// Builds the lab driver (`halb-lab`), which embeds the eBPF objects too.
+pub fn lab_driver(release: bool) -> Result<PathBuf> {
+    let mut c = Command::new("cargo");
+    c.current_dir(root())
+        .args(["build", "-p", "halb-lab", "--bin", "halb-lab"])
+        .env("HALB_EBPF_DIR", ebpf_dir());
+    if release {
+        c.arg("--release");
+    }
+    run(c)?;
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("halb-lab"))
+}

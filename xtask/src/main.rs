@@ -37,27 +37,62 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The demo: a halb node, three nginx backends and a client in namespaces.
+    Demo,
+    /// Benchmarks; writes target/halb-report/.
+    Bench {
+        /// What to measure.
+        #[arg(value_enum, default_value = "dataplane")]
+        what: BenchWhat,
+    },
     /// Everything CI runs: fmt, clippy, unit tests, privileged end-to-end tests.
     Ci,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchWhat {
+    /// Per-packet cost through BPF_PROG_TEST_RUN, and Maglev build time.
+    Dataplane,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::all(),
         Task::Build { release } => {
-            setup::run()?;
+            setup::all()?;
             build::all(release).map(|_| ())
         }
         Task::Run { config, args } => {
-            setup::run()?;
+            setup::all()?;
             let bins = build::all(false)?;
             let mut cmd = std::process::Command::new(&bins.halb);
             cmd.arg("run").arg("-c").arg(config).args(args);
             util::exec(cmd)
         }
+        Task::Demo => {
+            setup::all()?;
+            let bins = build::all(false)?;
+            let lab = build::lab_driver(false)?;
+            let mut cmd = std::process::Command::new(lab);
+            cmd.arg("demo").env("HALB_BIN", &bins.halb);
+            util::run(cmd)
+        }
+        Task::Bench { what } => {
+            setup::all()?;
+            build::all(true)?;
+            let lab = build::lab_driver(true)?;
+            let out = build::target_dir().join("halb-report");
+            let mut cmd = std::process::Command::new(lab);
+            match what {
+                BenchWhat::Dataplane => {
+                    cmd.arg("bench-dataplane").arg("--out").arg(out);
+                }
+            }
+            util::run(cmd)
+        }
         Task::Ci => {
-            setup::run()?;
+            setup::all()?;
             ci::run_all()
         }
     }

@@ -27,7 +27,7 @@ pub const PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Runs every step.
-pub fn run() -> Result<()> {
+pub fn all() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;

@@ -1,0 +1,253 @@
+//! `cargo xtask bench dataplane`: per-packet cost of the XDP program through
+//! `BPF_PROG_TEST_RUN`, beside an empty `XDP_PASS` program measured in the
+//! same run, and the Maglev table build time.
+//!
+//! Method (see ../shared/TOOLCHAIN.md): with `repeat`, the kernel runs the
+//! program N times on one buffer and reports the mean; DSR only rewrites
+//! MACs, so an established-flow frame stays one through every repeat. A new
+//! flow cannot be repeated (the first run records it), so new flows are
+//! timed one call per distinct flow and compared with the empty program
+//! timed the same way. Every timed run's action is checked.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use ha_common::{VipKey, IPPROTO_TCP};
+use halb::dataplane::maglev::{self, Member};
+use halb::dataplane::{
+    BackendSpec, Maps, VipSpec, Writer, PASS_OBJECT, PASS_PROGRAM, XDP_OBJECT, XDP_PROGRAM,
+};
+
+use crate::frame::Frame;
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// One measured figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// What was measured.
+    pub what: String,
+    /// Mean nanoseconds per packet (or per build for Maglev, in ns too).
+    pub ns: f64,
+    /// Cost above the empty program measured the same way, where it applies.
+    pub over_empty: Option<f64>,
+    /// The goal, as text.
+    pub goal: String,
+    /// Whether the goal was met.
+    pub met: bool,
+}
+
+fn load(obj: &[u8], name: &str) -> Result<Ebpf> {
+    if obj.is_empty() {
+        bail!("halb was built without its eBPF objects; run `cargo xtask build`");
+    }
+    let mut ebpf = EbpfLoader::new().load(obj).context("load object")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .context("program")?
+        .try_into()
+        .context("xdp")?;
+    prog.load().context("verifier")?;
+    Ok(ebpf)
+}
+
+fn prog<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
+    Ok(ebpf.program(name).context("program")?.try_into()?)
+}
+
+/// Mean ns per run over `repeat` runs of one frame; checks the action.
+fn repeat_ns(p: &Xdp, frame: &[u8], repeat: u32, want: u32) -> Result<f64> {
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = p.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    })?;
+    if r.return_value != want {
+        bail!("action {} where {want} was expected", r.return_value);
+    }
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// Mean kernel-timed ns of single runs over many frames; checks the action.
+fn single_ns(p: &Xdp, frames: &[Vec<u8>], want: u32) -> Result<f64> {
+    let mut total = Duration::ZERO;
+    let mut out = vec![0u8; 256];
+    for f in frames {
+        let r = p.test_run(TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })?;
+        if r.return_value != want {
+            bail!("action {} where {want} was expected", r.return_value);
+        }
+        total += r.duration;
+    }
+    Ok(total.as_nanos() as f64 / frames.len() as f64)
+}
+
+fn tcp(src: u32, sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    Frame::tcp(src.to_be_bytes(), dst, sport, dport)
+        .payload(vec![0; 10])
+        .build()
+}
+
+/// Runs the data-plane benchmark with `repeat` repeats (≥ 1,000,000 for the
+/// reported figures) and `flows` distinct new flows.
+pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
+    let vip = [10, 77, 0, 100];
+    let pass = load(PASS_OBJECT, PASS_PROGRAM)?;
+    let mut xdp = load(XDP_OBJECT, XDP_PROGRAM)?;
+    let maps = Maps::take(&mut xdp)?;
+    let mut writer = Writer::adopt(maps)?;
+    let backends = (1..=3)
+        .map(|i| BackendSpec {
+            addr: Ipv4Addr::new(10, 77, 0, 20 + i),
+            mac: Some([2, 0, 0, 0, 0, i]),
+            weight: 1,
+            healthy: true,
+        })
+        .collect();
+    writer.apply(&[VipSpec {
+        key: VipKey::new(vip, 80, IPPROTO_TCP),
+        table_size: ha_common::DEFAULT_RING_SIZE,
+        backends,
+    }])?;
+    let pass_p = prog(&pass, PASS_PROGRAM)?;
+    let xdp_p = prog(&xdp, XDP_PROGRAM)?;
+
+    let established = tcp(0x0a4d_000a, 40000, vip, 80);
+    let non_vip = tcp(0x0a4d_000a, 40000, [10, 77, 0, 2], 22);
+    // Warm up and create the established flow.
+    repeat_ns(xdp_p, &established, 1000, XDP_TX)?;
+    repeat_ns(pass_p, &established, 1000, XDP_PASS)?;
+
+    let empty = repeat_ns(pass_p, &established, repeat, XDP_PASS)?;
+    let est = repeat_ns(xdp_p, &established, repeat, XDP_TX)?;
+    let miss = repeat_ns(xdp_p, &non_vip, repeat, XDP_PASS)?;
+    let empty_again = repeat_ns(pass_p, &non_vip, repeat, XDP_PASS)?;
+    let empty = empty.min(empty_again);
+
+    // New flows: one call per distinct flow, beside the empty program timed the same way.
+    let frames: Vec<Vec<u8>> = (0..flows)
+        .map(|i| {
+            tcp(
+                0x0b00_0000 + i / 50_000,
+                (i % 50_000) as u16 + 1024,
+                vip,
+                80,
+            )
+        })
+        .collect();
+    let empty_single = single_ns(pass_p, &frames, XDP_PASS)?;
+    let new_flow = single_ns(xdp_p, &frames, XDP_TX)?;
+    let est_single = single_ns(xdp_p, &frames[..frames.len().min(100_000)], XDP_TX)?;
+
+    // Maglev, 1000 backends, default table size.
+    let members: Vec<Member> = (0..1000u32)
+        .map(|i| Member {
+            key: maglev::member_key(Ipv4Addr::from(0x0a00_0000 + i), 0),
+            weight: 1 + i % 3,
+        })
+        .collect();
+    let mut builds = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let table = maglev::build(&members, ha_common::DEFAULT_RING_SIZE);
+        builds.push(t.elapsed());
+        if table.len() != ha_common::DEFAULT_RING_SIZE as usize {
+            bail!("bad table");
+        }
+    }
+    builds.sort();
+    let maglev_ns = builds[builds.len() / 2].as_nanos() as f64;
+
+    let fig = |what: &str, ns: f64, base: f64, budget: f64, goal: &str| Figure {
+        what: what.into(),
+        ns,
+        over_empty: Some(ns - base),
+        goal: goal.into(),
+        met: ns - base <= budget,
+    };
+    Ok(vec![
+        Figure {
+            what: format!("empty XDP_PASS program (repeat {repeat})"),
+            ns: empty,
+            over_empty: None,
+            goal: "baseline".into(),
+            met: true,
+        },
+        fig(
+            &format!("established-flow VIP packet (repeat {repeat})"),
+            est,
+            empty,
+            40.0,
+            "≤ empty + 40 ns",
+        ),
+        fig(
+            &format!("non-VIP packet (repeat {repeat})"),
+            miss,
+            empty,
+            5.0,
+            "≤ empty + 5 ns",
+        ),
+        Figure {
+            what: format!("empty XDP_PASS program (one call each, {flows} calls)"),
+            ns: empty_single,
+            over_empty: None,
+            goal: "baseline for single calls".into(),
+            met: true,
+        },
+        fig(
+            &format!("new-flow VIP packet ({flows} distinct flows, one call each)"),
+            new_flow,
+            empty_single,
+            120.0,
+            "≤ empty + 120 ns",
+        ),
+        fig(
+            "established-flow VIP packet (one call each, cross-check)",
+            est_single,
+            empty_single,
+            40.0,
+            "≤ empty + 40 ns",
+        ),
+        Figure {
+            what: "Maglev table build, 1000 backends, 65537 entries (median of 11)".into(),
+            ns: maglev_ns,
+            over_empty: None,
+            goal: "≤ 10 ms".into(),
+            met: maglev_ns <= 10e6,
+        },
+    ])
+}
+
+/// The figures as a markdown table.
+pub fn markdown(figures: &[Figure]) -> String {
+    let mut s =
+        String::from("| measurement | ns | over empty | goal | met |\n|---|---:|---:|---|---|\n");
+    for f in figures {
+        let ns = if f.ns >= 1e6 {
+            format!("{:.2} ms", f.ns / 1e6)
+        } else {
+            format!("{:.1}", f.ns)
+        };
+        let over = f.over_empty.map_or(String::new(), |o| format!("{o:+.1}"));
+        let _ = writeln!(
+            s,
+            "| {} | {ns} | {over} | {} | {} |",
+            f.what,
+            f.goal,
+            if f.met { "yes" } else { "NO" }
+        );
+    }
+    s
+}

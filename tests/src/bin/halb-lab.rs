@@ -1,0 +1,56 @@
+//! `halb-lab`: the lab driver behind `cargo xtask demo` and `cargo xtask
+//! bench` (xtask builds and invokes it; it is not meant to be run by hand).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "halb-lab")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Per-packet cost of the XDP program and Maglev build time.
+    BenchDataplane {
+        /// Repeats for the repeated runs (at least 1,000,000 for reported figures).
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Distinct new flows timed one call each.
+        #[arg(long, default_value_t = 100_000)]
+        flows: u32,
+        /// Where to write `dataplane.md`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The demo: a halb node, three nginx backends, a client.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::BenchDataplane { repeat, flows, out } => {
+            let figures = halb_lab::bench::dataplane(repeat, flows)?;
+            let table = halb_lab::bench::markdown(&figures);
+            println!("{table}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                let path = dir.join("dataplane.md");
+                std::fs::write(
+                    &path,
+                    format!(
+                        "# halb data plane benchmark\n\nCommand: `cargo xtask bench dataplane` \
+                         (BPF_PROG_TEST_RUN through aya's TestRun).\n\n{table}"
+                    ),
+                )?;
+                println!("written to {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Demo => halb_lab::demo::run(),
+    }
+}
