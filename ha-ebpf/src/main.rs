@@ -31,7 +31,6 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use core::ptr::{read_unaligned, write_unaligned};
 use ha_common::{
     flow_hash, ring_index, vip_filter_bit, BackendCounter, BackendInfo, Counter, FlowKey,
     FlowValue, Meta, Ring, Stat, VipInfo, VipKey, BACKEND_F_UP, DEFAULT_FLOW_TABLE_SIZE,
@@ -40,6 +39,7 @@ use ha_common::{
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_F_NO_COMMON_LRU: u32 = 2;
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
@@ -62,7 +62,7 @@ static BACKENDS: Array<BackendInfo> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 #[map(name = "HALB_FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, 0);
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
 
 #[map(name = "HALB_STATS")]
 static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -118,26 +118,36 @@ fn drop_if_vip_address(daddr: u32, stat: Stat) -> (Stat, u32) {
     }
 }
 
+/// Loads a `T` from packet memory. Packet fields are at most 2-byte aligned;
+/// the BPF target and its JITs permit such loads (the verifier allows
+/// unaligned packet access where the CPU does), so this is one load
+/// instruction instead of a byte-by-byte assembly.
+///
+/// # Safety
+/// `addr .. addr + size_of::<T>()` must have been checked against `data_end`.
+#[inline(always)]
+unsafe fn load<T: Copy>(addr: usize) -> T {
+    unsafe { *(addr as *const T) }
+}
+
 #[inline(always)]
 fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if data + ETH_HLEN + IPV4_HLEN > end {
         if data + ETH_HLEN > end {
             return pass(Stat::PassTruncated);
         }
-        // SAFETY: bounds checked above (14 bytes present).
-        let proto = unsafe { read_unaligned((data + 12) as *const u16) };
-        if proto != ETH_P_IP_RAW {
+        // SAFETY: 14 bytes present.
+        if unsafe { load::<u16>(data + 12) } != ETH_P_IP_RAW {
             return pass(Stat::PassNotIpv4);
         }
         return pass(Stat::PassTruncated);
     }
-    // SAFETY (all packet reads below): each read lies inside a range checked against `end`.
-    let ethertype = unsafe { read_unaligned((data + 12) as *const u16) };
-    if ethertype != ETH_P_IP_RAW {
+    // SAFETY (all packet loads below): each lies inside a range checked against `end`.
+    if unsafe { load::<u16>(data + 12) } != ETH_P_IP_RAW {
         return pass(Stat::PassNotIpv4);
     }
     let ip = data + ETH_HLEN;
-    let daddr = unsafe { read_unaligned((ip + 16) as *const u32) };
+    let daddr: u32 = unsafe { load(ip + 16) };
 
     // Cheap pre-filter: one bit per hashed VIP address, in an inlined array read.
     let bit = vip_filter_bit(daddr);
@@ -146,10 +156,10 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         _ => return pass(Stat::PassNotVip),
     }
 
-    let vihl = unsafe { *(ip as *const u8) };
-    let tot_len = u16::from_be(unsafe { read_unaligned((ip + 2) as *const u16) }) as usize;
-    let frag = unsafe { read_unaligned((ip + 6) as *const u16) };
-    let proto = unsafe { *((ip + 9) as *const u8) };
+    let vihl: u8 = unsafe { load(ip) };
+    let tot_len = u16::from_be(unsafe { load(ip + 2) }) as usize;
+    let frag: u16 = unsafe { load(ip + 6) };
+    let proto: u8 = unsafe { load(ip + 9) };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < IPV4_HLEN || tot_len < ihl {
         return drop_if_vip_address(daddr, Stat::DropMalformed);
@@ -173,13 +183,28 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if l4 + l4_min > end {
         return drop_if_vip_address(daddr, Stat::DropMalformed);
     }
-    let saddr = unsafe { read_unaligned((ip + 12) as *const u32) };
-    let sport = unsafe { read_unaligned(l4 as *const u16) };
-    let dport = unsafe { read_unaligned((l4 + 2) as *const u16) };
+    let flow = FlowKey {
+        saddr: unsafe { load(ip + 12) },
+        daddr,
+        ports: unsafe { load(l4) },
+        proto: proto as u32,
+    };
 
+    // Established flow: one LRU lookup, no VIP lookup. A flow entry is
+    // trusted only while its backend is up and still serves the flow's VIP
+    // (a removed VIP releases its backends, so its flows fall through too).
+    // SAFETY: read-only copy of the flow entry.
+    if let Some(fv) = unsafe { FLOWS.get(&flow) } {
+        let (backend_id, vip_id) = (fv.backend, fv.vip_id);
+        if let Some(b) = usable_backend(backend_id, vip_id) {
+            return forward(data, b, backend_id, len, Stat::TxFlowHit);
+        }
+    }
+
+    // New flow (or one whose backend went away): VIP, then Maglev.
     let key = VipKey {
         addr: daddr,
-        port: dport,
+        port: (flow.ports >> 16) as u16,
         proto,
         pad: 0,
     };
@@ -188,66 +213,51 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         Some(p) => unsafe { *p },
         None => return pass(Stat::PassNotVip),
     };
-
-    let flow = FlowKey {
-        saddr,
-        daddr,
-        sport,
-        dport,
-        proto,
-        pad: [0; 3],
-    };
-    let mut stat = Stat::TxFlowHit;
-    let mut backend_id = u32::MAX;
-    // SAFETY: read-only copy of the flow entry.
-    if let Some(fv) = unsafe { FLOWS.get(&flow) } {
-        if fv.vip_id == vip.id {
-            backend_id = fv.backend;
-        }
-    }
-    let mut backend = usable_backend(backend_id, vip.id);
-    if backend.is_none() {
-        stat = Stat::TxNewFlow;
-        let Some(ring) = RINGS.get(ring_index(vip.id, vip.ring_slot)) else {
-            return (Stat::Aborted, xdp_action::XDP_ABORTED);
-        };
-        if vip.ring_size == 0 {
-            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
-        }
-        let idx = (flow_hash(saddr, daddr, sport, dport, proto) % vip.ring_size) as usize;
-        if idx >= RING_MAX {
-            return (Stat::Aborted, xdp_action::XDP_ABORTED);
-        }
-        let entry = ring.entries[idx];
-        if entry == NO_BACKEND {
-            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
-        }
-        backend_id = entry as u32;
-        backend = usable_backend(backend_id, vip.id);
-        if backend.is_none() {
-            // The ring still names a backend that just went down: the new
-            // ring is on its way; do not send to a dead backend meanwhile.
-            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
-        }
-        let value = FlowValue {
-            backend: backend_id,
-            vip_id: vip.id,
-        };
-        // A full LRU evicts its oldest entry; a failed insert only means the
-        // next packet of this flow does the (deterministic) lookup again.
-        let _ = FLOWS.insert(&flow, &value, 0);
-    }
-    let Some(mac) = backend else {
+    let Some(ring) = RINGS.get(ring_index(vip.id, vip.ring_slot)) else {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     };
+    if vip.ring_size == 0 {
+        return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+    }
+    let idx = (flow_hash(flow.saddr, daddr, flow.ports, flow.proto) % vip.ring_size) as usize;
+    if idx >= RING_MAX {
+        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+    }
+    let entry = ring.entries[idx];
+    if entry == NO_BACKEND {
+        return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+    }
+    let backend_id = entry as u32;
+    let Some(b) = usable_backend(backend_id, vip.id) else {
+        // The ring still names a backend that just went down: the new
+        // ring is on its way; do not send to a dead backend meanwhile.
+        return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+    };
+    let value = FlowValue {
+        backend: backend_id,
+        vip_id: vip.id,
+    };
+    // A full LRU evicts its oldest entry; a failed insert only means the
+    // next packet of this flow does the (deterministic) lookup again.
+    let _ = FLOWS.insert(&flow, &value, 0);
+    forward(data, b, backend_id, len, Stat::TxNewFlow)
+}
 
-    // DSR: new destination MAC is the backend's; new source is the MAC the
-    // frame was sent to (this interface's).
+/// DSR rewrite and per-backend accounting: the new destination MAC is the
+/// backend's, the new source is the MAC the frame was sent to (this
+/// interface's). `data` has at least 34 bytes (checked by the caller).
+#[inline(always)]
+fn forward(data: usize, b: &BackendInfo, backend_id: u32, len: u64, stat: Stat) -> (Stat, u32) {
+    // SAFETY: 12 bytes of Ethernet addresses are inside the checked range;
+    // `b` points into a map value that lives for this run.
     unsafe {
-        let eth = data as *mut [u8; 6];
-        let old_dst = read_unaligned(eth);
-        write_unaligned(eth, mac);
-        write_unaligned((data + 6) as *mut [u8; 6], old_dst);
+        let dst_hi: u32 = load(data);
+        let dst_lo: u16 = load(data + 4);
+        let mac = b.mac.as_ptr() as usize;
+        *(data as *mut u32) = load::<u32>(mac);
+        *((data + 4) as *mut u16) = load::<u16>(mac + 4);
+        *((data + 6) as *mut u32) = dst_hi;
+        *((data + 10) as *mut u16) = dst_lo;
     }
     if let Some(c) = BACKEND_STATS.get_ptr_mut(backend_id) {
         // SAFETY: per-CPU value; no other writer on this CPU.
@@ -262,12 +272,12 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     (stat, xdp_action::XDP_TX)
 }
 
-/// The MAC of backend `id` if it is up and serves `vip_id`.
+/// Backend `id` if it is up and serves `vip_id`.
 #[inline(always)]
-fn usable_backend(id: u32, vip_id: u32) -> Option<[u8; 6]> {
+fn usable_backend(id: u32, vip_id: u32) -> Option<&'static BackendInfo> {
     let b = BACKENDS.get(id)?;
     if b.flags & BACKEND_F_UP != 0 && b.vip_id == vip_id {
-        Some(b.mac)
+        Some(b)
     } else {
         None
     }

@@ -201,7 +201,7 @@ fn agent_crash_and_restart_keep_streams_and_maps() {
         maps.flows()
             .expect("flows")
             .into_iter()
-            .find(|(k, _)| u16::from_be(k.sport) == port)
+            .find(|(k, _)| k.sport() == port)
             .map(|(_, v)| v.backend)
     };
     let before = flow_backend(&maps).expect("the stream's flow entry");

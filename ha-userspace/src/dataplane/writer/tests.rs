@@ -2,7 +2,7 @@
 //! lookups, so each test can ask "where would this flow go now?".
 
 use super::*;
-use ha_common::{flow_hash, IPPROTO_TCP};
+use ha_common::{flow_hash, ports_raw, IPPROTO_TCP};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
@@ -44,7 +44,8 @@ impl Fake {
         }
         let (_, info) = self.vips.get(&k(key))?;
         let ring = self.rings.get(&ring_index(info.id, info.ring_slot))?;
-        let h = flow_hash(saddr, key.addr, sport, key.port, key.proto);
+        let dport = u16::from_be(key.port);
+        let h = flow_hash(saddr, key.addr, ports_raw(sport, dport), key.proto as u32);
         let e = ring.entries[(h % info.ring_size) as usize];
         if e == NO_BACKEND {
             return None;
