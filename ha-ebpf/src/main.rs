@@ -1,4 +1,4 @@
-//! The halb XDP program: parse → VIP filter → VIP lookup → flow table →
+//! The halb XDP program: parse → VIP filter → flow table → VIP lookup →
 //! Maglev ring → MAC rewrite → `XDP_TX`.
 //!
 //! What happens to each kind of frame (every case bumps exactly one `Stat`):
@@ -13,37 +13,41 @@
 //! | VIP address, any IP fragment (MF set or offset ≠ 0) | `XDP_DROP` | `DropFragment` |
 //! | VIP address, version ≠ 4, IHL < 5, total length < IHL, L4 header cut short | `XDP_DROP` | `DropMalformed` |
 //! | VIP service, no usable backend | `XDP_DROP` | `DropNoBackend` |
-//! | VIP service, flow known | `XDP_TX` | `TxFlowHit` |
-//! | VIP service, new flow | `XDP_TX` | `TxNewFlow` |
+//! | VIP service, flow known (not a TCP SYN) | `XDP_TX` | `TxFlowHit` |
+//! | VIP service, new flow or TCP SYN | `XDP_TX` | `TxNewFlow` |
 //!
 //! IP options are legal: the L4 header is found after them and the frame is
 //! forwarded like any other (DSR rewrites only MAC addresses).
 //!
 //! The non-VIP path costs one inlined array read (the address bitmap), no
 //! hash lookup; the exact address check (a hash lookup) is only done for
-//! frames that hit the bitmap and cannot be matched to a service.
+//! frames that hit the bitmap and cannot be matched to a service. An
+//! established flow costs one flow-table set read (an inlined array read,
+//! no hash map); a new flow adds the VIP hash lookup, the Maglev ring read
+//! and a plain write into the flow table.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use ha_common::{
-    flow_hash, ring_index, vip_filter_bit, BackendCounter, BackendInfo, Counter, FlowKey,
-    FlowValue, Meta, Ring, Stat, VipInfo, VipKey, BACKEND_F_UP, DEFAULT_FLOW_TABLE_SIZE,
-    IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_MAX, STAT_COUNT,
-    VIP_FILTER_WORDS,
+    flow_check, flow_hash, ring_index, vip_filter_bit, BackendCounter, BackendInfo, Counter,
+    FlowEntry, FlowKey, FlowSet, Meta, Ring, Stat, VipFilter, VipInfo, VipKey, BACKEND_F_UP,
+    DEFAULT_FLOW_SETS, FLOW_WAYS, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
+    RING_MAX, STAT_COUNT, VIP_FILTER_BITS,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
-const BPF_F_NO_COMMON_LRU: u32 = 2;
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
+const TCP_SYN: u8 = 0x02;
+const TCP_SYN_ACK: u8 = 0x12;
 const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
 /// MF flag and fragment offset, raw.
 const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
@@ -52,7 +56,7 @@ const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
 static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS * 2, BPF_F_NO_PREALLOC);
 
 #[map(name = "HALB_VIP_FILTER")]
-static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 
 #[map(name = "HALB_RINGS")]
 static RINGS: Array<Ring> = Array::with_max_entries(MAX_VIPS * 2, 0);
@@ -61,8 +65,11 @@ static RINGS: Array<Ring> = Array::with_max_entries(MAX_VIPS * 2, 0);
 static BACKENDS: Array<BackendInfo> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 #[map(name = "HALB_FLOWS")]
-static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+static FLOWS: Array<FlowSet> = Array::with_max_entries(DEFAULT_FLOW_SETS, 0);
+
+/// Sets in `FLOWS` (a power of two); set by the loader to the map's size.
+#[no_mangle]
+static FLOW_SETS: u32 = DEFAULT_FLOW_SETS;
 
 #[map(name = "HALB_STATS")]
 static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -149,10 +156,10 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     let ip = data + ETH_HLEN;
     let daddr: u32 = unsafe { load(ip + 16) };
 
-    // Cheap pre-filter: one bit per hashed VIP address, in an inlined array read.
-    let bit = vip_filter_bit(daddr);
-    match VIP_FILTER.get(bit >> 6) {
-        Some(word) if *word & (1u64 << (bit & 63)) != 0 => {}
+    // Cheap pre-filter: one byte per hashed VIP address (constant-key array
+    // lookup: a direct address after verification).
+    match VIP_FILTER.get(0) {
+        Some(f) if f.slots[(vip_filter_bit(daddr) & (VIP_FILTER_BITS - 1)) as usize] != 0 => {}
         _ => return pass(Stat::PassNotVip),
     }
 
@@ -190,14 +197,35 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         proto: proto as u32,
     };
 
-    // Established flow: one LRU lookup, no VIP lookup. A flow entry is
-    // trusted only while its backend is up and still serves the flow's VIP
-    // (a removed VIP releases its backends, so its flows fall through too).
-    // SAFETY: read-only copy of the flow entry.
-    if let Some(fv) = unsafe { FLOWS.get(&flow) } {
-        let (backend_id, vip_id) = (fv.backend, fv.vip_id);
-        if let Some(b) = usable_backend(backend_id, vip_id) {
-            return forward(data, b, backend_id, len, Stat::TxFlowHit);
+    // The flow table (see `ha_common::FlowSet`). A TCP SYN always starts a
+    // new flow: a client that reuses a port after a backend was drained must
+    // not stick to it.
+    let hash = flow_hash(flow.saddr, daddr, flow.ports, flow.proto);
+    // SAFETY: a plain read of a read-only global the loader sets.
+    let sets = unsafe { core::ptr::read_volatile(&FLOW_SETS) };
+    let set = FLOWS.get_ptr_mut(hash & sets.wrapping_sub(1));
+    let syn = proto == IPPROTO_TCP && unsafe { load::<u8>(l4 + 13) } & TCP_SYN_ACK == TCP_SYN;
+    let mut slot = FLOW_WAYS;
+    if let Some(set) = set {
+        // SAFETY: `set` points at a map value that lives for this run.
+        let entries = unsafe { &mut (*set).entries };
+        for (i, e) in entries.iter_mut().enumerate() {
+            if e.key == flow && e.check == flow_check(hash, e.backend, e.vip_id) {
+                // Established: no VIP lookup. The entry is trusted only while
+                // its backend is up and still serves the flow's VIP (a
+                // removed VIP releases its backends, so its flows fall through).
+                if !syn {
+                    if let Some(b) = usable_backend(e.backend, e.vip_id) {
+                        if e.referenced == 0 {
+                            e.referenced = 1;
+                        }
+                        let id = e.backend;
+                        return forward(data, b, id, len, Stat::TxFlowHit);
+                    }
+                }
+                slot = i;
+                break;
+            }
         }
     }
 
@@ -219,7 +247,7 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if vip.ring_size == 0 {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     }
-    let idx = (flow_hash(flow.saddr, daddr, flow.ports, flow.proto) % vip.ring_size) as usize;
+    let idx = (hash % vip.ring_size) as usize;
     if idx >= RING_MAX {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     }
@@ -233,14 +261,49 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         // ring is on its way; do not send to a dead backend meanwhile.
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     };
-    let value = FlowValue {
-        backend: backend_id,
-        vip_id: vip.id,
-    };
-    // A full LRU evicts its oldest entry; a failed insert only means the
-    // next packet of this flow does the (deterministic) lookup again.
-    let _ = FLOWS.insert(&flow, &value, 0);
+    if let Some(set) = set {
+        // SAFETY: as above.
+        unsafe { record(&mut *set, slot, flow, hash, backend_id, vip.id) };
+    }
     forward(data, b, backend_id, len, Stat::TxNewFlow)
+}
+
+/// Records a flow in its set: in `slot` when the flow already had an entry,
+/// else in an empty entry, else in the first unreferenced one under the
+/// CLOCK hand (clearing reference bits as the hand passes).
+#[inline(always)]
+fn record(set: &mut FlowSet, slot: usize, key: FlowKey, hash: u32, backend: u32, vip_id: u32) {
+    let mut victim = slot;
+    if victim >= FLOW_WAYS {
+        for (i, e) in set.entries.iter().enumerate() {
+            if e.check == 0 {
+                victim = i;
+                break;
+            }
+        }
+    }
+    if victim >= FLOW_WAYS {
+        let mut hand = set.hand as usize % FLOW_WAYS;
+        for _ in 0..FLOW_WAYS {
+            let e = &mut set.entries[hand];
+            if e.referenced == 0 {
+                break;
+            }
+            e.referenced = 0;
+            hand = (hand + 1) % FLOW_WAYS;
+        }
+        victim = hand;
+        set.hand = ((hand + 1) % FLOW_WAYS) as u32;
+    }
+    if let Some(e) = set.entries.get_mut(victim) {
+        *e = FlowEntry {
+            key,
+            backend,
+            vip_id,
+            check: flow_check(hash, backend, vip_id),
+            referenced: 0,
+        };
+    }
 }
 
 /// DSR rewrite and per-backend accounting: the new destination MAC is the

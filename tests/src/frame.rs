@@ -100,6 +100,14 @@ impl Frame {
         self
     }
 
+    /// TCP flags byte (default ACK); no effect on other protocols.
+    pub fn tcp_flags(mut self, flags: u8) -> Self {
+        if self.proto == 6 {
+            self.l4[13] = flags;
+        }
+        self
+    }
+
     /// Flags and fragment offset field (host order, e.g. 0x2000 = MF).
     pub fn frag(mut self, f: u16) -> Self {
         self.frag = f;

@@ -201,8 +201,8 @@ fn agent_crash_and_restart_keep_streams_and_maps() {
         maps.flows()
             .expect("flows")
             .into_iter()
-            .find(|(k, _)| k.sport() == port)
-            .map(|(_, v)| v.backend)
+            .find(|e| e.key.sport() == port)
+            .map(|e| e.backend)
     };
     let before = flow_backend(&maps).expect("the stream's flow entry");
     let hits_before = maps.stats().expect("stats")[Stat::TxFlowHit as usize]

@@ -6,7 +6,10 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
-use ha_common::{Stat, VipKey, IPPROTO_TCP, IPPROTO_UDP};
+use ha_common::{
+    flow_hash, ports_raw, FlowKey, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_WAYS, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
 use halb::dataplane::{BackendSpec, Maps, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
 use halb_lab::frame::{self, Frame};
 
@@ -376,4 +379,92 @@ fn counters_add_up() {
     assert_eq!(h.stat(Stat::TxNewFlow), 10);
     assert_eq!(h.stat(Stat::TxFlowHit), 40);
     assert_eq!(h.writer.store().flows().expect("flows").len(), 10);
+    assert_eq!(h.stat(Stat::TxNewFlow) + h.stat(Stat::TxFlowHit), 50);
+}
+
+fn flow_key(src: [u8; 4], sport: u16) -> FlowKey {
+    FlowKey {
+        saddr: u32::from_ne_bytes(src),
+        daddr: u32::from_ne_bytes(VIP),
+        ports: ports_raw(sport, 80),
+        proto: IPPROTO_TCP as u32,
+    }
+}
+
+#[test]
+fn syn_starts_over_on_a_drained_backend() {
+    let mut h = Harness::new();
+    // Find a flow that lands on backend 2, then drain backend 2.
+    let sport = (5000..6000u16)
+        .find(|&p| h.run(&tcp_to(VIP, 80, p).build()).1[5] == backend_mac(2)[5])
+        .expect("some flow on backend 2");
+    h.specs[0].backends[1].weight = 0;
+    h.apply();
+    let (_, ack) = h.run(&tcp_to(VIP, 80, sport).build());
+    assert_eq!(ack[5], backend_mac(2)[5], "the established flow stays");
+    // The same 5-tuple reused for a new connection (SYN) follows the new table.
+    let syn = tcp_to(VIP, 80, sport).tcp_flags(0x02).build();
+    let out = h.expect(&syn, XDP_TX, Stat::TxNewFlow);
+    assert_ne!(
+        out[5],
+        backend_mac(2)[5],
+        "a new connection avoids the drained backend"
+    );
+    let (_, again) = h.run(&tcp_to(VIP, 80, sport).build());
+    assert_eq!(
+        again[5], out[5],
+        "and the flow entry now names the new backend"
+    );
+}
+
+#[test]
+fn full_set_evicts_the_unreferenced_flow_first() {
+    let h = Harness::new();
+    // FLOW_WAYS + 1 flows that share one set of the flow table.
+    let mask = DEFAULT_FLOW_SETS - 1;
+    let set_of = |k: &FlowKey| flow_hash(k.saddr, k.daddr, k.ports, k.proto) & mask;
+    let target = set_of(&flow_key([10, 77, 0, 10], 1));
+    let same_set: Vec<([u8; 4], u16)> = (1..=250u8)
+        .flat_map(|a| (1..u16::MAX).map(move |p| ([10, 77, 1, a], p)))
+        .filter(|(src, p)| set_of(&flow_key(*src, *p)) == target)
+        .take(FLOW_WAYS + 1)
+        .collect();
+    assert_eq!(same_set.len(), FLOW_WAYS + 1);
+    let frame =
+        |(src, p): ([u8; 4], u16)| Frame::tcp(src, VIP, p, 80).macs(CLIENT_MAC, LB_MAC).build();
+    let maps = h.writer.store();
+    for &f in &same_set[..FLOW_WAYS] {
+        h.expect(&frame(f), XDP_TX, Stat::TxNewFlow);
+    }
+    // Touch every flow but the third: they are referenced.
+    for (i, &f) in same_set[..FLOW_WAYS].iter().enumerate() {
+        if i != 2 {
+            h.expect(&frame(f), XDP_TX, Stat::TxFlowHit);
+        }
+    }
+    let newcomer = same_set[FLOW_WAYS];
+    h.expect(&frame(newcomer), XDP_TX, Stat::TxNewFlow);
+    let present = |(src, p): ([u8; 4], u16)| maps.flow(&flow_key(src, p)).expect("read").is_some();
+    assert!(present(newcomer), "the new flow got an entry");
+    assert!(!present(same_set[2]), "the unreferenced flow was evicted");
+    for (i, &f) in same_set[..FLOW_WAYS].iter().enumerate() {
+        if i != 2 {
+            assert!(present(f), "referenced flow {i} kept its entry");
+        }
+    }
+    // The evicted flow still reaches a backend (Maglev), as a new flow.
+    h.expect(&frame(same_set[2]), XDP_TX, Stat::TxNewFlow);
+}
+
+#[test]
+fn torn_or_foreign_entries_are_ignored() {
+    let mut h = Harness::new();
+    let d = tcp_to(VIP, 80, 6100).build();
+    h.expect(&d, XDP_TX, Stat::TxNewFlow);
+    h.expect(&d, XDP_TX, Stat::TxFlowHit);
+    // Forget the entry as userspace would: the next packet is a new flow again.
+    let key = flow_key([10, 77, 0, 10], 6100);
+    h.writer.store_mut().remove_flow(&key).expect("remove");
+    h.expect(&d, XDP_TX, Stat::TxNewFlow);
+    assert!(h.writer.store().flow(&key).expect("read").is_some());
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use ha_common::{
-    maps, BackendCounter, BackendInfo, Counter, FlowKey, FlowValue, Meta, Ring, Stat, VipInfo,
-    VipKey, STAT_COUNT,
+    flow_hash, maps, BackendCounter, BackendInfo, Counter, FlowEntry, FlowKey, FlowSet, Meta, Ring,
+    Stat, VipFilter, VipInfo, VipKey, STAT_COUNT,
 };
 
 use super::Error;
@@ -30,19 +30,20 @@ pub trait Store {
     fn ring(&self, index: u32) -> Result<Box<Ring>, Error>;
     /// Writes a ring (never the live one: the writer guarantees it).
     fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error>;
-    /// The VIP address filter, all words.
-    fn filter(&self) -> Result<Vec<u64>, Error>;
-    /// Writes one filter word.
-    fn set_filter_word(&mut self, word: u32, value: u64) -> Result<(), Error>;
+    /// The VIP address pre-filter.
+    fn filter(&self) -> Result<VipFilter, Error>;
+    /// Writes the pre-filter (each slot changes on its own: a reader sees
+    /// every slot old or new).
+    fn set_filter(&mut self, filter: &VipFilter) -> Result<(), Error>;
 }
 
 /// Handles on every map of a loaded or pinned data plane.
 pub struct Maps {
     vips: HashMap<MapData, VipKey, VipInfo>,
-    filter: Array<MapData, u64>,
+    filter: Array<MapData, VipFilter>,
     rings: Array<MapData, Ring>,
     backends: Array<MapData, BackendInfo>,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows: Array<MapData, FlowSet>,
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, BackendCounter>,
     meta: Array<MapData, Meta>,
@@ -161,29 +162,62 @@ impl Maps {
         Ok(sum)
     }
 
-    /// Every flow-table entry (walks the whole LRU: for tools and tests).
-    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
-        self.flows
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| Error::Map {
-                what: "walk FLOWS".into(),
-                source,
-            })
+    /// Every valid flow-table entry (walks the whole table: for tools and tests).
+    pub fn flows(&self) -> Result<Vec<FlowEntry>, Error> {
+        let mut out = Vec::new();
+        for set in self.flows.iter() {
+            let set = set.map_err(map_err("read FLOWS"))?;
+            out.extend(
+                set.entries
+                    .iter()
+                    .filter(|e| e.check != 0 && e.is_valid())
+                    .copied(),
+            );
+        }
+        Ok(out)
     }
 
     /// Number of live flows per backend id.
     pub fn flows_per_backend(&self) -> Result<StdHashMap<u32, u64>, Error> {
         let mut out = StdHashMap::new();
-        for (_, v) in self.flows()? {
-            *out.entry(v.backend).or_default() += 1;
+        for e in self.flows()? {
+            *out.entry(e.backend).or_default() += 1;
         }
         Ok(out)
     }
 
-    /// Removes one flow entry (benchmarks time new flows this way); absent is fine.
-    pub fn remove_flow(&mut self, key: &FlowKey) {
-        let _ = self.flows.remove(key);
+    /// The flow-table entry of `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
+        let (index, _) = self.flow_set_of(key);
+        let set = self.flows.get(&index, 0).map_err(map_err("read FLOWS"))?;
+        Ok(set
+            .entries
+            .iter()
+            .find(|e| e.key == *key && e.check != 0 && e.is_valid())
+            .copied())
+    }
+
+    /// Forgets one flow (benchmarks time new flows this way). Not atomic
+    /// against the program: for tools and tests only.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<(), Error> {
+        let (index, _) = self.flow_set_of(key);
+        let mut set = self.flows.get(&index, 0).map_err(map_err("read FLOWS"))?;
+        for e in set.entries.iter_mut().filter(|e| e.key == *key) {
+            *e = FlowEntry::default();
+        }
+        self.flows
+            .set(index, set, 0)
+            .map_err(map_err("write FLOWS"))
+    }
+
+    /// Sets in the flow table.
+    pub fn flow_sets(&self) -> u32 {
+        self.flows.len()
+    }
+
+    fn flow_set_of(&self, key: &FlowKey) -> (u32, u32) {
+        let h = flow_hash(key.saddr, key.daddr, key.ports, key.proto);
+        (h & self.flow_sets().wrapping_sub(1), h)
     }
 
     /// The backend slot `id`.
@@ -256,16 +290,13 @@ impl Store for Maps {
             .map_err(map_err("write RINGS"))
     }
 
-    fn filter(&self) -> Result<Vec<u64>, Error> {
-        self.filter
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err("read VIP_FILTER"))
+    fn filter(&self) -> Result<VipFilter, Error> {
+        self.filter.get(&0, 0).map_err(map_err("read VIP_FILTER"))
     }
 
-    fn set_filter_word(&mut self, word: u32, value: u64) -> Result<(), Error> {
+    fn set_filter(&mut self, filter: &VipFilter) -> Result<(), Error> {
         self.filter
-            .set(word, value, 0)
+            .set(0, filter, 0)
             .map_err(map_err("write VIP_FILTER"))
     }
 }

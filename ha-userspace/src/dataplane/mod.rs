@@ -107,7 +107,7 @@ pub struct Options {
     pub mode: XdpModeCfg,
     /// Pin directory.
     pub pin_dir: PathBuf,
-    /// Flow-table size for a newly created flow map.
+    /// Flow-table capacity (flows) for a newly created flow table.
     pub flow_table_size: u32,
 }
 
@@ -189,7 +189,14 @@ impl DataPlane {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        loader.map_max_entries(names::FLOWS, opts.flow_table_size);
+        // The program indexes the flow table with a mask; a pinned table
+        // keeps the size it was created with.
+        let flow_sets = match pinned_flow_sets(&opts.pin_dir)? {
+            Some(n) => n,
+            None => flow_sets_for(opts.flow_table_size),
+        };
+        loader.map_max_entries(names::FLOWS, flow_sets);
+        loader.override_global("FLOW_SETS", &flow_sets, true);
         let mut ebpf = loader.load(XDP_OBJECT)?;
         let mut maps = Maps::take(&mut ebpf)?;
 
@@ -339,6 +346,29 @@ pub fn remove_pins(dir: &Path) -> Result<(), Error> {
             source,
         }),
     }
+}
+
+/// Sets of a flow table holding `flows` flows (a power of two).
+pub fn flow_sets_for(flows: u32) -> u32 {
+    (flows / ha_common::FLOW_WAYS as u32)
+        .max(1)
+        .next_power_of_two()
+}
+
+fn pinned_flow_sets(dir: &Path) -> Result<Option<u32>, Error> {
+    let path = dir.join(names::FLOWS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = aya::maps::MapData::from_pin(&path).map_err(|source| Error::Map {
+        what: format!("open {}", path.display()),
+        source,
+    })?;
+    let info = data.info().map_err(|source| Error::Map {
+        what: format!("info of {}", path.display()),
+        source,
+    })?;
+    Ok(Some(info.max_entries()))
 }
 
 fn read_pinned_meta(dir: &Path) -> Result<Option<Meta>, Error> {

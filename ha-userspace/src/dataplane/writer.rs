@@ -24,8 +24,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ha_common::{
-    ring_index, vip_filter_bit, BackendInfo, Ring, VipInfo, VipKey, BACKEND_F_UP, MAX_BACKENDS,
-    MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_WORDS, VIP_F_ADDRESS,
+    ring_index, vip_filter_bit, BackendInfo, Ring, VipFilter, VipInfo, VipKey, BACKEND_F_UP,
+    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_BITS, VIP_F_ADDRESS,
 };
 
 use super::maglev::{self, Member};
@@ -110,7 +110,7 @@ pub struct Writer<S: Store> {
     written: HashMap<u32, BackendInfo>,
     free_backends: VecDeque<u32>,
     free_vips: VecDeque<u32>,
-    filter: Vec<u64>,
+    filter: Box<VipFilter>,
     markers: HashSet<u32>,
 }
 
@@ -152,8 +152,7 @@ impl<S: Store> Writer<S> {
         }
         let used_vips: HashSet<u32> = vips.values().map(|v| v.info.id).collect();
         let used_backends: HashSet<u32> = written.keys().copied().collect();
-        let mut filter = store.filter()?;
-        filter.resize(VIP_FILTER_WORDS as usize, 0);
+        let filter = Box::new(store.filter()?);
         Ok(Self {
             store,
             vips,
@@ -206,16 +205,13 @@ impl<S: Store> Writer<S> {
                 self.store.set_vip(&marker_key(addr), &marker_info())?;
             }
         }
-        let mut filter = vec![0u64; VIP_FILTER_WORDS as usize];
+        let mut filter = Box::<VipFilter>::default();
         for &addr in &addrs {
-            let bit = vip_filter_bit(addr);
-            filter[(bit >> 6) as usize] |= 1u64 << (bit & 63);
+            filter.slots[(vip_filter_bit(addr) & (VIP_FILTER_BITS - 1)) as usize] = 1;
         }
-        for (i, (&new, old)) in filter.iter().zip(self.filter.iter_mut()).enumerate() {
-            if new != *old {
-                self.store.set_filter_word(i as u32, new)?;
-                *old = new;
-            }
+        if filter != self.filter {
+            self.store.set_filter(&filter)?;
+            self.filter = filter;
         }
 
         // Removed VIPs: they are out of the filter now; drop their entries.

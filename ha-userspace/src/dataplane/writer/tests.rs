@@ -10,7 +10,7 @@ enum Op {
     RemoveVip(VipKey),
     SetBackend(u32, BackendInfo),
     SetRing(u32),
-    SetFilter(u32, u64),
+    SetFilter(usize),
 }
 
 #[derive(Default)]
@@ -18,7 +18,7 @@ struct Fake {
     vips: BTreeMap<(u32, u16, u8), (VipKey, VipInfo)>,
     backends: Vec<BackendInfo>,
     rings: HashMap<u32, Box<Ring>>,
-    filter: Vec<u64>,
+    filter: VipFilter,
     log: Vec<Op>,
 }
 
@@ -30,7 +30,6 @@ impl Fake {
     fn new() -> Self {
         Self {
             backends: vec![BackendInfo::default(); MAX_BACKENDS as usize],
-            filter: vec![0; VIP_FILTER_WORDS as usize],
             ..Default::default()
         }
     }
@@ -38,8 +37,7 @@ impl Fake {
     /// What the XDP program would do with a new flow to `key`: the backend
     /// address it picks, or None (pass/drop).
     fn route(&self, key: &VipKey, saddr: u32, sport: u16) -> Option<Ipv4Addr> {
-        let bit = vip_filter_bit(key.addr);
-        if self.filter[(bit >> 6) as usize] & (1 << (bit & 63)) == 0 {
+        if self.filter.slots[(vip_filter_bit(key.addr) & (VIP_FILTER_BITS - 1)) as usize] == 0 {
             return None;
         }
         let (_, info) = self.vips.get(&k(key))?;
@@ -109,12 +107,13 @@ impl Store for &mut Fake {
         self.log.push(Op::SetRing(index));
         Ok(())
     }
-    fn filter(&self) -> Result<Vec<u64>, Error> {
-        Ok(self.filter.clone())
+    fn filter(&self) -> Result<VipFilter, Error> {
+        Ok(self.filter)
     }
-    fn set_filter_word(&mut self, word: u32, value: u64) -> Result<(), Error> {
-        self.filter[word as usize] = value;
-        self.log.push(Op::SetFilter(word, value));
+    fn set_filter(&mut self, filter: &VipFilter) -> Result<(), Error> {
+        self.filter = *filter;
+        let set = filter.slots.iter().filter(|&&b| b != 0).count();
+        self.log.push(Op::SetFilter(set));
         Ok(())
     }
 }
@@ -196,7 +195,7 @@ fn new_vip_is_filtered_in_last_and_removed_vip_filtered_out_first() {
         let r = w.apply(&[]).expect("apply");
         assert_eq!(r.vips_removed, 1);
     }
-    assert!(matches!(fake.log[0], Op::SetFilter(_, 0)), "{:?}", fake.log);
+    assert!(matches!(fake.log[0], Op::SetFilter(0)), "{:?}", fake.log);
     assert!(fake.vips.is_empty(), "service and marker removed");
     assert!(fake.backends.iter().all(|b| b.flags == 0));
     assert_eq!(fake.route(&spec.key, 1, 1), None);
