@@ -1,0 +1,63 @@
+//! The `halb` binary's edges: `check-config` and a bad file at start-up.
+
+use std::process::Command;
+
+use halb_lab::lab::halb_bin;
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("halb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+const GOOD: &str = "[node]\ninterface = \"eth0\"\n\n[[vip]]\nname = \"web\"\naddress = \"10.77.0.100\"\nport = 80\n\n  [[vip.backend]]\n  name = \"web1\"\n  address = \"10.77.0.21\"\n";
+
+#[test]
+fn check_config_says_ok_or_names_the_place() {
+    let good = write("good.toml", GOOD);
+    let out = Command::new(halb_bin())
+        .args(["check-config", "-c"])
+        .arg(&good)
+        .output()
+        .expect("run halb");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    let bad = write(
+        "bad.toml",
+        &GOOD.replace("port = 80", "port = 80\nprot = 1"),
+    );
+    let out = Command::new(halb_bin())
+        .args(["check-config", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("run halb");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:8:1:", bad.display())), "{err}");
+    assert!(err.contains("unknown field `prot`"), "{err}");
+}
+
+#[test]
+fn run_with_a_bad_file_exits_before_touching_anything() {
+    let pins = std::path::Path::new("/sys/fs/bpf").join(format!("halb-cli-{}", std::process::id()));
+    let text = GOOD.replace(
+        "interface = \"eth0\"",
+        &format!(
+            "interface = \"eth0\"\nbpf_dir = \"{}\"\nxdp_mode = \"turbo\"",
+            pins.display()
+        ),
+    );
+    let bad = write("bad-run.toml", &text);
+    let out = Command::new(halb_bin())
+        .args(["run", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("run halb");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":4:12:") && err.contains("turbo"), "{err}");
+    assert!(!pins.exists(), "nothing was pinned");
+}
