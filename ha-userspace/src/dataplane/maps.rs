@@ -49,7 +49,37 @@ pub struct Maps {
     meta: Array<MapData, Meta>,
 }
 
-fn typed<T: TryFrom<Map, Error = MapError>>(map: Option<Map>, name: &str) -> Result<T, Error> {
+/// The map data pinned at `path`, or None when nothing is pinned there.
+pub(crate) fn pinned_map_data(path: &Path) -> Result<Option<MapData>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    MapData::from_pin(path)
+        .map(Some)
+        .map_err(|source| Error::Map {
+            what: format!("open pinned map {}", path.display()),
+            source,
+        })
+}
+
+/// The map pinned at `path`, or None when nothing is pinned there.
+pub(crate) fn pinned_map(path: &Path) -> Result<Option<Map>, Error> {
+    let Some(data) = pinned_map_data(path)? else {
+        return Ok(None);
+    };
+    Map::from_map_data(data)
+        .map(Some)
+        .map_err(|source| Error::Map {
+            what: format!("open pinned map {}", path.display()),
+            source,
+        })
+}
+
+/// A typed handle on `map` (None: the map is missing).
+pub(crate) fn typed<T: TryFrom<Map, Error = MapError>>(
+    map: Option<Map>,
+    name: &str,
+) -> Result<T, Error> {
     let map = map.ok_or_else(|| Error::MissingMap(name.to_string()))?;
     T::try_from(map).map_err(|source| Error::Map {
         what: format!("open map {name}"),
@@ -75,18 +105,7 @@ impl Maps {
     /// Opens the maps pinned in `dir` (no program is loaded): for tools and
     /// tests that read a running data plane.
     pub fn open_pinned(dir: &Path) -> Result<Self, Error> {
-        let open = |name: &str| -> Result<Option<Map>, Error> {
-            let data = MapData::from_pin(dir.join(name)).map_err(|source| Error::Map {
-                what: format!("open pinned map {}", dir.join(name).display()),
-                source,
-            })?;
-            Map::from_map_data(data)
-                .map(Some)
-                .map_err(|source| Error::Map {
-                    what: format!("open pinned map {name}"),
-                    source,
-                })
-        };
+        let open = |name: &str| pinned_map(&dir.join(name));
         let maps = Self {
             vips: typed(open(maps::VIPS)?, maps::VIPS)?,
             filter: typed(open(maps::VIP_FILTER)?, maps::VIP_FILTER)?,

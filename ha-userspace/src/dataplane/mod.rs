@@ -61,7 +61,7 @@ pub enum Error {
         source: aya::maps::MapError,
     },
     /// The object lacks a map.
-    #[error("the eBPF object has no map {0}")]
+    #[error("no map or program named {0}")]
     MissingMap(String),
     /// A pinned data plane of another layout.
     #[error(
@@ -357,13 +357,9 @@ pub fn flow_sets_for(flows: u32) -> u32 {
 
 fn pinned_flow_sets(dir: &Path) -> Result<Option<u32>, Error> {
     let path = dir.join(names::FLOWS);
-    if !path.exists() {
+    let Some(data) = maps::pinned_map_data(&path)? else {
         return Ok(None);
-    }
-    let data = aya::maps::MapData::from_pin(&path).map_err(|source| Error::Map {
-        what: format!("open {}", path.display()),
-        source,
-    })?;
+    };
     let info = data.info().map_err(|source| Error::Map {
         what: format!("info of {}", path.display()),
         source,
@@ -372,23 +368,10 @@ fn pinned_flow_sets(dir: &Path) -> Result<Option<u32>, Error> {
 }
 
 fn read_pinned_meta(dir: &Path) -> Result<Option<Meta>, Error> {
-    let path = dir.join(names::META);
-    if !path.exists() {
+    let Some(map) = maps::pinned_map(&dir.join(names::META))? else {
         return Ok(None);
-    }
-    let data = aya::maps::MapData::from_pin(&path).map_err(|source| Error::Map {
-        what: format!("open {}", path.display()),
-        source,
-    })?;
-    let map = aya::maps::Map::from_map_data(data).map_err(|source| Error::Map {
-        what: format!("open {}", path.display()),
-        source,
-    })?;
-    let meta_map: aya::maps::Array<_, Meta> =
-        aya::maps::Array::try_from(map).map_err(|source| Error::Map {
-            what: format!("open {}", path.display()),
-            source,
-        })?;
+    };
+    let meta_map: aya::maps::Array<_, Meta> = maps::typed(Some(map), names::META)?;
     let meta = meta_map.get(&0, 0).map_err(|source| Error::Map {
         what: "read META".into(),
         source,
