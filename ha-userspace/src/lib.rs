@@ -6,3 +6,4 @@ pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod net;
+pub mod vrrp;

@@ -1,0 +1,395 @@
+//! The VRRP state machine (RFC 5798 section 6.4, with RFC 3768 timing for
+//! v2), sans-IO: inputs and the current time in, actions out. It never
+//! touches a socket or a clock; the I/O layer asks [`Machine::next_deadline`]
+//! when to call [`Machine::poll`] next.
+//!
+//! Beyond the RFC, as keepalived does and DESIGN.md asks:
+//! - a master that hears a lower-priority master answers at once with an
+//!   advertisement and gratuitous ARP, so a split brain heals;
+//! - `preempt = false` (nopreempt): a backup never takes over from a live
+//!   master, whatever the priorities;
+//! - `preempt_delay`: a backup that sees a lower-priority master waits this
+//!   long before preempting;
+//! - a FAULT state (tracked interface down, tracked script failing): the
+//!   node gives up mastership (sending priority 0) and ignores adverts until
+//!   the fault clears;
+//! - gratuitous ARP refresh while master.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Protocol state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not running (before start-up, after shutdown).
+    Initialize,
+    /// Listening to a master.
+    Backup,
+    /// Owning the addresses and advertising.
+    Master,
+    /// A tracked condition failed: not participating.
+    Fault,
+}
+
+impl State {
+    /// Name as the notify hook and the API show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Initialize => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
+}
+
+/// What the machine is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Start participating.
+    Startup,
+    /// Stop (gives up mastership with priority 0).
+    Shutdown,
+    /// An advertisement that passed every packet check.
+    Advert {
+        /// Sender's primary address.
+        src: Ipv4Addr,
+        /// Sender's priority.
+        priority: u8,
+        /// Sender's advertisement interval.
+        interval: Duration,
+    },
+    /// The effective priority changed (tracking).
+    Priority(u8),
+    /// A tracked condition failed (true) or recovered (false).
+    Fault(bool),
+}
+
+/// What the machine wants done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advertisement with this priority.
+    Send {
+        /// Priority to advertise (0 when leaving).
+        priority: u8,
+    },
+    /// Put the virtual addresses on the interface.
+    AddAddresses,
+    /// Take them off.
+    RemoveAddresses,
+    /// Send gratuitous ARPs for the virtual addresses.
+    Garp,
+    /// Run the notify hook for the new state.
+    Notify(State),
+}
+
+/// Static parameters of one virtual router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// Our advertisement interval.
+    pub advert_interval: Duration,
+    /// Preempt a lower-priority master.
+    pub preempt: bool,
+    /// Wait before preempting.
+    pub preempt_delay: Duration,
+    /// Our primary address (equal-priority tie-break).
+    pub primary: Ipv4Addr,
+    /// Gratuitous ARP refresh while master (zero: none).
+    pub garp_refresh: Duration,
+}
+
+/// Times and counts the rest of the agent shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// State changes.
+    pub transitions: u64,
+    /// Times this node became master.
+    pub became_master: u64,
+    /// When the last state change happened.
+    pub last_transition: Option<Duration>,
+}
+
+/// One virtual router's state machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    params: Params,
+    priority: u8,
+    state: State,
+    faulted: bool,
+    master_adver_interval: Duration,
+    adver_at: Option<Duration>,
+    master_down_at: Option<Duration>,
+    garp_at: Option<Duration>,
+    lower_master_since: Option<Duration>,
+    master: Option<Ipv4Addr>,
+    stats: Stats,
+}
+
+impl Machine {
+    /// A machine in Initialize with `priority` (1–255).
+    pub fn new(params: Params, priority: u8) -> Self {
+        Self {
+            master_adver_interval: params.advert_interval,
+            params,
+            priority,
+            state: State::Initialize,
+            faulted: false,
+            adver_at: None,
+            master_down_at: None,
+            garp_at: None,
+            lower_master_since: None,
+            master: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Effective priority.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// The master we last heard (None while we are master or know none).
+    pub fn master(&self) -> Option<Ipv4Addr> {
+        self.master
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The interval the master advertises (ours when we are master).
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    /// Skew_Time: ((256 − priority) × Master_Adver_Interval) / 256.
+    pub fn skew(&self) -> Duration {
+        self.master_adver_interval * (256 - self.priority as u32) / 256
+    }
+
+    /// Master_Down_Interval: 3 × Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.master_adver_interval * 3 + self.skew()
+    }
+
+    /// When [`Machine::poll`] must be called next.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        [self.adver_at, self.master_down_at, self.garp_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Handles one input at time `now`.
+    pub fn handle(&mut self, now: Duration, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Startup => {
+                if self.state == State::Initialize {
+                    self.start(now, &mut out);
+                }
+            }
+            Input::Shutdown => {
+                if self.state == State::Master {
+                    out.push(Action::Send { priority: 0 });
+                    out.push(Action::RemoveAddresses);
+                }
+                self.cancel_timers();
+                self.set_state(now, State::Initialize, &mut out, false);
+            }
+            Input::Fault(true) => {
+                self.faulted = true;
+                if self.state == State::Master {
+                    out.push(Action::Send { priority: 0 });
+                    out.push(Action::RemoveAddresses);
+                }
+                if matches!(self.state, State::Master | State::Backup) {
+                    self.cancel_timers();
+                    self.set_state(now, State::Fault, &mut out, true);
+                }
+            }
+            Input::Fault(false) => {
+                self.faulted = false;
+                if self.state == State::Fault {
+                    self.start(now, &mut out);
+                }
+            }
+            Input::Priority(p) => {
+                let p = p.max(1);
+                if p != self.priority {
+                    self.priority = p;
+                    if self.state == State::Master {
+                        out.push(Action::Send { priority: p });
+                        self.adver_at = Some(now + self.params.advert_interval);
+                    }
+                }
+            }
+            Input::Advert {
+                src,
+                priority,
+                interval,
+            } => match self.state {
+                State::Backup => self.backup_advert(now, src, priority, interval),
+                State::Master => self.master_advert(now, src, priority, interval, &mut out),
+                State::Initialize | State::Fault => {}
+            },
+        }
+        out
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn poll(&mut self, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.state == State::Backup && self.master_down_at.is_some_and(|t| t <= now) {
+            self.become_master(now, &mut out);
+        }
+        if self.state == State::Master {
+            if let Some(t) = self.adver_at {
+                if t <= now {
+                    out.push(Action::Send {
+                        priority: self.priority,
+                    });
+                    let next = t + self.params.advert_interval;
+                    self.adver_at = Some(if next <= now {
+                        now + self.params.advert_interval
+                    } else {
+                        next
+                    });
+                }
+            }
+            if let Some(t) = self.garp_at {
+                if t <= now {
+                    out.push(Action::Garp);
+                    self.garp_at = Some(now + self.params.garp_refresh);
+                }
+            }
+        }
+        out
+    }
+
+    fn start(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.faulted {
+            self.set_state(now, State::Fault, out, true);
+            return;
+        }
+        self.master_adver_interval = self.params.advert_interval;
+        if self.priority == 255 {
+            self.become_master(now, out);
+        } else {
+            out.push(Action::RemoveAddresses);
+            self.master_down_at = Some(now + self.master_down_interval());
+            self.set_state(now, State::Backup, out, true);
+        }
+    }
+
+    fn become_master(&mut self, now: Duration, out: &mut Vec<Action>) {
+        out.push(Action::Send {
+            priority: self.priority,
+        });
+        out.push(Action::AddAddresses);
+        out.push(Action::Garp);
+        self.master_down_at = None;
+        self.master = None;
+        self.lower_master_since = None;
+        self.master_adver_interval = self.params.advert_interval;
+        self.adver_at = Some(now + self.params.advert_interval);
+        self.garp_at =
+            (!self.params.garp_refresh.is_zero()).then(|| now + self.params.garp_refresh);
+        self.stats.became_master += 1;
+        self.set_state(now, State::Master, out, true);
+    }
+
+    fn backup_advert(&mut self, now: Duration, src: Ipv4Addr, priority: u8, interval: Duration) {
+        if priority == 0 {
+            // The master is leaving: take over after Skew_Time only.
+            self.master_down_at = Some(now + self.skew());
+            return;
+        }
+        let lower = priority < self.priority;
+        let hold_back = if lower && self.params.preempt {
+            // Preempt, unless the delay since we first saw this lower master runs.
+            let since = *self.lower_master_since.get_or_insert(now);
+            now < since + self.params.preempt_delay
+        } else {
+            self.lower_master_since = None;
+            true
+        };
+        if hold_back {
+            self.master = Some(src);
+            if !interval.is_zero() {
+                self.master_adver_interval = interval;
+            }
+            self.master_down_at = Some(now + self.master_down_interval());
+        }
+        // else: discard; Master_Down_Timer runs out and we preempt.
+    }
+
+    fn master_advert(
+        &mut self,
+        now: Duration,
+        src: Ipv4Addr,
+        priority: u8,
+        interval: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        if priority == 0 {
+            out.push(Action::Send {
+                priority: self.priority,
+            });
+            self.adver_at = Some(now + self.params.advert_interval);
+            return;
+        }
+        let wins = priority > self.priority
+            || (priority == self.priority && u32::from(src) > u32::from(self.params.primary));
+        if wins {
+            self.adver_at = None;
+            self.garp_at = None;
+            self.master = Some(src);
+            if !interval.is_zero() {
+                self.master_adver_interval = interval;
+            }
+            self.master_down_at = Some(now + self.master_down_interval());
+            out.push(Action::RemoveAddresses);
+            self.set_state(now, State::Backup, out, true);
+        } else {
+            // Another master with lower priority: a split brain. Assert
+            // ourselves at once so it steps down and clients follow us.
+            out.push(Action::Send {
+                priority: self.priority,
+            });
+            out.push(Action::Garp);
+            self.adver_at = Some(now + self.params.advert_interval);
+        }
+    }
+
+    fn cancel_timers(&mut self) {
+        self.adver_at = None;
+        self.master_down_at = None;
+        self.garp_at = None;
+        self.lower_master_since = None;
+    }
+
+    fn set_state(&mut self, now: Duration, s: State, out: &mut Vec<Action>, notify: bool) {
+        if s == self.state {
+            return;
+        }
+        self.state = s;
+        if s != State::Backup {
+            self.master = None;
+        }
+        self.stats.transitions += 1;
+        self.stats.last_transition = Some(now);
+        if notify {
+            out.push(Action::Notify(s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
