@@ -5,5 +5,6 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod health;
 pub mod net;
 pub mod vrrp;

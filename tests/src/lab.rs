@@ -533,3 +533,145 @@ fn ensure_bpffs() -> Result<()> {
     }
     Ok(())
 }
+
+/// VRRP settings of a lab node's config.
+#[derive(Debug, Clone)]
+pub struct VrrpOpts {
+    /// 2 or 3.
+    pub version: u8,
+    /// Priority.
+    pub priority: u8,
+    /// Advert interval.
+    pub advert_ms: u32,
+    /// Preempt.
+    pub preempt: bool,
+    /// Unicast peers (empty: multicast).
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// v2 password.
+    pub auth_pass: Option<String>,
+    /// Tracked interfaces.
+    pub track_interfaces: Vec<String>,
+    /// Extra lines appended to `[vrrp]`.
+    pub extra: String,
+}
+
+impl VrrpOpts {
+    /// VRRPv3, multicast, preempt, 100 ms adverts.
+    pub fn v3(priority: u8) -> Self {
+        Self {
+            version: 3,
+            priority,
+            advert_ms: 100,
+            preempt: true,
+            unicast_peers: Vec::new(),
+            auth_pass: None,
+            track_interfaces: vec!["eth0".into()],
+            extra: String::new(),
+        }
+    }
+}
+
+/// The `halb.toml` of lab node `node` in `mode`: the standard VIP on port
+/// 80 over `backends` backends (weights 1, `drained` at 0), and VRRP when given.
+pub fn node_config(
+    lab: &Lab,
+    node: &str,
+    mode: &str,
+    backends: u8,
+    drained: Option<u8>,
+    vrrp: Option<&VrrpOpts>,
+) -> String {
+    let mut c = format!(
+        "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"{mode}\"\nbpf_dir = \"{}\"\n\n",
+        lab.pin_dir(node).display()
+    );
+    if let Some(v) = vrrp {
+        let peers: Vec<String> = v.unicast_peers.iter().map(|p| format!("\"{p}\"")).collect();
+        let tracks: Vec<String> = v
+            .track_interfaces
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect();
+        c.push_str(&format!(
+            "[vrrp]\nversion = {}\nrouter_id = 51\npriority = {}\nadvert_interval_ms = {}\n\
+             preempt = {}\nunicast_peers = [{}]\ntrack_interfaces = [{}]\n",
+            v.version,
+            v.priority,
+            v.advert_ms,
+            v.preempt,
+            peers.join(", "),
+            tracks.join(", ")
+        ));
+        if let Some(p) = &v.auth_pass {
+            c.push_str(&format!("auth_pass = \"{p}\"\n"));
+        }
+        c.push_str(&v.extra);
+        c.push('\n');
+    }
+    c.push_str(&format!(
+        "[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\nmode = \"dsr\"\n"
+    ));
+    for i in 1..=backends {
+        let w = if drained == Some(i) { 0 } else { 1 };
+        c.push_str(&format!(
+            "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n  weight = {w}\n",
+            backend_addr(i)
+        ));
+    }
+    c
+}
+
+impl Lab {
+    /// MAC address of `host`'s eth0.
+    pub fn mac(&self, host: &str) -> Result<String> {
+        let out = self.ip(host, &["-o", "link", "show", "dev", "eth0"])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("no MAC on {host}/eth0"))
+    }
+
+    /// Whether `host` has `addr` on eth0.
+    pub fn has_addr(&self, host: &str, addr: Ipv4Addr) -> Result<bool> {
+        let out = self.ip(host, &["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        Ok(out.contains(&format!("inet {addr}/")))
+    }
+
+    /// Waits until `f` holds, polling every `step`; returns how long it took.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        step: Duration,
+        mut f: impl FnMut() -> bool,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            if f() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(step);
+        }
+    }
+}
+
+/// The MAC address `host`'s neighbour table holds for `addr` (read from
+/// `/proc/thread-self/net/arp` on a thread inside the namespace).
+pub fn neighbour_mac(lab: &Lab, host: &str, addr: Ipv4Addr) -> Option<String> {
+    lab.in_ns(host, move || {
+        let text = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
+        text.lines().skip(1).find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.first() == Some(&addr.to_string().as_str())
+                && w.get(3) != Some(&"00:00:00:00:00:00"))
+            .then(|| w.get(3).map(|m| m.to_string()))
+            .flatten()
+        })
+    })
+    .ok()
+    .flatten()
+}

@@ -6,6 +6,7 @@
 //! MACs resolved and the maps written. After that the agent reacts to
 //! SIGHUP (reload), to a periodic neighbour refresh, and to SIGTERM/SIGINT.
 
+mod election;
 mod specs;
 
 use std::collections::HashMap;
@@ -34,6 +35,9 @@ pub enum AgentError {
     /// Signal handlers could not be installed.
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    /// VRRP did not start.
+    #[error("{0}")]
+    Vrrp(#[from] crate::vrrp::io::IoError),
 }
 
 /// How `halb run` was asked to behave.
@@ -109,6 +113,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     agent.refresh_neighbours().await;
     agent.sync("start");
 
+    // VIP ownership: VRRP when configured, else this node always owns them.
+    let (mut election, mut track_rx) = match agent.cfg.vrrp() {
+        Some(_) => {
+            let (e, rx) =
+                election::Election::start(&agent.cfg, &agent.link, &agent.netlink).await?;
+            (Some(e), Some(rx))
+        }
+        None => {
+            agent.own_vips(true).await;
+            (None, None)
+        }
+    };
+
     let mut refresh = tokio::time::interval(Duration::from_millis(agent.cfg.node.neigh_refresh_ms));
     refresh.tick().await;
     loop {
@@ -121,9 +138,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                     agent.sync("neighbour change");
                 }
             }
+            Some(ev) = recv_track(&mut track_rx) => {
+                if let Some(e) = election.as_mut() {
+                    e.track(ev).await;
+                }
+            }
         }
     }
     let keep = opts.keep_dataplane;
+    match election.take() {
+        Some(e) => e.shutdown().await,
+        None if !keep => agent.own_vips(false).await,
+        None => {}
+    }
     agent.dp.shutdown(keep)?;
     if keep {
         tracing::info!("data plane left attached and pinned (--keep-dataplane)");
@@ -131,6 +158,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         tracing::info!("data plane detached and unpinned");
     }
     Ok(())
+}
+
+/// The next tracking event, or never when there is no election.
+async fn recv_track(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<election::TrackEvent>>,
+) -> Option<election::TrackEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Agent {
@@ -156,6 +193,29 @@ impl Agent {
                 "data plane updated"
             ),
             Err(e) => tracing::error!(why, "data plane update failed: {e}"),
+        }
+    }
+
+    /// Without VRRP: puts the VIPs on the interface (and announces them) or
+    /// takes them off.
+    async fn own_vips(&self, own: bool) {
+        for addr in election::vip_addresses(&self.cfg) {
+            let r = if own {
+                self.netlink.add_address(self.link.index, addr, 32).await
+            } else {
+                self.netlink.del_address(self.link.index, addr, 32).await
+            };
+            if let Err(e) = r {
+                tracing::error!("VIP {addr}: {e}");
+            }
+            if own {
+                match crate::net::arp::RawSender::open(self.link.index) {
+                    Ok(s) => {
+                        let _ = s.send(&crate::net::arp::garp_frame(self.link.mac, addr));
+                    }
+                    Err(e) => tracing::warn!("gratuitous ARP for {addr}: {e}"),
+                }
+            }
         }
     }
 

@@ -12,7 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    Api, Backend, Config, Health, HealthKind, Mode, Node, Protocol, Vip, Vrrp, XdpModeCfg,
+    Api, Backend, Config, Health, HealthKind, Mode, Node, Protocol, TrackScript, Vip, Vrrp,
+    XdpModeCfg,
 };
 
 /// Where a problem is in a file.

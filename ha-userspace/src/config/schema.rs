@@ -21,7 +21,7 @@ pub struct Config {
     pub api: Api,
     /// `[vrrp]`: the VIP election; absent: this node always owns its VIPs.
     #[serde(default)]
-    pub vrrp: Option<Vrrp>,
+    pub vrrp: Option<Spanned<Vrrp>>,
     /// `[[vip]]`: the services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Spanned<Vip>>,
@@ -31,6 +31,11 @@ impl Config {
     /// The VIPs without their spans.
     pub fn vips(&self) -> impl Iterator<Item = &Vip> {
         self.vips.iter().map(Spanned::get_ref)
+    }
+
+    /// The `[vrrp]` section, if any.
+    pub fn vrrp(&self) -> Option<&Vrrp> {
+        self.vrrp.as_ref().map(Spanned::get_ref)
     }
 }
 
@@ -131,12 +136,52 @@ pub struct Vrrp {
     /// VRRPv2 simple password (auth type 1), at most 8 bytes.
     #[serde(default)]
     pub auth_pass: Option<Spanned<String>>,
-    /// Gratuitous ARPs sent on becoming master.
-    #[serde(default = "default_garp_count")]
+    /// Gratuitous ARPs sent on becoming master (per address).
+    #[serde(default = "default_garp_count", deserialize_with = "de_garp_count")]
     pub garp_count: u32,
+    /// Spacing of those gratuitous ARPs (Linux ignores a second update of a
+    /// neighbour within 1 s, so a burst should span more than that).
+    #[serde(default = "default_garp_interval_ms")]
+    pub garp_interval_ms: u32,
     /// Interval at which a master repeats gratuitous ARP (0: never).
     #[serde(default)]
     pub garp_refresh_ms: u32,
+    /// Source address of adverts; default: the interface's first address.
+    #[serde(default)]
+    pub source: Option<Ipv4Addr>,
+    /// Put the node in FAULT when its XDP program is not attached.
+    #[serde(default = "default_true")]
+    pub track_dataplane: bool,
+    /// keepalived-style tracked scripts.
+    #[serde(default, rename = "track_script")]
+    pub track_scripts: Vec<TrackScript>,
+}
+
+/// `[[vrrp.track_script]]`: a command run periodically; its exit status
+/// (0: success) moves the priority or puts the node in FAULT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackScript {
+    /// Name (logs, status).
+    pub name: String,
+    /// Command line, run with `/bin/sh -c`.
+    pub script: String,
+    /// Time between runs.
+    #[serde(default = "default_interval_ms", deserialize_with = "de_positive_ms32")]
+    pub interval_ms: u32,
+    /// A run taking longer counts as a failure (and is killed).
+    #[serde(default = "default_timeout_ms", deserialize_with = "de_positive_ms32")]
+    pub timeout_ms: u32,
+    /// Successes in a row that make it succeed.
+    #[serde(default = "default_one", deserialize_with = "de_count")]
+    pub rise: u32,
+    /// Failures in a row that make it fail.
+    #[serde(default = "default_one", deserialize_with = "de_count")]
+    pub fall: u32,
+    /// 0: failure means FAULT; positive: added while succeeding; negative:
+    /// subtracted while failing (keepalived's `weight`).
+    #[serde(default, deserialize_with = "de_script_weight")]
+    pub weight: i32,
 }
 
 /// `[[vip]]`.
@@ -301,6 +346,12 @@ fn default_advert_ms() -> u32 {
 fn default_garp_count() -> u32 {
     5
 }
+fn default_garp_interval_ms() -> u32 {
+    300
+}
+fn default_one() -> u32 {
+    1
+}
 fn default_table_size() -> u32 {
     ha_common::DEFAULT_RING_SIZE
 }
@@ -345,13 +396,24 @@ macro_rules! bounded {
 bounded!(de_vrrp_version, u8, 2, 3, "VRRP version");
 bounded!(de_router_id, u8, 1, 255, "router_id");
 bounded!(de_priority, u8, 1, 255, "priority");
-bounded!(de_advert_ms, u32, 10, 40_950, "advert_interval_ms");
+fn de_advert_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(10..=40_950).contains(&v) || v % 10 != 0 {
+        return Err(serde::de::Error::custom(format!(
+            "advert_interval_ms must be a multiple of 10 between 10 and 40950 \
+             (VRRP counts centiseconds), got {v}"
+        )));
+    }
+    Ok(v as u32)
+}
 bounded!(de_port, u16, 1, 65535, "port");
 bounded!(de_status, u16, 100, 599, "expect_status");
 bounded!(de_positive_ms32, u32, 1, 3_600_000, "a time in ms");
 bounded!(de_positive_ms, u64, 1, 3_600_000, "a time in ms");
 bounded!(de_count, u32, 1, 1000, "rise/fall");
 bounded!(de_weight, u32, 0, MAX_WEIGHT, "weight");
+bounded!(de_script_weight, i32, -254, 254, "weight");
+bounded!(de_garp_count, u32, 1, 100, "garp_count");
 bounded!(
     de_flow_table,
     u32,

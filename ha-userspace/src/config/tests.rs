@@ -67,7 +67,7 @@ fn design_example_parses() {
     let c = parse_str(GOOD).expect("good config");
     assert_eq!(c.node.interface.get_ref(), "eth1");
     assert_eq!(c.node.xdp_mode, XdpModeCfg::Auto);
-    let vrrp = c.vrrp.as_ref().expect("vrrp");
+    let vrrp = c.vrrp().expect("vrrp");
     assert_eq!(
         (vrrp.router_id, vrrp.priority, vrrp.advert_interval_ms),
         (51, 150, 100)
@@ -161,8 +161,35 @@ fn auth_pass_needs_v2() {
     let (line, _, msg) = one_problem(&bad);
     assert_eq!(line, 12);
     assert!(msg.contains("version 2"), "{msg}");
-    let ok = GOOD.replace("version = 3", "version = 2\nauth_pass = \"secret\"");
+    let ok = GOOD
+        .replace("version = 3", "version = 2\nauth_pass = \"secret\"")
+        .replace("advert_interval_ms = 100", "advert_interval_ms = 1000");
     assert!(parse_str(&ok).is_ok());
+}
+
+#[test]
+fn vrrp_intervals_fit_the_wire() {
+    let (line, col, msg) =
+        one_problem(&GOOD.replace("advert_interval_ms = 100", "advert_interval_ms = 105"));
+    assert_eq!((line, col), (14, 22));
+    assert!(msg.contains("multiple of 10"), "{msg}");
+    let (line, _, msg) = one_problem(&GOOD.replace("version = 3", "version = 2"));
+    assert_eq!(line, 10, "reported at the [vrrp] table");
+    assert!(msg.contains("whole seconds"), "{msg}");
+}
+
+#[test]
+fn track_scripts_parse() {
+    let text = GOOD.replace(
+        "track_interfaces = [\"eth1\"]",
+        "track_interfaces = [\"eth1\"]\n[[vrrp.track_script]]\nname = \"chk\"\nscript = \"true\"\nweight = -20\n",
+    );
+    let c = parse_str(&text).expect("parses");
+    let t = &c.vrrp().expect("vrrp").track_scripts[0];
+    assert_eq!(
+        (t.name.as_str(), t.weight, t.rise, t.fall),
+        ("chk", -20, 1, 1)
+    );
 }
 
 #[test]

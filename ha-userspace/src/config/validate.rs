@@ -26,7 +26,18 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         ));
     }
 
-    if let Some(vrrp) = &config.vrrp {
+    if let Some(spanned) = &config.vrrp {
+        let vrrp = spanned.get_ref();
+        if vrrp.version == 2 && vrrp.advert_interval_ms % 1000 != 0 {
+            out.push((
+                spanned.span(),
+                format!(
+                    "VRRP version 2 counts the advert interval in whole seconds; \
+                     advert_interval_ms = {} is not a multiple of 1000",
+                    vrrp.advert_interval_ms
+                ),
+            ));
+        }
         if let Some(pass) = &vrrp.auth_pass {
             if vrrp.version != 2 {
                 out.push((

@@ -1,11 +1,15 @@
-//! Thin I/O over the kernel's network configuration: links and the
-//! neighbour table through rtnetlink. No protocol logic lives here.
+//! Thin I/O over the kernel's network configuration: links, addresses and
+//! the neighbour table through rtnetlink, and raw ARP frames. No protocol
+//! logic lives here.
+
+pub mod arp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkXdp};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
 };
@@ -41,6 +45,8 @@ pub struct Link {
     pub mac: [u8; 6],
     /// Administratively up and with carrier (`IFF_UP` and `IFF_LOWER_UP`).
     pub up: bool,
+    /// Id of the attached XDP program, if any.
+    pub xdp_prog: Option<u32>,
 }
 
 /// A route-netlink connection (the connection task runs on tokio).
@@ -68,11 +74,18 @@ impl Netlink {
         match links.try_next().await {
             Ok(Some(msg)) => {
                 let mut mac = [0u8; 6];
+                let mut xdp_prog = None;
                 for attr in &msg.attributes {
-                    if let LinkAttribute::Address(a) = attr {
-                        if a.len() == 6 {
-                            mac.copy_from_slice(a);
+                    match attr {
+                        LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(a),
+                        LinkAttribute::Xdp(x) => {
+                            for n in x {
+                                if let LinkXdp::ProgId(id) = n {
+                                    xdp_prog = (*id != 0).then_some(*id);
+                                }
+                            }
                         }
+                        _ => {}
                     }
                 }
                 let flags = msg.header.flags;
@@ -81,6 +94,7 @@ impl Netlink {
                     name: name.to_string(),
                     mac,
                     up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+                    xdp_prog,
                 })
             }
             Ok(None) => Err(NetError::NoSuchLink(name.to_string())),
@@ -91,6 +105,101 @@ impl Netlink {
                 what: format!("get link {name}"),
                 source,
             }),
+        }
+    }
+
+    /// IPv4 addresses on `ifindex` with their prefix lengths, primary first.
+    pub async fn addresses(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        let mut out = Vec::new();
+        loop {
+            let msg = match dump.try_next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(source) => {
+                    return Err(NetError::Request {
+                        what: "dump addresses".into(),
+                        source,
+                    })
+                }
+            };
+            if msg.header.family != AddressFamily::Inet || msg.header.index != ifindex {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(a)) = attr {
+                    out.push((*a, msg.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `addr/plen` to `ifindex`; already present is fine.
+    pub async fn add_address(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        plen: u8,
+    ) -> Result<(), NetError> {
+        match self
+            .handle
+            .address()
+            .add(ifindex, IpAddr::V4(addr), plen)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(source) => Err(NetError::Request {
+                what: format!("add address {addr}/{plen}"),
+                source,
+            }),
+        }
+    }
+
+    /// Removes `addr/plen` from `ifindex`; absent is fine.
+    pub async fn del_address(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        plen: u8,
+    ) -> Result<(), NetError> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .set_address_filter(IpAddr::V4(addr))
+            .set_prefix_length_filter(plen)
+            .execute();
+        loop {
+            let msg = match dump.try_next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(source) => {
+                    return Err(NetError::Request {
+                        what: "dump addresses".into(),
+                        source,
+                    })
+                }
+            };
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.raw_code() == -libc::EADDRNOTAVAIL || e.raw_code() == -libc::ENOENT => {}
+                Err(source) => {
+                    return Err(NetError::Request {
+                        what: format!("delete address {addr}/{plen}"),
+                        source,
+                    })
+                }
+            }
         }
     }
 

@@ -1,0 +1,81 @@
+//! Health: the rise/fall logic that turns a stream of check results into
+//! up/down (HAProxy's `rise`/`fall`, keepalived's script rise/fall). Pure
+//! logic; probes live in the I/O layers that use it.
+
+/// Up/down state fed by check results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiseFall {
+    rise: u32,
+    fall: u32,
+    up: bool,
+    streak: u32,
+}
+
+impl RiseFall {
+    /// `rise` successes in a row bring it up, `fall` failures take it down.
+    pub fn new(rise: u32, fall: u32, initially_up: bool) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            up: initially_up,
+            streak: 0,
+        }
+    }
+
+    /// Whether it is up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Records one result; returns the new state when it changed.
+    pub fn record(&mut self, ok: bool) -> Option<bool> {
+        if ok == self.up {
+            // A result agreeing with the state breaks any opposite streak.
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.up { self.fall } else { self.rise };
+        if self.streak >= needed {
+            self.up = ok;
+            self.streak = 0;
+            Some(ok)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn falls_after_fall_failures_in_a_row() {
+        let mut r = RiseFall::new(2, 3, true);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(true), None, "a success resets the streak");
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(false), Some(false));
+        assert!(!r.is_up());
+    }
+
+    #[test]
+    fn rises_after_rise_successes_in_a_row() {
+        let mut r = RiseFall::new(2, 3, false);
+        assert_eq!(r.record(true), None);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(true), None);
+        assert_eq!(r.record(true), Some(true));
+        assert_eq!(r.record(true), None);
+    }
+
+    #[test]
+    fn one_and_one_follows_every_result() {
+        let mut r = RiseFall::new(1, 1, true);
+        assert_eq!(r.record(false), Some(false));
+        assert_eq!(r.record(true), Some(true));
+    }
+}

@@ -1,0 +1,343 @@
+//! End-to-end VRRP in namespaces: two halb nodes (multicast and unicast),
+//! takeover on a master's death or link loss, preempt and nopreempt, the
+//! client's ARP cache following, and interop with keepalived (v3, and v2
+//! with PASS authentication). Needs root; CI runs as root.
+
+use std::time::{Duration, Instant};
+
+use halb::vrrp::packet::{Advert, Auth, Version};
+use halb_lab::client;
+use halb_lab::lab::{
+    backend_addr, lb_addr, neighbour_mac, node_config, run, Lab, VrrpOpts, CLIENT, VIP,
+};
+
+const BACKENDS: u8 = 2;
+
+/// Client, lb1 and lb2 (XDP native, pass programs on their bridge ports), backends.
+fn lab(tag: &str) -> Lab {
+    let mut lab = Lab::new(tag).expect("lab");
+    lab.add_host("client", CLIENT).expect("client");
+    for n in 1..=2u8 {
+        let h = format!("lb{n}");
+        lab.add_host(&h, lb_addr(n)).expect("lb");
+        lab.attach_pass_on_port(&h).expect("pass program");
+    }
+    for i in 1..=BACKENDS {
+        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
+            .expect("backend");
+    }
+    lab
+}
+
+fn start(lab: &mut Lab, node: &str, v: &VrrpOpts) {
+    let cfg = node_config(lab, node, "native", BACKENDS, None, Some(v));
+    lab.start_halb(node, &cfg, &[])
+        .expect("start")
+        .wait_log("starting VRRP", Duration::from_secs(20))
+        .expect("VRRP starts");
+}
+
+fn owner(lab: &Lab) -> Option<&'static str> {
+    let a = lab.has_addr("lb1", VIP).unwrap_or(false);
+    let b = lab.has_addr("lb2", VIP).unwrap_or(false);
+    match (a, b) {
+        (true, false) => Some("lb1"),
+        (false, true) => Some("lb2"),
+        _ => None,
+    }
+}
+
+fn wait_owner(lab: &Lab, node: &'static str, timeout: Duration) -> Duration {
+    lab.wait_for(
+        &format!("{node} to own the VIP alone"),
+        timeout,
+        Duration::from_millis(10),
+        || owner(lab) == Some(node),
+    )
+    .unwrap_or_else(|e| panic!("{e}; owner now {:?}", owner(lab)))
+}
+
+/// Requests through the VIP succeed from the client.
+fn serves(lab: &Lab) {
+    let r = lab
+        .in_ns("client", || {
+            (0..20)
+                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(3)))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .expect("client")
+        .expect("requests through the VIP succeed");
+    assert!(r.iter().all(|r| r.status == 200));
+}
+
+/// Kills `node`'s agent without any clean-up (SIGKILL) and measures the
+/// time until the client's ARP entry for the VIP names `to`'s MAC.
+fn kill_and_time(lab: &mut Lab, node: &str, to: &str) -> Duration {
+    let mac = lab.mac(to).expect("mac");
+    let mut p = lab.take_proc(&format!("halb-{node}")).expect("halb");
+    let t0 = Instant::now();
+    p.signal(libc::SIGKILL);
+    lab.wait_for(
+        "the client's ARP entry to follow",
+        Duration::from_secs(5),
+        Duration::from_millis(2),
+        || neighbour_mac(lab, "client", VIP).as_deref() == Some(mac.as_str()),
+    )
+    .expect("client follows");
+    let took = t0.elapsed();
+    p.wait_exit(Duration::from_secs(5));
+    took
+}
+
+#[test]
+fn multicast_pair_elects_fails_over_and_preempts_back() {
+    let mut lab = lab("vmc");
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    start(&mut lab, "lb2", &VrrpOpts::v3(100));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    serves(&lab);
+    assert_eq!(
+        neighbour_mac(&lab, "client", VIP),
+        Some(lab.mac("lb1").expect("mac"))
+    );
+
+    // The master dies: lb2 takes over within the master-down interval
+    // (3 × 100 ms + skew 61 ms = 361 ms) plus the gratuitous ARP.
+    let took = kill_and_time(&mut lab, "lb1", "lb2");
+    assert!(took <= Duration::from_millis(400), "takeover took {took:?}");
+    assert!(lab.has_addr("lb2", VIP).expect("addr"));
+    serves(&lab);
+
+    // lb1 returns with a higher priority: it preempts, lb2 steps down.
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    let mac1 = lab.mac("lb1").expect("mac");
+    lab.wait_for(
+        "client to follow back",
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || neighbour_mac(&lab, "client", VIP).as_deref() == Some(mac1.as_str()),
+    )
+    .expect("client follows back");
+    serves(&lab);
+
+    // A clean stop sends priority 0: lb2 takes over after its skew only.
+    let mac2 = lab.mac("lb2").expect("mac");
+    let t0 = Instant::now();
+    lab.proc_mut("halb-lb1")
+        .expect("halb")
+        .signal(libc::SIGTERM);
+    lab.wait_for(
+        "handover on priority 0",
+        Duration::from_secs(3),
+        Duration::from_millis(2),
+        || neighbour_mac(&lab, "client", VIP).as_deref() == Some(mac2.as_str()),
+    )
+    .expect("handover");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(200),
+        "priority-0 handover took {took:?}"
+    );
+    assert!(
+        !lab.has_addr("lb1", VIP).expect("addr"),
+        "lb1 removed the VIP on exit"
+    );
+}
+
+#[test]
+fn unicast_pair_with_nopreempt_and_link_loss() {
+    let mut lab = lab("vuc");
+    let mut v1 = VrrpOpts::v3(150);
+    v1.unicast_peers = vec![lb_addr(2)];
+    v1.preempt = false;
+    let mut v2 = VrrpOpts::v3(100);
+    v2.unicast_peers = vec![lb_addr(1)];
+    v2.preempt = false;
+    start(&mut lab, "lb1", &v1);
+    start(&mut lab, "lb2", &v2);
+    // No multicast on the wire: only unicast adverts elect lb1.
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+
+    // lb1 loses its link: lb2 takes over; lb1 tracks eth0 and goes to FAULT.
+    let t0 = Instant::now();
+    lab.ip("lb1", &["link", "set", "eth0", "down"])
+        .expect("link down");
+    lab.wait_for(
+        "lb2 to take the VIP",
+        Duration::from_secs(3),
+        Duration::from_millis(5),
+        || lab.has_addr("lb2", VIP).unwrap_or(false),
+    )
+    .expect("takeover");
+    let took = t0.elapsed();
+    assert!(
+        took <= Duration::from_millis(400),
+        "takeover on link loss took {took:?}"
+    );
+    lab.proc_mut("halb-lb1")
+        .expect("halb")
+        .wait_log("state=\"FAULT\"", Duration::from_secs(3))
+        .expect("lb1 in FAULT");
+    assert!(
+        !lab.has_addr("lb1", VIP).expect("addr"),
+        "FAULT removes the VIP"
+    );
+
+    // Link back: lb1 returns as backup and, with nopreempt, stays backup.
+    lab.ip("lb1", &["link", "set", "eth0", "up"])
+        .expect("link up");
+    lab.proc_mut("halb-lb1")
+        .expect("halb")
+        .wait_log("state=\"BACKUP\"", Duration::from_secs(3))
+        .expect("lb1 back as backup");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(owner(&lab), Some("lb2"), "nopreempt: lb2 keeps the VIP");
+    serves(&lab);
+}
+
+#[test]
+fn packets_from_strangers_are_counted_not_trusted() {
+    let mut lab = lab("vst");
+    let mut v1 = VrrpOpts::v3(100);
+    v1.unicast_peers = vec![lb_addr(2)];
+    start(&mut lab, "lb1", &v1);
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    // The client, not a peer, claims mastership with priority 254 by
+    // unicast (a well-formed advert), then with a bad checksum and a bad TTL.
+    let advert = Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: 254,
+        interval_cs: 10,
+        addresses: vec![VIP],
+        auth: Auth::None,
+    };
+    let good: String = advert
+        .build(CLIENT, lb_addr(1))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut bad = advert.build(CLIENT, lb_addr(1));
+    bad[7] ^= 0xff;
+    let bad: String = bad.iter().map(|b| format!("{b:02x}")).collect();
+    let forge = format!(
+        "from scapy.all import *\n\
+         for ttl, body in ((255, '{good}'), (255, '{bad}'), (64, '{good}')):\n\
+         \x20   send(IP(src='{CLIENT}', dst='{lb}', proto=112, ttl=ttl)/Raw(bytes.fromhex(body)), count=5, verbose=0)\n",
+        lb = lb_addr(1)
+    );
+    // Debian's python3 carries scapy (python3-scapy), whatever python3 is first on PATH.
+    run(lab.cmd("client", "/usr/bin/python3").args(["-c", &forge])).expect("scapy");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(owner(&lab), Some("lb1"), "forged adverts changed nothing");
+    let p = lab.proc_mut("halb-lb1").expect("halb");
+    p.signal(libc::SIGTERM);
+    p.wait_exit(Duration::from_secs(5)).expect("exits");
+    let log = p.log_text();
+    for want in ["not_peer=5", "checksum=5", "ttl=5"] {
+        assert!(log.contains(want), "{want} in {log}");
+    }
+}
+
+/// keepalived in `node` (its own config), started by the test.
+fn start_keepalived(
+    lab: &mut Lab,
+    node: &str,
+    version: u8,
+    priority: u8,
+    advert: &str,
+    auth: Option<&str>,
+) {
+    let auth = auth
+        .map(|p| format!("  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}\n"))
+        .unwrap_or_default();
+    let conf = format!(
+        "global_defs {{\n  router_id {node}\n  vrrp_version {version}\n  vrrp_garp_master_delay 0\n}}\n\
+         vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
+         priority {priority}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n"
+    );
+    let dir = lab.dir.clone();
+    let path = dir.join(format!("keepalived-{node}.conf"));
+    std::fs::write(&path, conf).expect("write");
+    let mut c = lab.cmd(node, "keepalived");
+    c.args(["-n", "-l", "-D", "-P", "-f"])
+        .arg(&path)
+        .arg(format!(
+            "--pid={}",
+            dir.join(format!("ka-{node}.pid")).display()
+        ))
+        .arg(format!(
+            "--vrrp_pid={}",
+            dir.join(format!("ka-vrrp-{node}.pid")).display()
+        ));
+    lab.spawn(&format!("keepalived-{node}"), c)
+        .expect("keepalived");
+}
+
+fn interop(version: u8) {
+    let mut lab = lab(&format!("vka{version}"));
+    let (advert, mut v) = if version == 3 {
+        ("0.1", VrrpOpts::v3(150))
+    } else {
+        let mut v = VrrpOpts::v3(150);
+        v.version = 2;
+        v.advert_ms = 1000;
+        v.auth_pass = Some("secret".into());
+        ("1", v)
+    };
+    let auth = (version == 2).then_some("secret");
+    // halb higher: halb wins.
+    start(&mut lab, "lb1", &v);
+    start_keepalived(&mut lab, "lb2", version, 100, advert, auth);
+    let slow = Duration::from_secs(if version == 2 { 8 } else { 3 });
+    wait_owner(&lab, "lb1", slow);
+    std::thread::sleep(Duration::from_millis(if version == 2 { 3500 } else { 500 }));
+    assert_eq!(
+        owner(&lab),
+        Some("lb1"),
+        "keepalived stays backup under a higher halb"
+    );
+    serves(&lab);
+    // halb dies: keepalived takes over (the dead node's stale VIP is
+    // cleared, as a dead node would not hold it).
+    kill_and_time(&mut lab, "lb1", "lb2");
+    lab.ip("lb1", &["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+        .expect("clear stale VIP");
+    wait_owner(&lab, "lb2", slow);
+    // (lb2 runs keepalived alone, with no load balancer behind the VIP:
+    // ownership is what is checked while it is master.)
+    // halb returns with a lower priority: keepalived keeps the VIP.
+    v.priority = 50;
+    start(&mut lab, "lb1", &v);
+    std::thread::sleep(Duration::from_millis(if version == 2 { 4500 } else { 800 }));
+    assert_eq!(
+        owner(&lab),
+        Some("lb2"),
+        "keepalived (100) stays master over halb (50)"
+    );
+    // keepalived dies: halb takes over.
+    lab.stop("keepalived-lb2");
+    lab.ip("lb2", &["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+        .ok();
+    wait_owner(&lab, "lb1", slow);
+    serves(&lab);
+    let p = lab.proc_mut("halb-lb1").expect("halb");
+    p.signal(libc::SIGTERM);
+    p.wait_exit(Duration::from_secs(5)).expect("exits");
+    let log = p.log_text();
+    assert!(
+        log.contains("rejected=none"),
+        "no packet of keepalived's was rejected: {log}"
+    );
+}
+
+#[test]
+fn interop_with_keepalived_v3() {
+    interop(3);
+}
+
+#[test]
+fn interop_with_keepalived_v2_pass_auth() {
+    interop(2);
+}
