@@ -226,12 +226,9 @@ pub async fn run(
                         continue;
                     }
                 };
-                match io.accept(&buf[..n], &expect) {
-                    Some(input) => {
-                        let actions = machine.handle(epoch.elapsed(), input);
-                        io.execute(&machine, actions).await;
-                    }
-                    None => {}
+                if let Some(input) = io.accept(&buf[..n], &expect) {
+                    let actions = machine.handle(epoch.elapsed(), input);
+                    io.execute(&machine, actions).await;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
