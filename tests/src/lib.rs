@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod client;
 pub mod demo;
+pub mod failover;
 pub mod frame;
 pub mod lab;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use halb::vrrp::packet::{Advert, Auth, Version};
 use halb_lab::client;
+use halb_lab::failover::{self, start_keepalived, Daemon};
 use halb_lab::lab::{
     backend_addr, lb_addr, neighbour_mac, node_config, run, Lab, VrrpOpts, CLIENT, VIP,
 };
@@ -240,56 +241,21 @@ fn packets_from_strangers_are_counted_not_trusted() {
     }
 }
 
-/// keepalived in `node` (its own config), started by the test.
-fn start_keepalived(
-    lab: &mut Lab,
-    node: &str,
-    version: u8,
-    priority: u8,
-    advert: &str,
-    auth: Option<&str>,
-) {
-    let auth = auth
-        .map(|p| format!("  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}\n"))
-        .unwrap_or_default();
-    let conf = format!(
-        "global_defs {{\n  router_id {node}\n  vrrp_version {version}\n  vrrp_garp_master_delay 0\n}}\n\
-         vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
-         priority {priority}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n"
-    );
-    let dir = lab.dir.clone();
-    let path = dir.join(format!("keepalived-{node}.conf"));
-    std::fs::write(&path, conf).expect("write");
-    let mut c = lab.cmd(node, "keepalived");
-    c.args(["-n", "-l", "-D", "-P", "-f"])
-        .arg(&path)
-        .arg(format!(
-            "--pid={}",
-            dir.join(format!("ka-{node}.pid")).display()
-        ))
-        .arg(format!(
-            "--vrrp_pid={}",
-            dir.join(format!("ka-vrrp-{node}.pid")).display()
-        ));
-    lab.spawn(&format!("keepalived-{node}"), c)
-        .expect("keepalived");
-}
-
 fn interop(version: u8) {
     let mut lab = lab(&format!("vka{version}"));
-    let (advert, mut v) = if version == 3 {
-        ("0.1", VrrpOpts::v3(150))
+    let (advert_ms, mut v) = if version == 3 {
+        (100, VrrpOpts::v3(150))
     } else {
         let mut v = VrrpOpts::v3(150);
         v.version = 2;
         v.advert_ms = 1000;
         v.auth_pass = Some("secret".into());
-        ("1", v)
+        (1000, v)
     };
     let auth = (version == 2).then_some("secret");
     // halb higher: halb wins.
     start(&mut lab, "lb1", &v);
-    start_keepalived(&mut lab, "lb2", version, 100, advert, auth);
+    start_keepalived(&mut lab, "lb2", version, 100, advert_ms, auth);
     let slow = Duration::from_secs(if version == 2 { 8 } else { 3 });
     wait_owner(&lab, "lb1", slow);
     std::thread::sleep(Duration::from_millis(if version == 2 { 3500 } else { 500 }));
@@ -340,4 +306,14 @@ fn interop_with_keepalived_v3() {
 #[test]
 fn interop_with_keepalived_v2_pass_auth() {
     interop(2);
+}
+
+#[test]
+fn ten_crashes_each_taken_over_within_400_ms() {
+    let t = failover::takeovers(Daemon::Halb, 10, 100).expect("measure");
+    let (min, med, max) = failover::summary(&t);
+    eprintln!("halb takeover, 100 ms adverts, 10 crashes: min {min:.0} ms, median {med:.0} ms, max {max:.0} ms");
+    for d in &t {
+        assert!(*d <= Duration::from_millis(400), "takeovers {t:?}");
+    }
 }

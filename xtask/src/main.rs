@@ -45,6 +45,15 @@ enum Task {
         #[arg(value_enum, default_value = "dataplane")]
         what: BenchWhat,
     },
+    /// Failover measurements against keepalived; writes target/halb-report/.
+    Failover {
+        /// Crashes per daemon.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// VRRP advertisement interval.
+        #[arg(long, default_value_t = 100)]
+        advert_ms: u32,
+    },
     /// Everything CI runs: fmt, clippy, unit tests, privileged end-to-end tests.
     Ci,
 }
@@ -89,6 +98,21 @@ fn main() -> Result<()> {
                     cmd.arg("bench-dataplane").arg("--out").arg(out);
                 }
             }
+            util::run(cmd)
+        }
+        Task::Failover { kills, advert_ms } => {
+            setup::all()?;
+            let bins = build::all(true)?;
+            let lab = build::lab_driver(true)?;
+            let mut cmd = std::process::Command::new(lab);
+            cmd.arg("failover-vrrp")
+                .arg("--kills")
+                .arg(kills.to_string())
+                .arg("--advert-ms")
+                .arg(advert_ms.to_string())
+                .arg("--out")
+                .arg(build::target_dir().join("halb-report"))
+                .env("HALB_BIN", &bins.halb);
             util::run(cmd)
         }
         Task::Ci => {

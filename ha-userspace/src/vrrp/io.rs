@@ -320,6 +320,11 @@ impl Io {
                     }
                 }
                 Action::RemoveAddresses => {
+                    // A burst from our time as master must not go on
+                    // pointing clients at us.
+                    if let Some(t) = self.garp_task.take() {
+                        t.abort();
+                    }
                     for addr in &self.cfg.addresses {
                         if let Err(e) = self.netlink.del_address(self.link.index, *addr, 32).await {
                             tracing::error!("cannot remove VIP {addr}: {e}");

@@ -29,6 +29,18 @@ enum Command {
     },
     /// The demo: a halb node, three nginx backends, a client.
     Demo,
+    /// VRRP takeover after crashes, halb beside keepalived.
+    FailoverVrrp {
+        /// Crashes per daemon.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// Advertisement interval.
+        #[arg(long, default_value_t = 100)]
+        advert_ms: u32,
+        /// Where to write `vrrp-takeover.md`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -52,5 +64,33 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo => halb_lab::demo::run(),
+        Command::FailoverVrrp {
+            kills,
+            advert_ms,
+            out,
+        } => {
+            use halb_lab::failover::{summary, takeovers, Daemon};
+            let mut table = format!(
+                "VRRPv3, {advert_ms} ms adverts, priorities 150/100, {kills} crashes (SIGSTOP+SIGKILL) each; \
+                 time from the crash until the client's ARP entry for the VIP names the backup.\n\n\
+                 | daemon | min ms | median ms | max ms | all (ms) |\n|---|---:|---:|---:|---|\n"
+            );
+            for d in [Daemon::Halb, Daemon::Keepalived] {
+                let t = takeovers(d, kills, advert_ms)?;
+                let (a, b, c) = summary(&t);
+                let all: Vec<String> = t.iter().map(|x| format!("{}", x.as_millis())).collect();
+                table.push_str(&format!(
+                    "| {} | {a:.0} | {b:.0} | {c:.0} | {} |\n",
+                    d.name(),
+                    all.join(" ")
+                ));
+            }
+            println!("{table}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("vrrp-takeover.md"), &table)?;
+            }
+            Ok(())
+        }
     }
 }

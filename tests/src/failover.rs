@@ -1,0 +1,225 @@
+//! VRRP takeover measured from the client's side: a pair of nodes (halb or
+//! keepalived) in the lab, the master crashed again and again, and the time
+//! from the crash until the client's ARP entry for the VIP names the backup.
+//!
+//! A crash is simulated honestly: every process of the master's daemon is
+//! stopped (SIGSTOP) and then killed (SIGKILL), so no shutdown path runs
+//! (keepalived's children would otherwise see their parent go and resign
+//! with priority 0). The dead node's stale VIP is then cleared, as a dead
+//! node would not answer for it, and the daemon restarted and left to
+//! preempt back before the next round.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{lb_addr, neighbour_mac, node_config, Lab, VrrpOpts, CLIENT, VIP};
+
+/// Which VRRP implementation runs the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// halb agents (with their XDP data plane).
+    Halb,
+    /// keepalived (VRRP only).
+    Keepalived,
+}
+
+impl Daemon {
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::Halb => "halb",
+            Daemon::Keepalived => "keepalived",
+        }
+    }
+}
+
+/// Builds the pair's lab: client, lb1, lb2 (no backends: only the VIP's
+/// ownership is measured).
+pub fn pair_lab(tag: &str) -> Result<Lab> {
+    let mut lab = Lab::new(tag)?;
+    lab.add_host("client", CLIENT)?;
+    for n in 1..=2u8 {
+        let h = format!("lb{n}");
+        lab.add_host(&h, lb_addr(n))?;
+        lab.attach_pass_on_port(&h)?;
+    }
+    Ok(lab)
+}
+
+/// Starts `daemon` on `node` with VRRPv3, `priority`, `advert_ms` adverts.
+pub fn start(
+    lab: &mut Lab,
+    daemon: Daemon,
+    node: &str,
+    priority: u8,
+    advert_ms: u32,
+) -> Result<()> {
+    match daemon {
+        Daemon::Halb => {
+            let mut v = VrrpOpts::v3(priority);
+            v.advert_ms = advert_ms;
+            let cfg = node_config(lab, node, "native", 0, None, Some(&v));
+            lab.start_halb(node, &cfg, &[])?
+                .wait_log("starting VRRP", Duration::from_secs(20))
+        }
+        Daemon::Keepalived => {
+            start_keepalived(lab, node, 3, priority, advert_ms, None);
+            Ok(())
+        }
+    }
+}
+
+/// Starts keepalived (VRRP only, foreground) in `node` with its own config.
+pub fn start_keepalived(
+    lab: &mut Lab,
+    node: &str,
+    version: u8,
+    priority: u8,
+    advert_ms: u32,
+    auth: Option<&str>,
+) {
+    let auth = auth
+        .map(|p| format!("  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}\n"))
+        .unwrap_or_default();
+    let advert = format!("{}", advert_ms as f64 / 1000.0);
+    let conf = format!(
+        "global_defs {{\n  router_id {node}\n  vrrp_version {version}\n  vrrp_garp_master_delay 0\n}}\n\
+         vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
+         priority {priority}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n"
+    );
+    let dir = lab.dir.clone();
+    let path = dir.join(format!("keepalived-{node}.conf"));
+    if let Err(e) = std::fs::write(&path, conf) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+    // Fresh pid files per start: a crashed keepalived's child can linger
+    // as a zombie for a moment, and keepalived refuses to start over a pid
+    // file naming a live process.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut c = lab.cmd(node, "keepalived");
+    c.args(["-n", "-l", "-D", "-P", "-f"])
+        .arg(&path)
+        .arg(format!(
+            "--pid={}",
+            dir.join(format!("ka-{node}-{run}.pid")).display()
+        ))
+        .arg(format!(
+            "--vrrp_pid={}",
+            dir.join(format!("ka-vrrp-{node}-{run}.pid")).display()
+        ));
+    if let Err(e) = lab.spawn(&format!("keepalived-{node}"), c) {
+        eprintln!("cannot start keepalived: {e}");
+    }
+}
+
+/// Process name the lab gave `daemon` on `node`.
+pub fn proc_name(daemon: Daemon, node: &str) -> String {
+    match daemon {
+        Daemon::Halb => format!("halb-{node}"),
+        Daemon::Keepalived => format!("keepalived-{node}"),
+    }
+}
+
+/// Crashes `daemon` on `node`: SIGSTOP to it and its descendants, then SIGKILL.
+pub fn crash(lab: &mut Lab, daemon: Daemon, node: &str) -> Result<()> {
+    let mut p = lab
+        .take_proc(&proc_name(daemon, node))
+        .context("daemon not running")?;
+    let mut pids = vec![p.pid()];
+    let mut i = 0;
+    while i < pids.len() {
+        pids.extend(children(pids[i]));
+        i += 1;
+    }
+    for &pid in &pids {
+        // SAFETY: kill(2) on processes this lab started (and their children).
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+    }
+    for &pid in pids.iter().rev() {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    p.wait_exit(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Direct children of `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// Measures `kills` takeovers of `daemon` pairs with `advert_ms` adverts.
+pub fn takeovers(daemon: Daemon, kills: usize, advert_ms: u32) -> Result<Vec<Duration>> {
+    let mut lab = pair_lab(&format!("fo{}", &daemon.name()[..1]))?;
+    start(&mut lab, daemon, "lb1", 150, advert_ms)?;
+    start(&mut lab, daemon, "lb2", 100, advert_ms)?;
+    let slow = Duration::from_millis(advert_ms as u64 * 10).max(Duration::from_secs(3));
+    let mac1 = lab.mac("lb1")?;
+    let mac2 = lab.mac("lb2")?;
+    let follows = |lab: &Lab, mac: &str| neighbour_mac(lab, "client", VIP).as_deref() == Some(mac);
+    // The client learns the VIP (it must have an entry for takeover to show).
+    let ping = |lab: &Lab| {
+        let _ = crate::lab::run(lab.cmd("client", "ping").args([
+            "-c",
+            "1",
+            "-W",
+            "1",
+            &VIP.to_string(),
+        ]));
+    };
+    let mut out = Vec::with_capacity(kills);
+    for round in 0..kills {
+        lab.wait_for("lb1 to be master", slow, Duration::from_millis(10), || {
+            lab.has_addr("lb1", VIP).unwrap_or(false) && !lab.has_addr("lb2", VIP).unwrap_or(true)
+        })?;
+        ping(&lab);
+        lab.wait_for(
+            "the client to know lb1",
+            slow,
+            Duration::from_millis(10),
+            || follows(&lab, &mac1),
+        )?;
+        // Let a few adverts pass so the backup's timer is in its steady state.
+        std::thread::sleep(Duration::from_millis(advert_ms as u64 * 3 + 50));
+        let t0 = Instant::now();
+        crash(&mut lab, daemon, "lb1")?;
+        lab.wait_for(
+            "the client to follow lb2",
+            slow * 2,
+            Duration::from_millis(2),
+            || follows(&lab, &mac2),
+        )
+        .with_context(|| format!("{} round {round}", daemon.name()))?;
+        out.push(t0.elapsed());
+        // The dead node holds no VIP; restart it and let it preempt back.
+        let _ = lab.ip("lb1", &["addr", "del", &format!("{VIP}/32"), "dev", "eth0"]);
+        start(&mut lab, daemon, "lb1", 150, advert_ms)?;
+    }
+    if out.len() != kills {
+        bail!("measured {} of {kills} takeovers", out.len());
+    }
+    Ok(out)
+}
+
+/// min / median / max in ms.
+pub fn summary(d: &[Duration]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.get(v.len() / 2), v.last()) {
+        (Some(a), Some(b), Some(c)) => (*a, *b, *c),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    }
+}
