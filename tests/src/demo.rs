@@ -1,10 +1,10 @@
 //! `cargo xtask demo`: halb in the namespace lab, told as it happens.
 //!
-//! A halb node in front of three nginx backends (DSR), a client making
-//! requests through the VIP; the agent is killed mid-download and restarted
-//! (the data plane keeps forwarding and is adopted); a backend is drained by
-//! a config reload. Everything is cleaned up at the end, on error, and on
-//! Ctrl-C.
+//! Two halb nodes (VRRP) in front of three nginx backends (DSR), a client
+//! making requests through the VIP; the master dies mid-download (agent
+//! crashed, link down), the backup takes over and the download goes on (same
+//! Maglev table on both nodes); a backend is drained by a config reload.
+//! Everything is cleaned up at the end, on error, and on Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -15,23 +15,10 @@ use ha_common::Stat;
 use halb::dataplane::Maps;
 
 use crate::client;
-use crate::lab::{backend_addr, interrupted, lb_addr, Lab, BIG_SIZE, CLIENT, VIP};
-
-fn node_config(lab: &Lab, drained: Option<u8>) -> String {
-    let mut c = format!(
-        "[node]\nname = \"lb1\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\n\
-         [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n",
-        lab.pin_dir("lb1").display()
-    );
-    for i in 1..=3u8 {
-        let w = if drained == Some(i) { 0 } else { 1 };
-        c.push_str(&format!(
-            "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n  weight = {w}\n",
-            backend_addr(i)
-        ));
-    }
-    c
-}
+use crate::lab::{
+    backend_addr, interrupted, lb_addr, neighbour_mac, node_config, Lab, VrrpOpts, BIG_SIZE,
+    CLIENT, VIP,
+};
 
 fn step(n: u32, text: &str) -> Result<()> {
     if interrupted() {
@@ -60,36 +47,45 @@ pub fn run() -> Result<()> {
     let started = Instant::now();
     step(
         1,
-        "building the lab: client, one halb node, three nginx backends",
+        "building the lab: client, two halb nodes, three nginx backends",
     )?;
     let mut lab = Lab::new("demo")?;
     lab.add_host("client", CLIENT)?;
-    lab.add_host("lb1", lb_addr(1))?;
+    for n in 1..=2u8 {
+        let h = format!("lb{n}");
+        lab.add_host(&h, lb_addr(n))?;
+        lab.attach_pass_on_port(&h)?;
+    }
     for i in 1..=3u8 {
         lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
     }
-    lab.attach_pass_on_port("lb1")?;
-    lab.ip("lb1", &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
     println!(
-        "   namespaces {}*, client {CLIENT}, lb1 {}, backends {}..{}, VIP {VIP}:80",
+        "   namespaces {}*: client {CLIENT}, lb1 {}, lb2 {}, backends {}..{} (DSR), VIP {VIP}:80",
         lab.prefix,
         lb_addr(1),
+        lb_addr(2),
         backend_addr(1),
         backend_addr(3)
     );
 
-    step(2, "starting `halb run` on lb1 (XDP, native mode)")?;
-    let cfg = node_config(&lab, None);
-    lab.start_halb("lb1", &cfg, &[])?
-        .wait_log("data plane updated", Duration::from_secs(20))?;
-    println!(
-        "   {}",
-        lab.ip("lb1", &["link", "show", "dev", "eth0"])?
-            .lines()
-            .nth(2)
-            .unwrap_or("")
-            .trim()
-    );
+    step(
+        2,
+        "starting `halb run` on lb1 (priority 150) and lb2 (priority 100), VRRPv3 every 100 ms",
+    )?;
+    let v1 = VrrpOpts::v3(150);
+    let v2 = VrrpOpts::v3(100);
+    for (node, v) in [("lb1", &v1), ("lb2", &v2)] {
+        let cfg = node_config(&lab, node, "native", 3, None, Some(v));
+        lab.start_halb(node, &cfg, &[])?
+            .wait_log("starting VRRP", Duration::from_secs(20))?;
+    }
+    lab.wait_for(
+        "lb1 to become master",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || lab.has_addr("lb1", VIP).unwrap_or(false),
+    )?;
+    println!("   lb1 is master and holds the VIP; XDP attached in native mode on both nodes");
 
     step(3, "twelve requests from the client to the VIP")?;
     let replies = lab.in_ns("client", || {
@@ -111,7 +107,7 @@ pub fn run() -> Result<()> {
 
     step(
         4,
-        "killing the agent (SIGKILL) during a download, then restarting it",
+        "a long download, then lb1 dies (agent crashed, link down)",
     )?;
     let (tx, rx) = mpsc::channel();
     let dl = lab.spawn_in_ns("client", move || {
@@ -123,40 +119,52 @@ pub fn run() -> Result<()> {
         .recv_timeout(Duration::from_secs(5))
         .context("download did not start")?;
     println!(
-        "   download of {} MiB started from port {port}",
+        "   download of {} MiB started from port {port} (through lb1)",
         BIG_SIZE >> 20
     );
     std::thread::sleep(Duration::from_millis(700));
-    let mut old = lab.take_proc("halb-lb1").context("halb")?;
-    old.kill();
-    println!("   agent killed; the pinned XDP program goes on forwarding");
-    std::thread::sleep(Duration::from_millis(1000));
-    lab.start_halb("lb1", &cfg, &[])?.wait_log(
-        "adopted the pinned XDP program and maps",
-        Duration::from_secs(20),
+    let mac2 = lab.mac("lb2")?;
+    crate::failover::crash(&mut lab, crate::failover::Daemon::Halb, "lb1")?;
+    lab.ip("lb1", &["link", "set", "eth0", "down"])?;
+    let took = lab.wait_for(
+        "the client to follow lb2",
+        Duration::from_secs(5),
+        Duration::from_millis(2),
+        || neighbour_mac(&lab, "client", VIP).as_deref() == Some(mac2.as_str()),
     )?;
-    println!("   new agent adopted the pinned program and maps");
+    println!(
+        "   lb2 took over: the client's ARP entry for the VIP moved to lb2 {} ms after the crash",
+        took.as_millis()
+    );
     let s = dl
         .join()
         .map_err(|_| anyhow::anyhow!("download thread"))???;
     println!(
-        "   download finished: {} of {} bytes in {:.1} s, longest pause {} ms",
+        "   the download survived the failover: {} of {} bytes in {:.1} s, longest pause {} ms",
         s.bytes,
         BIG_SIZE,
         s.elapsed.as_secs_f64(),
         s.max_gap.as_millis()
     );
+    let m = spread(&lab, 150)?;
+    println!("   150 new requests through lb2: {m:?}");
 
-    step(5, "draining web2 (weight 0) with a config reload (SIGHUP)")?;
-    std::fs::write(lab.dir.join("halb-lb1.toml"), node_config(&lab, Some(2)))?;
-    let p = lab.proc_mut("halb-lb1").context("halb")?;
+    step(
+        5,
+        "draining web2 on lb2 (weight 0) with a config reload (SIGHUP)",
+    )?;
+    std::fs::write(
+        lab.dir.join("halb-lb2.toml"),
+        node_config(&lab, "lb2", "native", 3, Some(2), Some(&v2)),
+    )?;
+    let p = lab.proc_mut("halb-lb2").context("halb")?;
     p.signal(libc::SIGHUP);
     p.wait_log("configuration reloaded", Duration::from_secs(10))?;
     let m = spread(&lab, 150)?;
     println!("   150 new requests: {m:?}");
 
-    step(6, "summary from the pinned data-plane maps")?;
-    let maps = Maps::open_pinned(&lab.pin_dir("lb1"))?;
+    step(6, "summary from lb2's pinned data-plane maps")?;
+    let maps = Maps::open_pinned(&lab.pin_dir("lb2"))?;
     for (stat, c) in maps.stats()? {
         if c.packets > 0 {
             println!(
@@ -174,7 +182,7 @@ pub fn run() -> Result<()> {
         .filter(|(s, _)| matches!(s, Stat::TxFlowHit | Stat::TxNewFlow))
         .map(|(_, c)| c.packets)
         .sum();
-    println!("   flows in the flow table: {flows}; packets forwarded by XDP: {tx}");
+    println!("   flows in lb2's flow table: {flows}; packets forwarded by lb2's XDP: {tx}");
     println!(
         "\ndemo done in {:.1} s; cleaning up",
         started.elapsed().as_secs_f64()

@@ -317,3 +317,48 @@ fn ten_crashes_each_taken_over_within_400_ms() {
         assert!(*d <= Duration::from_millis(400), "takeovers {t:?}");
     }
 }
+
+#[test]
+fn tracked_script_moves_the_vip_and_notify_hooks_run() {
+    let mut lab = lab("vts");
+    let flag = lab.dir.join("lb1-healthy");
+    std::fs::write(&flag, "").expect("flag");
+    let states = lab.dir.join("lb1-states");
+    let hook = lab.dir.join("notify.sh");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1\" >> {}\n", states.display()),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut v1 = VrrpOpts::v3(150);
+    v1.extra = format!(
+        "notify = \"{}\"\n[[vrrp.track_script]]\nname = \"flag\"\nscript = \"test -f {}\"\n\
+         interval_ms = 100\nfall = 2\nrise = 2\nweight = -100\n",
+        hook.display(),
+        flag.display()
+    );
+    start(&mut lab, "lb1", &v1);
+    start(&mut lab, "lb2", &VrrpOpts::v3(100));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    // The script starts failing: lb1 drops to 50 and lb2 (100) preempts.
+    std::fs::remove_file(&flag).expect("rm");
+    wait_owner(&lab, "lb2", Duration::from_secs(3));
+    // It recovers: lb1 is back at 150 and preempts again.
+    std::fs::write(&flag, "").expect("flag");
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    lab.wait_for(
+        "the notify hook to record it",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || {
+            std::fs::read_to_string(&states)
+                .unwrap_or_default()
+                .lines()
+                .collect::<Vec<_>>()
+                == ["BACKUP", "MASTER", "BACKUP", "MASTER"]
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", std::fs::read_to_string(&states)));
+}
