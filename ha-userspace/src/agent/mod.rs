@@ -7,6 +7,7 @@
 //! SIGHUP (reload), to a periodic neighbour refresh, and to SIGTERM/SIGINT.
 
 mod election;
+pub mod runtime;
 mod specs;
 
 use std::collections::HashMap;

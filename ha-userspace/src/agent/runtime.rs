@@ -1,0 +1,415 @@
+//! What the agent knows about each backend beyond the config: its health
+//! (rise/fall), the last check, and the operator's overrides (drain,
+//! weight); how a reload carries that over; and the desired data-plane
+//! state that follows from it all. Pure logic, unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, SystemTime};
+
+use ha_common::VipKey;
+
+use crate::config::{Config, Health, HealthKind, Vip};
+use crate::dataplane::{BackendSpec, VipSpec};
+use crate::health::check::{Outcome, Probe};
+use crate::health::monitor::Target;
+use crate::health::RiseFall;
+
+/// (VIP name, backend name).
+pub type BackendRef = (String, String);
+
+/// The operator's say over a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admin {
+    /// Drained: weight 0 whatever the config says (existing flows stay).
+    pub drained: bool,
+    /// Weight set at run time, replacing the config's.
+    pub weight: Option<u32>,
+}
+
+/// A backend's run-time state.
+#[derive(Debug, Clone)]
+pub struct BackendState {
+    /// Health; None when the VIP has no health check.
+    pub health: Option<RiseFall>,
+    /// The last check's outcome, and when it came.
+    pub last: Option<(Outcome, SystemTime)>,
+    /// When health last changed.
+    pub changed: Option<SystemTime>,
+    /// Operator overrides.
+    pub admin: Admin,
+}
+
+impl BackendState {
+    fn new(h: &Health) -> Self {
+        Self {
+            health: (h.kind != HealthKind::None).then(|| RiseFall::unknown(h.rise, h.fall)),
+            last: None,
+            changed: None,
+            admin: Admin::default(),
+        }
+    }
+
+    /// Healthy (always, without a check).
+    pub fn healthy(&self) -> bool {
+        self.health.as_ref().is_none_or(RiseFall::is_up)
+    }
+
+    /// Health as shown: "up", "down", "checking" (no result yet) or "no-check".
+    pub fn health_name(&self) -> &'static str {
+        match &self.health {
+            None => "no-check",
+            Some(h) if !h.is_known() => "checking",
+            Some(h) if h.is_up() => "up",
+            Some(_) => "down",
+        }
+    }
+}
+
+/// What a reload changes, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// VIPs new in the config.
+    pub vips_added: Vec<String>,
+    /// VIPs gone from it.
+    pub vips_removed: Vec<String>,
+    /// VIPs whose service (address, port, protocol, table size) changed.
+    pub vips_changed: Vec<String>,
+    /// VIPs whose health check changed.
+    pub health_changed: Vec<String>,
+    /// Backends new in the config.
+    pub backends_added: Vec<BackendRef>,
+    /// Backends gone from it.
+    pub backends_removed: Vec<BackendRef>,
+    /// Backends whose address or weight changed.
+    pub backends_changed: Vec<BackendRef>,
+}
+
+impl Diff {
+    /// Between two configs.
+    pub fn between(old: &Config, new: &Config) -> Self {
+        let mut d = Diff::default();
+        let old_vips: BTreeMap<&str, &Vip> =
+            old.vips().map(|v| (v.name.get_ref().as_str(), v)).collect();
+        let new_vips: BTreeMap<&str, &Vip> =
+            new.vips().map(|v| (v.name.get_ref().as_str(), v)).collect();
+        for (name, nv) in &new_vips {
+            let Some(ov) = old_vips.get(name) else {
+                d.vips_added.push(name.to_string());
+                d.backends_added.extend(
+                    nv.backends
+                        .iter()
+                        .map(|b| (name.to_string(), b.name.get_ref().clone())),
+                );
+                continue;
+            };
+            if (ov.address, ov.port, ov.protocol, ov.maglev_table_size)
+                != (nv.address, nv.port, nv.protocol, nv.maglev_table_size)
+            {
+                d.vips_changed.push(name.to_string());
+            }
+            if !same_health(&ov.health, &nv.health) {
+                d.health_changed.push(name.to_string());
+            }
+            let ob: BTreeMap<&str, (Ipv4Addr, u32)> = ov
+                .backends
+                .iter()
+                .map(|b| (b.name.get_ref().as_str(), (*b.address.get_ref(), b.weight)))
+                .collect();
+            let nb: BTreeMap<&str, (Ipv4Addr, u32)> = nv
+                .backends
+                .iter()
+                .map(|b| (b.name.get_ref().as_str(), (*b.address.get_ref(), b.weight)))
+                .collect();
+            for (b, v) in &nb {
+                match ob.get(b) {
+                    None => d.backends_added.push((name.to_string(), b.to_string())),
+                    Some(o) if o != v => d.backends_changed.push((name.to_string(), b.to_string())),
+                    Some(_) => {}
+                }
+            }
+            for b in ob.keys().filter(|b| !nb.contains_key(*b)) {
+                d.backends_removed.push((name.to_string(), b.to_string()));
+            }
+        }
+        for (name, ov) in &old_vips {
+            if !new_vips.contains_key(name) {
+                d.vips_removed.push(name.to_string());
+                d.backends_removed.extend(
+                    ov.backends
+                        .iter()
+                        .map(|b| (name.to_string(), b.name.get_ref().clone())),
+                );
+            }
+        }
+        d
+    }
+
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        *self == Diff::default()
+    }
+
+    /// One line for the log.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let list = |what: &str, v: &[String], parts: &mut Vec<String>| {
+            if !v.is_empty() {
+                parts.push(format!("{what} {}", v.join(",")));
+            }
+        };
+        let pairs = |v: &[BackendRef]| {
+            v.iter()
+                .map(|(a, b)| format!("{a}/{b}"))
+                .collect::<Vec<_>>()
+        };
+        list("vips added", &self.vips_added, &mut parts);
+        list("vips removed", &self.vips_removed, &mut parts);
+        list("vips changed", &self.vips_changed, &mut parts);
+        list("health changed", &self.health_changed, &mut parts);
+        list("backends added", &pairs(&self.backends_added), &mut parts);
+        list(
+            "backends removed",
+            &pairs(&self.backends_removed),
+            &mut parts,
+        );
+        list(
+            "backends changed",
+            &pairs(&self.backends_changed),
+            &mut parts,
+        );
+        if parts.is_empty() {
+            "no changes".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+fn same_health(a: &Health, b: &Health) -> bool {
+    (
+        a.kind,
+        &a.path,
+        a.expect_status,
+        &a.host,
+        a.port,
+        a.interval_ms,
+        a.timeout_ms,
+        a.rise,
+        a.fall,
+    ) == (
+        b.kind,
+        &b.path,
+        b.expect_status,
+        &b.host,
+        b.port,
+        b.interval_ms,
+        b.timeout_ms,
+        b.rise,
+        b.fall,
+    )
+}
+
+/// Why an operator command could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// No such VIP.
+    #[error("no vip named {0:?}")]
+    NoVip(String),
+    /// No such backend in that VIP.
+    #[error("vip {0:?} has no backend named {1:?}")]
+    NoBackend(String, String),
+    /// A weight out of range.
+    #[error("weight must be between 0 and {max}, got {got}")]
+    BadWeight {
+        /// Largest weight.
+        max: u32,
+        /// What was asked.
+        got: u32,
+    },
+}
+
+/// Every backend's run-time state.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    states: BTreeMap<BackendRef, BackendState>,
+}
+
+impl Runtime {
+    /// Fresh state for `cfg`.
+    pub fn new(cfg: &Config) -> Self {
+        let mut r = Runtime::default();
+        for v in cfg.vips() {
+            for b in &v.backends {
+                r.states.insert(
+                    (v.name.get_ref().clone(), b.name.get_ref().clone()),
+                    BackendState::new(&v.health),
+                );
+            }
+        }
+        r
+    }
+
+    /// Carries state over a reload: what the diff did not touch keeps its
+    /// health and overrides; a changed backend starts afresh (its overrides
+    /// were about the old one); a changed health check restarts health.
+    pub fn reload(&mut self, new: &Config, diff: &Diff) {
+        let changed: BTreeSet<&BackendRef> = diff.backends_changed.iter().collect();
+        let reset_vip: BTreeSet<&String> = diff
+            .vips_changed
+            .iter()
+            .chain(&diff.health_changed)
+            .collect();
+        let mut next = BTreeMap::new();
+        for v in new.vips() {
+            let vname = v.name.get_ref();
+            for b in &v.backends {
+                let key = (vname.clone(), b.name.get_ref().clone());
+                let fresh = BackendState::new(&v.health);
+                let state = match self.states.remove(&key) {
+                    Some(old) if !changed.contains(&key) && !reset_vip.contains(vname) => old,
+                    Some(old) if !changed.contains(&key) => BackendState {
+                        admin: old.admin,
+                        ..fresh
+                    },
+                    _ => fresh,
+                };
+                next.insert(key, state);
+            }
+        }
+        self.states = next;
+    }
+
+    /// A backend's state.
+    pub fn get(&self, vip: &str, backend: &str) -> Option<&BackendState> {
+        self.states.get(&(vip.to_string(), backend.to_string()))
+    }
+
+    /// Records a check outcome; returns the new health when it changed.
+    pub fn record(
+        &mut self,
+        vip: &str,
+        backend: &str,
+        outcome: Outcome,
+        at: SystemTime,
+    ) -> Option<bool> {
+        let st = self
+            .states
+            .get_mut(&(vip.to_string(), backend.to_string()))?;
+        let h = st.health.as_mut()?;
+        let change = h.record(outcome.ok);
+        st.last = Some((outcome, at));
+        if change.is_some() {
+            st.changed = Some(at);
+        }
+        change
+    }
+
+    /// Applies an operator command.
+    pub fn admin(
+        &mut self,
+        cfg: &Config,
+        vip: &str,
+        backend: &str,
+        f: impl FnOnce(&mut Admin),
+    ) -> Result<Admin, AdminError> {
+        if !cfg.vips().any(|v| v.name.get_ref() == vip) {
+            return Err(AdminError::NoVip(vip.into()));
+        }
+        let st = self
+            .states
+            .get_mut(&(vip.to_string(), backend.to_string()))
+            .ok_or_else(|| AdminError::NoBackend(vip.into(), backend.into()))?;
+        f(&mut st.admin);
+        Ok(st.admin)
+    }
+
+    /// Effective weight of a backend whose configured weight is `configured`.
+    pub fn weight(&self, vip: &str, backend: &str, configured: u32) -> u32 {
+        match self.get(vip, backend) {
+            Some(st) if st.admin.drained => 0,
+            Some(st) => st.admin.weight.unwrap_or(configured),
+            None => configured,
+        }
+    }
+
+    /// Names of VIPs that have backends but none healthy.
+    pub fn vips_without_healthy(&self, cfg: &Config) -> Vec<String> {
+        cfg.vips()
+            .filter(|v| !v.backends.is_empty())
+            .filter(|v| {
+                !v.backends.iter().any(|b| {
+                    self.get(v.name.get_ref(), b.name.get_ref())
+                        .is_none_or(BackendState::healthy)
+                })
+            })
+            .map(|v| v.name.get_ref().clone())
+            .collect()
+    }
+
+    /// The desired data-plane state.
+    pub fn specs(&self, cfg: &Config, macs: &HashMap<Ipv4Addr, [u8; 6]>) -> Vec<VipSpec> {
+        cfg.vips()
+            .map(|v| VipSpec {
+                key: VipKey::new(v.address.octets(), v.port, v.protocol.number()),
+                table_size: v.maglev_table_size,
+                backends: v
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let addr = *b.address.get_ref();
+                        let (vn, bn) = (v.name.get_ref(), b.name.get_ref());
+                        BackendSpec {
+                            addr,
+                            mac: macs.get(&addr).copied(),
+                            weight: self.weight(vn, bn, b.weight),
+                            healthy: self.get(vn, bn).is_none_or(BackendState::healthy),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// The probes `cfg` asks for.
+pub fn targets(cfg: &Config) -> Vec<Target> {
+    let mut out = Vec::new();
+    for v in cfg.vips() {
+        let h = &v.health;
+        let probe = match h.kind {
+            HealthKind::None => continue,
+            HealthKind::Tcp => Probe::Tcp,
+            HealthKind::Http => Probe::Http {
+                path: h.path.clone(),
+                host: h.host.clone(),
+                expect_status: h.expect_status,
+            },
+        };
+        for b in &v.backends {
+            out.push(Target {
+                vip: v.name.get_ref().clone(),
+                backend: b.name.get_ref().clone(),
+                addr: SocketAddrV4::new(*b.address.get_ref(), h.port.unwrap_or(v.port)),
+                probe: probe.clone(),
+                interval: Duration::from_millis(h.interval_ms as u64),
+                timeout: Duration::from_millis(h.timeout_ms as u64),
+            });
+        }
+    }
+    out
+}
+
+/// Every backend address in `cfg`, once.
+pub fn backend_addresses(cfg: &Config) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = cfg
+        .vips()
+        .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! Runs the probes: one task per backend, each probing every interval with
+//! jitter, all bounded by a shared semaphore, every outcome reported to the
+//! agent. Thin I/O: it decides nothing.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::check::{self, Outcome, Probe};
+
+/// Probes running at once, at most.
+pub const MAX_CONCURRENT: usize = 64;
+
+/// One backend to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// VIP name.
+    pub vip: String,
+    /// Backend name.
+    pub backend: String,
+    /// Address and port to probe.
+    pub addr: SocketAddrV4,
+    /// What to do.
+    pub probe: Probe,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+}
+
+/// One outcome for the agent.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Which backend.
+    pub target: Target,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The running probe tasks; dropping it stops them.
+pub struct Monitor {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Monitor {
+    /// Starts probing `targets` from `source`, reporting on `tx`.
+    pub fn start(targets: Vec<Target>, source: Option<Ipv4Addr>, tx: mpsc::Sender<Report>) -> Self {
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let n = targets.len().max(1) as u64;
+        let tasks = targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let limit = limit.clone();
+                let tx = tx.clone();
+                // Spread the first probes over the interval so that many
+                // backends are not probed in one burst.
+                let first = t.interval * (i as u32) / (n as u32).max(1) / 4;
+                let mut rng = Jitter::new(i as u64);
+                tokio::spawn(async move {
+                    tokio::time::sleep(first).await;
+                    loop {
+                        let outcome = {
+                            let Ok(_permit) = limit.acquire().await else {
+                                return;
+                            };
+                            check::run(&t.probe, t.addr, source, t.timeout).await
+                        };
+                        if tx
+                            .send(Report {
+                                target: t.clone(),
+                                outcome,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        tokio::time::sleep(rng.around(t.interval)).await;
+                    }
+                })
+            })
+            .collect();
+        Self { tasks }
+    }
+}
+
+/// ±5% jitter from a xorshift generator (no dependency; quality is irrelevant).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9);
+        Self((t ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
+    }
+
+    fn around(&mut self, d: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let per_mille = 950 + (self.0 % 101) as u32; // 95.0% .. 105.0%
+        d * per_mille / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_five_percent() {
+        let mut j = Jitter::new(7);
+        for _ in 0..1000 {
+            let d = j.around(Duration::from_millis(1000));
+            assert!(d >= Duration::from_millis(950) && d <= Duration::from_millis(1050));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reports_arrive_for_every_target() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move { while l.accept().await.is_ok() {} });
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = |name: &str, port| Target {
+            vip: "v".into(),
+            backend: name.into(),
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            probe: Probe::Tcp,
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(200),
+        };
+        let _m = Monitor::start(vec![t("up", port), t("down", 1)], None, tx);
+        let mut seen = std::collections::HashMap::new();
+        while seen.len() < 2 {
+            let r = rx.recv().await.expect("report");
+            seen.insert(r.target.backend.clone(), r.outcome.ok);
+        }
+        assert_eq!(seen["up"], true);
+        assert_eq!(seen["down"], false);
+    }
+}
