@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use halb::agent::{self, RunOptions};
+use halb::api::client::Client;
+use halb::api::model::{BackendChange, ErrorBody, Status};
 use halb::config;
 
 #[derive(Parser)]
@@ -36,11 +38,107 @@ enum Command {
         #[arg(short, long, default_value = "/etc/halb/halb.toml")]
         config: PathBuf,
     },
+    /// Show the running agent's state: role, VIPs, backends.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the JSON status document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a backend: it keeps its flows and gets no new ones.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+        /// VIP name.
+        vip: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Undo a drain.
+    Enable {
+        #[command(flatten)]
+        target: Target,
+        /// VIP name.
+        vip: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Set a backend's weight (until the config changes that backend).
+    Weight {
+        #[command(flatten)]
+        target: Target,
+        /// VIP name.
+        vip: String,
+        /// Backend name.
+        backend: String,
+        /// New weight (0 drains).
+        weight: u32,
+    },
+    /// Make the running agent re-read its config file (like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Where the running agent is.
+#[derive(clap::Args)]
+struct Target {
+    /// Configuration file of the agent (its [api] section says where it listens).
+    #[arg(short, long, default_value = "/etc/halb/halb.toml")]
+    config: PathBuf,
+    /// The agent's API address, overriding the config.
+    #[arg(long)]
+    api: Option<std::net::SocketAddr>,
+}
+
+impl Target {
+    fn client(&self) -> anyhow::Result<Client> {
+        let cfg = config::load(&self.config);
+        let addr = match (self.api, &cfg) {
+            (Some(a), _) => a,
+            (None, Ok(c)) => c.api.addr(),
+            (None, Err(_)) if !self.config.exists() => {
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8480))
+            }
+            (None, Err(e)) => anyhow::bail!("{e}"),
+        };
+        let token = match &cfg {
+            Ok(c) => halb::agent::read_token(c)?,
+            Err(_) => None,
+        };
+        Ok(Client { addr, token })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status { target, json } => report(status(&target, json)),
+        Command::Drain {
+            target,
+            vip,
+            backend,
+        } => report(backend_op(&target, &vip, &backend, "drain", None)),
+        Command::Enable {
+            target,
+            vip,
+            backend,
+        } => report(backend_op(&target, &vip, &backend, "enable", None)),
+        Command::Weight {
+            target,
+            vip,
+            backend,
+            weight,
+        } => report(backend_op(
+            &target,
+            &vip,
+            &backend,
+            "weight",
+            Some(format!("{{\"weight\": {weight}}}")),
+        )),
+        Command::Reload { target } => report(reload(&target)),
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(_) => {
                 println!("ok");
@@ -81,8 +179,78 @@ fn main() -> ExitCode {
     }
 }
 
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("halb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error body's message, or the raw body.
+fn api_error(body: &str) -> String {
+    serde_json::from_str::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| body.to_string())
+}
+
+fn status(target: &Target, json: bool) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let a = client.get("/api/v1/status")?;
+    if a.status != 200 {
+        anyhow::bail!("status: HTTP {}: {}", a.status, api_error(&a.body));
+    }
+    if json {
+        println!("{}", a.body);
+        return Ok(());
+    }
+    let s: Status = serde_json::from_str(&a.body).context("status document")?;
+    print!("{}", halb::api::table::render(&s));
+    Ok(())
+}
+
+fn backend_op(
+    target: &Target,
+    vip: &str,
+    backend: &str,
+    action: &str,
+    body: Option<String>,
+) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let a = client.post(
+        &format!("/api/v1/vips/{vip}/backends/{backend}/{action}"),
+        body.as_deref(),
+    )?;
+    if a.status != 200 {
+        anyhow::bail!("{action} {vip}/{backend}: {}", api_error(&a.body));
+    }
+    let c: BackendChange = serde_json::from_str(&a.body).context("answer")?;
+    println!(
+        "{}/{}: weight {}{}",
+        c.vip,
+        c.backend,
+        c.weight,
+        if c.drained { " (drained)" } else { "" }
+    );
+    Ok(())
+}
+
+fn reload(target: &Target) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let a = client.post("/api/v1/reload", None)?;
+    if a.status != 200 {
+        anyhow::bail!("{}", api_error(&a.body));
+    }
+    let v: serde_json::Value = serde_json::from_str(&a.body).context("answer")?;
+    println!("reloaded: {}", v["reloaded"].as_str().unwrap_or(""));
+    Ok(())
+}
+
 fn run_agent(cfg: config::Config, opts: RunOptions) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("tokio runtime")?;

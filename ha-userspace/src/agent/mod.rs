@@ -1,25 +1,34 @@
-//! The agent: the one place that wires config, data plane and network I/O
-//! together and runs them until a signal says stop.
+//! The agent: the one place that wires config, data plane, VRRP, health
+//! checks and the API together, and runs them until a signal says stop.
 //!
 //! Start-up order: the config was validated before anything here runs; then
 //! the interface is looked up, the data plane started (or adopted), backend
-//! MACs resolved and the maps written. After that the agent reacts to
-//! SIGHUP (reload), to a periodic neighbour refresh, and to SIGTERM/SIGINT.
+//! MACs resolved, the maps written, VRRP (or standalone VIP ownership), the
+//! health probes and the API started. After that one loop owns all state
+//! and reacts to: health reports, operator commands from the API, SIGHUP
+//! (reload), tracking events, a neighbour refresh, a one-second sampling of
+//! the counters (published for the API), and SIGTERM/SIGINT.
 
 mod election;
 pub mod runtime;
-mod specs;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
 
+use crate::api::{self, BackendOp, Command, CommandError};
 use crate::config::{self, Config};
 use crate::dataplane::{self, Attached, DataPlane};
+use crate::health::monitor::{Monitor, Report};
 use crate::net::{Link, NetError, Netlink};
+use crate::vrrp::track::Effect;
+use runtime::{Diff, Runtime};
 
 /// Agent errors (start-up; once running, problems are logged and survived).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +48,17 @@ pub enum AgentError {
     /// VRRP did not start.
     #[error("{0}")]
     Vrrp(#[from] crate::vrrp::io::IoError),
+    /// The API did not start.
+    #[error("{0}")]
+    Api(#[from] api::ApiError),
+    /// The token file could not be read.
+    #[error("token file {path}: {source}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// How `halb run` was asked to behave.
@@ -75,11 +95,24 @@ pub fn pin_dir(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| Path::new("/sys/fs/bpf/halb").join(node_name(cfg)))
 }
 
+/// The API token from `[api] token_file`, if configured.
+pub fn read_token(cfg: &Config) -> Result<Option<String>, AgentError> {
+    let Some(path) = &cfg.api.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| AgentError::Token {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(text.trim().to_string()))
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
+    let token = read_token(&cfg)?;
 
     let netlink = Netlink::open()?;
     let link = netlink.link(cfg.node.interface.get_ref()).await?;
@@ -104,50 +137,93 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             "adopted the pinned XDP program and maps"
         ),
     }
+    let source = netlink
+        .addresses(link.index)
+        .await?
+        .into_iter()
+        .map(|(a, _)| a)
+        .find(|a| !election::vip_addresses(&cfg).contains(a));
+    let (status_tx, status_rx) = watch::channel(Arc::new(api::model::Status::default()));
+    let (health_tx, mut health_rx) = mpsc::channel(1024);
     let mut agent = Agent {
+        runtime: Runtime::new(&cfg),
         cfg,
         netlink,
         link,
         dp,
         macs: HashMap::new(),
+        source,
+        health_tx,
+        monitor: None,
+        election: None,
+        sampler: snapshot::Sampler::new(),
+        started: Instant::now(),
     };
     agent.refresh_neighbours().await;
     agent.sync("start");
 
     // VIP ownership: VRRP when configured, else this node always owns them.
-    let (mut election, mut track_rx) = match agent.cfg.vrrp() {
-        Some(_) => {
-            let (e, rx) =
-                election::Election::start(&agent.cfg, &agent.link, &agent.netlink).await?;
-            (Some(e), Some(rx))
-        }
-        None => {
-            agent.own_vips(true).await;
-            (None, None)
-        }
-    };
+    let mut track_rx = None;
+    if agent.cfg.vrrp().is_some() {
+        let (e, rx) = election::Election::start(&agent.cfg, &agent.link, &agent.netlink).await?;
+        agent.election = Some(e);
+        track_rx = Some(rx);
+    } else {
+        agent.own_vips(true).await;
+    }
+    agent.restart_health();
+    agent.track_backends().await;
+
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(64);
+    let api_task = api::serve(
+        agent.cfg.api.addr(),
+        api::ApiState {
+            status: status_rx,
+            commands: cmd_tx,
+            token: token.map(Arc::from),
+        },
+    )
+    .await?;
+    tracing::info!(listen = %agent.cfg.api.addr(), "API and stats page listening");
+    agent.publish(&status_tx);
 
     let mut refresh = tokio::time::interval(Duration::from_millis(agent.cfg.node.neigh_refresh_ms));
     refresh.tick().await;
+    let mut sample = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => agent.reload(&opts.config_path).await,
+            _ = sighup.recv() => {
+                let _ = agent.reload(&opts.config_path).await;
+                agent.publish(&status_tx);
+            }
+            Some(report) = health_rx.recv() => {
+                if agent.health(report) {
+                    agent.track_backends().await;
+                }
+            }
+            Some(cmd) = cmd_rx.recv() => {
+                agent.command(cmd, &opts.config_path).await;
+                agent.publish(&status_tx);
+            }
+            Some(ev) = recv_track(&mut track_rx) => {
+                if let Some(e) = agent.election.as_mut() {
+                    e.track(ev).await;
+                }
+            }
             _ = refresh.tick() => {
                 if agent.refresh_neighbours().await {
                     agent.sync("neighbour change");
                 }
             }
-            Some(ev) = recv_track(&mut track_rx) => {
-                if let Some(e) = election.as_mut() {
-                    e.track(ev).await;
-                }
-            }
+            _ = sample.tick() => agent.publish(&status_tx),
         }
     }
+    api_task.abort();
+    agent.monitor = None;
     let keep = opts.keep_dataplane;
-    match election.take() {
+    match agent.election.take() {
         Some(e) => e.shutdown().await,
         None if !keep => agent.own_vips(false).await,
         None => {}
@@ -163,7 +239,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
 
 /// The next tracking event, or never when there is no election.
 async fn recv_track(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<election::TrackEvent>>,
+    rx: &mut Option<mpsc::Receiver<election::TrackEvent>>,
 ) -> Option<election::TrackEvent> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -173,16 +249,24 @@ async fn recv_track(
 
 struct Agent {
     cfg: Config,
+    runtime: Runtime,
     netlink: Netlink,
     link: Link,
     dp: DataPlane,
     macs: HashMap<Ipv4Addr, [u8; 6]>,
+    source: Option<Ipv4Addr>,
+    health_tx: mpsc::Sender<Report>,
+    monitor: Option<Monitor>,
+    election: Option<election::Election>,
+    sampler: snapshot::Sampler,
+    started: Instant,
 }
 
 impl Agent {
-    /// Writes the maps from the current config and knowledge.
+    /// Writes the maps from the config and what is known at run time.
     fn sync(&mut self, why: &str) {
-        let specs = specs::build(&self.cfg, &self.macs);
+        let specs = self.runtime.specs(&self.cfg, &self.macs);
+        let t = Instant::now();
         match self.dp.writer().apply(&specs) {
             Ok(r) if r.is_empty() => tracing::info!(why, "data plane already up to date"),
             Ok(r) => tracing::info!(
@@ -191,9 +275,113 @@ impl Agent {
                 vips_removed = r.vips_removed,
                 tables_swapped = r.tables_swapped,
                 backends_written = r.backends_written,
+                took_us = t.elapsed().as_micros() as u64,
                 "data plane updated"
             ),
             Err(e) => tracing::error!(why, "data plane update failed: {e}"),
+        }
+    }
+
+    /// Starts (or restarts) the probes for the current config.
+    fn restart_health(&mut self) {
+        self.monitor = None;
+        let targets = runtime::targets(&self.cfg);
+        if !targets.is_empty() {
+            self.monitor = Some(Monitor::start(targets, self.source, self.health_tx.clone()));
+        }
+    }
+
+    /// Takes a probe's outcome; returns whether a backend changed state.
+    fn health(&mut self, r: Report) -> bool {
+        let (vip, backend) = (r.target.vip.clone(), r.target.backend.clone());
+        let detail = r.outcome.detail.clone();
+        match self
+            .runtime
+            .record(&vip, &backend, r.outcome, SystemTime::now())
+        {
+            Some(up) => {
+                if up {
+                    tracing::info!(%vip, %backend, %detail, "backend is UP");
+                } else {
+                    tracing::warn!(%vip, %backend, %detail, "backend is DOWN");
+                }
+                self.sync(&format!(
+                    "{vip}/{backend} {}",
+                    if up { "up" } else { "down" }
+                ));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lowers the VRRP priority while some VIP has no healthy backend.
+    async fn track_backends(&mut self) {
+        let empty = self.runtime.vips_without_healthy(&self.cfg);
+        let weight = self
+            .cfg
+            .vrrp()
+            .map(|v| v.track_backends_weight)
+            .unwrap_or(0);
+        if let Some(e) = self.election.as_mut() {
+            let effect = match (empty.is_empty(), weight) {
+                (true, _) => Effect::None,
+                (false, 0) => Effect::Fault,
+                (false, w) => Effect::Weight(w),
+            };
+            if !empty.is_empty() {
+                tracing::warn!(vips = %empty.join(","), "no healthy backend");
+            }
+            e.track(("backends".into(), effect)).await;
+        }
+    }
+
+    async fn command(&mut self, cmd: Command, config_path: &Path) {
+        match cmd {
+            Command::Backend {
+                vip,
+                backend,
+                op,
+                reply,
+            } => {
+                let max = config::MAX_WEIGHT;
+                let result = match op {
+                    BackendOp::Weight(w) if w > max => Err(CommandError::BadRequest(format!(
+                        "weight must be between 0 and {max}, got {w}"
+                    ))),
+                    _ => self
+                        .runtime
+                        .admin(&self.cfg, &vip, &backend, |a| match op {
+                            BackendOp::Drain => a.drained = true,
+                            BackendOp::Enable => a.drained = false,
+                            BackendOp::Weight(w) => {
+                                a.weight = Some(w);
+                            }
+                        })
+                        .map_err(|e| CommandError::NotFound(e.to_string())),
+                };
+                let answer = result.map(|admin| {
+                    let configured = self
+                        .cfg
+                        .vips()
+                        .find(|v| v.name.get_ref() == &vip)
+                        .and_then(|v| v.backends.iter().find(|b| b.name.get_ref() == &backend))
+                        .map_or(1, |b| b.weight);
+                    tracing::info!(%vip, %backend, ?op, "operator command");
+                    self.sync(&format!("operator {op:?} {vip}/{backend}"));
+                    api::model::BackendChange {
+                        weight: self.runtime.weight(&vip, &backend, configured),
+                        drained: admin.drained,
+                        vip: vip.clone(),
+                        backend: backend.clone(),
+                    }
+                });
+                let _ = reply.send(answer);
+            }
+            Command::Reload { reply } => {
+                let r = self.reload(config_path).await;
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -220,34 +408,49 @@ impl Agent {
         }
     }
 
-    /// Re-reads the config; a bad file is logged and the running config stays.
-    async fn reload(&mut self, path: &Path) {
-        match config::load(path) {
-            Ok(new) => {
-                if new.node.interface.get_ref() != self.cfg.node.interface.get_ref() {
-                    tracing::warn!(
-                        "reload: changing [node] interface needs a restart; kept {}",
-                        self.link.name
-                    );
-                }
-                self.cfg = new;
-                self.refresh_neighbours().await;
-                self.sync("reload");
-                tracing::info!(config = %path.display(), "configuration reloaded");
-            }
+    /// Re-reads the config. A bad file is logged, rejected with its
+    /// problems, and the running config stays.
+    async fn reload(&mut self, path: &Path) -> Result<String, Vec<String>> {
+        let new = match config::load(path) {
+            Ok(c) => c,
             Err(e) => {
-                for p in &e.problems {
+                let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+                for p in &problems {
                     tracing::error!("reload rejected: {p}");
                 }
                 tracing::warn!("keeping the running configuration");
+                return Err(problems);
             }
+        };
+        if new.node.interface.get_ref() != self.cfg.node.interface.get_ref() {
+            tracing::warn!(
+                "reload: changing [node] interface needs a restart; kept {}",
+                self.link.name
+            );
         }
+        let vrrp_changed = format!("{:?}", new.vrrp()) != format!("{:?}", self.cfg.vrrp());
+        if vrrp_changed {
+            tracing::warn!("reload: [vrrp] changes take effect at the next restart");
+        }
+        let diff = Diff::between(&self.cfg, &new);
+        self.runtime.reload(&new, &diff);
+        let health_restart = runtime::targets(&new) != runtime::targets(&self.cfg);
+        self.cfg = new;
+        self.refresh_neighbours().await;
+        self.sync("reload");
+        if health_restart {
+            self.restart_health();
+        }
+        self.track_backends().await;
+        let summary = diff.summary();
+        tracing::info!(config = %path.display(), changes = %summary, "configuration reloaded");
+        Ok(summary)
     }
 
     /// Learns backend MACs from the neighbour table, asking the kernel to
     /// resolve the missing ones. Returns whether anything changed.
     async fn refresh_neighbours(&mut self) -> bool {
-        let wanted: Vec<Ipv4Addr> = specs::backend_addresses(&self.cfg);
+        let wanted: Vec<Ipv4Addr> = runtime::backend_addresses(&self.cfg);
         let mut table = match self.netlink.neighbours(self.link.index).await {
             Ok(t) => t,
             Err(e) => {
@@ -287,5 +490,11 @@ impl Agent {
         let changed = new != self.macs;
         self.macs = new;
         changed
+    }
+
+    /// Samples the counters and publishes a fresh status document.
+    fn publish(&mut self, tx: &watch::Sender<Arc<api::model::Status>>) {
+        let status = tokio::task::block_in_place(|| snapshot::build(self));
+        tx.send_replace(Arc::new(status));
     }
 }

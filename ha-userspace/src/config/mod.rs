@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use schema::{
     Api, Backend, Config, Health, HealthKind, Mode, Node, Protocol, TrackScript, Vip, Vrrp,
-    XdpModeCfg,
+    XdpModeCfg, MAX_WEIGHT,
 };
 
 /// Where a problem is in a file.

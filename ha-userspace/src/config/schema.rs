@@ -87,7 +87,7 @@ pub enum XdpModeCfg {
 pub struct Api {
     /// Listen address for the stats page, JSON API and metrics.
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub listen: Spanned<SocketAddr>,
     /// File holding the token that write calls must carry when not on loopback.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -99,6 +99,13 @@ impl Default for Api {
             listen: default_listen(),
             token_file: None,
         }
+    }
+}
+
+impl Api {
+    /// The listen address.
+    pub fn addr(&self) -> SocketAddr {
+        *self.listen.get_ref()
     }
 }
 
@@ -152,6 +159,13 @@ pub struct Vrrp {
     /// Put the node in FAULT when its XDP program is not attached.
     #[serde(default = "default_true")]
     pub track_dataplane: bool,
+    /// Added to the priority while some VIP has no healthy backend
+    /// (negative lowers it; 0 puts the node in FAULT instead).
+    #[serde(
+        default = "default_track_backends_weight",
+        deserialize_with = "de_script_weight"
+    )]
+    pub track_backends_weight: i32,
     /// keepalived-style tracked scripts.
     #[serde(default, rename = "track_script")]
     pub track_scripts: Vec<TrackScript>,
@@ -325,8 +339,8 @@ pub const MAX_WEIGHT: u32 = 1000;
 fn default_true() -> bool {
     true
 }
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8480))
+fn default_listen() -> Spanned<SocketAddr> {
+    Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 8480)))
 }
 fn default_flow_table_size() -> u32 {
     ha_common::DEFAULT_FLOW_TABLE_SIZE
@@ -348,6 +362,9 @@ fn default_garp_count() -> u32 {
 }
 fn default_garp_interval_ms() -> u32 {
     300
+}
+fn default_track_backends_weight() -> i32 {
+    -100
 }
 fn default_one() -> u32 {
     1

@@ -26,6 +26,16 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         ));
     }
 
+    let listen = config.api.listen.get_ref();
+    if !listen.ip().is_loopback() && config.api.token_file.is_none() {
+        out.push((
+            config.api.listen.span(),
+            format!(
+                "[api] listen = \"{listen}\" is not loopback: set token_file, \
+                 the token that write calls (drain, enable, weight, reload) must carry"
+            ),
+        ));
+    }
     if let Some(spanned) = &config.vrrp {
         let vrrp = spanned.get_ref();
         if vrrp.version == 2 && vrrp.advert_interval_ms % 1000 != 0 {

@@ -317,6 +317,11 @@ impl DataPlane {
         self.writer.store()
     }
 
+    /// Backend id of `addr` in VIP `key`.
+    pub fn backend_id(&self, key: &ha_common::VipKey, addr: std::net::Ipv4Addr) -> Option<u32> {
+        self.writer.backend_id(key, addr)
+    }
+
     /// Stops the agent's hold on the data plane. With `keep`, the program
     /// stays attached and pinned and goes on forwarding; without it, the
     /// program is detached and every pin removed.

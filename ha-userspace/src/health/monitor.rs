@@ -152,7 +152,7 @@ mod tests {
             let r = rx.recv().await.expect("report");
             seen.insert(r.target.backend.clone(), r.outcome.ok);
         }
-        assert_eq!(seen["up"], true);
-        assert_eq!(seen["down"], false);
+        assert!(seen["up"]);
+        assert!(!seen["down"]);
     }
 }

@@ -1,0 +1,293 @@
+//! `/metrics`: the status document in the Prometheus text exposition
+//! format (version 0.0.4). The values are counters and gauges the agent
+//! already holds, so they are rendered straight from the snapshot rather
+//! than kept twice in a metrics registry.
+
+use std::fmt::Write as _;
+
+use super::model::Status;
+
+/// Escapes a label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", esc(v));
+            }
+            self.0.push('}');
+        }
+        if value.fract() == 0.0 && value.abs() < 1e15 {
+            let _ = writeln!(self.0, " {}", value as i64);
+        } else {
+            let _ = writeln!(self.0, " {value}");
+        }
+    }
+}
+
+/// Renders `s`.
+pub fn render(s: &Status) -> String {
+    let mut o = Out(String::with_capacity(4096 + s.vips.len() * 2048));
+    let node = s.node.name.as_str();
+
+    o.family("halb_up", "gauge", "The halb agent is running (always 1).");
+    o.sample("halb_up", &[("node", node)], 1.0);
+    o.family(
+        "halb_uptime_seconds",
+        "gauge",
+        "Seconds since the agent started.",
+    );
+    o.sample("halb_uptime_seconds", &[("node", node)], s.node.uptime_s);
+
+    if let Some(v) = &s.vrrp {
+        o.family(
+            "halb_vrrp_state",
+            "gauge",
+            "VRRP state: 1 for the current one (INIT, BACKUP, MASTER, FAULT).",
+        );
+        for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+            o.sample(
+                "halb_vrrp_state",
+                &[("node", node), ("state", st)],
+                if v.state == st { 1.0 } else { 0.0 },
+            );
+        }
+        o.family("halb_vrrp_priority", "gauge", "Effective VRRP priority.");
+        o.sample("halb_vrrp_priority", &[("node", node)], v.priority as f64);
+        o.family(
+            "halb_vrrp_adverts_sent_total",
+            "counter",
+            "VRRP advertisements sent.",
+        );
+        o.sample(
+            "halb_vrrp_adverts_sent_total",
+            &[("node", node)],
+            v.adverts_sent as f64,
+        );
+        o.family(
+            "halb_vrrp_adverts_received_total",
+            "counter",
+            "VRRP advertisements accepted.",
+        );
+        o.sample(
+            "halb_vrrp_adverts_received_total",
+            &[("node", node)],
+            v.adverts_received as f64,
+        );
+        o.family(
+            "halb_vrrp_packets_rejected_total",
+            "counter",
+            "VRRP packets dropped, by reason.",
+        );
+        for (reason, n) in &v.rejected {
+            o.sample(
+                "halb_vrrp_packets_rejected_total",
+                &[("node", node), ("reason", reason)],
+                *n as f64,
+            );
+        }
+        o.family(
+            "halb_vrrp_transitions_total",
+            "counter",
+            "VRRP state changes.",
+        );
+        o.sample(
+            "halb_vrrp_transitions_total",
+            &[("node", node)],
+            v.transitions as f64,
+        );
+    }
+
+    o.family(
+        "halb_dataplane_packets_total",
+        "counter",
+        "Packets the XDP program handled, by action and reason.",
+    );
+    for (reason, n) in &s.dataplane.reasons {
+        let action = reason.split('_').next().unwrap_or("");
+        o.sample(
+            "halb_dataplane_packets_total",
+            &[("node", node), ("action", action), ("reason", reason)],
+            *n as f64,
+        );
+    }
+    o.family(
+        "halb_dataplane_bytes_total",
+        "counter",
+        "Bytes the XDP program handled, by action and reason.",
+    );
+    for (reason, n) in &s.dataplane.reason_bytes {
+        let action = reason.split('_').next().unwrap_or("");
+        o.sample(
+            "halb_dataplane_bytes_total",
+            &[("node", node), ("action", action), ("reason", reason)],
+            *n as f64,
+        );
+    }
+    o.family("halb_dataplane_flows", "gauge", "Flows in the flow table.");
+    o.sample(
+        "halb_dataplane_flows",
+        &[("node", node)],
+        s.dataplane.flows as f64,
+    );
+
+    type Pick = fn(&super::model::BackendStatus) -> f64;
+    let families: [(&str, &str, &str, Pick); 7] = [
+        (
+            "halb_backend_up",
+            "gauge",
+            "Backend health: 1 up (or no check), 0 down.",
+            |b| {
+                if b.health == "down" {
+                    0.0
+                } else {
+                    1.0
+                }
+            },
+        ),
+        (
+            "halb_backend_weight",
+            "gauge",
+            "Backend weight in effect (0 when drained).",
+            |b| b.weight as f64,
+        ),
+        (
+            "halb_backend_drained",
+            "gauge",
+            "Backend drained by the operator.",
+            |b| {
+                if b.drained {
+                    1.0
+                } else {
+                    0.0
+                }
+            },
+        ),
+        (
+            "halb_backend_flows",
+            "gauge",
+            "Flows pinned to the backend in the flow table.",
+            |b| b.flows as f64,
+        ),
+        (
+            "halb_backend_packets_total",
+            "counter",
+            "Packets forwarded to the backend.",
+            |b| b.packets as f64,
+        ),
+        (
+            "halb_backend_bytes_total",
+            "counter",
+            "Bytes forwarded to the backend.",
+            |b| b.bytes as f64,
+        ),
+        (
+            "halb_backend_new_flows_total",
+            "counter",
+            "Flows assigned to the backend.",
+            |b| b.new_flows as f64,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        o.family(name, kind, help);
+        for v in &s.vips {
+            for b in &v.backends {
+                o.sample(
+                    name,
+                    &[("node", node), ("vip", &v.name), ("backend", &b.name)],
+                    pick(b),
+                );
+            }
+        }
+    }
+    o.family(
+        "halb_backend_check_latency_seconds",
+        "gauge",
+        "Duration of the backend's last health check.",
+    );
+    for v in &s.vips {
+        for b in &v.backends {
+            if let Some(c) = &b.last_check {
+                o.sample(
+                    "halb_backend_check_latency_seconds",
+                    &[("node", node), ("vip", &v.name), ("backend", &b.name)],
+                    c.latency_ms / 1000.0,
+                );
+            }
+        }
+    }
+    o.family(
+        "halb_vip_healthy_backends",
+        "gauge",
+        "Healthy backends of the VIP.",
+    );
+    for v in &s.vips {
+        o.sample(
+            "halb_vip_healthy_backends",
+            &[("node", node), ("vip", &v.name)],
+            v.healthy_backends as f64,
+        );
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::{BackendStatus, VipStatus};
+
+    #[test]
+    fn renders_families_once_with_escaped_labels() {
+        let mut s = Status::default();
+        s.node.name = "lb\"1".into();
+        s.vips.push(VipStatus {
+            name: "web".into(),
+            backends: vec![
+                BackendStatus {
+                    name: "a".into(),
+                    health: "down".into(),
+                    packets: 12,
+                    ..Default::default()
+                },
+                BackendStatus {
+                    name: "b".into(),
+                    health: "up".into(),
+                    weight: 3,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        s.dataplane.reasons.insert("tx_flow_hit".into(), 5);
+        let text = render(&s);
+        assert_eq!(text.matches("# TYPE halb_backend_up gauge").count(), 1);
+        assert!(
+            text.contains("halb_backend_up{node=\"lb\\\"1\",vip=\"web\",backend=\"a\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("halb_backend_weight{node=\"lb\\\"1\",vip=\"web\",backend=\"b\"} 3\n")
+        );
+        assert!(text.contains(
+            "halb_backend_packets_total{node=\"lb\\\"1\",vip=\"web\",backend=\"a\"} 12\n"
+        ));
+        assert!(text.contains("action=\"tx\",reason=\"tx_flow_hit\"} 5\n"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The agent's HTTP interface on `[api] listen`: the status document, the
+//! operator's write calls (drain, enable, weight, reload), the stats page
+//! and Prometheus metrics. Handlers read a published snapshot and send
+//! commands to the agent; they never touch the data plane themselves.
+
+pub mod client;
+pub mod metrics;
+pub mod model;
+pub mod page;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use model::{BackendChange, ErrorBody, Status};
+
+/// What an operator asked for a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendOp {
+    /// Weight 0 until enabled: existing flows stay, no new ones.
+    Drain,
+    /// Undo a drain.
+    Enable,
+    /// Set the weight.
+    Weight(u32),
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// Unknown VIP or backend.
+    NotFound(String),
+    /// The request makes no sense.
+    BadRequest(String),
+}
+
+/// A command for the agent, with its reply channel.
+#[derive(Debug)]
+pub enum Command {
+    /// Drain, enable or re-weight a backend.
+    Backend {
+        /// VIP name.
+        vip: String,
+        /// Backend name.
+        backend: String,
+        /// What to do.
+        op: BackendOp,
+        /// The answer.
+        reply: oneshot::Sender<Result<BackendChange, CommandError>>,
+    },
+    /// Re-read the config file.
+    Reload {
+        /// A summary of what changed, or the problems that kept the old config.
+        reply: oneshot::Sender<Result<String, Vec<String>>>,
+    },
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The latest status.
+    pub status: watch::Receiver<Arc<Status>>,
+    /// Commands to the agent.
+    pub commands: mpsc::Sender<Command>,
+    /// Token that write calls must carry (None: no token needed).
+    pub token: Option<Arc<str>>,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Cannot listen.
+    #[error("API cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Binds `addr` and serves until the task is dropped.
+pub async fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Listen { addr, source })?;
+    let app = router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("API server stopped: {e}");
+        }
+    }))
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(stats_page))
+        .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/reload", post(reload))
+        .route(
+            "/api/v1/vips/{vip}/backends/{backend}/{action}",
+            post(backend_op),
+        )
+        .with_state(state)
+}
+
+async fn status(State(s): State<ApiState>) -> Json<Status> {
+    let snap = s.status.borrow().clone();
+    Json((*snap).clone())
+}
+
+async fn stats_page() -> Html<&'static str> {
+    Html(page::HTML)
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> Response {
+    let snap = s.status.borrow().clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&snap),
+    )
+        .into_response()
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(ErrorBody { error: msg.into() })).into_response()
+}
+
+/// Whether the request carries the write token (when one is required).
+fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(token) = &s.token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without an early exit on the first differing byte.
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct WeightBody {
+    weight: u32,
+}
+
+async fn backend_op(
+    State(s): State<ApiState>,
+    Path((vip, backend, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let op = match action.as_str() {
+        "drain" => BackendOp::Drain,
+        "enable" => BackendOp::Enable,
+        "weight" => match serde_json::from_slice::<WeightBody>(&body) {
+            Ok(b) => BackendOp::Weight(b.weight),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected a JSON body {{\"weight\": N}}: {e}"),
+                )
+            }
+        },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}: drain, enable or weight"),
+            )
+        }
+    };
+    let (reply, rx) = oneshot::channel();
+    if s.commands
+        .send(Command::Backend {
+            vip,
+            backend,
+            op,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
+    }
+    match rx.await {
+        Ok(Ok(change)) => Json(change).into_response(),
+        Ok(Err(CommandError::NotFound(m))) => error(StatusCode::NOT_FOUND, m),
+        Ok(Err(CommandError::BadRequest(m))) => error(StatusCode::BAD_REQUEST, m),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
+    }
+}
+
+async fn reload(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let (reply, rx) = oneshot::channel();
+    if s.commands.send(Command::Reload { reply }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
+    }
+    match rx.await {
+        Ok(Ok(summary)) => Json(serde_json::json!({ "reloaded": summary })).into_response(),
+        Ok(Err(problems)) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "config rejected, running config kept:\n{}",
+                problems.join("\n")
+            ),
+        ),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
+    }
+}

@@ -1,0 +1,178 @@
+//! The status document: what `GET /api/v1/status` returns, what
+//! `halb status` prints, and what the stats page and `/metrics` render.
+//! This file is the JSON schema's documentation: every field is
+//! `snake_case`, times are seconds (`_s`) or milliseconds (`_ms`), rates
+//! are per second, counters count since the data plane was created.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// This node.
+    pub node: NodeStatus,
+    /// VRRP, when configured.
+    pub vrrp: Option<VrrpStatus>,
+    /// Every VIP with its backends.
+    pub vips: Vec<VipStatus>,
+    /// The XDP program's counters.
+    pub dataplane: DataplaneStatus,
+}
+
+/// `node`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Interface.
+    pub interface: String,
+    /// XDP attach mode in use: `native` or `generic`.
+    pub xdp_mode: String,
+    /// Seconds since this agent started.
+    pub uptime_s: f64,
+    /// halb version.
+    pub version: String,
+}
+
+/// `vrrp`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    /// `INIT`, `BACKUP`, `MASTER` or `FAULT`.
+    pub state: String,
+    /// Effective priority.
+    pub priority: u8,
+    /// Configured priority.
+    pub base_priority: u8,
+    /// Virtual router id.
+    pub router_id: u8,
+    /// VRRP version.
+    pub version: u8,
+    /// The master this node hears (when backup).
+    pub master: Option<String>,
+    /// This node's advert source address.
+    pub primary: String,
+    /// Unicast peers (empty: multicast).
+    pub peers: Vec<String>,
+    /// Advertisements sent.
+    pub adverts_sent: u64,
+    /// Advertisements accepted.
+    pub adverts_received: u64,
+    /// Packets rejected, by reason (`ttl`, `checksum`, `not_peer`, ...).
+    pub rejected: BTreeMap<String, u64>,
+    /// State changes.
+    pub transitions: u64,
+    /// Tracked sources in effect: name → `fault` or a signed weight.
+    pub tracking: BTreeMap<String, String>,
+}
+
+/// One VIP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VipStatus {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `dsr`.
+    pub mode: String,
+    /// Health check kind: `none`, `tcp` or `http`.
+    pub check: String,
+    /// Backends currently healthy.
+    pub healthy_backends: usize,
+    /// Backends.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// MAC address, when known (no MAC: no traffic).
+    pub mac: Option<String>,
+    /// `up`, `down`, `checking` (no result yet) or `no-check`.
+    pub health: String,
+    /// Weight in effect (0 when drained).
+    pub weight: u32,
+    /// Weight in the config.
+    pub config_weight: u32,
+    /// Drained by the operator.
+    pub drained: bool,
+    /// Weight set by the operator (replacing the config's), if any.
+    pub weight_override: Option<u32>,
+    /// The last health check, if any.
+    pub last_check: Option<CheckStatus>,
+    /// Seconds since health last changed, if it has.
+    pub since_change_s: Option<f64>,
+    /// Flows in the flow table pinned to this backend.
+    pub flows: u64,
+    /// Packets forwarded to it.
+    pub packets: u64,
+    /// Bytes forwarded to it.
+    pub bytes: u64,
+    /// Flows assigned to it.
+    pub new_flows: u64,
+    /// Packets per second (last sampling period).
+    pub pps: f64,
+    /// Bytes per second.
+    pub bytes_per_s: f64,
+    /// New flows per second.
+    pub new_flows_per_s: f64,
+}
+
+/// A health check result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckStatus {
+    /// Healthy.
+    pub ok: bool,
+    /// What happened ("HTTP 200", "connection refused", ...).
+    pub detail: String,
+    /// How long it took.
+    pub latency_ms: f64,
+    /// Seconds ago.
+    pub age_s: f64,
+}
+
+/// `dataplane`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataplaneStatus {
+    /// Packets per action: `tx`, `pass`, `drop`, `aborted`.
+    pub actions: BTreeMap<String, u64>,
+    /// Packets per reason (`tx_flow_hit`, `pass_not_vip`, `drop_fragment`, ...).
+    pub reasons: BTreeMap<String, u64>,
+    /// Bytes per reason.
+    pub reason_bytes: BTreeMap<String, u64>,
+    /// Packets per second the program saw (last sampling period).
+    pub pps: f64,
+    /// Flows in the flow table.
+    pub flows: u64,
+    /// Flow-table capacity.
+    pub flow_capacity: u64,
+}
+
+/// The answer to an operator command on a backend.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendChange {
+    /// VIP name.
+    pub vip: String,
+    /// Backend name.
+    pub backend: String,
+    /// Drained now.
+    pub drained: bool,
+    /// Weight in effect now.
+    pub weight: u32,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}

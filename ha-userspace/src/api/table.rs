@@ -1,0 +1,117 @@
+//! `halb status` as text: the status document as aligned tables.
+
+use std::fmt::Write as _;
+
+use super::model::Status;
+
+/// Left-aligned columns, two spaces apart.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// Renders `s`.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let role = s.vrrp.as_ref().map_or("STANDALONE", |v| v.state.as_str());
+    let _ = writeln!(
+        out,
+        "node {} ({}, XDP {}): {}",
+        s.node.name, s.node.interface, s.node.xdp_mode, role
+    );
+    if let Some(v) = &s.vrrp {
+        let _ = write!(
+            out,
+            "  VRRPv{} vrid {} priority {}/{}",
+            v.version, v.router_id, v.priority, v.base_priority
+        );
+        if let Some(m) = &v.master {
+            let _ = write!(out, ", master {m}");
+        }
+        let _ = writeln!(
+            out,
+            ", adverts {} out / {} in, {} transitions",
+            v.adverts_sent, v.adverts_received, v.transitions
+        );
+        for (src, e) in &v.tracking {
+            let _ = writeln!(out, "  tracking {src}: {e}");
+        }
+    }
+    for vip in &s.vips {
+        let _ = writeln!(
+            out,
+            "\nvip {} {}:{}/{} ({}, check {}): {}/{} healthy",
+            vip.name,
+            vip.address,
+            vip.port,
+            vip.protocol,
+            vip.mode,
+            vip.check,
+            vip.healthy_backends,
+            vip.backends.len()
+        );
+        let mut rows = vec![[
+            "BACKEND",
+            "ADDRESS",
+            "HEALTH",
+            "WEIGHT",
+            "FLOWS",
+            "PKT/S",
+            "NEW/S",
+            "LAST CHECK",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for b in &vip.backends {
+            let health = if b.drained {
+                format!("{} (drained)", b.health)
+            } else {
+                b.health.clone()
+            };
+            rows.push(vec![
+                b.name.clone(),
+                b.address.clone(),
+                health,
+                b.weight.to_string(),
+                b.flows.to_string(),
+                format!("{:.1}", b.pps),
+                format!("{:.1}", b.new_flows_per_s),
+                b.last_check
+                    .as_ref()
+                    .map(|c| format!("{} ({:.1} ms)", c.detail, c.latency_ms))
+                    .unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&columns(&rows));
+    }
+    let d = &s.dataplane;
+    let _ = writeln!(
+        out,
+        "\ndata plane: {:.1} pkt/s, {} flows; tx {} pass {} drop {} aborted {}",
+        d.pps,
+        d.flows,
+        d.actions.get("tx").unwrap_or(&0),
+        d.actions.get("pass").unwrap_or(&0),
+        d.actions.get("drop").unwrap_or(&0),
+        d.actions.get("aborted").unwrap_or(&0)
+    );
+    out
+}
