@@ -174,6 +174,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     agent.restart_health();
     agent.track_backends().await;
 
+    agent.publish(&status_tx);
     let (cmd_tx, mut cmd_rx) = mpsc::channel(64);
     let api_task = api::serve(
         agent.cfg.api.addr(),
@@ -185,7 +186,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     )
     .await?;
     tracing::info!(listen = %agent.cfg.api.addr(), "API and stats page listening");
-    agent.publish(&status_tx);
 
     let mut refresh = tokio::time::interval(Duration::from_millis(agent.cfg.node.neigh_refresh_ms));
     refresh.tick().await;
@@ -201,6 +201,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             Some(report) = health_rx.recv() => {
                 if agent.health(report) {
                     agent.track_backends().await;
+                    agent.publish(&status_tx);
                 }
             }
             Some(cmd) = cmd_rx.recv() => {
