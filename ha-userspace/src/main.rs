@@ -108,7 +108,7 @@ impl Target {
             Ok(c) => halb::agent::read_token(c)?,
             Err(_) => None,
         };
-        Ok(Client { addr, token })
+        Ok(Client::new(addr, token))
     }
 }
 

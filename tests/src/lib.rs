@@ -7,3 +7,4 @@ pub mod demo;
 pub mod failover;
 pub mod frame;
 pub mod lab;
+pub mod webdriver;

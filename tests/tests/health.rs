@@ -63,10 +63,7 @@ fn lab(tag: &str) -> Lab {
 
 fn status(lab: &Lab) -> Status {
     lab.in_ns("lb1", || {
-        let c = Client {
-            addr: API.parse().expect("addr"),
-            token: None,
-        };
+        let c = Client::new(API.parse().expect("addr"), None);
         let a = c.get("/api/v1/status").expect("API answers");
         serde_json::from_str::<Status>(&a.body).expect("status JSON")
     })

@@ -22,6 +22,9 @@ pub const PACKAGES: &[&str] = &[
     "wrk",
     "tcpdump",
     "python3-scapy",
+    "python3-prometheus-client",
+    "chromium",
+    "chromium-driver",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -42,9 +42,20 @@ pub struct Client {
     pub addr: SocketAddr,
     /// Bearer token.
     pub token: Option<String>,
+    /// How long to wait for an answer.
+    pub timeout: Duration,
 }
 
 impl Client {
+    /// A client for the agent at `addr` (answers awaited up to 10 s).
+    pub fn new(addr: SocketAddr, token: Option<String>) -> Self {
+        Self {
+            addr,
+            token,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
     /// `GET path`.
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         self.request("GET", path, None)
@@ -55,7 +66,18 @@ impl Client {
         self.request("POST", path, json)
     }
 
-    fn request(&self, method: &str, path: &str, json: Option<&str>) -> Result<Answer, ClientError> {
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
+        self.request("DELETE", path, None)
+    }
+
+    /// Any method, with an optional JSON body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&str>,
+    ) -> Result<Answer, ClientError> {
         let addr = self.addr;
         let unreachable = |source| ClientError::Unreachable { addr, source };
         let mut s =
@@ -76,10 +98,41 @@ impl Client {
         req.push_str("\r\n");
         req.push_str(body);
         s.write_all(req.as_bytes()).map_err(unreachable)?;
+        // Read until the answer is complete (some servers keep the
+        // connection open despite `Connection: close`).
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(unreachable)?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if answer_complete(&raw) {
+                break;
+            }
+            let n = s.read(&mut buf).map_err(unreachable)?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
         parse_answer(&raw).map_err(|what| ClientError::Protocol { addr, what })
     }
+}
+
+/// Whether `raw` holds a whole response: headers and, when the length is
+/// known, the whole body (Content-Length, or a chunked body's last chunk).
+fn answer_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    for line in head.split("\r\n") {
+        if let Some(v) = line.strip_prefix("content-length:") {
+            return v.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+    }
+    false
 }
 
 /// Parses a whole HTTP/1.1 response (Content-Length, chunked, or to close).
@@ -144,5 +197,12 @@ mod tests {
             .expect("ok");
         assert_eq!(a.body, "abcde");
         assert!(parse_answer(b"garbage").is_err());
+        assert!(answer_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        ));
+        assert!(!answer_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"
+        ));
+        assert!(!answer_complete(b"HTTP/1.1 200 OK\r\n\r\nto-close"));
     }
 }
