@@ -1,6 +1,7 @@
 //! The namespace lab and test helpers shared by halb's end-to-end tests and
 //! by `cargo xtask lab / demo / bench / failover`.
 
+pub mod apibench;
 pub mod bench;
 pub mod client;
 pub mod demo;

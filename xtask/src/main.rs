@@ -62,6 +62,8 @@ enum Task {
 enum BenchWhat {
     /// Per-packet cost through BPF_PROG_TEST_RUN, and Maglev build time.
     Dataplane,
+    /// API latency under load and /metrics with 1000 backends.
+    Api,
 }
 
 fn main() -> Result<()> {
@@ -89,13 +91,19 @@ fn main() -> Result<()> {
         }
         Task::Bench { what } => {
             setup::all()?;
-            build::all(true)?;
+            let bins = build::all(true)?;
             let lab = build::lab_driver(true)?;
             let out = build::target_dir().join("halb-report");
             let mut cmd = std::process::Command::new(lab);
             match what {
                 BenchWhat::Dataplane => {
                     cmd.arg("bench-dataplane").arg("--out").arg(out);
+                }
+                BenchWhat::Api => {
+                    cmd.arg("bench-api")
+                        .arg("--out")
+                        .arg(out)
+                        .env("HALB_BIN", &bins.halb);
                 }
             }
             util::run(cmd)

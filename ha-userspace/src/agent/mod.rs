@@ -143,7 +143,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         .into_iter()
         .map(|(a, _)| a)
         .find(|a| !election::vip_addresses(&cfg).contains(a));
-    let (status_tx, status_rx) = watch::channel(Arc::new(api::model::Status::default()));
+    let (status_tx, status_rx) = watch::channel(api::Published::default());
     let (health_tx, mut health_rx) = mpsc::channel(1024);
     let mut agent = Agent {
         runtime: Runtime::new(&cfg),
@@ -494,8 +494,8 @@ impl Agent {
     }
 
     /// Samples the counters and publishes a fresh status document.
-    fn publish(&mut self, tx: &watch::Sender<Arc<api::model::Status>>) {
-        let status = tokio::task::block_in_place(|| snapshot::build(self));
-        tx.send_replace(Arc::new(status));
+    fn publish(&mut self, tx: &watch::Sender<api::Published>) {
+        let published = tokio::task::block_in_place(|| api::Published::new(snapshot::build(self)));
+        tx.send_replace(published);
     }
 }

@@ -63,11 +63,36 @@ pub enum Command {
     },
 }
 
+/// A status document as published: the value, and its JSON and metrics
+/// renderings made once per publication (requests only copy bytes).
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// The document.
+    pub status: Arc<Status>,
+    /// `GET /api/v1/status` body.
+    pub json: axum::body::Bytes,
+    /// `GET /metrics` body.
+    pub metrics: axum::body::Bytes,
+}
+
+impl Published {
+    /// Renders `status` once.
+    pub fn new(status: Status) -> Self {
+        let json = serde_json::to_vec(&status).unwrap_or_default().into();
+        let metrics = metrics::render(&status).into_bytes().into();
+        Self {
+            status: Arc::new(status),
+            json,
+            metrics,
+        }
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     /// The latest status.
-    pub status: watch::Receiver<Arc<Status>>,
+    pub status: watch::Receiver<Published>,
     /// Commands to the agent.
     pub commands: mpsc::Sender<Command>,
     /// Token that write calls must carry (None: no token needed).
@@ -117,9 +142,9 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn status(State(s): State<ApiState>) -> Json<Status> {
-    let snap = s.status.borrow().clone();
-    Json((*snap).clone())
+async fn status(State(s): State<ApiState>) -> Response {
+    let body = s.status.borrow().json.clone();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn stats_page() -> Html<&'static str> {
@@ -127,13 +152,13 @@ async fn stats_page() -> Html<&'static str> {
 }
 
 async fn metrics_text(State(s): State<ApiState>) -> Response {
-    let snap = s.status.borrow().clone();
+    let body = s.status.borrow().metrics.clone();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&snap),
+        body,
     )
         .into_response()
 }

@@ -29,6 +29,12 @@ enum Command {
     },
     /// The demo: a halb node, three nginx backends, a client.
     Demo,
+    /// API latency under load and /metrics scrape time with 1000 backends.
+    BenchApi {
+        /// Where to write `api.md`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// VRRP takeover after crashes, halb beside keepalived.
     FailoverVrrp {
         /// Crashes per daemon.
@@ -64,6 +70,27 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo => halb_lab::demo::run(),
+        Command::BenchApi { out } => {
+            let b = halb_lab::apibench::run_bench()?;
+            let table = format!(
+                "| measurement | median ms | p99 ms | max ms | goal |\n|---|---:|---:|---:|---|\n\
+                 | GET /api/v1/status, 3 backends, while wrk drives the VIP ({:.0} req/s, {} requests) | {:.2} | {:.2} | {:.2} | p99 ≤ 10 ms |\n\
+                 | GET /metrics with {} backends ({} bytes, 50 scrapes) | {:.2} | {:.2} | {:.2} | < 50 ms |\n\
+                 | GET /api/v1/status, {} backends ({} bytes), while wrk drives the VIP ({:.0} req/s) | {:.2} | {:.2} | {:.2} | informational |\n",
+                b.wrk_rps, b.status_n, b.status_ms.0, b.status_ms.1, b.status_ms.2,
+                b.backends, b.metrics_bytes, b.metrics_ms.0, b.metrics_ms.1, b.metrics_ms.2,
+                b.backends, b.status_big_bytes, b.wrk_big_rps, b.status_big_ms.0, b.status_big_ms.1, b.status_big_ms.2
+            );
+            println!("{table}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(
+                    dir.join("api.md"),
+                    format!("# halb API benchmark\n\nCommand: `cargo xtask bench api`.\n\n{table}"),
+                )?;
+            }
+            Ok(())
+        }
         Command::FailoverVrrp {
             kills,
             advert_ms,
