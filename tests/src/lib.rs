@@ -4,6 +4,7 @@
 pub mod apibench;
 pub mod bench;
 pub mod client;
+pub mod compare;
 pub mod demo;
 pub mod failover;
 pub mod frame;

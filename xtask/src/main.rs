@@ -41,8 +41,8 @@ enum Task {
     Demo,
     /// Benchmarks; writes target/halb-report/.
     Bench {
-        /// What to measure.
-        #[arg(value_enum, default_value = "dataplane")]
+        /// What to measure (default: halb against HAProxy and the backends).
+        #[arg(value_enum, default_value = "compare")]
         what: BenchWhat,
     },
     /// Failover measurements against keepalived; writes target/halb-report/.
@@ -60,6 +60,8 @@ enum Task {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchWhat {
+    /// wrk: one backend, three backends, HAProxy, halb (bench.md, bench.png).
+    Compare,
     /// Per-packet cost through BPF_PROG_TEST_RUN, and Maglev build time.
     Dataplane,
     /// API latency under load and /metrics with 1000 backends.
@@ -96,6 +98,12 @@ fn main() -> Result<()> {
             let out = build::target_dir().join("halb-report");
             let mut cmd = std::process::Command::new(lab);
             match what {
+                BenchWhat::Compare => {
+                    cmd.arg("bench-compare")
+                        .arg("--out")
+                        .arg(out)
+                        .env("HALB_BIN", &bins.halb);
+                }
                 BenchWhat::Dataplane => {
                     cmd.arg("bench-dataplane").arg("--out").arg(out);
                 }

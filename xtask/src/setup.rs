@@ -25,6 +25,8 @@ pub const PACKAGES: &[&str] = &[
     "python3-prometheus-client",
     "chromium",
     "chromium-driver",
+    "gnuplot-nox",
+    "vagrant",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -29,6 +29,15 @@ enum Command {
     },
     /// The demo: a halb node, three nginx backends, a client.
     Demo,
+    /// wrk against one backend, three backends, HAProxy and halb.
+    BenchCompare {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+        /// Where to write `bench.md` and `bench.png`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// API latency under load and /metrics scrape time with 1000 backends.
     BenchApi {
         /// Where to write `api.md`.
@@ -70,6 +79,18 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo => halb_lab::demo::run(),
+        Command::BenchCompare { secs, out } => {
+            let rows = halb_lab::compare::run_all(secs)?;
+            let md = halb_lab::compare::markdown(&rows, secs);
+            println!("{md}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("bench.md"), &md)?;
+                halb_lab::compare::plot(&rows, &dir)?;
+                println!("written to {}", dir.join("bench.md").display());
+            }
+            Ok(())
+        }
         Command::BenchApi { out } => {
             let b = halb_lab::apibench::run_bench()?;
             let table = format!(
