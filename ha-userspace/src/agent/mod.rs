@@ -204,10 +204,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                     agent.publish(&status_tx);
                 }
             }
-            Some(cmd) = cmd_rx.recv() => {
-                agent.command(cmd, &opts.config_path).await;
-                agent.publish(&status_tx);
-            }
+            Some(cmd) = cmd_rx.recv() => agent.command(cmd, &opts.config_path, &status_tx).await,
             Some(ev) = recv_track(&mut track_rx) => {
                 if let Some(e) = agent.election.as_mut() {
                     e.track(ev).await;
@@ -337,7 +334,14 @@ impl Agent {
         }
     }
 
-    async fn command(&mut self, cmd: Command, config_path: &Path) {
+    /// Carries out an operator command; the status is published before the
+    /// answer goes out, so a client that reads it next sees the change.
+    async fn command(
+        &mut self,
+        cmd: Command,
+        config_path: &Path,
+        status: &watch::Sender<api::Published>,
+    ) {
         match cmd {
             Command::Backend {
                 vip,
@@ -377,10 +381,12 @@ impl Agent {
                         backend: backend.clone(),
                     }
                 });
+                self.publish(status);
                 let _ = reply.send(answer);
             }
             Command::Reload { reply } => {
                 let r = self.reload(config_path).await;
+                self.publish(status);
                 let _ = reply.send(r);
             }
         }
