@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -299,18 +299,22 @@ pub struct BackendCounter {
     pub pad: u64,
 }
 
-/// Contents of the META map: identifies a pinned data plane.
+/// Contents of the META map: identifies a pinned data plane, and tells
+/// the program its interface's MAC address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
+    /// The interface's MAC address: VIP frames sent to another MAC (a
+    /// switch flooding unknown unicast) are not this node's to forward.
+    pub mac: [u8; 6],
+    /// Zero.
+    pub pad: u16,
     /// [`ABI_VERSION`] of the program that created the maps.
     pub abi: u32,
     /// Interface index the program is attached to (0: not attached).
     pub ifindex: u32,
     /// XDP attach mode in use (`XDP_MODE_*`).
     pub mode: u32,
-    /// Zero.
-    pub pad: u32,
 }
 
 /// [`Meta::mode`]: generic (SKB) mode.
@@ -336,6 +340,9 @@ pub enum Stat {
     PassVipOtherProto = 4,
     /// Too short for Ethernet or IPv4, destination unknown: passed to the kernel, which drops it.
     PassTruncated = 5,
+    /// To a VIP service but sent to another node's MAC (flooded unknown
+    /// unicast): passed, and the kernel drops it as not for this host.
+    PassOtherHost = 10,
     /// Fragment (first or later) to a VIP address: dropped (no ports to balance on).
     DropFragment = 6,
     /// Malformed IPv4/TCP/UDP header to a VIP address: dropped.
@@ -347,7 +354,7 @@ pub enum Stat {
 }
 
 /// Number of [`Stat`] entries (size of the stats map).
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 11;
 
 /// The XDP action a [`Stat`] belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,6 +382,7 @@ impl Stat {
         Stat::DropMalformed,
         Stat::DropNoBackend,
         Stat::Aborted,
+        Stat::PassOtherHost,
     ];
 
     /// Action taken for packets counted here.
@@ -384,7 +392,8 @@ impl Stat {
             Stat::PassNotIpv4
             | Stat::PassNotVip
             | Stat::PassVipOtherProto
-            | Stat::PassTruncated => Action::Pass,
+            | Stat::PassTruncated
+            | Stat::PassOtherHost => Action::Pass,
             Stat::DropFragment | Stat::DropMalformed | Stat::DropNoBackend => Action::Drop,
             Stat::Aborted => Action::Aborted,
         }
@@ -399,6 +408,7 @@ impl Stat {
             Stat::PassNotVip => "pass_not_vip",
             Stat::PassVipOtherProto => "pass_vip_other_proto",
             Stat::PassTruncated => "pass_truncated",
+            Stat::PassOtherHost => "pass_other_host",
             Stat::DropFragment => "drop_fragment",
             Stat::DropMalformed => "drop_malformed",
             Stat::DropNoBackend => "drop_no_backend",
@@ -467,7 +477,7 @@ mod tests {
         assert_eq!(size_of::<FlowSet>(), 32 * FLOW_WAYS + 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<BackendCounter>(), 32);
-        assert_eq!(size_of::<Meta>(), 16);
+        assert_eq!(size_of::<Meta>(), 20);
         assert_eq!(size_of::<Ring>(), RING_MAX * 2);
     }
 

@@ -10,6 +10,7 @@
 //! | IPv4 to an address that is no VIP | `XDP_PASS` | `PassNotVip` |
 //! | VIP address, not TCP/UDP (ICMP, ...) | `XDP_PASS` | `PassVipOtherProto` |
 //! | VIP address, TCP/UDP port that is no VIP service | `XDP_PASS` | `PassNotVip` |
+//! | VIP address, TCP/UDP, destination MAC not this interface's | `XDP_PASS` | `PassOtherHost` |
 //! | VIP address, any IP fragment (MF set or offset ≠ 0) | `XDP_DROP` | `DropFragment` |
 //! | VIP address, version ≠ 4, IHL < 5, total length < IHL, L4 header cut short | `XDP_DROP` | `DropMalformed` |
 //! | VIP service, no usable backend | `XDP_DROP` | `DropNoBackend` |
@@ -77,7 +78,7 @@ static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 #[map(name = "HALB_BACKEND_STATS")]
 static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
-/// Written by userspace only; declared here so the object carries it.
+/// Written by userspace; the program reads the interface MAC from it.
 #[map(name = "HALB_META")]
 static META: Array<Meta> = Array::with_max_entries(1, 0);
 
@@ -189,6 +190,22 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     let l4 = ip + (ihl & 0x3c);
     if l4 + l4_min > end {
         return drop_if_vip_address(daddr, Stat::DropMalformed);
+    }
+    // Only frames sent to this node: a switch flooding unknown unicast (the
+    // master's port just went away) must not make a backup forward copies.
+    match META.get(0) {
+        Some(m) => {
+            let mac = m.mac.as_ptr() as usize;
+            // SAFETY: 6 bytes of the destination MAC are inside the checked
+            // range; `mac` points into a map value.
+            let same = unsafe {
+                load::<u32>(data) == load::<u32>(mac) && load::<u16>(data + 4) == load::<u16>(mac + 4)
+            };
+            if !same {
+                return pass(Stat::PassOtherHost);
+            }
+        }
+        None => return (Stat::Aborted, xdp_action::XDP_ABORTED),
     }
     let flow = FlowKey {
         saddr: unsafe { load(ip + 12) },

@@ -152,7 +152,7 @@ pub fn crash(lab: &mut Lab, daemon: Daemon, node: &str) -> Result<()> {
 }
 
 /// Direct children of `pid` (from /proc).
-fn children(pid: u32) -> Vec<u32> {
+pub fn children(pid: u32) -> Vec<u32> {
     let path = format!("/proc/{pid}/task/{pid}/children");
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -9,4 +9,5 @@ pub mod demo;
 pub mod failover;
 pub mod frame;
 pub mod lab;
+pub mod outage;
 pub mod webdriver;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use ha_common::{
-    flow_hash, ports_raw, FlowKey, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_WAYS, IPPROTO_TCP,
+    flow_hash, ports_raw, FlowKey, Meta, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_WAYS, IPPROTO_TCP,
     IPPROTO_UDP,
 };
 use halb::dataplane::{BackendSpec, Maps, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
@@ -38,7 +38,12 @@ impl Harness {
             "build the eBPF object first (cargo xtask build)"
         );
         let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).expect("load object");
-        let maps = Maps::take(&mut ebpf).expect("maps");
+        let mut maps = Maps::take(&mut ebpf).expect("maps");
+        maps.set_meta(&Meta {
+            mac: LB_MAC,
+            ..Default::default()
+        })
+        .expect("meta");
         let prog: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .expect("program")
@@ -206,6 +211,17 @@ fn not_for_a_vip_passes_untouched() {
     h.expect(&vrrp, XDP_PASS, Stat::PassNotVip);
     let icmp = Frame::raw_ip([10, 77, 0, 10], VIP, 1, vec![8, 0, 0, 0, 0, 0, 0, 0]).build();
     h.expect(&icmp, XDP_PASS, Stat::PassVipOtherProto);
+}
+
+#[test]
+fn vip_frames_for_another_mac_are_not_forwarded() {
+    let h = Harness::new();
+    // A switch flooding unknown unicast hands us the master's frames.
+    let other = tcp_to(VIP, 80, 7100)
+        .macs(CLIENT_MAC, [0x02, 0, 0, 0, 0, 0x03])
+        .build();
+    h.expect(&other, XDP_PASS, Stat::PassOtherHost);
+    h.expect(&tcp_to(VIP, 80, 7100).build(), XDP_TX, Stat::TxNewFlow);
 }
 
 #[test]

@@ -45,9 +45,9 @@ enum Task {
         #[arg(value_enum, default_value = "compare")]
         what: BenchWhat,
     },
-    /// Failover measurements against keepalived; writes target/halb-report/.
+    /// Failover measurements against keepalived + HAProxy; writes target/halb-report/.
     Failover {
-        /// Crashes per daemon.
+        /// Events of each kind (crash, node down) per stack.
         #[arg(long, default_value_t = 10)]
         kills: usize,
         /// VRRP advertisement interval.
@@ -120,16 +120,24 @@ fn main() -> Result<()> {
             setup::all()?;
             let bins = build::all(true)?;
             let lab = build::lab_driver(true)?;
-            let mut cmd = std::process::Command::new(lab);
-            cmd.arg("failover-vrrp")
-                .arg("--kills")
-                .arg(kills.to_string())
-                .arg("--advert-ms")
-                .arg(advert_ms.to_string())
-                .arg("--out")
-                .arg(build::target_dir().join("halb-report"))
-                .env("HALB_BIN", &bins.halb);
-            util::run(cmd)
+            let out = build::target_dir().join("halb-report");
+            for task in ["failover-outage", "failover-vrrp"] {
+                let mut cmd = std::process::Command::new(&lab);
+                cmd.arg(task)
+                    .arg(if task == "failover-vrrp" {
+                        "--kills"
+                    } else {
+                        "--events"
+                    })
+                    .arg(kills.to_string())
+                    .arg("--advert-ms")
+                    .arg(advert_ms.to_string())
+                    .arg("--out")
+                    .arg(&out)
+                    .env("HALB_BIN", &bins.halb);
+                util::run(cmd)?;
+            }
+            Ok(())
         }
         Task::Ci => {
             setup::all()?;

@@ -125,6 +125,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         mode: cfg.node.xdp_mode,
         pin_dir: dir.clone(),
         flow_table_size: cfg.node.flow_table_size,
+        mac: link.mac,
     };
     let dp = DataPlane::start(&dp_opts)?;
     match dp.attached() {

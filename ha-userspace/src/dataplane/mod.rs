@@ -109,6 +109,8 @@ pub struct Options {
     pub pin_dir: PathBuf,
     /// Flow-table capacity (flows) for a newly created flow table.
     pub flow_table_size: u32,
+    /// The interface's MAC address (frames to other MACs are not forwarded).
+    pub mac: [u8; 6],
 }
 
 /// How the program got attached.
@@ -276,10 +278,11 @@ impl DataPlane {
             Attached::Fresh(m) | Attached::Adopted(m) => m,
         };
         maps.set_meta(&Meta {
+            mac: opts.mac,
+            pad: 0,
             abi: ABI_VERSION,
             ifindex,
             mode: mode.meta(),
-            pad: 0,
         })?;
         let writer = Writer::adopt(maps)?;
         Ok(Self {

@@ -44,6 +44,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Client-visible outage and stream survival: halb and keepalived + HAProxy.
+    FailoverOutage {
+        /// Events of each kind per stack.
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+        /// Advertisement interval.
+        #[arg(long, default_value_t = 100)]
+        advert_ms: u32,
+        /// Where to write `failover.md`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// VRRP takeover after crashes, halb beside keepalived.
     FailoverVrrp {
         /// Crashes per daemon.
@@ -109,6 +121,30 @@ fn main() -> Result<()> {
                     dir.join("api.md"),
                     format!("# halb API benchmark\n\nCommand: `cargo xtask bench api`.\n\n{table}"),
                 )?;
+            }
+            Ok(())
+        }
+        Command::FailoverOutage {
+            events,
+            advert_ms,
+            out,
+        } => {
+            use halb_lab::outage::{markdown, measure, Stack};
+            let mut results = Vec::new();
+            for stack in [Stack::Halb, Stack::KeepalivedHaproxy] {
+                let (c, d) = measure(stack, events, advert_ms)?;
+                results.push((stack, c, d));
+            }
+            let md = markdown(advert_ms, &results);
+            println!("{md}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                let name = if advert_ms == 100 {
+                    "failover.md".to_string()
+                } else {
+                    format!("failover-{advert_ms}ms.md")
+                };
+                std::fs::write(dir.join(name), &md)?;
             }
             Ok(())
         }
