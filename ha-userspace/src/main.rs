@@ -248,7 +248,22 @@ fn reload(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unblocks the signals the agent acts on: a parent may have blocked them
+/// (the mask is inherited), and SIGTERM must always stop the agent cleanly.
+fn unblock_signals() {
+    // SAFETY: plain signal-mask calls on a zeroed, then filled, sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 fn run_agent(cfg: config::Config, opts: RunOptions) -> anyhow::Result<()> {
+    unblock_signals();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -330,7 +330,7 @@ pub fn plot(rows: &[Row], dir: &Path) -> Result<()> {
     let png = dir.join("bench.png");
     let script = format!(
         "set terminal pngcairo size 1100,500 font ',10'\nset output '{}'\nset multiplot layout 1,2\n\
-         set style fill solid 0.8\nset boxwidth 0.6\nset grid ytics\nset yrange [0:*]\nset xtics font ',8'\n\
+         set style fill solid 0.8\nset bmargin 4\nset boxwidth 0.6\nset grid ytics\nset yrange [0:*]\nset xtics font ',8'\n\
          set title 'requests per second (higher is better)'\nplot '{}' using 0:2:xtic(1) with boxes notitle lc rgb '#1565c0'\n\
          set title 'p99 latency, ms (lower is better)'\nplot '{}' using 0:3:xtic(1) with boxes notitle lc rgb '#c62828'\n\
          unset multiplot\n",

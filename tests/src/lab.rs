@@ -156,23 +156,34 @@ pub struct Lab {
     hosts: Vec<String>,
     procs: Vec<Proc>,
     keep_dir: bool,
+    persisted: bool,
 }
 
 impl Lab {
-    /// An empty lab: the switch namespace with its bridge.
+    /// An empty lab: the switch namespace with its bridge, under a fresh
+    /// per-run prefix.
     pub fn new(tag: &str) -> Result<Self> {
         let n = RUN.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("halb{}{}-{}-", tag, std::process::id() % 100_000, n);
+        Self::named(&format!(
+            "halb{}{}-{}-",
+            tag,
+            std::process::id() % 100_000,
+            n
+        ))
+    }
+
+    /// An empty lab under `prefix` (for `lab up`, which has a fixed one).
+    pub fn named(prefix: &str) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("{prefix}lab"));
         std::fs::create_dir_all(&dir)?;
-        let bpf_dir = PathBuf::from("/sys/fs/bpf").join(format!("{prefix}lab"));
         let lab = Self {
-            prefix,
+            prefix: prefix.to_string(),
+            bpf_dir: PathBuf::from("/sys/fs/bpf").join(format!("{prefix}lab")),
             dir,
-            bpf_dir,
             hosts: Vec::new(),
             procs: Vec::new(),
             keep_dir: std::env::var_os("HALB_LAB_KEEP").is_some(),
+            persisted: false,
         };
         ensure_bpffs()?;
         run(Command::new("ip").args(["netns", "add", &lab.ns("sw")]))?;
@@ -276,17 +287,16 @@ impl Lab {
     /// rate-limited large body.
     pub fn add_backend(&mut self, host: &str, addr: Ipv4Addr, vip: Ipv4Addr) -> Result<()> {
         self.add_host(host, addr)?;
-        self.ip(host, &["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
-        for (k, v) in [
-            ("net.ipv4.conf.all.arp_ignore", "1"),
-            ("net.ipv4.conf.all.arp_announce", "2"),
-            ("net.ipv4.conf.eth0.arp_ignore", "1"),
-            ("net.ipv4.conf.eth0.arp_announce", "2"),
-        ] {
-            run(self
-                .cmd(host, "sysctl")
-                .args(["-q", "-w", &format!("{k}={v}")]))?;
-        }
+        // The same preparation as a real backend (deploy/provision.sh).
+        let script = workspace().join("deploy/provision.sh");
+        run(self.cmd(host, "bash").arg(&script).args([
+            "backend",
+            "--vip",
+            &vip.to_string(),
+            "--iface",
+            "eth0",
+            "--no-packages",
+        ]))?;
         self.start_nginx(host)
     }
 
@@ -375,10 +385,26 @@ impl Lab {
         let log = self.dir.join(format!("{name}.log"));
         let out = File::create(&log)?;
         let err = out.try_clone()?;
+        // A process group of its own: a terminal's Ctrl-C or hang-up reaches
+        // the driver, which then cleans up, not the lab's processes directly.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only async-signal-safe calls are
+        // made: sigemptyset and sigprocmask. The driver blocks SIGINT and
+        // SIGTERM to handle them itself (`catch_interrupts`); the mask is
+        // inherited, and the lab's processes must get their signals.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            .process_group(0)
             .spawn()
             .with_context(|| format!("start {name}: {cmd:?}"))?;
         self.procs.push(Proc {
@@ -452,6 +478,22 @@ impl Lab {
         }))
     }
 
+    /// Leaves the lab running and returns what is needed to stop it later.
+    pub fn persist(mut self) -> Persisted {
+        self.persisted = true;
+        Persisted {
+            prefix: self.prefix.clone(),
+            dir: self.dir.clone(),
+            bpf_dir: self.bpf_dir.clone(),
+            hosts: self.hosts.clone(),
+            procs: self
+                .procs
+                .iter()
+                .map(|p| (p.name.clone(), p.pid()))
+                .collect(),
+        }
+    }
+
     /// Kills everything, removes namespaces, pins and files.
     pub fn teardown(&mut self) {
         for p in &mut self.procs {
@@ -477,7 +519,58 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.teardown();
+        if !self.persisted {
+            self.teardown();
+        }
+    }
+}
+
+/// A lab left running (`cargo xtask lab up`), as recorded in its state file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Persisted {
+    /// Namespace prefix.
+    pub prefix: String,
+    /// Scratch directory.
+    pub dir: PathBuf,
+    /// Pin directory.
+    pub bpf_dir: PathBuf,
+    /// Host names (namespaces are prefix + name, plus prefix + "sw").
+    pub hosts: Vec<String>,
+    /// Processes: name and PID.
+    pub procs: Vec<(String, u32)>,
+}
+
+impl Persisted {
+    /// Stops the recorded processes (by PID), removes namespaces, pins and files.
+    pub fn teardown(&self) {
+        for (_, pid) in &self.procs {
+            // SAFETY: kill(2) on PIDs this lab recorded when it started them.
+            unsafe {
+                libc::kill(*pid as i32, libc::SIGTERM);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for (_, pid) in &self.procs {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(*pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+        for h in self
+            .hosts
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once("sw"))
+        {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}{h}", self.prefix)])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.bpf_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -9,5 +9,6 @@ pub mod demo;
 pub mod failover;
 pub mod frame;
 pub mod lab;
+pub mod labcmd;
 pub mod outage;
 pub mod webdriver;

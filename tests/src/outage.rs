@@ -296,7 +296,7 @@ fn event(lab: &mut Lab, stack: Stack, death: Death) -> Result<Event> {
 pub fn markdown(advert_ms: u32, results: &[(Stack, Vec<Event>, Vec<Event>)]) -> String {
     let mut s = format!(
         "# halb failover\n\nCommand: `cargo xtask failover`. VRRPv3, {advert_ms} ms adverts, priorities 150/100. \
-         A probe opens a new connection to the VIP every 10 ms (200 ms timeout); {STREAMS} downloads of {} MiB \
+         A probe (a new connection, GET /) starts every 10 ms on its own thread and counts when it completes within 100 ms; {STREAMS} downloads of {} MiB \
          run through the VIP during each event. Crash: every process of the master's stack gets SIGSTOP, then \
          SIGKILL. Node down: crash and its link pulled. Outage: the longest gap between the starts of successful \
          probes around the event (10 ms resolution).\n\n| stack | death | events | outage min ms | median ms | max ms | streams survived |\n\

@@ -20,6 +20,17 @@ pub fn run_all() -> Result<()> {
         .args(["fmt", "--all", "--", "--check"]);
     run(fmt_ebpf)?;
 
+    // The Vagrantfile is checked, not booted (no VMs here).
+    let mut vagrant = Command::new("vagrant");
+    vagrant
+        .current_dir(r.join("deploy"))
+        .args(["validate", "--ignore-provider"])
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1");
+    run(vagrant)?;
+    let mut sh = Command::new("bash");
+    sh.args(["-n"]).arg(r.join("deploy/provision.sh"));
+    run(sh)?;
+
     let bins = build::all(false)?;
 
     let mut clippy = Command::new("cargo");

@@ -39,6 +39,12 @@ enum Task {
     },
     /// The demo: a halb node, three nginx backends and a client in namespaces.
     Demo,
+    /// The namespace lab for hands-on use: up, down, status.
+    Lab {
+        /// What to do.
+        #[arg(value_parser = ["up", "down", "status"])]
+        action: String,
+    },
     /// Benchmarks; writes target/halb-report/.
     Bench {
         /// What to measure (default: halb against HAProxy and the backends).
@@ -79,9 +85,26 @@ fn main() -> Result<()> {
         Task::Run { config, args } => {
             setup::all()?;
             let bins = build::all(false)?;
+            // Prepare this machine as a load-balancer node, as Vagrant and the lab do.
+            let mut prep = std::process::Command::new("bash");
+            prep.arg(util::root().join("deploy/provision.sh"))
+                .args(["lb", "--no-packages"]);
+            util::run(prep)?;
             let mut cmd = std::process::Command::new(&bins.halb);
             cmd.arg("run").arg("-c").arg(config).args(args);
             util::exec(cmd)
+        }
+        Task::Lab { action } => {
+            setup::all()?;
+            let bins = build::all(false)?;
+            let lab = build::lab_driver(false)?;
+            let mut cmd = std::process::Command::new(lab);
+            cmd.arg("lab")
+                .arg(&action)
+                .arg("--state")
+                .arg(build::target_dir().join("halb-lab/state.json"))
+                .env("HALB_BIN", &bins.halb);
+            util::run(cmd)
         }
         Task::Demo => {
             setup::all()?;

@@ -29,6 +29,14 @@ enum Command {
     },
     /// The demo: a halb node, three nginx backends, a client.
     Demo,
+    /// The hands-on lab: up, down or status.
+    Lab {
+        /// up, down or status.
+        action: String,
+        /// State file.
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// wrk against one backend, three backends, HAProxy and halb.
     BenchCompare {
         /// Seconds per measurement.
@@ -91,6 +99,12 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo => halb_lab::demo::run(),
+        Command::Lab { action, state } => match action.as_str() {
+            "up" => halb_lab::labcmd::up(&state),
+            "down" => halb_lab::labcmd::down(&state),
+            "status" => halb_lab::labcmd::status(&state),
+            other => anyhow::bail!("lab {other}: expected up, down or status"),
+        },
         Command::BenchCompare { secs, out } => {
             let rows = halb_lab::compare::run_all(secs)?;
             let md = halb_lab::compare::markdown(&rows, secs);

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Prepares a machine (or a lab namespace) to be a halb load-balancer node
+# or a DSR backend. The one script behind deploy/Vagrantfile, `cargo xtask
+# run` and the namespace lab, so that all three prepare nodes the same way.
+#
+#   provision.sh lb      [--no-packages] [--config FILE]
+#   provision.sh backend --vip ADDR [--iface IFACE] [--no-packages]
+#
+# lb:      mounts bpffs (the data plane pins its maps there), installs the
+#          config (FILE → /etc/halb/halb.toml) and, when packages are
+#          wanted, the systemd unit.
+# backend: puts the VIP on lo and stops the host from answering ARP for it
+#          (arp_ignore=1, arp_announce=2): the DSR backend side.
+set -euo pipefail
+
+role=${1:-}
+shift || true
+packages=1
+vip=""
+iface=""
+config=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-packages) packages=0 ;;
+        --vip) vip=$2; shift ;;
+        --iface) iface=$2; shift ;;
+        --config) config=$2; shift ;;
+        *) echo "provision.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+here=$(cd "$(dirname "$0")" && pwd)
+
+apt_install() {
+    [ "$packages" = 1 ] || return 0
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+case "$role" in
+    lb)
+        apt_install iproute2 ethtool bpftool curl ca-certificates build-essential git
+        if ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
+            mount -t bpf bpf /sys/fs/bpf
+        fi
+        if [ -n "$config" ]; then
+            install -D -m 0644 "$config" /etc/halb/halb.toml
+        fi
+        if [ "$packages" = 1 ] && [ -d /etc/systemd/system ]; then
+            install -m 0644 "$here/halb.service" /etc/systemd/system/halb.service
+        fi
+        ;;
+    backend)
+        [ -n "$vip" ] || { echo "provision.sh backend: --vip is required" >&2; exit 2; }
+        apt_install iproute2 nginx-light
+        ip addr replace "$vip/32" dev lo
+        sysctl -q -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+        if [ -n "$iface" ]; then
+            sysctl -q -w "net.ipv4.conf.$iface.arp_ignore=1" "net.ipv4.conf.$iface.arp_announce=2"
+        fi
+        ;;
+    *)
+        echo "usage: provision.sh lb|backend [options]" >&2
+        exit 2
+        ;;
+esac

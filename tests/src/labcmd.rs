@@ -1,0 +1,137 @@
+//! `cargo xtask lab up|down|status`: the standard lab, left running for
+//! hands-on use, recorded in a state file so that `down` removes exactly
+//! what `up` made (processes by PID, namespaces by prefix).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{
+    backend_addr, halb_bin, lb_addr, node_config, Lab, Persisted, VrrpOpts, CLIENT, VIP,
+};
+
+/// Namespace prefix of the hands-on lab.
+pub const PREFIX: &str = "halblab-";
+
+/// Builds the DESIGN.md topology with two halb nodes and leaves it running.
+pub fn up(state: &Path) -> Result<()> {
+    if state.exists() {
+        bail!(
+            "a lab is already up ({}); run `cargo xtask lab down` first",
+            state.display()
+        );
+    }
+    crate::lab::catch_interrupts();
+    let mut lab = Lab::named(PREFIX)?;
+    lab.add_host("client", CLIENT)?;
+    for n in 1..=2u8 {
+        let h = format!("lb{n}");
+        lab.add_host(&h, lb_addr(n))?;
+        lab.attach_pass_on_port(&h)?;
+    }
+    for i in 1..=3u8 {
+        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
+    }
+    for (node, prio) in [("lb1", 150), ("lb2", 100)] {
+        let cfg = node_config(&lab, node, "native", 3, None, Some(&VrrpOpts::v3(prio)));
+        lab.start_halb(node, &cfg, &[])?
+            .wait_log("API and stats page listening", Duration::from_secs(30))?;
+    }
+    if crate::lab::interrupted() {
+        bail!("interrupted");
+    }
+    let p = lab.persist();
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(state, serde_json::to_string_pretty(&p)?)?;
+    println!("lab up: namespaces {PREFIX}{{sw,client,lb1,lb2,web1,web2,web3}}");
+    println!(
+        "  client {CLIENT}, lb1 {}, lb2 {}, backends {}..{}, VIP {VIP}:80",
+        lb_addr(1),
+        lb_addr(2),
+        backend_addr(1),
+        backend_addr(3)
+    );
+    println!("  ip netns exec {PREFIX}client curl -s http://{VIP}/");
+    println!(
+        "  nsenter --net=/run/netns/{PREFIX}lb1 {} status",
+        halb_bin().display()
+    );
+    println!("  configs and logs in {}", p.dir.display());
+    println!("  cargo xtask lab down   # removes all of it");
+    Ok(())
+}
+
+fn load(state: &Path) -> Result<Option<Persisted>> {
+    if !state.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(state)?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!("state file {}", state.display())
+    })?))
+}
+
+/// Removes the lab recorded in `state`.
+pub fn down(state: &Path) -> Result<()> {
+    match load(state)? {
+        Some(p) => {
+            p.teardown();
+            std::fs::remove_file(state)?;
+            println!("lab down: removed {}*", p.prefix);
+        }
+        None => println!("no lab is up"),
+    }
+    Ok(())
+}
+
+/// Shows what the lab recorded in `state` is doing.
+pub fn status(state: &Path) -> Result<()> {
+    let Some(p) = load(state)? else {
+        println!("no lab is up");
+        return Ok(());
+    };
+    let listed = crate::lab::run(std::process::Command::new("ip").args(["netns", "list"]))?;
+    println!("lab {}:", p.prefix);
+    for h in p
+        .hosts
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once("sw"))
+    {
+        let ns = format!("{}{h}", p.prefix);
+        let present = listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(ns.as_str()));
+        println!(
+            "  namespace {ns}: {}",
+            if present { "present" } else { "MISSING" }
+        );
+    }
+    for (name, pid) in &p.procs {
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        println!(
+            "  {name} (pid {pid}): {}",
+            if alive { "running" } else { "gone" }
+        );
+    }
+    for node in ["lb1", "lb2"] {
+        let out = crate::lab::run(std::process::Command::new("ip").args([
+            "-n",
+            &format!("{}{node}", p.prefix),
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ]))
+        .unwrap_or_default();
+        if out.contains(&format!("inet {VIP}/")) {
+            println!("  VIP {VIP} is on {node}");
+        }
+    }
+    Ok(())
+}
