@@ -199,7 +199,8 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
             // SAFETY: 6 bytes of the destination MAC are inside the checked
             // range; `mac` points into a map value.
             let same = unsafe {
-                load::<u32>(data) == load::<u32>(mac) && load::<u16>(data + 4) == load::<u16>(mac + 4)
+                load::<u32>(data) == load::<u32>(mac)
+                    && load::<u16>(data + 4) == load::<u16>(mac + 4)
             };
             if !same {
                 return pass(Stat::PassOtherHost);
