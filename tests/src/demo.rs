@@ -86,6 +86,12 @@ pub fn run() -> Result<()> {
         || lab.has_addr("lb1", VIP).unwrap_or(false),
     )?;
     println!("   lb1 is master and holds the VIP; XDP attached in native mode on both nodes");
+    println!(
+        "   while the demo runs: nsenter --net=/run/netns/{p}lb1 {} status   (stats page: \
+         ip netns exec {p}lb1 curl -s http://127.0.0.1:8480/)",
+        crate::lab::halb_bin().display(),
+        p = lab.prefix
+    );
 
     step(3, "twelve requests from the client to the VIP")?;
     let replies = lab.in_ns("client", || {

@@ -299,12 +299,16 @@ pub fn markdown(advert_ms: u32, results: &[(Stack, Vec<Event>, Vec<Event>)]) -> 
          A probe (a new connection, GET /) starts every 10 ms on its own thread and counts when it completes within 100 ms; {STREAMS} downloads of {} MiB \
          run through the VIP during each event. Crash: every process of the master's stack gets SIGSTOP, then \
          SIGKILL. Node down: crash and its link pulled. Outage: the longest gap between the starts of successful \
-         probes around the event (10 ms resolution).\n\n| stack | death | events | outage min ms | median ms | max ms | streams survived |\n\
-         |---|---|---:|---:|---:|---:|---:|\n",
+         probes around the event (10 ms resolution).\n\n| stack | death | events | outage min ms | median ms | max ms | streams survived | every event (ms) |\n\
+         |---|---|---:|---:|---:|---:|---:|---|\n",
         BIG_SIZE >> 20
     );
     for (stack, crash, down) in results {
         for (name, ev) in [("crash", crash), ("node down", down)] {
+            let all: Vec<String> = ev
+                .iter()
+                .map(|e| format!("{:.0}", e.outage.as_secs_f64() * 1000.0))
+                .collect();
             let mut o: Vec<f64> = ev.iter().map(|e| e.outage.as_secs_f64() * 1000.0).collect();
             o.sort_by(f64::total_cmp);
             let (a, b, c) = (
@@ -316,9 +320,10 @@ pub fn markdown(advert_ms: u32, results: &[(Stack, Vec<Event>, Vec<Event>)]) -> 
             let total: usize = ev.iter().map(|e| e.streams).sum();
             let _ = writeln!(
                 s,
-                "| {} | {name} | {} | {a:.0} | {b:.0} | {c:.0} | {surv}/{total} |",
+                "| {} | {name} | {} | {a:.0} | {b:.0} | {c:.0} | {surv}/{total} | {} |",
                 stack.name(),
-                ev.len()
+                ev.len(),
+                all.join(" ")
             );
         }
     }
