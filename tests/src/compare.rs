@@ -197,17 +197,7 @@ pub fn run_all(secs: u32) -> Result<Vec<Row>> {
     // (c) HAProxy on lb1, roundrobin over the three, listening on the VIP.
     lab.ip("lb1", &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
     let cfg = lab.dir.join("haproxy.cfg");
-    let mut servers = String::new();
-    for i in 1..=3u8 {
-        let _ = writeln!(servers, "  server web{i} {}:80", backend_addr(i));
-    }
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  maxconn 8000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
-             timeout server 30s\nfrontend fe\n  bind {VIP}:80\n  default_backend be\nbackend be\n  balance roundrobin\n{servers}"
-        ),
-    )?;
+    std::fs::write(&cfg, crate::lab::haproxy_config(8000))?;
     let mut c = lab.cmd("lb1", "haproxy");
     c.arg("-db").arg("-f").arg(&cfg);
     let pid = lab.spawn("haproxy", c)?.pid();

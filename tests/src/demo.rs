@@ -50,15 +50,7 @@ pub fn run() -> Result<()> {
         "building the lab: client, two halb nodes, three nginx backends",
     )?;
     let mut lab = Lab::new("demo")?;
-    lab.add_host("client", CLIENT)?;
-    for n in 1..=2u8 {
-        let h = format!("lb{n}");
-        lab.add_host(&h, lb_addr(n))?;
-        lab.attach_pass_on_port(&h)?;
-    }
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
-    }
+    lab.pair_topology(3)?;
     println!(
         "   namespaces {}*: client {CLIENT}, lb1 {}, lb2 {}, backends {}..{} (DSR), VIP {VIP}:80",
         lab.prefix,

@@ -126,13 +126,26 @@ pub fn proc_name(daemon: Daemon, node: &str) -> String {
 
 /// Crashes `daemon` on `node`: SIGSTOP to it and its descendants, then SIGKILL.
 pub fn crash(lab: &mut Lab, daemon: Daemon, node: &str) -> Result<()> {
-    let mut p = lab
-        .take_proc(&proc_name(daemon, node))
-        .context("daemon not running")?;
-    let mut pids = vec![p.pid()];
+    crash_procs(lab, &[proc_name(daemon, node)])
+}
+
+/// Crashes the lab processes `names` honestly: every one of them and of
+/// their descendants is stopped first (so none sees another go and runs a
+/// shutdown path), then all are killed.
+pub fn crash_procs(lab: &mut Lab, names: &[String]) -> Result<()> {
+    let mut procs = Vec::new();
+    let mut pids = Vec::new();
+    for n in names {
+        let p = lab
+            .take_proc(n)
+            .with_context(|| format!("{n} not running"))?;
+        pids.push(p.pid());
+        procs.push(p);
+    }
     let mut i = 0;
     while i < pids.len() {
-        pids.extend(children(pids[i]));
+        let c = children(pids[i]);
+        pids.extend(c);
         i += 1;
     }
     for &pid in &pids {
@@ -147,7 +160,9 @@ pub fn crash(lab: &mut Lab, daemon: Daemon, node: &str) -> Result<()> {
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }
-    p.wait_exit(Duration::from_secs(5));
+    for mut p in procs {
+        p.wait_exit(Duration::from_secs(5));
+    }
     Ok(())
 }
 

@@ -768,3 +768,33 @@ pub fn neighbour_mac(lab: &Lab, host: &str, addr: Ipv4Addr) -> Option<String> {
     .ok()
     .flatten()
 }
+
+/// HAProxy in front of the three lab backends on the VIP (HTTP, roundrobin),
+/// as the usual keepalived + HAProxy pair runs it.
+pub fn haproxy_config(maxconn: u32) -> String {
+    let mut servers = String::new();
+    for i in 1..=3u8 {
+        servers.push_str(&format!("  server web{i} {}:80\n", backend_addr(i)));
+    }
+    format!(
+        "global\n  maxconn {maxconn}\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
+         timeout server 30s\nfrontend fe\n  bind {VIP}:80\n  default_backend be\nbackend be\n  balance roundrobin\n{servers}"
+    )
+}
+
+impl Lab {
+    /// The standard pair topology: client, lb1 and lb2 (with the pass
+    /// program on their bridge ports), and `backends` nginx backends.
+    pub fn pair_topology(&mut self, backends: u8) -> Result<()> {
+        self.add_host("client", CLIENT)?;
+        for n in 1..=2u8 {
+            let h = format!("lb{n}");
+            self.add_host(&h, lb_addr(n))?;
+            self.attach_pass_on_port(&h)?;
+        }
+        for i in 1..=backends {
+            self.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
+        }
+        Ok(())
+    }
+}

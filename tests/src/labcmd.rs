@@ -24,15 +24,7 @@ pub fn up(state: &Path) -> Result<()> {
     }
     crate::lab::catch_interrupts();
     let mut lab = Lab::named(PREFIX)?;
-    lab.add_host("client", CLIENT)?;
-    for n in 1..=2u8 {
-        let h = format!("lb{n}");
-        lab.add_host(&h, lb_addr(n))?;
-        lab.attach_pass_on_port(&h)?;
-    }
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
-    }
+    lab.pair_topology(3)?;
     for (node, prio) in [("lb1", 150), ("lb2", 100)] {
         let cfg = node_config(&lab, node, "native", 3, None, Some(&VrrpOpts::v3(prio)));
         lab.start_halb(node, &cfg, &[])?

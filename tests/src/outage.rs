@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::client;
-use crate::failover::{children, start_keepalived};
-use crate::lab::{
-    backend_addr, lb_addr, neighbour_mac, node_config, Lab, VrrpOpts, BIG_SIZE, CLIENT, VIP,
-};
+use crate::failover::{crash_procs, start_keepalived};
+use crate::lab::{neighbour_mac, node_config, Lab, VrrpOpts, BIG_SIZE, VIP};
 
 /// The stack on the two nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,17 +69,7 @@ fn start_node(lab: &mut Lab, stack: Stack, node: &str, priority: u8, advert_ms: 
         }
         Stack::KeepalivedHaproxy => {
             let cfg = lab.dir.join(format!("haproxy-{node}.cfg"));
-            let mut servers = String::new();
-            for i in 1..=3u8 {
-                let _ = writeln!(servers, "  server web{i} {}:80", backend_addr(i));
-            }
-            std::fs::write(
-                &cfg,
-                format!(
-                    "global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
-                     timeout server 30s\nfrontend fe\n  bind {VIP}:80\n  default_backend be\nbackend be\n  balance roundrobin\n{servers}"
-                ),
-            )?;
+            std::fs::write(&cfg, crate::lab::haproxy_config(4000))?;
             let mut c = lab.cmd(node, "haproxy");
             c.arg("-db").arg("-f").arg(&cfg);
             lab.spawn(&format!("haproxy-{node}"), c)?;
@@ -97,59 +85,23 @@ fn crash_node(lab: &mut Lab, stack: Stack, node: &str) -> Result<()> {
         Stack::Halb => vec![format!("halb-{node}")],
         Stack::KeepalivedHaproxy => vec![format!("keepalived-{node}"), format!("haproxy-{node}")],
     };
-    let mut procs = Vec::new();
-    let mut pids = Vec::new();
-    for n in &names {
-        let p = lab
-            .take_proc(n)
-            .with_context(|| format!("{n} not running"))?;
-        pids.push(p.pid());
-        procs.push(p);
-    }
-    let mut i = 0;
-    while i < pids.len() {
-        let c = children(pids[i]);
-        pids.extend(c);
-        i += 1;
-    }
-    for &pid in &pids {
-        // SAFETY: kill(2) on processes the lab started and their children.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGSTOP);
-        }
-    }
-    for &pid in pids.iter().rev() {
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
-    for mut p in procs {
-        p.wait_exit(Duration::from_secs(5));
-    }
-    Ok(())
+    crash_procs(lab, &names)
 }
 
 /// Runs `events` deaths of each kind for `stack`; returns (crash events, node-down events).
 pub fn measure(stack: Stack, events: usize, advert_ms: u32) -> Result<(Vec<Event>, Vec<Event>)> {
     let tag = if stack == Stack::Halb { "oh" } else { "ok" };
     let mut lab = Lab::new(tag)?;
-    lab.add_host("client", CLIENT)?;
-    for n in 1..=2u8 {
-        let h = format!("lb{n}");
-        lab.add_host(&h, lb_addr(n))?;
-        lab.attach_pass_on_port(&h)?;
-        if stack == Stack::KeepalivedHaproxy {
+    lab.pair_topology(3)?;
+    if stack == Stack::KeepalivedHaproxy {
+        for h in ["lb1", "lb2"] {
             // The backup's HAProxy binds the VIP before it owns it.
-            crate::lab::run(lab.cmd(&h, "sysctl").args([
+            crate::lab::run(lab.cmd(h, "sysctl").args([
                 "-q",
                 "-w",
                 "net.ipv4.ip_nonlocal_bind=1",
             ]))?;
         }
-    }
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
     }
     start_node(&mut lab, stack, "lb1", 150, advert_ms)?;
     start_node(&mut lab, stack, "lb2", 100, advert_ms)?;
