@@ -478,6 +478,19 @@ impl Lab {
         }))
     }
 
+    /// A lab that owns nothing (a placeholder; dropping it does nothing).
+    pub fn inert() -> Self {
+        Self {
+            prefix: String::new(),
+            dir: PathBuf::new(),
+            bpf_dir: PathBuf::new(),
+            hosts: Vec::new(),
+            procs: Vec::new(),
+            keep_dir: true,
+            persisted: true,
+        }
+    }
+
     /// Leaves the lab running and returns what is needed to stop it later.
     pub fn persist(mut self) -> Persisted {
         self.persisted = true;

@@ -11,4 +11,5 @@ pub mod frame;
 pub mod lab;
 pub mod labcmd;
 pub mod outage;
+pub mod vm;
 pub mod webdriver;

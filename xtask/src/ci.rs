@@ -52,5 +52,8 @@ pub fn run_all() -> Result<()> {
         .args(["test", "--workspace", "--", "--test-threads=1"])
         .env("HALB_EBPF_DIR", build::ebpf_dir())
         .env("HALB_BIN", &bins.halb);
-    run(test)
+    run(test)?;
+
+    // The pair on two real VMs (builds its image and qemu once, then ~1.5 min).
+    crate::vm("test")
 }

@@ -60,6 +60,12 @@ enum Task {
         #[arg(long, default_value_t = 100)]
         advert_ms: u32,
     },
+    /// The pair on two real VMs (qemu): up, test, down.
+    Vm {
+        /// What to do.
+        #[arg(value_parser = ["up", "test", "down"])]
+        action: String,
+    },
     /// Everything CI runs: fmt, clippy, unit tests, privileged end-to-end tests.
     Ci,
 }
@@ -162,9 +168,35 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Task::Vm { action } => {
+            setup::all()?;
+            vm(&action)
+        }
         Task::Ci => {
             setup::all()?;
             ci::run_all()
         }
     }
+}
+
+/// `cargo xtask vm up|test|down` (also run by `ci`).
+pub fn vm(action: &str) -> Result<()> {
+    let bins = build::all(false)?;
+    let lab = build::lab_driver(false)?;
+    let mut cmd = std::process::Command::new(lab);
+    match action {
+        "test" => {
+            cmd.arg("vm-test")
+                .arg("--out")
+                .arg(build::target_dir().join("halb-report"));
+        }
+        other => {
+            cmd.arg("vm")
+                .arg(other)
+                .arg("--state")
+                .arg(build::target_dir().join("halb-vm/state.json"));
+        }
+    }
+    cmd.env("HALB_BIN", &bins.halb);
+    util::run(cmd)
 }

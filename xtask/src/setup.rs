@@ -27,6 +27,7 @@ pub const PACKAGES: &[&str] = &[
     "chromium-driver",
     "gnuplot-nox",
     "vagrant",
+    "debootstrap",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

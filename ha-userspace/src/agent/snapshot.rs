@@ -28,6 +28,7 @@ pub struct Sampler {
     flows: HashMap<u32, u64>,
     flows_total: u64,
     flows_at: Option<Instant>,
+    flows_walk: Option<std::thread::JoinHandle<Option<HashMap<u32, u64>>>>,
 }
 
 impl Sampler {
@@ -42,6 +43,7 @@ impl Sampler {
             flows: HashMap::new(),
             flows_total: 0,
             flows_at: None,
+            flows_walk: None,
         }
     }
 }
@@ -81,14 +83,27 @@ pub fn build(a: &mut Agent) -> Status {
     }
     a.sampler.prev_total = total;
     dataplane.pps = a.sampler.pps;
+    // Counting flows walks the whole table (a system call per set): it runs
+    // on a thread of its own and its result is picked up by a later sample.
     if a.sampler
-        .flows_at
-        .is_none_or(|t| now - t >= FLOW_WALK_EVERY)
+        .flows_walk
+        .as_ref()
+        .is_some_and(|t| t.is_finished())
     {
-        if let Ok(per) = maps.flows_per_backend() {
+        if let Some(Ok(Some(per))) = a.sampler.flows_walk.take().map(|t| t.join()) {
             a.sampler.flows_total = per.values().sum();
             a.sampler.flows = per;
         }
+    }
+    if a.sampler.flows_walk.is_none()
+        && a.sampler
+            .flows_at
+            .is_none_or(|t| now - t >= FLOW_WALK_EVERY)
+    {
+        let dir = a.dp.pin_dir().to_path_buf();
+        a.sampler.flows_walk = Some(std::thread::spawn(move || {
+            crate::dataplane::maps::flows_per_backend_pinned(&dir).ok()
+        }));
         a.sampler.flows_at = Some(now);
     }
     dataplane.flows = a.sampler.flows_total;

@@ -49,6 +49,20 @@ pub struct Maps {
     meta: Array<MapData, Meta>,
 }
 
+/// Flows per backend id in the flow table pinned in `dir` (walks the whole
+/// table: one system call per set; meant for a thread of its own).
+pub fn flows_per_backend_pinned(dir: &Path) -> Result<StdHashMap<u32, u64>, Error> {
+    let flows: Array<MapData, FlowSet> = typed(pinned_map(&dir.join(maps::FLOWS))?, maps::FLOWS)?;
+    let mut out = StdHashMap::new();
+    for set in flows.iter() {
+        let set = set.map_err(map_err("read FLOWS"))?;
+        for e in set.entries.iter().filter(|e| e.check != 0 && e.is_valid()) {
+            *out.entry(e.backend).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The map data pinned at `path`, or None when nothing is pinned there.
 pub(crate) fn pinned_map_data(path: &Path) -> Result<Option<MapData>, Error> {
     if !path.exists() {

@@ -29,6 +29,22 @@ enum Command {
     },
     /// The demo: a halb node, three nginx backends, a client.
     Demo,
+    /// Prepares the VM lab's caches (qemu prefix, guest image).
+    VmPrepare,
+    /// The pair on two VMs, left running (`down` stops them).
+    Vm {
+        /// up or down.
+        action: String,
+        /// State file.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// The pair on two VMs, checked end to end.
+    VmTest {
+        /// Where to write `vm.md`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The hands-on lab: up, down or status.
     Lab {
         /// up, down or status.
@@ -99,6 +115,51 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo => halb_lab::demo::run(),
+        Command::VmPrepare => {
+            let q = halb_lab::vm::qemu()?;
+            let i = halb_lab::vm::image()?;
+            println!("qemu {} / image {}", q.bin.display(), i.raw.display());
+            Ok(())
+        }
+        Command::Vm { action, state } => match action.as_str() {
+            "up" => halb_lab::vm::up(&halb_lab::lab::halb_bin(), &state),
+            "down" => halb_lab::vm::down(&state),
+            other => anyhow::bail!("vm {other}: expected up or down"),
+        },
+        Command::VmTest { out } => {
+            let r = halb_lab::vm::test(&halb_lab::lab::halb_bin())?;
+            let md = format!(
+                "# halb on two VMs\n\nCommand: `cargo xtask vm test`. qemu under software emulation (TCG): \
+                 times are not comparable with the namespace figures.\n\n\
+                 | measurement | value |\n|---|---:|\n\
+                 | both agents running after | {:.1} s |\n\
+                 | takeover after lb1's qemu was killed (client ARP → lb2) | {} ms |\n\
+                 | downloads that survived | {}/{} |\n\
+                 | longest download pause across the death | {} ms |\n\
+                 | lb1 booted again until it held the VIP (preempt) | {:.1} s |\n\
+                 | whole test | {:.1} s |\n",
+                r.boot.as_secs_f64(),
+                r.takeover.as_millis(),
+                r.streams_survived,
+                r.streams,
+                r.stream_gap.as_millis(),
+                r.preempt_back.as_secs_f64(),
+                r.total.as_secs_f64()
+            );
+            println!("{md}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("vm.md"), &md)?;
+            }
+            if r.streams_survived != r.streams {
+                anyhow::bail!(
+                    "{} of {} downloads died across the VM failover",
+                    r.streams - r.streams_survived,
+                    r.streams
+                );
+            }
+            Ok(())
+        }
         Command::Lab { action, state } => match action.as_str() {
             "up" => halb_lab::labcmd::up(&state),
             "down" => halb_lab::labcmd::down(&state),
