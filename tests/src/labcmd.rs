@@ -30,6 +30,12 @@ pub fn up(state: &Path) -> Result<()> {
         lab.start_halb(node, &cfg, &[])?
             .wait_log("API and stats page listening", Duration::from_secs(30))?;
     }
+    lab.wait_for(
+        "lb1 to become master",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || crate::lab::interrupted() || lab.has_addr("lb1", VIP).unwrap_or(false),
+    )?;
     if crate::lab::interrupted() {
         bail!("interrupted");
     }

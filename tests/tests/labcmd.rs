@@ -39,6 +39,16 @@ fn driver(args: &[&str], state: &std::path::Path) -> (bool, String) {
 #[test]
 fn up_status_down_and_ctrl_c() {
     let state = std::env::temp_dir().join(format!("halb-labcmd-{}.json", std::process::id()));
+    // Whatever happens below, nothing stays up.
+    struct Down(std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            if self.0.exists() {
+                let _ = driver(&["lab", "down"], &self.0);
+            }
+        }
+    }
+    let _down = Down(state.clone());
     assert!(
         lab_namespaces().is_empty(),
         "no hands-on lab may be up during the tests"
