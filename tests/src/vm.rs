@@ -455,8 +455,8 @@ pub fn up(halb: &Path, state: &Path) -> Result<()> {
     let mut v = VmLab::new(halb)?;
     v.boot(1)?;
     v.boot(2)?;
-    v.wait_ready(1, Duration::from_secs(300))?;
-    v.wait_ready(2, Duration::from_secs(300))?;
+    v.wait_ready(1, Duration::from_secs(600))?;
+    v.wait_ready(2, Duration::from_secs(600))?;
     let prefix = v.lab.prefix.clone();
     let p = v.persist();
     if let Some(d) = state.parent() {
@@ -535,7 +535,7 @@ fn status_of(lab: &Lab, n: u8) -> Option<halb::api::model::Status> {
 /// Boots the pair and checks it as a user would; see the module docs.
 pub fn test(halb: &Path) -> Result<Report> {
     let t0 = Instant::now();
-    let slow = Duration::from_secs(300);
+    let slow = Duration::from_secs(600);
     let mut v = VmLab::new(halb)?;
     v.boot(1)?;
     v.boot(2)?;
