@@ -29,11 +29,7 @@ fn step(n: u32, text: &str) -> Result<()> {
 }
 
 fn spread(lab: &Lab, n: usize) -> Result<BTreeMap<String, usize>> {
-    let replies = lab.in_ns("client", move || {
-        (0..n)
-            .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(3)))
-            .collect::<Result<Vec<_>>>()
-    })??;
+    let replies = lab.requests(n, Duration::from_secs(3))?;
     let mut m = BTreeMap::new();
     for r in replies {
         *m.entry(r.body.trim().to_string()).or_default() += 1;
@@ -86,11 +82,7 @@ pub fn run() -> Result<()> {
     );
 
     step(3, "twelve requests from the client to the VIP")?;
-    let replies = lab.in_ns("client", || {
-        (0..12)
-            .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(3)))
-            .collect::<Result<Vec<_>>>()
-    })??;
+    let replies = lab.requests(12, Duration::from_secs(3))?;
     for (i, r) in replies.iter().enumerate() {
         println!(
             "   request {:2} from port {:5} → {} (HTTP {})",

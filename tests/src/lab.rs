@@ -380,6 +380,16 @@ impl Lab {
             .with_context(|| format!("no address on {host}/eth0"))
     }
 
+    /// `n` requests (`GET /`, a new connection each) from the client to the
+    /// VIP; the first failure ends them and is the error.
+    pub fn requests(&self, n: usize, timeout: Duration) -> Result<Vec<crate::client::Reply>> {
+        self.in_ns("client", move || {
+            (0..n)
+                .map(|_| crate::client::http_get(VIP, 80, "/", timeout))
+                .collect::<Result<Vec<_>>>()
+        })?
+    }
+
     /// Starts `cmd` with output to a log file; the lab kills it when dropped.
     pub fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<&mut Proc> {
         let log = self.dir.join(format!("{name}.log"));

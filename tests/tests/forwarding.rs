@@ -92,12 +92,7 @@ fn requests_spread_and_counted(mode: &str) {
     count_client_to_vip(&lab);
 
     let replies = lab
-        .in_ns("client", || {
-            (0..300)
-                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(3)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .expect("client thread")
+        .requests(300, Duration::from_secs(3))
         .expect("every request through the VIP succeeds");
     let mut per_backend: HashMap<String, usize> = HashMap::new();
     let mut ports = HashSet::new();

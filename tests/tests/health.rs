@@ -166,12 +166,7 @@ fn dead_backend_leaves_within_fall_and_returns_after_rise() {
     let _ = down;
     // After that, no request fails and none reaches web2.
     let replies = lab
-        .in_ns("client", || {
-            (0..100)
-                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(2)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .expect("ns")
+        .requests(100, Duration::from_secs(2))
         .expect("no request fails once web2 is out");
     assert!(replies.iter().all(|r| r.body.trim() != "web2"));
     // It comes back.
@@ -184,14 +179,7 @@ fn dead_backend_leaves_within_fall_and_returns_after_rise() {
         took <= Duration::from_millis(RISE * INTERVAL_MS) * 21 / 20 + Duration::from_millis(50),
         "up after {took:?}"
     );
-    let back = lab
-        .in_ns("client", || {
-            (0..60)
-                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(2)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .expect("ns")
-        .expect("requests");
+    let back = lab.requests(60, Duration::from_secs(2)).expect("requests");
     assert!(
         back.iter().any(|r| r.body.trim() == "web2"),
         "web2 serves again"
@@ -261,14 +249,7 @@ fn broken_reload_is_rejected_and_weight_changes_apply() {
     // Weight: web1 gets all new flows when web2 weighs 0... via weight.
     let out = halb(&lab, &["weight", "web", "web2", "0"]);
     assert!(out.contains("weight 0"), "{out}");
-    let replies = lab
-        .in_ns("client", || {
-            (0..40)
-                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(2)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .expect("ns")
-        .expect("requests");
+    let replies = lab.requests(40, Duration::from_secs(2)).expect("requests");
     assert!(replies.iter().all(|r| r.body.trim() == "web1"));
     // Unknown names are clear errors.
     let mut c = lab.nsenter("lb1", &halb_bin());
@@ -313,14 +294,7 @@ fn drained_backend_keeps_its_long_stream() {
     let out = halb(&lab, &["drain", "web", &name]);
     assert!(out.contains("(drained)"), "{out}");
     // New connections avoid it...
-    let replies = lab
-        .in_ns("client", || {
-            (0..30)
-                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(2)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .expect("ns")
-        .expect("requests");
+    let replies = lab.requests(30, Duration::from_secs(2)).expect("requests");
     assert!(replies.iter().all(|r| r.body.trim() != name));
     // ...while the stream goes on to its end.
     let s = dl.join().expect("join").expect("ns").expect("download");

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use halb::vrrp::packet::{Advert, Auth, Version};
-use halb_lab::client;
 use halb_lab::failover::{self, start_keepalived, Daemon};
 use halb_lab::lab::{
     backend_addr, lb_addr, neighbour_mac, node_config, run, Lab, VrrpOpts, CLIENT, VIP,
@@ -61,12 +60,7 @@ fn wait_owner(lab: &Lab, node: &'static str, timeout: Duration) -> Duration {
 /// Requests through the VIP succeed from the client.
 fn serves(lab: &Lab) {
     let r = lab
-        .in_ns("client", || {
-            (0..20)
-                .map(|_| client::http_get(VIP, 80, "/", Duration::from_secs(3)))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .expect("client")
+        .requests(20, Duration::from_secs(3))
         .expect("requests through the VIP succeed");
     assert!(r.iter().all(|r| r.status == 200));
 }

@@ -15,6 +15,17 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::AddressFamily;
 
+/// The next message of a netlink dump; a failure names `what` was dumped.
+async fn next_msg<T>(
+    dump: &mut (impl futures_util::Stream<Item = Result<T, rtnetlink::Error>> + Unpin),
+    what: &str,
+) -> Result<Option<T>, NetError> {
+    dump.try_next().await.map_err(|source| NetError::Request {
+        what: what.into(),
+        source,
+    })
+}
+
 /// Errors from netlink.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -118,15 +129,8 @@ impl Netlink {
             .execute();
         let mut out = Vec::new();
         loop {
-            let msg = match dump.try_next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(source) => {
-                    return Err(NetError::Request {
-                        what: "dump addresses".into(),
-                        source,
-                    })
-                }
+            let Some(msg) = next_msg(&mut dump, "dump addresses").await? else {
+                break;
             };
             if msg.header.family != AddressFamily::Inet || msg.header.index != ifindex {
                 continue;
@@ -179,15 +183,8 @@ impl Netlink {
             .set_prefix_length_filter(plen)
             .execute();
         loop {
-            let msg = match dump.try_next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
-                Err(source) => {
-                    return Err(NetError::Request {
-                        what: "dump addresses".into(),
-                        source,
-                    })
-                }
+            let Some(msg) = next_msg(&mut dump, "dump addresses").await? else {
+                return Ok(());
             };
             match self.handle.address().del(msg).execute().await {
                 Ok(()) => {}
@@ -224,15 +221,8 @@ impl Netlink {
             .set_address_family(AddressFamily::Inet)
             .execute();
         loop {
-            let msg = match dump.try_next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(source) => {
-                    return Err(NetError::Request {
-                        what: "dump neighbours".into(),
-                        source,
-                    })
-                }
+            let Some(msg) = next_msg(&mut dump, "dump neighbours").await? else {
+                break;
             };
             if msg.header.ifindex != ifindex || !usable(msg.header.state) {
                 continue;
