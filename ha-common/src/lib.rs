@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -172,9 +172,13 @@ pub struct BackendInfo {
     pub flags: u16,
     /// Backend IPv4 address, raw (informational for the program).
     pub addr: u32,
-    /// VIP id this backend serves; a flow entry whose backend now serves
-    /// another VIP (ids are reused) is treated as a miss.
+    /// VIP id this backend serves (selects nothing in the program; kept for tools).
     pub vip_id: u32,
+    /// The VIP service this backend serves. A flow-table entry naming this
+    /// backend is trusted only for packets of exactly this service, so an id
+    /// that a removed VIP or backend released and a new one reuses never
+    /// carries the old flows to the new service.
+    pub vip: VipKey,
 }
 
 /// Key of the flow table: the 5-tuple, raw. Four 4-byte words, so the
@@ -229,8 +233,46 @@ pub struct FlowEntry {
     /// [`flow_check`] of the fields above; an entry whose check does not
     /// match is empty (all zeros) or torn by a concurrent write, and ignored.
     pub check: u32,
-    /// Set on a hit, cleared by the eviction hand (CLOCK replacement).
-    pub referenced: u32,
+    /// [`FLOW_REFERENCED`] (set on a hit, cleared by the eviction hand:
+    /// CLOCK replacement), [`FLOW_CLOSING`] (the client sent FIN or RST),
+    /// and above [`FLOW_TIME_SHIFT`] the time of the flow's last packet in
+    /// [`flow_time`] units. The program rewrites it only when a bit or the
+    /// time unit changes: at most about once a second per flow.
+    pub stamp: u32,
+}
+
+/// [`FlowEntry::stamp`]: the entry was used since the CLOCK hand passed.
+pub const FLOW_REFERENCED: u32 = 1;
+/// [`FlowEntry::stamp`]: the client sent a FIN or RST on this flow.
+pub const FLOW_CLOSING: u32 = 2;
+/// [`FlowEntry::stamp`]: where the time of the last packet starts.
+pub const FLOW_TIME_SHIFT: u32 = 2;
+/// A flow time unit is 2^30 ns of the monotonic clock (about 1.07 s).
+pub const FLOW_TIME_UNIT_SHIFT: u32 = 30;
+
+/// Flow time (units of 2^30 ns, wrapping in 30 bits) of a monotonic
+/// clock reading in nanoseconds (`bpf_ktime_get_coarse_ns`, or
+/// `CLOCK_MONOTONIC` in userspace).
+#[inline(always)]
+pub const fn flow_time(monotonic_ns: u64) -> u32 {
+    ((monotonic_ns >> FLOW_TIME_UNIT_SHIFT) as u32) & (u32::MAX >> FLOW_TIME_SHIFT)
+}
+
+impl FlowEntry {
+    /// The flow time of its last packet.
+    pub const fn last_seen(&self) -> u32 {
+        self.stamp >> FLOW_TIME_SHIFT
+    }
+
+    /// Whether the client has sent FIN or RST.
+    pub const fn closing(&self) -> bool {
+        self.stamp & FLOW_CLOSING != 0
+    }
+
+    /// Flow-time units since its last packet, at flow time `now`.
+    pub const fn idle_units(&self, now: u32) -> u32 {
+        now.wrapping_sub(self.last_seen()) & (u32::MAX >> FLOW_TIME_SHIFT)
+    }
 }
 
 /// A set of the flow table.
@@ -263,15 +305,16 @@ pub const fn flow_check(hash: u32, backend: u32, vip_id: u32) -> u32 {
 }
 
 impl FlowEntry {
-    /// Whether this entry holds a flow (its check matches).
-    pub fn is_valid(&self) -> bool {
+    /// Whether this entry holds a flow (its check matches) under hash `seed`.
+    pub fn is_valid(&self, seed: u32) -> bool {
         let k = &self.key;
-        self.check
-            == flow_check(
-                flow_hash(k.saddr, k.daddr, k.ports, k.proto),
-                self.backend,
-                self.vip_id,
-            )
+        self.check != 0
+            && self.check
+                == flow_check(
+                    flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto),
+                    self.backend,
+                    self.vip_id,
+                )
     }
 }
 
@@ -315,6 +358,9 @@ pub struct Meta {
     pub ifindex: u32,
     /// XDP attach mode in use (`XDP_MODE_*`).
     pub mode: u32,
+    /// Seed of [`flow_hash`] (`[node] flow_hash_seed`; the same on every
+    /// node of a site, so that they pick the same backends).
+    pub hash_seed: u32,
 }
 
 /// [`Meta::mode`]: generic (SKB) mode.
@@ -429,13 +475,16 @@ pub const fn mix32(mut h: u32) -> u32 {
 }
 
 /// Hash of a flow's 5-tuple (raw values, ports as in [`ports_raw`]), the
-/// Maglev lookup key. Both nodes of a pair run this same function, so a flow
-/// maps to the same ring entry on either node.
+/// Maglev lookup key and the flow-table set. Every node of a site runs this
+/// function with the same `seed`, so a flow maps to the same ring entry on
+/// any of them. The seed keeps outsiders from choosing tuples that land in
+/// one flow-table set (to evict a chosen flow) without knowing it; the
+/// function is a fast mixer, not a cryptographic PRF.
 #[inline(always)]
-pub const fn flow_hash(saddr: u32, daddr: u32, ports: u32, proto: u32) -> u32 {
-    let mut h = mix32(saddr ^ 0x9e37_79b9);
+pub const fn flow_hash(seed: u32, saddr: u32, daddr: u32, ports: u32, proto: u32) -> u32 {
+    let mut h = mix32(saddr ^ seed ^ 0x9e37_79b9);
     h = mix32(h ^ daddr);
-    mix32(h ^ ports ^ (proto << 24))
+    mix32(h ^ ports ^ (proto << 24) ^ seed.rotate_left(16) ^ 0x85eb_ca6b)
 }
 
 /// Bit of the VIP address pre-filter that `addr` (raw) sets: Fibonacci
@@ -471,13 +520,13 @@ mod tests {
         use core::mem::size_of;
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 16);
-        assert_eq!(size_of::<BackendInfo>(), 16);
+        assert_eq!(size_of::<BackendInfo>(), 24);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowEntry>(), 32);
         assert_eq!(size_of::<FlowSet>(), 32 * FLOW_WAYS + 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<BackendCounter>(), 32);
-        assert_eq!(size_of::<Meta>(), 20);
+        assert_eq!(size_of::<Meta>(), 24);
         assert_eq!(size_of::<Ring>(), RING_MAX * 2);
     }
 
@@ -498,12 +547,60 @@ mod tests {
     #[test]
     fn flow_hash_depends_on_every_field() {
         let p = ports_raw(3, 4);
-        let base = flow_hash(1, 2, p, 6);
-        assert_ne!(base, flow_hash(9, 2, p, 6));
-        assert_ne!(base, flow_hash(1, 9, p, 6));
-        assert_ne!(base, flow_hash(1, 2, ports_raw(9, 4), 6));
-        assert_ne!(base, flow_hash(1, 2, ports_raw(3, 9), 6));
-        assert_ne!(base, flow_hash(1, 2, p, 17));
+        let base = flow_hash(0, 1, 2, p, 6);
+        assert_ne!(base, flow_hash(0, 9, 2, p, 6));
+        assert_ne!(base, flow_hash(0, 1, 9, p, 6));
+        assert_ne!(base, flow_hash(0, 1, 2, ports_raw(9, 4), 6));
+        assert_ne!(base, flow_hash(0, 1, 2, ports_raw(3, 9), 6));
+        assert_ne!(base, flow_hash(0, 1, 2, p, 17));
+        assert_ne!(base, flow_hash(7, 1, 2, p, 6), "the seed changes the hash");
+    }
+
+    #[test]
+    fn a_crafted_set_scatters_under_another_seed() {
+        // An attacker who knows seed 1 finds 8 tuples that share one set;
+        // under seed 2 they spread over different sets.
+        let sets = 1u32 << 15;
+        let set_of = |seed: u32, saddr: u32, sport: u16| {
+            flow_hash(seed, saddr, 100, ports_raw(sport, 80), 6) & (sets - 1)
+        };
+        let target = set_of(1, 0, 1024);
+        let mut crafted = [(0u32, 0u16); 8];
+        let mut n = 0;
+        'search: for saddr in 0..64u32 {
+            for sport in 1024..=u16::MAX {
+                if set_of(1, saddr, sport) == target {
+                    crafted[n] = (saddr, sport);
+                    n += 1;
+                    if n == crafted.len() {
+                        break 'search;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 8, "found a crafted set");
+        let mut other = [0u32; 8];
+        for (i, (a, p)) in crafted.iter().enumerate() {
+            other[i] = set_of(2, *a, *p);
+        }
+        let most = other
+            .iter()
+            .map(|s| other.iter().filter(|t| *t == s).count())
+            .max()
+            .unwrap_or(0);
+        assert!(most <= 2, "{other:?}");
+    }
+
+    #[test]
+    fn flow_stamps_carry_time_and_closing() {
+        let e = FlowEntry {
+            stamp: (flow_time(5 << FLOW_TIME_UNIT_SHIFT) << FLOW_TIME_SHIFT) | FLOW_CLOSING,
+            ..Default::default()
+        };
+        assert_eq!(e.last_seen(), 5);
+        assert!(e.closing());
+        assert_eq!(e.idle_units(7), 2);
+        assert_eq!(e.idle_units(5), 0);
     }
 
     #[test]

@@ -7,5 +7,8 @@ pub mod api;
 pub mod config;
 pub mod dataplane;
 pub mod health;
+pub mod logging;
 pub mod net;
+pub mod proc;
 pub mod vrrp;
+pub mod watchdog;

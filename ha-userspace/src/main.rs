@@ -10,6 +10,7 @@ use halb::agent::{self, RunOptions};
 use halb::api::client::Client;
 use halb::api::model::{BackendChange, ErrorBody, Status};
 use halb::config;
+use halb::logging::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "halb", version, about = "High-availability XDP load balancer")]
@@ -31,6 +32,9 @@ enum Command {
         /// Remove a pinned data plane (e.g. of an incompatible version) before starting.
         #[arg(long)]
         reset_dataplane: bool,
+        /// Log format (overrides `[node] log_format`).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Validate a configuration file: prints `ok` or the errors.
     CheckConfig {
@@ -153,8 +157,8 @@ fn main() -> ExitCode {
             config,
             keep_dataplane,
             reset_dataplane,
+            log_format,
         } => {
-            init_logging();
             // A bad file exits here, before anything touches the network.
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            logging::init(log_format.unwrap_or(cfg.node.log_format));
             let opts = RunOptions {
                 config_path: config,
                 keep_dataplane,
@@ -271,13 +276,4 @@ fn run_agent(cfg: config::Config, opts: RunOptions) -> anyhow::Result<()> {
         .context("tokio runtime")?;
     rt.block_on(agent::run(cfg, opts))?;
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -187,20 +187,18 @@ pub fn takeovers(daemon: Daemon, kills: usize, advert_ms: u32) -> Result<Vec<Dur
     let follows = |lab: &Lab, mac: &str| neighbour_mac(lab, "client", VIP).as_deref() == Some(mac);
     // The client learns the VIP (it must have an entry for takeover to show).
     let ping = |lab: &Lab| {
-        let _ = crate::lab::run(lab.cmd("client", "ping").args([
-            "-c",
-            "1",
-            "-W",
-            "1",
-            &VIP.to_string(),
-        ]));
+        crate::lab::run(
+            lab.cmd("client", "ping")
+                .args(["-c", "1", "-W", "1", &VIP.to_string()]),
+        )
+        .map(|_| ())
     };
     let mut out = Vec::with_capacity(kills);
     for round in 0..kills {
         lab.wait_for("lb1 to be master", slow, Duration::from_millis(10), || {
             lab.has_addr("lb1", VIP).unwrap_or(false) && !lab.has_addr("lb2", VIP).unwrap_or(true)
         })?;
-        ping(&lab);
+        ping(&lab).context("the client pings the VIP")?;
         lab.wait_for(
             "the client to know lb1",
             slow,

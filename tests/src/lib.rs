@@ -8,6 +8,7 @@ pub mod compare;
 pub mod demo;
 pub mod failover;
 pub mod frame;
+pub mod harness;
 pub mod lab;
 pub mod labcmd;
 pub mod outage;

@@ -4,137 +4,16 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use aya::{Ebpf, EbpfLoader};
 use ha_common::{
-    flow_hash, ports_raw, FlowKey, Meta, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_WAYS, IPPROTO_TCP,
-    IPPROTO_UDP,
+    flow_hash, ports_raw, FlowKey, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_CLOSING, FLOW_WAYS,
+    IPPROTO_TCP,
 };
-use halb::dataplane::{BackendSpec, Maps, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
+use halb::dataplane::{BackendSpec, VipSpec};
 use halb_lab::frame::{self, Frame};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-
-const VIP: [u8; 4] = [10, 77, 0, 100];
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-
-fn backend_mac(i: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0, 0x20 + i]
-}
-
-struct Harness {
-    ebpf: Ebpf,
-    writer: Writer<Maps>,
-    specs: Vec<VipSpec>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        assert!(
-            !XDP_OBJECT.is_empty(),
-            "build the eBPF object first (cargo xtask build)"
-        );
-        let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).expect("load object");
-        let mut maps = Maps::take(&mut ebpf).expect("maps");
-        maps.set_meta(&Meta {
-            mac: LB_MAC,
-            ..Default::default()
-        })
-        .expect("meta");
-        let prog: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        prog.load().expect("verifier accepts the program");
-        let writer = Writer::adopt(maps).expect("writer");
-        let mut h = Self {
-            ebpf,
-            writer,
-            specs: Vec::new(),
-        };
-        let backends = (1..=3)
-            .map(|i| BackendSpec {
-                addr: Ipv4Addr::new(10, 77, 0, 20 + i),
-                mac: Some(backend_mac(i)),
-                weight: 1,
-                healthy: true,
-            })
-            .collect::<Vec<_>>();
-        h.specs = vec![
-            VipSpec {
-                key: VipKey::new(VIP, 80, IPPROTO_TCP),
-                table_size: 65537,
-                backends: backends.clone(),
-            },
-            VipSpec {
-                key: VipKey::new(VIP, 53, IPPROTO_UDP),
-                table_size: 251,
-                backends,
-            },
-        ];
-        h.apply();
-        h
-    }
-
-    fn apply(&mut self) {
-        self.writer.apply(&self.specs).expect("apply");
-    }
-
-    fn prog(&self) -> &Xdp {
-        self.ebpf
-            .program(XDP_PROGRAM)
-            .expect("program")
-            .try_into()
-            .expect("xdp")
-    }
-
-    /// Runs one frame; returns the action and the frame as the program left it.
-    fn run(&self, data: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; data.len() + 256];
-        let r = self
-            .prog()
-            .test_run(TestRunOptions {
-                data_in: Some(data),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    fn stat(&self, s: Stat) -> u64 {
-        self.writer
-            .store()
-            .stats()
-            .expect("stats")
-            .into_iter()
-            .find(|(k, _)| *k == s)
-            .map(|(_, c)| c.packets)
-            .unwrap_or(0)
-    }
-
-    /// Runs a frame and checks action, stat and (for PASS/DROP) that it is untouched.
-    fn expect(&self, data: &[u8], action: u32, stat: Stat) -> Vec<u8> {
-        let before = self.stat(stat);
-        let (rc, out) = self.run(data);
-        assert_eq!(rc, action, "action for {stat:?}");
-        assert_eq!(
-            self.stat(stat),
-            before + 1,
-            "stat {stat:?} counts the frame"
-        );
-        if action != XDP_TX {
-            assert_eq!(out, data, "a frame that is not forwarded is not modified");
-        }
-        out
-    }
-}
+use halb_lab::harness::{
+    backend_mac, Harness, CLIENT_MAC, LB_MAC, VIP, XDP_DROP, XDP_PASS, XDP_TX,
+};
 
 fn tcp_to(dst: [u8; 4], dport: u16, sport: u16) -> Frame {
     Frame::tcp([10, 77, 0, 10], dst, sport, dport).macs(CLIENT_MAC, LB_MAC)
@@ -438,7 +317,7 @@ fn full_set_evicts_the_unreferenced_flow_first() {
     let h = Harness::new();
     // FLOW_WAYS + 1 flows that share one set of the flow table.
     let mask = DEFAULT_FLOW_SETS - 1;
-    let set_of = |k: &FlowKey| flow_hash(k.saddr, k.daddr, k.ports, k.proto) & mask;
+    let set_of = |k: &FlowKey| flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) & mask;
     let target = set_of(&flow_key([10, 77, 0, 10], 1));
     let same_set: Vec<([u8; 4], u16)> = (1..=250u8)
         .flat_map(|a| (1..u16::MAX).map(move |p| ([10, 77, 1, a], p)))
@@ -483,4 +362,134 @@ fn torn_or_foreign_entries_are_ignored() {
     h.writer.store_mut().remove_flow(&key).expect("remove");
     h.expect(&d, XDP_TX, Stat::TxNewFlow);
     assert!(h.writer.store().flow(&key).expect("read").is_some());
+}
+
+#[test]
+fn total_length_must_fit_the_frame_and_cover_the_headers() {
+    let h = Harness::new();
+    // Longer than the frame: a cut packet.
+    let mut long = tcp_to(VIP, 80, 7100).build();
+    long[16..18].copy_from_slice(&(40u16 + 100).to_be_bytes());
+    h.expect(&long, XDP_DROP, Stat::DropMalformed);
+    // Shorter than IP + TCP headers, the rest Ethernet padding: the ports
+    // and flags would come from padding.
+    let mut short = tcp_to(VIP, 80, 7101).build();
+    short[16..18].copy_from_slice(&(20u16 + 10).to_be_bytes());
+    h.expect(&short, XDP_DROP, Stat::DropMalformed);
+    let mut short_udp = Frame::udp([10, 77, 0, 10], VIP, 7102, 53)
+        .macs(CLIENT_MAC, LB_MAC)
+        .payload(vec![0; 16])
+        .build();
+    short_udp[16..18].copy_from_slice(&(20u16 + 4).to_be_bytes());
+    h.expect(&short_udp, XDP_DROP, Stat::DropMalformed);
+    // To another address, the same frames are the kernel's business.
+    let mut other = tcp_to([10, 77, 0, 9], 80, 7103).build();
+    other[16..18].copy_from_slice(&(40u16 + 100).to_be_bytes());
+    h.expect(&other, XDP_PASS, Stat::PassNotVip);
+    // Ethernet padding after a whole packet is fine.
+    let mut padded = tcp_to(VIP, 80, 7104).build();
+    padded.extend_from_slice(&[0; 6]);
+    h.expect(&padded, XDP_TX, Stat::TxNewFlow);
+}
+
+#[test]
+fn a_client_fin_or_rst_marks_its_flow_closing() {
+    let h = Harness::new();
+    for (sport, flags) in [(7200u16, 0x11u8), (7201, 0x04), (7202, 0x14)] {
+        h.expect(&tcp_to(VIP, 80, sport).build(), XDP_TX, Stat::TxNewFlow);
+        let key = flow_key([10, 77, 0, 10], sport);
+        let e = h.writer.store().flow(&key).expect("read").expect("entry");
+        assert!(!e.closing());
+        assert_ne!(
+            e.stamp >> ha_common::FLOW_TIME_SHIFT,
+            0,
+            "the time is stamped"
+        );
+        h.expect(
+            &tcp_to(VIP, 80, sport).tcp_flags(flags).build(),
+            XDP_TX,
+            Stat::TxFlowHit,
+        );
+        let e = h.writer.store().flow(&key).expect("read").expect("entry");
+        assert_eq!(e.stamp & FLOW_CLOSING, FLOW_CLOSING, "flags {flags:#x}");
+        // Later packets of the flow keep the mark.
+        h.expect(&tcp_to(VIP, 80, sport).build(), XDP_TX, Stat::TxFlowHit);
+        let e = h.writer.store().flow(&key).expect("read").expect("entry");
+        assert!(e.closing());
+    }
+}
+
+#[test]
+fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
+    let mut h = Harness::new();
+    // Flows on port 80.
+    let flows: Vec<Vec<u8>> = (7300..7340u16)
+        .map(|p| tcp_to(VIP, 80, p).build())
+        .collect();
+    for d in &flows {
+        h.expect(d, XDP_TX, Stat::TxNewFlow);
+    }
+    let key80 = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let ids80: Vec<u32> = (1..=3u8)
+        .map(|i| {
+            h.writer
+                .backend_id(&key80, Ipv4Addr::new(10, 77, 0, 20 + i))
+                .expect("id")
+        })
+        .collect();
+    // Fill every VIP and backend slot, so that what port 80 frees is all
+    // there is for what comes next.
+    let (free_vips, free_backends) = h.writer.free_slots();
+    h.specs.push(VipSpec {
+        key: VipKey::new([10, 77, 0, 200], 80, IPPROTO_TCP),
+        table_size: 65537,
+        backends: (0..free_backends as u32)
+            .map(|i| BackendSpec {
+                addr: Ipv4Addr::from(0x0a60_0000 + i),
+                mac: Some(backend_mac(9)),
+                weight: 1,
+                healthy: true,
+            })
+            .collect(),
+    });
+    for i in 1..free_vips as u16 {
+        h.specs.push(VipSpec {
+            key: VipKey::new([10, 77, 0, 201], 1000 + i, IPPROTO_TCP),
+            table_size: 251,
+            backends: vec![],
+        });
+    }
+    h.apply();
+    assert_eq!(h.writer.free_slots(), (0, 0));
+    // Port 80 goes, port 8080 comes on the same address: it takes the
+    // freed VIP id and backend ids.
+    let before = h.writer.vip_info(&key80).expect("vip").id;
+    h.specs[0].key = VipKey::new(VIP, 8080, IPPROTO_TCP);
+    h.apply();
+    let key8080 = VipKey::new(VIP, 8080, IPPROTO_TCP);
+    assert_eq!(
+        h.writer.vip_info(&key8080).expect("vip").id,
+        before,
+        "VIP id reused"
+    );
+    let mut ids8080: Vec<u32> = (1..=3u8)
+        .map(|i| {
+            h.writer
+                .backend_id(&key8080, Ipv4Addr::new(10, 77, 0, 20 + i))
+                .expect("id")
+        })
+        .collect();
+    ids8080.sort();
+    let mut ids80 = ids80;
+    ids80.sort();
+    assert_eq!(ids8080, ids80, "backend ids reused");
+    for d in &flows {
+        let (rc, out) = h.run(d);
+        assert_eq!(
+            rc, XDP_PASS,
+            "a packet of the removed service is not forwarded"
+        );
+        assert_eq!(&out, d);
+    }
+    h.expect(&tcp_to(VIP, 8080, 7300).build(), XDP_TX, Stat::TxNewFlow);
 }

@@ -8,26 +8,39 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{output, run};
 
-/// Debian packages the build, the lab and the comparisons need.
-pub const PACKAGES: &[&str] = &[
-    "bpftool",
-    "iproute2",
-    "nftables",
-    "ethtool",
-    "procps",
-    "curl",
-    "nginx-light",
-    "haproxy",
-    "keepalived",
-    "wrk",
-    "tcpdump",
-    "python3-scapy",
-    "python3-prometheus-client",
-    "chromium",
-    "chromium-driver",
-    "gnuplot-nox",
-    "vagrant",
-    "debootstrap",
+/// Debian packages the build, the lab, the tests and the comparisons need,
+/// each with the programs of it that halb's code executes. A test
+/// (`every_executed_program_is_installed_by_setup`) scans the sources for
+/// programs started and fails when one is missing here.
+pub const PACKAGES: &[(&str, &[&str])] = &[
+    ("bpftool", &["bpftool"]),
+    ("iproute2", &["ip"]),
+    ("iputils-ping", &["ping"]),
+    ("nftables", &["nft"]),
+    ("ethtool", &["ethtool"]),
+    ("procps", &["sysctl"]),
+    ("util-linux", &["nsenter", "setpriv", "mount", "prlimit"]),
+    ("coreutils", &["chroot"]),
+    ("bash", &["bash"]),
+    ("curl", &["curl"]),
+    ("nginx-light", &["nginx"]),
+    ("haproxy", &["haproxy"]),
+    ("keepalived", &["keepalived"]),
+    ("wrk", &["wrk"]),
+    ("tcpdump", &["tcpdump"]),
+    ("python3", &["python3"]),
+    ("python3-scapy", &[]),
+    ("python3-prometheus-client", &[]),
+    ("chromium", &["chromium"]),
+    ("chromium-driver", &["chromedriver"]),
+    ("gnuplot-nox", &["gnuplot"]),
+    ("vagrant", &["vagrant"]),
+    ("debootstrap", &["debootstrap"]),
+    ("e2fsprogs", &["mkfs.ext4"]),
+    ("qemu-utils", &["qemu-img"]),
+    ("dpkg", &["dpkg-deb", "dpkg-query"]),
+    ("apt", &["apt-get", "apt-cache"]),
+    ("systemd", &["systemd-analyze"]),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -100,7 +113,7 @@ fn bpf_linker() -> Result<()> {
 fn debian_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .copied()
+        .map(|(p, _)| *p)
         .filter(|p| {
             output(cmd("dpkg-query", &["-W", "-f=${Status}", p]))
                 .is_none_or(|s| !s.contains("install ok installed"))
@@ -144,4 +157,123 @@ fn cmd(program: &str, args: &[&str]) -> Command {
     let mut c = Command::new(program);
     c.args(args);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Programs the code runs that setup does not install: they come with the
+    /// machine's toolchain (cargo, rustup) or are the shell every system has.
+    const TOOLCHAIN_PROGRAMS: &[&str] = &["cargo", "rustup", "rustc", "sh"];
+
+    /// Program names the sources start: `Command::new(NAME)` and the lab's
+    /// `cmd(host, NAME)` (run in a namespace), NAME a string literal.
+    fn executed_programs() -> BTreeSet<String> {
+        let root = crate::util::root();
+        let mut out = BTreeSet::new();
+        let mut stack = vec![
+            root.join("tests"),
+            root.join("xtask/src"),
+            root.join("ha-userspace/src"),
+        ];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    for name in programs_in(&text) {
+                        out.insert(name);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The string literal right after each `Command::new(`, and the second
+    /// argument of each `.cmd(` call, when it is a plain program name.
+    fn programs_in(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, _) in text.match_indices("Command::new(\"") {
+            if let Some(name) = literal_at(&text[i + "Command::new(".len()..]) {
+                out.push(name);
+            }
+        }
+        for (i, _) in text.match_indices(".cmd(") {
+            let rest = &text[i + ".cmd(".len()..];
+            let Some(close) = rest.find(')') else {
+                continue;
+            };
+            let args = &rest[..close];
+            if let Some((_, second)) = args.split_once(", ") {
+                if let Some(name) = literal_at(second.trim_start()) {
+                    out.push(name);
+                }
+            }
+        }
+        // A path outside the system's program directories is a test
+        // fixture (a hook that must not exist, say), not a dependency.
+        let system = ["/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/"];
+        out.into_iter()
+            .filter(|n| !n.starts_with('/') || system.iter().any(|d| n.starts_with(d)))
+            .map(|n| n.rsplit('/').next().unwrap_or(&n).to_string())
+            .filter(|n| !n.is_empty() && !n.contains(' '))
+            .collect()
+    }
+
+    fn literal_at(s: &str) -> Option<String> {
+        let s = s.strip_prefix('"')?;
+        let end = s.find('"')?;
+        Some(s[..end].to_string())
+    }
+
+    #[test]
+    fn every_executed_program_is_installed_by_setup() {
+        let known: BTreeSet<&str> = PACKAGES
+            .iter()
+            .flat_map(|(_, progs)| progs.iter().copied())
+            .chain(TOOLCHAIN_PROGRAMS.iter().copied())
+            .collect();
+        let found = executed_programs();
+        assert!(found.contains("ip") && found.contains("nginx"), "{found:?}");
+        let missing: Vec<&String> = found
+            .iter()
+            .filter(|p| !known.contains(p.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "programs executed by the code but not installed by `cargo xtask setup`: {missing:?}"
+        );
+    }
+
+    /// After setup (CI runs it first), every program is on PATH.
+    #[test]
+    fn every_program_is_present_after_setup() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let dirs: Vec<&str> = path
+            .split(':')
+            .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+            .collect();
+        let missing: Vec<&str> = PACKAGES
+            .iter()
+            .flat_map(|(_, progs)| progs.iter().copied())
+            .chain(TOOLCHAIN_PROGRAMS.iter().copied())
+            .filter(|p| {
+                !dirs
+                    .iter()
+                    .any(|d| std::path::Path::new(d).join(p).is_file())
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not installed: {missing:?} (run `cargo xtask setup`)"
+        );
+    }
 }

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::supervise::Supervised;
 use crate::config::{Config, TrackScript};
 use crate::health::RiseFall;
 use crate::net::{Link, Netlink};
-use crate::vrrp::io::{self, Control, RouterConfig, Status};
+use crate::vrrp::io::{self, Control, Router, RouterConfig, Status};
 use crate::vrrp::machine::Params;
 use crate::vrrp::packet::{Auth, Version};
 use crate::vrrp::track::{script_effect, Effect, Tracking};
+use crate::watchdog::Beat;
 
 /// A tracked source changed: (source name, its effect now).
 pub type TrackEvent = (String, Effect);
@@ -24,8 +26,10 @@ pub struct Election {
     /// Router status, updated on every change.
     pub status: watch::Receiver<Status>,
     tracking: Tracking,
-    probes: Vec<tokio::task::JoinHandle<()>>,
-    task: tokio::task::JoinHandle<()>,
+    probes: Supervised,
+    router: Supervised,
+    /// The router's timers beat here (the watchdog reads it).
+    pub beat: Beat,
 }
 
 impl Election {
@@ -41,13 +45,22 @@ impl Election {
             return Err(io::IoError::NoAddress("no [vrrp] section".into()));
         };
         let vips = vip_addresses(cfg);
+        let local: Vec<Ipv4Addr> = netlink
+            .addresses(link.index)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
         let primary = match v.source {
-            Some(a) => a,
-            None => netlink
-                .addresses(link.index)
-                .await?
+            Some(a) if local.contains(&a) => a,
+            Some(a) => {
+                return Err(io::IoError::NotLocal {
+                    addr: a,
+                    iface: link.name.clone(),
+                })
+            }
+            None => local
                 .into_iter()
-                .map(|(a, _)| a)
                 .find(|a| !vips.contains(a))
                 .ok_or_else(|| io::IoError::NoAddress(link.name.clone()))?,
         };
@@ -85,6 +98,9 @@ impl Election {
             mode = if v.unicast_peers.is_empty() { "multicast" } else { "unicast" },
             "starting VRRP"
         );
+        // Sockets now: a missing capability or a failed multicast join stops
+        // the start instead of a task that logs and ends.
+        let opened = Router::open(router, link.clone())?;
         let (control, control_rx) = mpsc::channel(16);
         let (status_tx, status) = watch::channel(Status {
             state: crate::vrrp::machine::State::Initialize,
@@ -96,34 +112,42 @@ impl Election {
             rejected: Default::default(),
             transitions: 0,
             became_master: 0,
+            split_brain_answers: 0,
+            address_failures: 0,
+            address_fault: false,
         });
         let (track_tx, track_rx) = mpsc::channel(64);
-        let task = {
-            let link = link.clone();
+        let beat = Beat::new();
+        let mut router = Supervised::default();
+        {
             let netlink = netlink.clone();
-            tokio::spawn(async move {
-                if let Err(e) = io::run(router, link, netlink, control_rx, status_tx).await {
-                    tracing::error!("VRRP stopped: {e}");
-                }
-            })
-        };
-        let mut probes = Vec::new();
+            let beat = beat.clone();
+            router.spawn("VRRP", async move {
+                opened
+                    .run(netlink, control_rx, status_tx, beat)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        let mut probes = Supervised::default();
         for name in &v.track_interfaces {
-            probes.push(tokio::spawn(watch_interface(
-                netlink.clone(),
-                name.clone(),
-                track_tx.clone(),
-            )));
+            probes.spawn(
+                format!("interface tracking {name}"),
+                watch_interface(netlink.clone(), name.clone(), track_tx.clone()),
+            );
         }
         if v.track_dataplane {
-            probes.push(tokio::spawn(watch_dataplane(
-                netlink.clone(),
-                link.name.clone(),
-                track_tx.clone(),
-            )));
+            probes.spawn(
+                "data plane tracking",
+                watch_dataplane(netlink.clone(), link.name.clone(), track_tx.clone()),
+            );
         }
         for s in &v.track_scripts {
-            probes.push(tokio::spawn(run_script(s.clone(), track_tx.clone())));
+            let s = s.get_ref().clone();
+            probes.spawn(
+                format!("track_script {}", s.name),
+                run_script(s, track_tx.clone()),
+            );
         }
         Ok((
             Self {
@@ -131,7 +155,8 @@ impl Election {
                 status,
                 tracking: Tracking::new(v.priority),
                 probes,
-                task,
+                router,
+                beat,
             },
             track_rx,
         ))
@@ -168,11 +193,22 @@ impl Election {
         &self.tracking
     }
 
-    /// Gives up mastership (priority 0), removes the VIPs and stops.
-    pub async fn shutdown(self) {
-        for p in &self.probes {
-            p.abort();
+    /// A reload changed the VIP addresses.
+    pub async fn set_addresses(&self, addrs: Vec<Ipv4Addr>) {
+        let _ = self.control.send(Control::Addresses(addrs)).await;
+    }
+
+    /// Waits for the router or a tracking probe to end (they must not).
+    pub async fn ended(&mut self) -> String {
+        tokio::select! {
+            e = self.router.ended() => e,
+            e = self.probes.ended() => e,
         }
+    }
+
+    /// Gives up mastership (priority 0), removes the VIPs and stops.
+    pub async fn shutdown(mut self) {
+        self.probes.abort_all();
         let active: Vec<String> = self
             .tracking()
             .active()
@@ -180,9 +216,9 @@ impl Election {
             .collect();
         let (tx, rx) = oneshot::channel();
         if self.control.send(Control::Shutdown(tx)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+            let _ = tokio::time::timeout(Duration::from_secs(4), rx).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.router.ended()).await;
         let st = self.status.borrow().clone();
         let rejected: Vec<String> = st
             .rejected
@@ -218,10 +254,15 @@ pub fn vip_addresses(cfg: &Config) -> Vec<Ipv4Addr> {
 }
 
 /// Link up/down of a tracked interface: down (or gone) is a FAULT.
-async fn watch_interface(netlink: Netlink, name: String, tx: mpsc::Sender<TrackEvent>) {
+async fn watch_interface(
+    netlink: Netlink,
+    name: String,
+    tx: mpsc::Sender<TrackEvent>,
+) -> Result<(), String> {
     let source = format!("interface:{name}");
     let mut last = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let up = netlink.link(&name).await.map(|l| l.up).unwrap_or(false);
@@ -229,16 +270,21 @@ async fn watch_interface(netlink: Netlink, name: String, tx: mpsc::Sender<TrackE
             last = Some(up);
             let effect = if up { Effect::None } else { Effect::Fault };
             if tx.send((source.clone(), effect)).await.is_err() {
-                return;
+                return Ok(());
             }
         }
     }
 }
 
 /// The data plane being attached: no XDP program on the interface is a FAULT.
-async fn watch_dataplane(netlink: Netlink, name: String, tx: mpsc::Sender<TrackEvent>) {
+async fn watch_dataplane(
+    netlink: Netlink,
+    name: String,
+    tx: mpsc::Sender<TrackEvent>,
+) -> Result<(), String> {
     let mut last = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let attached = netlink
@@ -254,17 +300,20 @@ async fn watch_dataplane(netlink: Netlink, name: String, tx: mpsc::Sender<TrackE
                 Effect::Fault
             };
             if tx.send(("dataplane".into(), effect)).await.is_err() {
-                return;
+                return Ok(());
             }
         }
     }
 }
 
 /// A keepalived-style `vrrp_script`: run every interval, rise/fall applied.
-async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) {
+/// A run that overruns `timeout_ms` fails and its process group is killed
+/// (see `crate::proc`); missed intervals are not made up for.
+async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), String> {
     let source = format!("script:{}", s.name);
     let mut state = RiseFall::new(s.rise, s.fall, true);
     let mut tick = tokio::time::interval(Duration::from_millis(s.interval_ms as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout = Duration::from_millis(s.timeout_ms as u64);
     // Announce the initial state.
     if tx
@@ -272,36 +321,29 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) {
         .await
         .is_err()
     {
-        return;
+        return Ok(());
     }
     loop {
         tick.tick().await;
-        let ok = match tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&s.script)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(mut child) => matches!(
-                tokio::time::timeout(timeout, child.wait()).await,
-                Ok(Ok(st)) if st.success()
-            ),
-            Err(e) => {
-                tracing::warn!(script = %s.name, "cannot run tracked script: {e}");
-                false
-            }
-        };
-        if let Some(up) = state.record(ok) {
-            tracing::info!(script = %s.name, ok = up, "tracked script changed state");
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(&s.script);
+        let run = crate::proc::run(cmd, timeout).await;
+        if !run.success() {
+            tracing::debug!(
+                script = %s.name,
+                output = %run.output.trim_end(),
+                "tracked script: {}",
+                run.describe()
+            );
+        }
+        if let Some(up) = state.record(run.success()) {
+            tracing::info!(script = %s.name, ok = up, result = %run.describe(), "tracked script changed state");
             if tx
                 .send((source.clone(), script_effect(s.weight, up)))
                 .await
                 .is_err()
             {
-                return;
+                return Ok(());
             }
         }
     }

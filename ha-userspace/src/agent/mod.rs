@@ -2,16 +2,30 @@
 //! checks and the API together, and runs them until a signal says stop.
 //!
 //! Start-up order: the config was validated before anything here runs; then
-//! the interface is looked up, the data plane started (or adopted), backend
-//! MACs resolved, the maps written, VRRP (or standalone VIP ownership), the
-//! health probes and the API started. After that one loop owns all state
-//! and reacts to: health reports, operator commands from the API, SIGHUP
-//! (reload), tracking events, a neighbour refresh, a one-second sampling of
-//! the counters (published for the API), and SIGTERM/SIGINT.
+//! the interface is looked up, the data plane started (or adopted) under an
+//! exclusive lock on its pin directory, backend MACs resolved, the maps
+//! written, VRRP (or standalone VIP ownership), the health probes and the
+//! API started; then systemd hears `READY=1`. Everything that can fail is
+//! tried before that, and start-up fails with the reason.
+//!
+//! After that one loop owns all state and reacts to: health reports (of the
+//! current monitor generation only), operator commands from the API,
+//! SIGHUP (reload), tracking events, new backend MACs from the neighbour
+//! resolver (a task of its own), a one-second tick (status publication,
+//! the flow census that ends graceful removals, the watchdog ping), and
+//! SIGTERM/SIGINT. Every long-running task is supervised: if one ends, the
+//! agent exits non-zero for systemd to restart it.
+//!
+//! A reload is all or nothing: the new config is checked, the data plane is
+//! written with it, and only then does it become the running config; a
+//! data-plane write that fails puts the previous state back and the reload
+//! is reported as failed.
 
 mod election;
+mod neighbours;
 pub mod runtime;
 mod snapshot;
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -23,14 +37,17 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, BackendOp, Command, CommandError};
-use crate::config::{self, Config};
-use crate::dataplane::{self, Attached, DataPlane};
+use crate::config::{self, Config, XdpModeCfg};
+use crate::dataplane::{self, Attached, DataPlane, FlowView};
 use crate::health::monitor::{Monitor, Report};
 use crate::net::{Link, NetError, Netlink};
 use crate::vrrp::track::Effect;
-use runtime::{Diff, Runtime};
+use crate::watchdog;
+use neighbours::{Macs, Resolver};
+use runtime::{Diff, Released, Runtime};
+use supervise::Supervised;
 
-/// Agent errors (start-up; once running, problems are logged and survived).
+/// Agent errors (start-up, and a supervised task that ended).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The config did not load.
@@ -51,14 +68,20 @@ pub enum AgentError {
     /// The API did not start.
     #[error("{0}")]
     Api(#[from] api::ApiError),
-    /// The token file could not be read.
-    #[error("token file {path}: {source}")]
+    /// The token file could not be read or holds too short a token.
+    #[error("token file {path}: {why}")]
     Token {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        why: String,
     },
+    /// A backend address is one of this node's own.
+    #[error("{0}")]
+    LocalBackend(String),
+    /// A task that must run for ever ended.
+    #[error("{0}: stopping so that the service manager restarts halb")]
+    TaskEnded(String),
 }
 
 /// How `halb run` was asked to behave.
@@ -95,16 +118,73 @@ pub fn pin_dir(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| Path::new("/sys/fs/bpf/halb").join(node_name(cfg)))
 }
 
-/// The API token from `[api] token_file`, if configured.
+/// The API token from `[api] token_file`, if configured. An empty or short
+/// token is an error, never "no token".
 pub fn read_token(cfg: &Config) -> Result<Option<String>, AgentError> {
     let Some(path) = &cfg.api.token_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| AgentError::Token {
+    let path = path.get_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| AgentError::Token {
         path: path.clone(),
-        source,
+        why: e.to_string(),
     })?;
-    Ok(Some(text.trim().to_string()))
+    let token = text.trim().to_string();
+    if token.len() < config::MIN_TOKEN_LEN {
+        return Err(AgentError::Token {
+            path: path.clone(),
+            why: format!(
+                "holds {} bytes of token, at least {} are needed",
+                token.len(),
+                config::MIN_TOKEN_LEN
+            ),
+        });
+    }
+    Ok(Some(token))
+}
+
+/// Raises the soft limit on open files to the hard limit: health probes,
+/// API connections and netlink all need descriptors, and the API bounds its
+/// own share.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Backends whose address is one of `local` (this node's own): XDP would
+/// send VIP traffic to itself, or to a peer that sends it back.
+fn local_backends(cfg: &Config, local: &[Ipv4Addr]) -> Result<(), AgentError> {
+    for v in cfg.vips() {
+        for b in &v.backends {
+            if local.contains(b.address.get_ref()) {
+                return Err(AgentError::LocalBackend(format!(
+                    "vip {:?} backend {:?}: {} is an address of this node; \
+                     a load balancer must not balance to itself",
+                    v.name.get_ref(),
+                    b.name.get_ref(),
+                    b.address.get_ref()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mode_wanted(m: XdpModeCfg) -> dataplane::ModeWanted {
+    match m {
+        XdpModeCfg::Auto => dataplane::ModeWanted::Auto,
+        XdpModeCfg::Native => dataplane::ModeWanted::Native,
+        XdpModeCfg::Generic => dataplane::ModeWanted::Generic,
+    }
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -113,19 +193,28 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
     let token = read_token(&cfg)?;
+    raise_nofile();
 
-    let netlink = Netlink::open()?;
+    let mut tasks = Supervised::default();
+    let (netlink, netlink_task) = Netlink::open()?;
+    tasks.adopt("the netlink connection", netlink_task);
     let link = netlink.link(cfg.node.interface.get_ref()).await?;
+    let local: Vec<Ipv4Addr> = netlink
+        .addresses(link.index)
+        .await?
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    local_backends(&cfg, &local)?;
     let dir = pin_dir(&cfg);
-    if opts.reset_dataplane {
-        dataplane::remove_pins(&dir)?;
-    }
     let dp_opts = dataplane::Options {
         interface: link.name.clone(),
-        mode: cfg.node.xdp_mode,
+        mode: mode_wanted(cfg.node.xdp_mode),
         pin_dir: dir.clone(),
         flow_table_size: cfg.node.flow_table_size,
         mac: link.mac,
+        hash_seed: cfg.node.flow_hash_seed,
+        reset: opts.reset_dataplane,
     };
     let dp = DataPlane::start(&dp_opts)?;
     match dp.attached() {
@@ -138,30 +227,52 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             "adopted the pinned XDP program and maps"
         ),
     }
-    let source = netlink
-        .addresses(link.index)
-        .await?
-        .into_iter()
-        .map(|(a, _)| a)
-        .find(|a| !election::vip_addresses(&cfg).contains(a));
+    let flow_view = Arc::new(dp.maps().flow_view()?);
+    let vips = election::vip_addresses(&cfg);
+    let source = local.iter().copied().find(|a| !vips.contains(a));
     let (status_tx, status_rx) = watch::channel(api::Published::default());
     let (health_tx, mut health_rx) = mpsc::channel(1024);
+    let runtime = Runtime::new(&cfg);
+    let wanted = runtime::backend_addresses(&cfg, &runtime);
+    let macs = neighbours::resolve(&netlink, link.index, &wanted).await;
+    let (macs_tx, mut macs_rx) = mpsc::channel(4);
+    let (resolver, resolver_task) = Resolver::start(
+        netlink.clone(),
+        link.index,
+        wanted,
+        macs.clone(),
+        Duration::from_millis(cfg.node.neigh_refresh_ms),
+        macs_tx,
+    );
+    tasks.adopt("the neighbour resolver", resolver_task);
     let mut agent = Agent {
-        runtime: Runtime::new(&cfg),
+        runtime,
+        owned: Vec::new(),
         cfg,
         netlink,
         link,
         dp,
-        macs: HashMap::new(),
+        macs,
+        resolver,
         source,
         health_tx,
         monitor: None,
+        generation: 0,
         election: None,
         sampler: snapshot::Sampler::new(),
         started: Instant::now(),
+        flow_view,
+        census: None,
+        flows: HashMap::new(),
+        flows_total: 0,
+        census_at: None,
+        watchdog: watchdog::interval(),
+        stale_logged: false,
     };
-    agent.refresh_neighbours().await;
-    agent.sync("start");
+    for a in wanted_missing(&agent) {
+        tracing::warn!(backend = %a, "no MAC address for backend (no ARP reply); it gets no traffic");
+    }
+    agent.sync("start")?;
 
     // VIP ownership: VRRP when configured, else this node always owns them.
     let mut track_rx = None;
@@ -170,7 +281,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         agent.election = Some(e);
         track_rx = Some(rx);
     } else {
-        agent.own_vips(true).await;
+        let vips = election::vip_addresses(&agent.cfg);
+        agent.own_vips(&vips, true).await;
     }
     agent.restart_health();
     agent.track_backends().await;
@@ -186,15 +298,20 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         },
     )
     .await?;
+    let api_abort = api_task.abort_handle();
+    tasks.adopt("the API server", api_task);
     tracing::info!(listen = %agent.cfg.api.addr(), "API and stats page listening");
+    watchdog::ready();
+    if let Some(w) = agent.watchdog {
+        tracing::info!(interval = ?w, "systemd watchdog enabled");
+    }
 
-    let mut refresh = tokio::time::interval(Duration::from_millis(agent.cfg.node.neigh_refresh_ms));
-    refresh.tick().await;
     let mut sample = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ended = loop {
         tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break None; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break None; }
             _ = sighup.recv() => {
                 let _ = agent.reload(&opts.config_path).await;
                 agent.publish(&status_tx);
@@ -211,20 +328,35 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                     e.track(ev).await;
                 }
             }
-            _ = refresh.tick() => {
-                if agent.refresh_neighbours().await {
-                    agent.sync("neighbour change");
+            Some(macs) = macs_rx.recv() => {
+                if macs != agent.macs {
+                    agent.macs = macs;
+                    if let Err(e) = agent.sync("neighbour change") {
+                        tracing::error!("{e}");
+                    }
                 }
             }
-            _ = sample.tick() => agent.publish(&status_tx),
+            _ = sample.tick() => {
+                agent.census_tick();
+                agent.publish(&status_tx);
+                agent.watchdog_tick();
+            }
+            what = tasks.ended() => break Some(what),
+            what = election_ended(&mut agent.election) => break Some(what),
+            what = monitor_ended(&mut agent.monitor) => break Some(what),
         }
-    }
-    api_task.abort();
+    };
+    watchdog::stopping();
+    api_abort.abort();
+    tasks.abort_all();
     agent.monitor = None;
     let keep = opts.keep_dataplane;
     match agent.election.take() {
         Some(e) => e.shutdown().await,
-        None if !keep => agent.own_vips(false).await,
+        None if !keep => {
+            let owned = agent.owned.clone();
+            agent.own_vips(&owned, false).await
+        }
         None => {}
     }
     agent.dp.shutdown(keep)?;
@@ -233,7 +365,20 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     } else {
         tracing::info!("data plane detached and unpinned");
     }
-    Ok(())
+    match ended {
+        Some(what) => {
+            tracing::error!("{what}");
+            Err(AgentError::TaskEnded(what))
+        }
+        None => Ok(()),
+    }
+}
+
+fn wanted_missing(a: &Agent) -> Vec<Ipv4Addr> {
+    runtime::backend_addresses(&a.cfg, &a.runtime)
+        .into_iter()
+        .filter(|x| !a.macs.contains_key(x))
+        .collect()
 }
 
 /// The next tracking event, or never when there is no election.
@@ -246,52 +391,118 @@ async fn recv_track(
     }
 }
 
+async fn election_ended(e: &mut Option<election::Election>) -> String {
+    match e {
+        Some(e) => e.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn monitor_ended(m: &mut Option<Monitor>) -> String {
+    match m {
+        Some(m) => m.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One walk of the flow table: flows per backend id, all and live.
+struct Census {
+    at: Instant,
+    per_backend: HashMap<u32, (u64, u64)>,
+}
+
+/// Flow-time units a flow of a removed backend may be quiet and still count
+/// as live once its client sent FIN or RST.
+const CLOSING_IDLE_UNITS: u32 = 2;
+/// `ms` in flow-time units (2^30 ns), rounded up.
+fn idle_units(ms: u64) -> u32 {
+    ((ms as u128 * 1_000_000).div_ceil(1u128 << ha_common::FLOW_TIME_UNIT_SHIFT) as u32).max(1)
+}
+
+/// How often the flow table is walked when no removal waits on it.
+const CENSUS_EVERY: Duration = Duration::from_secs(5);
+
 struct Agent {
     cfg: Config,
     runtime: Runtime,
+    /// VIP addresses this node put on its interface (no VRRP).
+    owned: Vec<Ipv4Addr>,
     netlink: Netlink,
     link: Link,
     dp: DataPlane,
-    macs: HashMap<Ipv4Addr, [u8; 6]>,
+    macs: Macs,
+    resolver: Resolver,
     source: Option<Ipv4Addr>,
     health_tx: mpsc::Sender<Report>,
     monitor: Option<Monitor>,
+    generation: u64,
     election: Option<election::Election>,
     sampler: snapshot::Sampler,
     started: Instant,
+    flow_view: Arc<FlowView>,
+    census: Option<std::thread::JoinHandle<Census>>,
+    /// Flows per backend id at the last census.
+    flows: HashMap<u32, u64>,
+    flows_total: u64,
+    census_at: Option<Instant>,
+    watchdog: Option<Duration>,
+    stale_logged: bool,
 }
 
 impl Agent {
     /// Writes the maps from the config and what is known at run time.
-    fn sync(&mut self, why: &str) {
+    fn sync(&mut self, why: &str) -> Result<(), dataplane::Error> {
         let specs = self.runtime.specs(&self.cfg, &self.macs);
         let t = Instant::now();
         match self.dp.writer().apply(&specs) {
-            Ok(r) if r.is_empty() => tracing::info!(why, "data plane already up to date"),
-            Ok(r) => tracing::info!(
-                why,
-                vips_added = r.vips_added,
-                vips_removed = r.vips_removed,
-                tables_swapped = r.tables_swapped,
-                backends_written = r.backends_written,
-                took_us = t.elapsed().as_micros() as u64,
-                "data plane updated"
-            ),
-            Err(e) => tracing::error!(why, "data plane update failed: {e}"),
+            Ok(r) if r.is_empty() => {
+                tracing::info!(why, "data plane already up to date");
+                Ok(())
+            }
+            Ok(r) => {
+                tracing::info!(
+                    why,
+                    vips_added = r.vips_added,
+                    vips_removed = r.vips_removed,
+                    tables_swapped = r.tables_swapped,
+                    backends_written = r.backends_written,
+                    took_us = t.elapsed().as_micros() as u64,
+                    "data plane updated"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(why, "data plane update failed: {e}");
+                Err(e)
+            }
         }
     }
 
-    /// Starts (or restarts) the probes for the current config.
+    /// Starts (or restarts) the probes for the current config; reports of
+    /// an earlier monitor are recognised by their generation and dropped.
     fn restart_health(&mut self) {
         self.monitor = None;
+        self.generation += 1;
         let targets = runtime::targets(&self.cfg);
         if !targets.is_empty() {
-            self.monitor = Some(Monitor::start(targets, self.source, self.health_tx.clone()));
+            self.monitor = Some(Monitor::start(
+                targets,
+                self.source,
+                self.health_tx.clone(),
+                self.generation,
+            ));
         }
     }
 
     /// Takes a probe's outcome; returns whether a backend changed state.
     fn health(&mut self, r: Report) -> bool {
+        if r.generation != self.generation {
+            tracing::debug!(
+                vip = %r.target.vip, backend = %r.target.backend,
+                "dropped a health report of a replaced monitor"
+            );
+            return false;
+        }
         let (vip, backend) = (r.target.vip.clone(), r.target.backend.clone());
         let detail = r.outcome.detail.clone();
         match self
@@ -304,10 +515,12 @@ impl Agent {
                 } else {
                     tracing::warn!(%vip, %backend, %detail, "backend is DOWN");
                 }
-                self.sync(&format!(
+                if let Err(e) = self.sync(&format!(
                     "{vip}/{backend} {}",
                     if up { "up" } else { "down" }
-                ));
+                )) {
+                    tracing::error!("{e}");
+                }
                 true
             }
             None => false,
@@ -351,6 +564,7 @@ impl Agent {
                 reply,
             } => {
                 let max = config::MAX_WEIGHT;
+                let before = self.runtime.clone();
                 let result = match op {
                     BackendOp::Weight(w) if w > max => Err(CommandError::BadRequest(format!(
                         "weight must be between 0 and {max}, got {w}"
@@ -366,22 +580,35 @@ impl Agent {
                         })
                         .map_err(|e| CommandError::NotFound(e.to_string())),
                 };
-                let answer = result.map(|admin| {
-                    let configured = self
-                        .cfg
-                        .vips()
-                        .find(|v| v.name.get_ref() == &vip)
-                        .and_then(|v| v.backends.iter().find(|b| b.name.get_ref() == &backend))
-                        .map_or(1, |b| b.weight);
-                    tracing::info!(%vip, %backend, ?op, "operator command");
-                    self.sync(&format!("operator {op:?} {vip}/{backend}"));
-                    api::model::BackendChange {
-                        weight: self.runtime.weight(&vip, &backend, configured),
-                        drained: admin.drained,
-                        vip: vip.clone(),
-                        backend: backend.clone(),
+                let answer = match result {
+                    Ok(admin) => {
+                        tracing::info!(%vip, %backend, ?op, "operator command");
+                        match self.sync(&format!("operator {op:?} {vip}/{backend}")) {
+                            Ok(()) => {
+                                let configured = self
+                                    .cfg
+                                    .vips()
+                                    .find(|v| v.name.get_ref() == &vip)
+                                    .and_then(|v| {
+                                        v.backends.iter().find(|b| b.name.get_ref() == &backend)
+                                    })
+                                    .map_or(1, |b| b.weight);
+                                Ok(api::model::BackendChange {
+                                    weight: self.runtime.weight(&vip, &backend, configured),
+                                    drained: admin.drained,
+                                    vip: vip.clone(),
+                                    backend: backend.clone(),
+                                })
+                            }
+                            Err(e) => {
+                                self.runtime = before;
+                                let _ = self.sync("undo a failed operator command");
+                                Err(CommandError::Failed(format!("data plane: {e}")))
+                            }
+                        }
                     }
-                });
+                    Err(e) => Err(e),
+                };
                 self.publish(status);
                 let _ = reply.send(answer);
             }
@@ -393,10 +620,10 @@ impl Agent {
         }
     }
 
-    /// Without VRRP: puts the VIPs on the interface (and announces them) or
-    /// takes them off.
-    async fn own_vips(&self, own: bool) {
-        for addr in election::vip_addresses(&self.cfg) {
+    /// Without VRRP: puts VIP addresses on the interface (and announces
+    /// them) or takes them off.
+    async fn own_vips(&mut self, addrs: &[Ipv4Addr], own: bool) {
+        for &addr in addrs {
             let r = if own {
                 self.netlink.add_address(self.link.index, addr, 32).await
             } else {
@@ -406,48 +633,127 @@ impl Agent {
                 tracing::error!("VIP {addr}: {e}");
             }
             if own {
+                if !self.owned.contains(&addr) {
+                    self.owned.push(addr);
+                }
                 match crate::net::arp::RawSender::open(self.link.index) {
                     Ok(s) => {
                         let _ = s.send(&crate::net::arp::garp_frame(self.link.mac, addr));
                     }
                     Err(e) => tracing::warn!("gratuitous ARP for {addr}: {e}"),
                 }
+            } else {
+                self.owned.retain(|a| *a != addr);
             }
         }
     }
 
-    /// Re-reads the config. A bad file is logged, rejected with its
-    /// problems, and the running config stays.
+    /// Re-reads the config: all or nothing. A bad file, a backend at one of
+    /// this node's addresses, or a data plane that cannot take the new
+    /// state is rejected with its problems, and the running config stays.
     async fn reload(&mut self, path: &Path) -> Result<String, Vec<String>> {
-        let new = match config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
-                for p in &problems {
-                    tracing::error!("reload rejected: {p}");
-                }
-                tracing::warn!("keeping the running configuration");
-                return Err(problems);
+        let reject = |problems: Vec<String>| {
+            for p in &problems {
+                tracing::error!("reload rejected: {p}");
             }
+            tracing::warn!("keeping the running configuration");
+            Err(problems)
         };
+        let mut new = match config::load(path) {
+            Ok(c) => c,
+            Err(e) => return reject(e.problems.iter().map(ToString::to_string).collect()),
+        };
+        let local: Vec<Ipv4Addr> = match self.netlink.addresses(self.link.index).await {
+            Ok(v) => v.into_iter().map(|(a, _)| a).collect(),
+            Err(e) => return reject(vec![e.to_string()]),
+        };
+        if let Err(e) = local_backends(&new, &local) {
+            return reject(vec![e.to_string()]);
+        }
         if new.node.interface.get_ref() != self.cfg.node.interface.get_ref() {
             tracing::warn!(
                 "reload: changing [node] interface needs a restart; kept {}",
                 self.link.name
             );
         }
-        let vrrp_changed = format!("{:?}", new.vrrp()) != format!("{:?}", self.cfg.vrrp());
-        if vrrp_changed {
-            tracing::warn!("reload: [vrrp] changes take effect at the next restart");
+        // The running VRRP instance keeps its settings until a restart.
+        if format!("{:?}", new.vrrp()) != format!("{:?}", self.cfg.vrrp()) {
+            tracing::warn!(
+                "reload: [vrrp] changes take effect at the next restart; the running \
+                 instance keeps its settings"
+            );
+            new.vrrp = self.cfg.vrrp.clone();
         }
         let diff = Diff::between(&self.cfg, &new);
-        self.runtime.reload(&new, &diff);
+        let mut runtime = self.runtime.clone();
+        runtime.reload(
+            &self.cfg,
+            &new,
+            &diff,
+            &self.macs,
+            Instant::now(),
+            Duration::from_millis(self.cfg.node.removal_timeout_ms),
+        );
+        let specs = runtime.specs(&new, &self.macs);
+        let t = Instant::now();
+        match self.dp.writer().apply(&specs) {
+            Ok(r) => tracing::info!(
+                why = "reload",
+                vips_added = r.vips_added,
+                vips_removed = r.vips_removed,
+                tables_swapped = r.tables_swapped,
+                backends_written = r.backends_written,
+                took_us = t.elapsed().as_micros() as u64,
+                "data plane updated"
+            ),
+            Err(e) => {
+                // Back to what ran before, then report the failure.
+                if let Err(e2) = self.sync("restore after a failed reload") {
+                    tracing::error!("restoring the previous data plane: {e2}");
+                }
+                return reject(vec![format!(
+                    "{}: the data plane cannot take it: {e}",
+                    path.display()
+                )]);
+            }
+        }
+        let old_addrs = election::vip_addresses(&self.cfg);
         let health_restart = runtime::targets(&new) != runtime::targets(&self.cfg);
         self.cfg = new;
-        self.refresh_neighbours().await;
-        self.sync("reload");
+        self.runtime = runtime;
+        for ((vip, backend), r) in self.runtime.removing() {
+            if r.started >= t - Duration::from_secs(1) {
+                tracing::info!(
+                    %vip, %backend,
+                    timeout_ms = self.cfg.node.removal_timeout_ms,
+                    "backend removed: no new flows; its flows go on until they end"
+                );
+            }
+        }
+        self.resolver
+            .want(runtime::backend_addresses(&self.cfg, &self.runtime));
         if health_restart {
             self.restart_health();
+        }
+        let new_addrs = election::vip_addresses(&self.cfg);
+        if new_addrs != old_addrs {
+            match &self.election {
+                Some(e) => e.set_addresses(new_addrs.clone()).await,
+                None => {
+                    let gone: Vec<Ipv4Addr> = old_addrs
+                        .iter()
+                        .filter(|a| !new_addrs.contains(a))
+                        .copied()
+                        .collect();
+                    let added: Vec<Ipv4Addr> = new_addrs
+                        .iter()
+                        .filter(|a| !old_addrs.contains(a))
+                        .copied()
+                        .collect();
+                    self.own_vips(&gone, false).await;
+                    self.own_vips(&added, true).await;
+                }
+            }
         }
         self.track_backends().await;
         let summary = diff.summary();
@@ -455,49 +761,107 @@ impl Agent {
         Ok(summary)
     }
 
-    /// Learns backend MACs from the neighbour table, asking the kernel to
-    /// resolve the missing ones. Returns whether anything changed.
-    async fn refresh_neighbours(&mut self) -> bool {
-        let wanted: Vec<Ipv4Addr> = runtime::backend_addresses(&self.cfg);
-        let mut table = match self.netlink.neighbours(self.link.index).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("neighbour dump failed: {e}");
-                return false;
-            }
-        };
-        let missing: Vec<Ipv4Addr> = wanted
-            .iter()
-            .filter(|a| !table.contains_key(a))
-            .copied()
-            .collect();
-        if !missing.is_empty() {
-            for a in &missing {
-                if let Err(e) = self.netlink.probe_neighbour(self.link.index, *a).await {
-                    tracing::debug!("probe {a}: {e}");
+    /// Every second: picks up a finished flow census (flows per backend for
+    /// the status; live flows end graceful removals), and starts the next
+    /// one when it is due.
+    fn census_tick(&mut self) {
+        let now = Instant::now();
+        if self.census.as_ref().is_some_and(|c| c.is_finished()) {
+            if let Some(Ok(c)) = self.census.take().map(|c| c.join()) {
+                self.flows = c.per_backend.iter().map(|(id, (n, _))| (*id, *n)).collect();
+                self.flows_total = self.flows.values().sum();
+                let dp = &self.dp;
+                let released = self.runtime.settle(c.at, now, |service, addr| {
+                    dp.backend_id(service, addr)
+                        .map(|id| c.per_backend.get(&id).map_or(0, |(_, live)| *live))
+                });
+                if !released.is_empty() {
+                    for ((vip, backend), _, why) in &released {
+                        match why {
+                            Released::FlowsEnded => tracing::info!(
+                                %vip, %backend, "removed backend's last flow ended: released"
+                            ),
+                            Released::TimedOut(n) => tracing::warn!(
+                                %vip, %backend, live_flows = n,
+                                "removal_timeout passed: released, cutting its remaining flows"
+                            ),
+                        }
+                    }
+                    if let Err(e) = self.sync("removal done") {
+                        tracing::error!("{e}");
+                    }
+                    self.resolver
+                        .want(runtime::backend_addresses(&self.cfg, &self.runtime));
                 }
             }
-            // ARP answers on a LAN take well under a second.
-            for _ in 0..20 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if let Ok(t) = self.netlink.neighbours(self.link.index).await {
-                    table = t;
-                }
-                if missing.iter().all(|a| table.contains_key(a)) {
+        }
+        let due = !self.runtime.removing().is_empty()
+            || self.census_at.is_none_or(|t| now - t >= CENSUS_EVERY);
+        if self.census.is_none() && due {
+            let view = self.flow_view.clone();
+            let seed = self.dp.maps().hash_seed();
+            let idle_units = idle_units(self.cfg.node.flow_idle_timeout_ms);
+            self.census_at = Some(now);
+            self.census = Some(std::thread::spawn(move || {
+                let at = Instant::now();
+                let t = dataplane::maps::flow_now();
+                let mut per_backend: HashMap<u32, (u64, u64)> = HashMap::new();
+                view.for_each_valid(seed, |e| {
+                    let idle = e.idle_units(t);
+                    let live = if e.closing() {
+                        idle < CLOSING_IDLE_UNITS
+                    } else {
+                        idle < idle_units
+                    };
+                    let c = per_backend.entry(e.backend).or_default();
+                    c.0 += 1;
+                    c.1 += live as u64;
+                });
+                Census { at, per_backend }
+            }));
+        }
+    }
+
+    /// Pings systemd's watchdog while the VRRP timers and the health probes
+    /// show life (this loop running is the third sign).
+    fn watchdog_tick(&mut self) {
+        if self.watchdog.is_none() {
+            return;
+        }
+        let mut stale: Vec<String> = Vec::new();
+        if let Some(e) = &self.election {
+            if e.beat.age() > Duration::from_secs(3) {
+                stale.push("VRRP timers".into());
+            }
+        }
+        if let Some(m) = &self.monitor {
+            let now = SystemTime::now();
+            let since_start = m.started().elapsed();
+            for t in runtime::targets(&self.cfg) {
+                let budget = t.interval * 3 + t.timeout + Duration::from_secs(5);
+                let age = self
+                    .runtime
+                    .get(&t.vip, &t.backend)
+                    .and_then(|s| s.last.as_ref())
+                    .map(|(_, at)| now.duration_since(*at).unwrap_or_default())
+                    .unwrap_or(since_start)
+                    .min(since_start);
+                if age > budget {
+                    stale.push(format!("health checks of {}/{}", t.vip, t.backend));
                     break;
                 }
             }
-            for a in missing.iter().filter(|a| !table.contains_key(a)) {
-                tracing::warn!(backend = %a, "no MAC address for backend (no ARP reply); it gets no traffic");
-            }
         }
-        let new: HashMap<Ipv4Addr, [u8; 6]> = wanted
-            .iter()
-            .filter_map(|a| table.get(a).map(|m| (*a, *m)))
-            .collect();
-        let changed = new != self.macs;
-        self.macs = new;
-        changed
+        if stale.is_empty() {
+            self.stale_logged = false;
+            watchdog::ping();
+        } else if !self.stale_logged {
+            self.stale_logged = true;
+            tracing::error!(
+                stalled = %stale.join(", "),
+                "not pinging the systemd watchdog: a part of the agent stopped"
+            );
+        }
     }
 
     /// Samples the counters and publishes a fresh status document.

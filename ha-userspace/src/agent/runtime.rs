@@ -1,11 +1,21 @@
 //! What the agent knows about each backend beyond the config: its health
 //! (rise/fall), the last check, and the operator's overrides (drain,
-//! weight); how a reload carries that over; and the desired data-plane
-//! state that follows from it all. Pure logic, unit-tested.
+//! weight); the backends a reload removed that still finish their flows
+//! (graceful removal); how a reload carries all that over; and the desired
+//! data-plane state that follows from it all. Pure logic, unit-tested.
+//!
+//! Graceful removal: a backend that a reload removes from a VIP that stays
+//! gets no new flows at once (weight 0, like a drain) but stays usable for
+//! the flows it has, until none of them is live or `removal_timeout`
+//! passes; then it is released. What "live" means is the caller's (the flow
+//! table census: a packet within the idle timeout, 2 s once the client sent
+//! FIN or RST). Put back before that, it keeps its flows (same address,
+//! same slot). A backend that is down, has no MAC, or whose VIP is removed
+//! or changes its address, port or protocol, is released at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ha_common::VipKey;
 
@@ -229,10 +239,37 @@ pub enum AdminError {
     },
 }
 
+/// A backend a reload removed, finishing its flows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Removing {
+    /// The service it served.
+    pub service: VipKey,
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// When the reload removed it.
+    pub since: SystemTime,
+    /// The same, on the monotonic clock.
+    pub started: Instant,
+    /// When it goes whatever its flows do.
+    pub deadline: Instant,
+    /// Live flows at the last count after its removal (None: not counted yet).
+    pub live_flows: Option<u64>,
+}
+
+/// Why a removing backend was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Its last flow ended.
+    FlowsEnded,
+    /// `removal_timeout` passed; this many flows were still live.
+    TimedOut(u64),
+}
+
 /// Every backend's run-time state.
 #[derive(Debug, Clone, Default)]
 pub struct Runtime {
     states: BTreeMap<BackendRef, BackendState>,
+    removing: BTreeMap<BackendRef, Removing>,
 }
 
 impl Runtime {
@@ -253,7 +290,66 @@ impl Runtime {
     /// Carries state over a reload: what the diff did not touch keeps its
     /// health and overrides; a changed backend starts afresh (its overrides
     /// were about the old one); a changed health check restarts health.
-    pub fn reload(&mut self, new: &Config, diff: &Diff) {
+    /// Backends removed from a VIP that stays start their graceful removal
+    /// (`timeout` zero: none), when they were carrying traffic.
+    pub fn reload(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        diff: &Diff,
+        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        now: Instant,
+        timeout: Duration,
+    ) {
+        let service = |v: &Vip| VipKey::new(v.address.octets(), v.port, v.protocol.number());
+        let new_services: BTreeMap<&str, (VipKey, BTreeSet<Ipv4Addr>)> = new
+            .vips()
+            .map(|v| {
+                (
+                    v.name.get_ref().as_str(),
+                    (
+                        service(v),
+                        v.backends.iter().map(|b| *b.address.get_ref()).collect(),
+                    ),
+                )
+            })
+            .collect();
+        // Earlier removals: gone with their service, or back in the config.
+        self.removing.retain(|(vip, _), r| {
+            new_services
+                .get(vip.as_str())
+                .is_some_and(|(key, addrs)| *key == r.service && !addrs.contains(&r.addr))
+        });
+        if !timeout.is_zero() {
+            for (vip, backend) in &diff.backends_removed {
+                let Some((key, addrs)) = new_services.get(vip.as_str()) else {
+                    continue;
+                };
+                let Some(ov) = old.vips().find(|v| v.name.get_ref() == vip) else {
+                    continue;
+                };
+                let Some(ob) = ov.backends.iter().find(|b| b.name.get_ref() == backend) else {
+                    continue;
+                };
+                let addr = *ob.address.get_ref();
+                let carried = self.get(vip, backend).is_some_and(BackendState::healthy)
+                    && macs.contains_key(&addr);
+                if service(ov) != *key || addrs.contains(&addr) || !carried {
+                    continue;
+                }
+                self.removing.insert(
+                    (vip.clone(), backend.clone()),
+                    Removing {
+                        service: *key,
+                        addr,
+                        since: SystemTime::now(),
+                        started: now,
+                        deadline: now + timeout,
+                        live_flows: None,
+                    },
+                );
+            }
+        }
         let changed: BTreeSet<&BackendRef> = diff.backends_changed.iter().collect();
         let reset_vip: BTreeSet<&String> = diff
             .vips_changed
@@ -278,6 +374,44 @@ impl Runtime {
             }
         }
         self.states = next;
+    }
+
+    /// Backends finishing their flows, by (VIP, backend) name.
+    pub fn removing(&self) -> &BTreeMap<BackendRef, Removing> {
+        &self.removing
+    }
+
+    /// Takes a flow count made at `counted_at`: `live(service, addr)` is the
+    /// number of live flows of that backend. Releases the backends whose
+    /// flows all ended (by a count made after their removal) or whose
+    /// deadline passed, and returns them.
+    pub fn settle(
+        &mut self,
+        counted_at: Instant,
+        now: Instant,
+        mut live: impl FnMut(&VipKey, Ipv4Addr) -> Option<u64>,
+    ) -> Vec<(BackendRef, Removing, Released)> {
+        let mut out = Vec::new();
+        let keys: Vec<BackendRef> = self.removing.keys().cloned().collect();
+        for key in keys {
+            let Some(r) = self.removing.get_mut(&key) else {
+                continue;
+            };
+            if counted_at >= r.started {
+                r.live_flows = Some(live(&r.service, r.addr).unwrap_or(0));
+            }
+            let why = match r.live_flows {
+                Some(0) => Some(Released::FlowsEnded),
+                n if now >= r.deadline => Some(Released::TimedOut(n.unwrap_or(0))),
+                _ => None,
+            };
+            if let Some(why) = why {
+                if let Some(r) = self.removing.remove(&key) {
+                    out.push((key, r, why));
+                }
+            }
+        }
+        out
     }
 
     /// A backend's state.
@@ -347,13 +481,13 @@ impl Runtime {
             .collect()
     }
 
-    /// The desired data-plane state.
+    /// The desired data-plane state: the config's backends, and the
+    /// removing ones with weight 0 (usable for their flows, no new ones).
     pub fn specs(&self, cfg: &Config, macs: &HashMap<Ipv4Addr, [u8; 6]>) -> Vec<VipSpec> {
         cfg.vips()
-            .map(|v| VipSpec {
-                key: VipKey::new(v.address.octets(), v.port, v.protocol.number()),
-                table_size: v.maglev_table_size,
-                backends: v
+            .map(|v| {
+                let key = VipKey::new(v.address.octets(), v.port, v.protocol.number());
+                let mut backends: Vec<BackendSpec> = v
                     .backends
                     .iter()
                     .map(|b| {
@@ -366,7 +500,22 @@ impl Runtime {
                             healthy: self.get(vn, bn).is_none_or(BackendState::healthy),
                         }
                     })
-                    .collect(),
+                    .collect();
+                for ((vn, _), r) in &self.removing {
+                    if vn == v.name.get_ref() && r.service == key {
+                        backends.push(BackendSpec {
+                            addr: r.addr,
+                            mac: macs.get(&r.addr).copied(),
+                            weight: 0,
+                            healthy: true,
+                        });
+                    }
+                }
+                VipSpec {
+                    key,
+                    table_size: v.maglev_table_size,
+                    backends,
+                }
             })
             .collect()
     }
@@ -400,11 +549,12 @@ pub fn targets(cfg: &Config) -> Vec<Target> {
     out
 }
 
-/// Every backend address in `cfg`, once.
-pub fn backend_addresses(cfg: &Config) -> Vec<Ipv4Addr> {
+/// Every backend address in `cfg`, and of the removing backends, once.
+pub fn backend_addresses(cfg: &Config, rt: &Runtime) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = cfg
         .vips()
         .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
+        .chain(rt.removing.values().map(|r| r.addr))
         .collect();
     out.sort();
     out.dedup();

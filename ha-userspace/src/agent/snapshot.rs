@@ -3,20 +3,18 @@
 //! only counts; rates are userspace's business).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use ha_common::{Action, BackendCounter, VipKey};
 
 use super::Agent;
 use crate::api::model::{
-    BackendStatus, CheckStatus, DataplaneStatus, NodeStatus, Status, VipStatus, VrrpStatus,
+    BackendStatus, CheckStatus, DataplaneStatus, NodeStatus, RemovalStatus, Status, VipStatus,
+    VrrpStatus,
 };
 use crate::config::HealthKind;
 use crate::dataplane::Attached;
 use crate::vrrp::track::Effect;
-
-/// How often the whole flow table is walked to count flows per backend.
-const FLOW_WALK_EVERY: Duration = Duration::from_secs(5);
 
 /// Counter values from the previous sample, and what was derived from them.
 pub struct Sampler {
@@ -25,10 +23,6 @@ pub struct Sampler {
     prev_total: u64,
     rates: HashMap<u32, (f64, f64, f64)>,
     pps: f64,
-    flows: HashMap<u32, u64>,
-    flows_total: u64,
-    flows_at: Option<Instant>,
-    flows_walk: Option<std::thread::JoinHandle<Option<HashMap<u32, u64>>>>,
 }
 
 impl Sampler {
@@ -40,10 +34,6 @@ impl Sampler {
             prev_total: 0,
             rates: HashMap::new(),
             pps: 0.0,
-            flows: HashMap::new(),
-            flows_total: 0,
-            flows_at: None,
-            flows_walk: None,
         }
     }
 }
@@ -83,34 +73,14 @@ pub fn build(a: &mut Agent) -> Status {
     }
     a.sampler.prev_total = total;
     dataplane.pps = a.sampler.pps;
-    // Counting flows walks the whole table (a system call per set): it runs
-    // on a thread of its own and its result is picked up by a later sample.
-    if a.sampler
-        .flows_walk
-        .as_ref()
-        .is_some_and(|t| t.is_finished())
-    {
-        if let Some(Ok(Some(per))) = a.sampler.flows_walk.take().map(|t| t.join()) {
-            a.sampler.flows_total = per.values().sum();
-            a.sampler.flows = per;
-        }
-    }
-    if a.sampler.flows_walk.is_none()
-        && a.sampler
-            .flows_at
-            .is_none_or(|t| now - t >= FLOW_WALK_EVERY)
-    {
-        let dir = a.dp.pin_dir().to_path_buf();
-        a.sampler.flows_walk = Some(std::thread::spawn(move || {
-            crate::dataplane::maps::flows_per_backend_pinned(&dir).ok()
-        }));
-        a.sampler.flows_at = Some(now);
-    }
-    dataplane.flows = a.sampler.flows_total;
+    // Flows per backend come from the agent's flow census (every few
+    // seconds, on a thread of its own).
+    dataplane.flows = a.flows_total;
     dataplane.flow_capacity = maps.flow_sets() as u64 * ha_common::FLOW_WAYS as u64;
 
     // Backends.
     let wall = SystemTime::now();
+    let mono = Instant::now();
     let mut vips = Vec::new();
     let mut seen = HashMap::new();
     for v in a.cfg.vips() {
@@ -153,6 +123,8 @@ pub fn build(a: &mut Agent) -> Status {
                 weight: a.runtime.weight(vn, bn, b.weight),
                 config_weight: b.weight,
                 drained: st.is_some_and(|s| s.admin.drained),
+                removing: false,
+                removal: None,
                 weight_override: st.and_then(|s| s.admin.weight),
                 last_check: st.and_then(|s| s.last.as_ref()).map(|(o, t)| CheckStatus {
                     ok: o.ok,
@@ -163,16 +135,58 @@ pub fn build(a: &mut Agent) -> Status {
                 since_change_s: st
                     .and_then(|s| s.changed)
                     .map(|t| wall.duration_since(t).unwrap_or_default().as_secs_f64()),
-                flows: id
-                    .and_then(|id| a.sampler.flows.get(&id))
-                    .copied()
-                    .unwrap_or(0),
+                flows: id.and_then(|id| a.flows.get(&id)).copied().unwrap_or(0),
                 packets: c.packets,
                 bytes: c.bytes,
                 new_flows: c.new_flows,
                 pps,
                 bytes_per_s: bps,
                 new_flows_per_s: nfps,
+            });
+        }
+        for ((vn, bn), r) in a.runtime.removing() {
+            if vn != v.name.get_ref() || r.service != key {
+                continue;
+            }
+            let id = a.dp.backend_id(&key, r.addr);
+            let c = id
+                .and_then(|id| maps.backend_counter(id).ok())
+                .unwrap_or_default();
+            if let Some(id) = id {
+                seen.insert(id, c);
+            }
+            backends.push(BackendStatus {
+                name: bn.clone(),
+                address: r.addr.to_string(),
+                mac: a.macs.get(&r.addr).map(|m| {
+                    m.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                }),
+                health: "removing".into(),
+                weight: 0,
+                config_weight: 0,
+                drained: false,
+                weight_override: None,
+                removing: true,
+                removal: Some(RemovalStatus {
+                    since_s: wall
+                        .duration_since(r.since)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                    deadline_in_s: r.deadline.saturating_duration_since(mono).as_secs_f64(),
+                    live_flows: r.live_flows,
+                }),
+                last_check: None,
+                since_change_s: None,
+                flows: id.and_then(|id| a.flows.get(&id)).copied().unwrap_or(0),
+                packets: c.packets,
+                bytes: c.bytes,
+                new_flows: c.new_flows,
+                pps: 0.0,
+                bytes_per_s: 0.0,
+                new_flows_per_s: 0.0,
             });
         }
         vips.push(VipStatus {
@@ -187,7 +201,10 @@ pub fn build(a: &mut Agent) -> Status {
                 HealthKind::Http => "http",
             }
             .into(),
-            healthy_backends: backends.iter().filter(|b| b.health != "down").count(),
+            healthy_backends: backends
+                .iter()
+                .filter(|b| !b.removing && b.health != "down")
+                .count(),
             backends,
         });
     }
@@ -214,6 +231,9 @@ pub fn build(a: &mut Agent) -> Status {
                     .map(|(r, n)| (r.name().to_string(), *n))
                     .collect::<BTreeMap<_, _>>(),
                 transitions: st.transitions,
+                split_brain_answers: st.split_brain_answers,
+                address_failures: st.address_failures,
+                address_fault: st.address_fault,
                 tracking: e
                     .tracking()
                     .active()

@@ -61,9 +61,10 @@ impl Client {
         self.request("GET", path, None)
     }
 
-    /// `POST path` with an optional JSON body.
+    /// `POST path` with a JSON body (`{}` when none is given): write calls
+    /// must be `application/json` (see `api`'s cross-site protection).
     pub fn post(&self, path: &str, json: Option<&str>) -> Result<Answer, ClientError> {
-        self.request("POST", path, json)
+        self.request("POST", path, Some(json.unwrap_or("{}")))
     }
 
     /// `DELETE path`.

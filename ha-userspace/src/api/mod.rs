@@ -2,6 +2,19 @@
 //! operator's write calls (drain, enable, weight, reload), the stats page
 //! and Prometheus metrics. Handlers read a published snapshot and send
 //! commands to the agent; they never touch the data plane themselves.
+//!
+//! Protection, since anyone who reaches the listener (or a page in the
+//! operator's browser) can send requests:
+//! - write calls need `Content-Type: application/json`, which a page on
+//!   another origin cannot send without a CORS preflight this server never
+//!   grants, and are refused (403) when `Origin` names another origin or
+//!   `Sec-Fetch-Site` says `cross-site`/`same-site`; with `token_file`, they
+//!   also need the token (compared in constant time);
+//! - at most [`MAX_CONNECTIONS`] connections at once (more are closed at
+//!   once, so the agent's file descriptors stay for health checks and
+//!   netlink); request headers must arrive within [`HEADER_TIMEOUT`] and
+//!   fit [`MAX_HEADER_BYTES`]; a connection lives at most
+//!   [`CONNECTION_LIFETIME`]; bodies are limited to [`MAX_BODY_BYTES`].
 
 pub mod client;
 pub mod metrics;
@@ -10,9 +23,11 @@ pub mod page;
 pub mod table;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +55,8 @@ pub enum CommandError {
     NotFound(String),
     /// The request makes no sense.
     BadRequest(String),
+    /// It could not be carried out (nothing changed).
+    Failed(String),
 }
 
 /// A command for the agent, with its reply channel.
@@ -112,6 +129,20 @@ pub enum ApiError {
     },
 }
 
+/// Connections served at once, at most.
+pub const MAX_CONNECTIONS: usize = 128;
+/// Time a client has to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection is kept (it is then closed after its current request).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Largest request head (request line and headers).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Connections refused because [`MAX_CONNECTIONS`] were open.
+pub static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 /// Binds `addr` and serves until the task is dropped.
 pub async fn serve(
     addr: SocketAddr,
@@ -121,11 +152,46 @@ pub async fn serve(
         .await
         .map_err(|source| ApiError::Listen { addr, source })?;
     let app = router(state);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("API server stopped: {e}");
-        }
-    }))
+    Ok(tokio::spawn(accept_loop(listener, app)))
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                tracing::warn!("API accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            REFUSED_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let svc = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
+                }
+            }
+        });
+    }
 }
 
 /// The routes.
@@ -139,6 +205,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/vips/{vip}/backends/{backend}/{action}",
             post(backend_op),
         )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -167,19 +234,65 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
-/// Whether the request carries the write token (when one is required).
+/// Whether the request carries the write token (when one is required). A
+/// missing header is never a token.
 fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
     let Some(token) = &s.token else {
         return true;
     };
-    let given = headers
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    else {
+        return false;
+    };
     // Compare without an early exit on the first differing byte.
     let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    !b.is_empty()
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses write calls a page on another origin could have sent: a
+/// cross-site `Sec-Fetch-Site`, an `Origin` that is not this server's, or a
+/// body that is not `application/json` (the "simple" content types need no
+/// CORS preflight; JSON does, and this server answers none).
+fn same_origin_write(headers: &HeaderMap) -> Result<(), Response> {
+    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("cross-site write refused (Sec-Fetch-Site: {site})"),
+            ));
+        }
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let host = text(header::HOST).unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+        if !same {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("write from another origin refused (Origin: {origin})"),
+            ));
+        }
+    }
+    let json = text(header::CONTENT_TYPE).is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "write calls need Content-Type: application/json",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -193,6 +306,9 @@ async fn backend_op(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Err(r) = same_origin_write(&headers) {
+        return r;
+    }
     if !authorized(&s, &headers) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }
@@ -232,11 +348,15 @@ async fn backend_op(
         Ok(Ok(change)) => Json(change).into_response(),
         Ok(Err(CommandError::NotFound(m))) => error(StatusCode::NOT_FOUND, m),
         Ok(Err(CommandError::BadRequest(m))) => error(StatusCode::BAD_REQUEST, m),
+        Ok(Err(CommandError::Failed(m))) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
     }
 }
 
 async fn reload(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(r) = same_origin_write(&headers) {
+        return r;
+    }
     if !authorized(&s, &headers) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }

@@ -65,6 +65,16 @@ pub struct VrrpStatus {
     pub transitions: u64,
     /// Tracked sources in effect: name → `fault` or a signed weight.
     pub tracking: BTreeMap<String, String>,
+    /// Lower-priority masters answered (split brain; at most once per
+    /// advert interval per sender).
+    #[serde(default)]
+    pub split_brain_answers: u64,
+    /// VIP address operations (netlink) that failed; each is retried.
+    #[serde(default)]
+    pub address_failures: u64,
+    /// Addresses could not be added: mastership given up for a while.
+    #[serde(default)]
+    pub address_fault: bool,
 }
 
 /// One VIP.
@@ -105,6 +115,13 @@ pub struct BackendStatus {
     pub config_weight: u32,
     /// Drained by the operator.
     pub drained: bool,
+    /// Removed by a reload and finishing its flows (no new ones): see
+    /// `removal`.
+    #[serde(default)]
+    pub removing: bool,
+    /// For a removing backend: how its removal goes.
+    #[serde(default)]
+    pub removal: Option<RemovalStatus>,
     /// Weight set by the operator (replacing the config's), if any.
     pub weight_override: Option<u32>,
     /// The last health check, if any.
@@ -125,6 +142,17 @@ pub struct BackendStatus {
     pub bytes_per_s: f64,
     /// New flows per second.
     pub new_flows_per_s: f64,
+}
+
+/// A backend being removed gracefully.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RemovalStatus {
+    /// Seconds since the reload removed it.
+    pub since_s: f64,
+    /// Seconds until `removal_timeout` cuts what is left.
+    pub deadline_in_s: f64,
+    /// Live flows at the last count (None: not counted yet).
+    pub live_flows: Option<u64>,
 }
 
 /// A health check result.

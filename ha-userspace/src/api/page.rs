@@ -37,10 +37,10 @@ pub const HTML: &str = r##"<!doctype html>
 const fmt = (n, d = 0) => (n === null || n === undefined) ? "" : Number(n).toLocaleString(undefined, {maximumFractionDigits: d, minimumFractionDigits: d});
 const esc = s => String(s).replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c]));
 async function act(vip, backend, action) {
-  const headers = {};
+  const headers = {"Content-Type": "application/json"};
   const token = localStorage.getItem("halb-token");
   if (token) headers["Authorization"] = "Bearer " + token;
-  let r = await fetch(`/api/v1/vips/${encodeURIComponent(vip)}/backends/${encodeURIComponent(backend)}/${action}`, {method: "POST", headers});
+  let r = await fetch(`/api/v1/vips/${encodeURIComponent(vip)}/backends/${encodeURIComponent(backend)}/${action}`, {method: "POST", headers, body: "{}"});
   if (r.status === 401) {
     const t = prompt("API token");
     if (!t) return;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use schema::{
     Api, Backend, Config, Health, HealthKind, Mode, Node, Protocol, TrackScript, Vip, Vrrp,
-    XdpModeCfg, MAX_WEIGHT,
+    XdpModeCfg, MAX_WEIGHT, MIN_TOKEN_LEN,
 };
 
 /// Where a problem is in a file.

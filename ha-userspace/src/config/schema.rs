@@ -66,6 +66,29 @@ pub struct Node {
         deserialize_with = "de_positive_ms"
     )]
     pub neigh_refresh_ms: u64,
+    /// Log format: `text` (default) or `json`.
+    #[serde(default)]
+    pub log_format: crate::logging::LogFormat,
+    /// Seed of the flow hash: set the same value on every node of a site
+    /// (the nodes must pick the same backend for a flow), and keep it from
+    /// outsiders (it keeps crafted tuples from all landing in one flow-table
+    /// set). Takes effect when the agent starts.
+    #[serde(default)]
+    pub flow_hash_seed: u32,
+    /// How long a backend removed by a reload keeps its established flows
+    /// at most (HAProxy's `hard-stop-after` in spirit); 0 removes at once.
+    #[serde(
+        default = "default_removal_timeout_ms",
+        deserialize_with = "de_removal_ms"
+    )]
+    pub removal_timeout_ms: u64,
+    /// A flow of a removed backend counts as ended after this long without a
+    /// packet from the client (2 s once the client sent FIN or RST).
+    #[serde(
+        default = "default_flow_idle_timeout_ms",
+        deserialize_with = "de_idle_ms"
+    )]
+    pub flow_idle_timeout_ms: u64,
 }
 
 /// `xdp_mode`.
@@ -88,10 +111,15 @@ pub struct Api {
     /// Listen address for the stats page, JSON API and metrics.
     #[serde(default = "default_listen")]
     pub listen: Spanned<SocketAddr>,
-    /// File holding the token that write calls must carry when not on loopback.
+    /// File holding the token that write calls must carry when not on
+    /// loopback (at least [`MIN_TOKEN_LEN`] bytes, surrounding white space
+    /// ignored).
     #[serde(default)]
-    pub token_file: Option<PathBuf>,
+    pub token_file: Option<Spanned<PathBuf>>,
 }
+
+/// Shortest API token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Default for Api {
     fn default() -> Self {
@@ -148,10 +176,14 @@ pub struct Vrrp {
     pub garp_count: u32,
     /// Spacing of those gratuitous ARPs (Linux ignores a second update of a
     /// neighbour within 1 s, so a burst should span more than that).
-    #[serde(default = "default_garp_interval_ms")]
+    #[serde(
+        default = "default_garp_interval_ms",
+        deserialize_with = "de_garp_interval"
+    )]
     pub garp_interval_ms: u32,
-    /// Interval at which a master repeats gratuitous ARP (0: never).
-    #[serde(default)]
+    /// Interval at which a master repeats gratuitous ARP (0: never; else at
+    /// least 1000).
+    #[serde(default, deserialize_with = "de_garp_refresh")]
     pub garp_refresh_ms: u32,
     /// Source address of adverts; default: the interface's first address.
     #[serde(default)]
@@ -168,7 +200,7 @@ pub struct Vrrp {
     pub track_backends_weight: i32,
     /// keepalived-style tracked scripts.
     #[serde(default, rename = "track_script")]
-    pub track_scripts: Vec<TrackScript>,
+    pub track_scripts: Vec<Spanned<TrackScript>>,
 }
 
 /// `[[vrrp.track_script]]`: a command run periodically; its exit status
@@ -348,6 +380,12 @@ fn default_flow_table_size() -> u32 {
 fn default_neigh_refresh_ms() -> u64 {
     5000
 }
+fn default_removal_timeout_ms() -> u64 {
+    300_000
+}
+fn default_flow_idle_timeout_ms() -> u64 {
+    60_000
+}
 fn default_vrrp_version() -> u8 {
     3
 }
@@ -431,6 +469,18 @@ bounded!(de_count, u32, 1, 1000, "rise/fall");
 bounded!(de_weight, u32, 0, MAX_WEIGHT, "weight");
 bounded!(de_script_weight, i32, -254, 254, "weight");
 bounded!(de_garp_count, u32, 1, 100, "garp_count");
+bounded!(de_garp_interval, u32, 10, 10_000, "garp_interval_ms");
+bounded!(de_removal_ms, u64, 0, 86_400_000, "removal_timeout_ms");
+bounded!(de_idle_ms, u64, 1000, 86_400_000, "flow_idle_timeout_ms");
+fn de_garp_refresh<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if v != 0 && !(1000..=3_600_000).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "garp_refresh_ms must be 0 (never) or between 1000 and 3600000, got {v}"
+        )));
+    }
+    Ok(v as u32)
+}
 bounded!(
     de_flow_table,
     u32,

@@ -185,7 +185,7 @@ fn track_scripts_parse() {
         "track_interfaces = [\"eth1\"]\n[[vrrp.track_script]]\nname = \"chk\"\nscript = \"true\"\nweight = -20\n",
     );
     let c = parse_str(&text).expect("parses");
-    let t = &c.vrrp().expect("vrrp").track_scripts[0];
+    let t = c.vrrp().expect("vrrp").track_scripts[0].get_ref();
     assert_eq!(
         (t.name.as_str(), t.weight, t.rise, t.fall),
         ("chk", -20, 1, 1)
@@ -211,4 +211,91 @@ fn unreadable_file_is_reported() {
 fn location_counts_characters() {
     let l = locate(Path::new("f"), "ab\ncé x", 7);
     assert_eq!((l.line, l.column), (2, 4));
+}
+
+fn with_token(token: &str) -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("halb-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(format!("token-{}", token.len()));
+    std::fs::write(&path, token).expect("token");
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:8480\"",
+        &format!(
+            "listen = \"10.78.0.2:9191\"\ntoken_file = \"{}\"",
+            path.display()
+        ),
+    );
+    (text, path)
+}
+
+#[test]
+fn an_empty_or_short_token_is_rejected() {
+    for token in ["", "\n", "   \n", "fifteen-bytes!!"] {
+        let (text, path) = with_token(token);
+        let (line, col, msg) = one_problem(&text);
+        assert_eq!((line, col), (9, 14), "{msg}");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("at least 16"),
+            "{msg}"
+        );
+    }
+    let (text, _) = with_token("sixteen-bytes!!!\n");
+    assert!(parse_str(&text).is_ok());
+    let text = GOOD.replace(
+        "listen = \"127.0.0.1:8480\"",
+        "listen = \"127.0.0.1:8480\"\ntoken_file = \"/nonexistent/token\"",
+    );
+    let (line, _, msg) = one_problem(&text);
+    assert_eq!(line, 9);
+    assert!(msg.contains("/nonexistent/token"), "{msg}");
+}
+
+#[test]
+fn a_backend_that_is_a_peer_or_a_vip_is_rejected() {
+    let bad = GOOD.replace("address = \"10.77.0.22\"", "address = \"10.77.0.3\"");
+    let (line, col, msg) = one_problem(&bad);
+    assert_eq!((line, col), (42, 13), "{msg}");
+    assert!(msg.contains("VRRP peer") && msg.contains("loop"), "{msg}");
+    let bad = GOOD.replace("address = \"10.77.0.22\"", "address = \"10.77.0.100\"");
+    let (line, _, msg) = one_problem(&bad);
+    assert_eq!(line, 42);
+    assert!(msg.contains("a VIP address"), "{msg}");
+    let bad = GOOD.replace(
+        "unicast_peers = [\"10.77.0.3\"]",
+        "unicast_peers = [\"10.77.0.3\"]\nsource = \"10.77.0.21\"",
+    );
+    let (line, _, msg) = one_problem(&bad);
+    assert_eq!(line, 38);
+    assert!(msg.contains("own VRRP source"), "{msg}");
+}
+
+#[test]
+fn a_track_script_must_end_before_its_next_run() {
+    let text = GOOD.replace(
+        "track_interfaces = [\"eth1\"]",
+        "track_interfaces = [\"eth1\"]\n[[vrrp.track_script]]\nname = \"chk\"\nscript = \"true\"\n\
+         interval_ms = 1000\ntimeout_ms = 1000\n",
+    );
+    let (line, col, msg) = one_problem(&text);
+    assert_eq!((line, col), (18, 1), "{msg}");
+    assert!(
+        msg.contains("timeout_ms (1000) must be below interval_ms (1000)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn gratuitous_arp_timing_has_bounds() {
+    let (line, _, msg) =
+        one_problem(&GOOD.replace("preempt = true", "preempt = true\ngarp_interval_ms = 1"));
+    assert_eq!(line, 16);
+    assert!(msg.contains("garp_interval_ms"), "{msg}");
+    let (line, _, msg) =
+        one_problem(&GOOD.replace("preempt = true", "preempt = true\ngarp_refresh_ms = 10"));
+    assert_eq!(line, 16);
+    assert!(msg.contains("garp_refresh_ms must be 0"), "{msg}");
+    assert!(
+        parse_str(&GOOD.replace("preempt = true", "preempt = true\ngarp_refresh_ms = 5000"))
+            .is_ok()
+    );
 }

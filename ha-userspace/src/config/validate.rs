@@ -26,6 +26,25 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         ));
     }
 
+    if let Some(path) = &config.api.token_file {
+        match std::fs::read_to_string(path.get_ref()) {
+            Ok(t) if t.trim().len() < super::schema::MIN_TOKEN_LEN => out.push((
+                path.span(),
+                format!(
+                    "token_file {} holds {} bytes of token; at least {} are needed \
+                     (an empty token would let anyone drain backends)",
+                    path.get_ref().display(),
+                    t.trim().len(),
+                    super::schema::MIN_TOKEN_LEN
+                ),
+            )),
+            Ok(_) => {}
+            Err(e) => out.push((
+                path.span(),
+                format!("token_file {}: {e}", path.get_ref().display()),
+            )),
+        }
+    }
     let listen = config.api.listen.get_ref();
     if !listen.ip().is_loopback() && config.api.token_file.is_none() {
         out.push((
@@ -58,7 +77,34 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
                 out.push((pass.span(), "auth_pass must be 1 to 8 bytes".into()));
             }
         }
+        for s in &vrrp.track_scripts {
+            let t = s.get_ref();
+            if t.timeout_ms >= t.interval_ms {
+                out.push((
+                    s.span(),
+                    format!(
+                        "track_script {:?}: timeout_ms ({}) must be below interval_ms ({}), \
+                         or runs would overlap",
+                        t.name, t.timeout_ms, t.interval_ms
+                    ),
+                ));
+            }
+        }
     }
+    // Addresses a backend must never have: XDP does not decrement the TTL,
+    // so two nodes that send VIP traffic to each other loop it for ever.
+    let mut forbidden: Vec<(std::net::Ipv4Addr, &str)> = Vec::new();
+    if let Some(v) = config.vrrp() {
+        forbidden.extend(
+            v.unicast_peers
+                .iter()
+                .map(|p| (*p, "a VRRP peer of this node")),
+        );
+        if let Some(s) = v.source {
+            forbidden.push((s, "this node's own VRRP source address"));
+        }
+    }
+    forbidden.extend(config.vips().map(|v| (v.address, "a VIP address")));
 
     let mut vip_names = HashSet::new();
     let mut services = HashSet::new();
@@ -120,6 +166,16 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
                 out.push((
                     b.name.span(),
                     format!("duplicate backend name {bname:?} in vip {name:?}"),
+                ));
+            }
+            if let Some((_, what)) = forbidden.iter().find(|(a, _)| a == b.address.get_ref()) {
+                out.push((
+                    b.address.span(),
+                    format!(
+                        "backend address {} is {what}: frames would loop between \
+                         load balancers (XDP does not decrement the TTL)",
+                        b.address.get_ref()
+                    ),
                 ));
             }
             if !addrs.insert(*b.address.get_ref()) {

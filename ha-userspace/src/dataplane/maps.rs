@@ -5,7 +5,7 @@
 use std::collections::HashMap as StdHashMap;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use ha_common::{
     flow_hash, maps, BackendCounter, BackendInfo, Counter, FlowEntry, FlowKey, FlowSet, Meta, Ring,
@@ -47,20 +47,115 @@ pub struct Maps {
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, BackendCounter>,
     meta: Array<MapData, Meta>,
+    /// The flow hash seed in META (cached: the program and this side must agree).
+    seed: u32,
 }
 
-/// Flows per backend id in the flow table pinned in `dir` (walks the whole
-/// table: one system call per set; meant for a thread of its own).
-pub fn flows_per_backend_pinned(dir: &Path) -> Result<StdHashMap<u32, u64>, Error> {
-    let flows: Array<MapData, FlowSet> = typed(pinned_map(&dir.join(maps::FLOWS))?, maps::FLOWS)?;
-    let mut out = StdHashMap::new();
-    for set in flows.iter() {
-        let set = set.map_err(map_err("read FLOWS"))?;
-        for e in set.entries.iter().filter(|e| e.check != 0 && e.is_valid()) {
-            *out.entry(e.backend).or_default() += 1;
+/// The flow table mapped read-only into this process (the map is
+/// `BPF_F_MMAPABLE`): walking it reads memory instead of making one system
+/// call per set. The program writes entries while they are read; a torn
+/// entry fails its check and reads as empty.
+pub struct FlowView {
+    ptr: *const FlowSet,
+    sets: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory owned by this value; it
+// may be read from any thread.
+unsafe impl Send for FlowView {}
+// SAFETY: as above; reads are volatile copies.
+unsafe impl Sync for FlowView {}
+
+impl FlowView {
+    /// Maps the flow table of `data`.
+    pub fn map(data: &MapData) -> Result<Self, Error> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let info = data.info().map_err(map_err("info of FLOWS"))?;
+        let value = info.value_size() as usize;
+        if value != std::mem::size_of::<FlowSet>() || value % 8 != 0 {
+            return Err(Error::Capacity(format!(
+                "flow table value size {value} is not this halb's {}",
+                std::mem::size_of::<FlowSet>()
+            )));
+        }
+        let sets = info.max_entries() as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = (value * sets).div_ceil(page) * page;
+        // SAFETY: a read-only shared mapping of a BPF array map's values, as
+        // the kernel offers for BPF_F_MMAPABLE maps; the length covers them.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::PinDir {
+                dir: "flow table mmap".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            sets,
+            len,
+        })
+    }
+
+    /// Sets in the table.
+    pub fn sets(&self) -> usize {
+        self.sets
+    }
+
+    /// A copy of set `i` (below [`FlowView::sets`]).
+    pub fn set(&self, i: usize) -> Option<FlowSet> {
+        if i >= self.sets {
+            return None;
+        }
+        // SAFETY: `i` is in range; the mapping holds `sets` values of this
+        // layout (checked in `map`); a volatile read of plain integers.
+        Some(unsafe { std::ptr::read_volatile(self.ptr.add(i)) })
+    }
+
+    /// Calls `f` for every entry whose check holds under `seed`.
+    pub fn for_each_valid(&self, seed: u32, mut f: impl FnMut(&FlowEntry)) {
+        for i in 0..self.sets {
+            if let Some(set) = self.set(i) {
+                for e in set.entries.iter().filter(|e| e.is_valid(seed)) {
+                    f(e);
+                }
+            }
         }
     }
-    Ok(out)
+}
+
+impl Drop for FlowView {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// The current flow time (`CLOCK_MONOTONIC`, in [`ha_common::flow_time`]
+/// units), as the program's `bpf_ktime_get_coarse_ns` counts it.
+pub fn flow_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ha_common::flow_time(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// The map data pinned at `path`, or None when nothing is pinned there.
@@ -104,7 +199,7 @@ pub(crate) fn typed<T: TryFrom<Map, Error = MapError>>(
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        Ok(Self {
+        let mut maps = Self {
             vips: typed(ebpf.take_map(maps::VIPS), maps::VIPS)?,
             filter: typed(ebpf.take_map(maps::VIP_FILTER), maps::VIP_FILTER)?,
             rings: typed(ebpf.take_map(maps::RINGS), maps::RINGS)?,
@@ -113,14 +208,17 @@ impl Maps {
             stats: typed(ebpf.take_map(maps::STATS), maps::STATS)?,
             backend_stats: typed(ebpf.take_map(maps::BACKEND_STATS), maps::BACKEND_STATS)?,
             meta: typed(ebpf.take_map(maps::META), maps::META)?,
-        })
+            seed: 0,
+        };
+        maps.seed = maps.meta()?.hash_seed;
+        Ok(maps)
     }
 
     /// Opens the maps pinned in `dir` (no program is loaded): for tools and
     /// tests that read a running data plane.
     pub fn open_pinned(dir: &Path) -> Result<Self, Error> {
         let open = |name: &str| pinned_map(&dir.join(name));
-        let maps = Self {
+        let mut maps = Self {
             vips: typed(open(maps::VIPS)?, maps::VIPS)?,
             filter: typed(open(maps::VIP_FILTER)?, maps::VIP_FILTER)?,
             rings: typed(open(maps::RINGS)?, maps::RINGS)?,
@@ -129,8 +227,10 @@ impl Maps {
             stats: typed(open(maps::STATS)?, maps::STATS)?,
             backend_stats: typed(open(maps::BACKEND_STATS)?, maps::BACKEND_STATS)?,
             meta: typed(open(maps::META)?, maps::META)?,
+            seed: 0,
         };
         let meta = maps.meta()?;
+        maps.seed = meta.hash_seed;
         if meta.abi != ha_common::ABI_VERSION {
             return Err(Error::IncompatiblePin {
                 dir: dir.to_path_buf(),
@@ -153,7 +253,19 @@ impl Maps {
         self.meta.set(0, meta, 0).map_err(|source| Error::Map {
             what: "write META".into(),
             source,
-        })
+        })?;
+        self.seed = meta.hash_seed;
+        Ok(())
+    }
+
+    /// The flow hash seed the program uses.
+    pub fn hash_seed(&self) -> u32 {
+        self.seed
+    }
+
+    /// The flow table mapped into this process.
+    pub fn flow_view(&self) -> Result<FlowView, Error> {
+        FlowView::map(self.flows.map())
     }
 
     /// Per-reason counters, summed over CPUs, in [`Stat`] order.
@@ -198,15 +310,8 @@ impl Maps {
     /// Every valid flow-table entry (walks the whole table: for tools and tests).
     pub fn flows(&self) -> Result<Vec<FlowEntry>, Error> {
         let mut out = Vec::new();
-        for set in self.flows.iter() {
-            let set = set.map_err(map_err("read FLOWS"))?;
-            out.extend(
-                set.entries
-                    .iter()
-                    .filter(|e| e.check != 0 && e.is_valid())
-                    .copied(),
-            );
-        }
+        self.flow_view()?
+            .for_each_valid(self.seed, |e| out.push(*e));
         Ok(out)
     }
 
@@ -226,7 +331,7 @@ impl Maps {
         Ok(set
             .entries
             .iter()
-            .find(|e| e.key == *key && e.check != 0 && e.is_valid())
+            .find(|e| e.key == *key && e.is_valid(self.seed))
             .copied())
     }
 
@@ -249,7 +354,7 @@ impl Maps {
     }
 
     fn flow_set_of(&self, key: &FlowKey) -> (u32, u32) {
-        let h = flow_hash(key.saddr, key.daddr, key.ports, key.proto);
+        let h = flow_hash(self.seed, key.saddr, key.daddr, key.ports, key.proto);
         (h & self.flow_sets().wrapping_sub(1), h)
     }
 

@@ -20,8 +20,7 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ha_common::{maps as names, Meta, ABI_VERSION, XDP_MODE_GENERIC, XDP_MODE_NATIVE};
 
-use crate::config::XdpModeCfg;
-pub use maps::{Maps, Store};
+pub use maps::{FlowView, Maps, Store};
 pub use writer::{BackendSpec, Report, VipSpec, Writer};
 
 /// The XDP program object, built by `cargo xtask build`.
@@ -96,6 +95,36 @@ pub enum Error {
     /// Too many VIPs or backends for the maps.
     #[error("data plane capacity exceeded: {0}")]
     Capacity(String),
+    /// Another agent holds the pin directory.
+    #[error(
+        "another halb agent is running with pin directory {0} (the same node name); \
+         two agents must never share one data plane: stop it, or give this node its own \
+         [node] name or bpf_dir"
+    )]
+    Busy(PathBuf),
+    /// A pinned map does not match the program's definition of it.
+    #[error(
+        "{dir} holds a data plane this halb cannot adopt: {what}; \
+         stop it with `halb run --reset-dataplane` or remove the directory"
+    )]
+    Mismatch {
+        /// The pin directory.
+        dir: PathBuf,
+        /// What differs.
+        what: String,
+    },
+}
+
+/// XDP attach mode asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ModeWanted {
+    /// Native where the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (SKB) mode only.
+    Generic,
 }
 
 /// How to bring the data plane up.
@@ -104,13 +133,17 @@ pub struct Options {
     /// Interface to attach to.
     pub interface: String,
     /// Attach mode.
-    pub mode: XdpModeCfg,
+    pub mode: ModeWanted,
     /// Pin directory.
     pub pin_dir: PathBuf,
     /// Flow-table capacity (flows) for a newly created flow table.
     pub flow_table_size: u32,
     /// The interface's MAC address (frames to other MACs are not forwarded).
     pub mac: [u8; 6],
+    /// Seed of the flow hash (the same on every node of a site).
+    pub hash_seed: u32,
+    /// Remove a pinned data plane first (once the pin directory is locked).
+    pub reset: bool,
 }
 
 /// How the program got attached.
@@ -166,6 +199,43 @@ pub struct DataPlane {
     attached: Attached,
     ifindex: u32,
     writer: Writer<Maps>,
+    _lock: PinLock,
+}
+
+/// An exclusive `flock` on the pin directory, held while the agent runs:
+/// a second agent for the same node is refused instead of replacing the
+/// first one's program and maps under it.
+pub struct PinLock {
+    _dir: std::fs::File,
+}
+
+impl PinLock {
+    /// Creates `dir` if needed and locks it, or fails with [`Error::Busy`].
+    pub fn acquire(dir: &Path) -> Result<Self, Error> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let f = std::fs::File::open(dir).map_err(|source| Error::PinDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: flock on a file descriptor this value owns.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Error::Busy(dir.to_path_buf())
+            } else {
+                Error::PinDir {
+                    dir: dir.to_path_buf(),
+                    source: e,
+                }
+            });
+        }
+        Ok(Self { _dir: f })
+    }
 }
 
 impl DataPlane {
@@ -177,11 +247,21 @@ impl DataPlane {
             return Err(Error::NotBuilt);
         }
         let ifindex = ifindex(&opts.interface)?;
-        std::fs::create_dir_all(&opts.pin_dir).map_err(|source| Error::PinDir {
-            dir: opts.pin_dir.clone(),
-            source,
-        })?;
+        let lock = PinLock::acquire(&opts.pin_dir)?;
+        if opts.reset {
+            remove_pin_files(&opts.pin_dir);
+        }
+        check_pins(&opts.pin_dir)?;
         let pinned_meta = read_pinned_meta(&opts.pin_dir)?;
+        if let Some(m) = pinned_meta {
+            if m.hash_seed != opts.hash_seed {
+                tracing::warn!(
+                    pinned = m.hash_seed,
+                    configured = opts.hash_seed,
+                    "flow_hash_seed changed: established flows are hashed anew and may move"
+                );
+            }
+        }
 
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&str, PathBuf)> = names::ALL
@@ -283,6 +363,7 @@ impl DataPlane {
             abi: ABI_VERSION,
             ifindex,
             mode: mode.meta(),
+            hash_seed: opts.hash_seed,
         })?;
         let writer = Writer::adopt(maps)?;
         Ok(Self {
@@ -292,6 +373,7 @@ impl DataPlane {
             attached,
             ifindex,
             writer,
+            _lock: lock,
         })
     }
 
@@ -342,10 +424,7 @@ impl DataPlane {
 /// Removes a pinned data plane (program detached with its link, maps freed
 /// once unreferenced). Absent pins are fine.
 pub fn remove_pins(dir: &Path) -> Result<(), Error> {
-    let _ = std::fs::remove_file(dir.join(LINK_PIN));
-    for name in names::ALL {
-        let _ = std::fs::remove_file(dir.join(name));
-    }
+    remove_pin_files(dir);
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -353,6 +432,13 @@ pub fn remove_pins(dir: &Path) -> Result<(), Error> {
             dir: dir.to_path_buf(),
             source,
         }),
+    }
+}
+
+fn remove_pin_files(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(LINK_PIN));
+    for name in names::ALL {
+        let _ = std::fs::remove_file(dir.join(name));
     }
 }
 
@@ -373,6 +459,83 @@ fn pinned_flow_sets(dir: &Path) -> Result<Option<u32>, Error> {
         source,
     })?;
     Ok(Some(info.max_entries()))
+}
+
+/// Checks every map pinned in `dir` against the program's definition of it
+/// (type, key and value size, flags, and size but for the flow table, whose
+/// size is the operator's): an agent must never load its program over maps
+/// of another layout. Pins without META are not a halb data plane.
+pub fn check_pins(dir: &Path) -> Result<(), Error> {
+    let mismatch = |what: String| Error::Mismatch {
+        dir: dir.to_path_buf(),
+        what,
+    };
+    let pinned: Vec<&str> = names::ALL
+        .iter()
+        .copied()
+        .filter(|n| dir.join(n).exists())
+        .collect();
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    if !pinned.contains(&names::META) {
+        return Err(mismatch(format!(
+            "maps {} are pinned without {} (not a halb data plane, or a broken one)",
+            pinned.join(", "),
+            names::META
+        )));
+    }
+    let obj = aya_obj::Object::parse(XDP_OBJECT)
+        .map_err(|e| mismatch(format!("cannot read this halb's program: {e}")))?;
+    for name in pinned {
+        let Some(want) = obj.maps.get(name) else {
+            return Err(mismatch(format!("map {name} is not one this halb defines")));
+        };
+        let Some(data) = maps::pinned_map_data(&dir.join(name))? else {
+            continue;
+        };
+        let info = data.info().map_err(|source| Error::Map {
+            what: format!("info of pinned {name}"),
+            source,
+        })?;
+        let have = (
+            info.key_size(),
+            info.value_size(),
+            info.map_flags(),
+            info.max_entries(),
+        );
+        let need = (
+            want.key_size(),
+            want.value_size(),
+            want.map_flags(),
+            want.max_entries(),
+        );
+        let type_ok = info
+            .map_type()
+            .map(|t| t as u32 == want.map_type())
+            .unwrap_or(false);
+        let size_ok = name == names::FLOWS || have.3 == need.3;
+        if !type_ok || have.0 != need.0 || have.1 != need.1 || have.2 != need.2 || !size_ok {
+            return Err(mismatch(format!(
+                "pinned {name} has key/value size {}/{}, flags {:#x}, {} entries; \
+                 this halb needs {}/{}, flags {:#x}, {} entries{}",
+                have.0,
+                have.1,
+                have.2,
+                have.3,
+                need.0,
+                need.1,
+                need.2,
+                need.3,
+                if type_ok {
+                    ""
+                } else {
+                    ", and another map type"
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn read_pinned_meta(dir: &Path) -> Result<Option<Meta>, Error> {
@@ -396,7 +559,7 @@ fn read_pinned_meta(dir: &Path) -> Result<Option<Meta>, Error> {
 fn attach(
     program: &mut Xdp,
     ifindex: u32,
-    mode: XdpModeCfg,
+    mode: ModeWanted,
     ifname: &str,
 ) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode), Error> {
     let try_mode = |program: &mut Xdp, m: AttachMode| {
@@ -412,9 +575,9 @@ fn attach(
             })
     };
     match mode {
-        XdpModeCfg::Native => Ok((try_mode(program, AttachMode::Native)?, AttachMode::Native)),
-        XdpModeCfg::Generic => Ok((try_mode(program, AttachMode::Generic)?, AttachMode::Generic)),
-        XdpModeCfg::Auto => match try_mode(program, AttachMode::Native) {
+        ModeWanted::Native => Ok((try_mode(program, AttachMode::Native)?, AttachMode::Native)),
+        ModeWanted::Generic => Ok((try_mode(program, AttachMode::Generic)?, AttachMode::Generic)),
+        ModeWanted::Auto => match try_mode(program, AttachMode::Native) {
             Ok(id) => Ok((id, AttachMode::Native)),
             Err(e) => {
                 tracing::info!("native XDP unavailable on {ifname} ({e}); using generic mode");

@@ -92,6 +92,16 @@ impl Report {
     pub fn is_empty(&self) -> bool {
         *self == Report::default()
     }
+
+    /// The sum of two reports.
+    pub fn add(&self, o: &Report) -> Report {
+        Report {
+            tables_swapped: self.tables_swapped + o.tables_swapped,
+            backends_written: self.backends_written + o.backends_written,
+            vips_added: self.vips_added + o.vips_added,
+            vips_removed: self.vips_removed + o.vips_removed,
+        }
+    }
 }
 
 struct VipState {
@@ -114,57 +124,97 @@ pub struct Writer<S: Store> {
     markers: HashSet<u32>,
 }
 
+/// What the writer knows of the maps, re-read from them on adoption and
+/// after a failed write.
+struct Learned {
+    vips: BTreeMap<VipKey, VipState>,
+    backend_ids: HashMap<(VipKey, Ipv4Addr), u32>,
+    written: HashMap<u32, BackendInfo>,
+    free_backends: VecDeque<u32>,
+    free_vips: VecDeque<u32>,
+    filter: Box<VipFilter>,
+    markers: HashSet<u32>,
+}
+
+/// Reads the maps; backend slots that no live VIP owns are cleared.
+fn learn<S: Store>(store: &mut S) -> Result<Learned, Error> {
+    let now = Instant::now();
+    let mut vips = BTreeMap::new();
+    let mut markers = HashSet::new();
+    let mut by_id = HashMap::new();
+    for (key, info) in store.vips()? {
+        if info.flags & VIP_F_ADDRESS != 0 {
+            markers.insert(key.addr);
+            continue;
+        }
+        let size = (info.ring_size as usize).min(RING_MAX);
+        let ring = store.ring(ring_index(info.id, info.ring_slot))?;
+        by_id.insert(info.id, key);
+        vips.insert(
+            key,
+            VipState {
+                info,
+                table: ring.entries[..size].to_vec(),
+                idle_since: Some(now),
+            },
+        );
+    }
+    let mut backend_ids = HashMap::new();
+    let mut written = HashMap::new();
+    for (id, b) in store.backends()? {
+        match by_id.get(&b.vip_id) {
+            Some(key) if b.flags & BACKEND_F_IN_USE != 0 && b.vip == *key => {
+                backend_ids.insert((*key, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
+                written.insert(id, b);
+            }
+            _ => store.set_backend(id, &BackendInfo::default())?,
+        }
+    }
+    let used_vips: HashSet<u32> = vips.values().map(|v| v.info.id).collect();
+    let used_backends: HashSet<u32> = written.keys().copied().collect();
+    let filter = Box::new(store.filter()?);
+    Ok(Learned {
+        vips,
+        backend_ids,
+        written,
+        free_backends: (0..MAX_BACKENDS)
+            .filter(|i| !used_backends.contains(i))
+            .collect(),
+        free_vips: (0..MAX_VIPS).filter(|i| !used_vips.contains(i)).collect(),
+        filter,
+        markers,
+    })
+}
+
 impl<S: Store> Writer<S> {
     /// Takes over `store`, learning what it already holds (a pinned data
     /// plane from an earlier run keeps its ids and tables).
     pub fn adopt(mut store: S) -> Result<Self, Error> {
-        let now = Instant::now();
-        let mut vips = BTreeMap::new();
-        let mut markers = HashSet::new();
-        let mut by_id = HashMap::new();
-        for (key, info) in store.vips()? {
-            if info.flags & VIP_F_ADDRESS != 0 {
-                markers.insert(key.addr);
-                continue;
-            }
-            let size = (info.ring_size as usize).min(RING_MAX);
-            let ring = store.ring(ring_index(info.id, info.ring_slot))?;
-            by_id.insert(info.id, key);
-            vips.insert(
-                key,
-                VipState {
-                    info,
-                    table: ring.entries[..size].to_vec(),
-                    idle_since: Some(now),
-                },
-            );
-        }
-        let mut backend_ids = HashMap::new();
-        let mut written = HashMap::new();
-        for (id, b) in store.backends()? {
-            match by_id.get(&b.vip_id) {
-                Some(key) if b.flags & BACKEND_F_IN_USE != 0 => {
-                    backend_ids.insert((*key, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
-                    written.insert(id, b);
-                }
-                _ => store.set_backend(id, &BackendInfo::default())?,
-            }
-        }
-        let used_vips: HashSet<u32> = vips.values().map(|v| v.info.id).collect();
-        let used_backends: HashSet<u32> = written.keys().copied().collect();
-        let filter = Box::new(store.filter()?);
+        let l = learn(&mut store)?;
         Ok(Self {
             store,
-            vips,
-            backend_ids,
-            written,
-            free_backends: (0..MAX_BACKENDS)
-                .filter(|i| !used_backends.contains(i))
-                .collect(),
-            free_vips: (0..MAX_VIPS).filter(|i| !used_vips.contains(i)).collect(),
-            filter,
-            markers,
+            vips: l.vips,
+            backend_ids: l.backend_ids,
+            written: l.written,
+            free_backends: l.free_backends,
+            free_vips: l.free_vips,
+            filter: l.filter,
+            markers: l.markers,
         })
+    }
+
+    /// Forgets what it believed and re-reads the maps (after a failed write
+    /// left the two apart).
+    fn resync(&mut self) -> Result<(), Error> {
+        let l = learn(&mut self.store)?;
+        self.vips = l.vips;
+        self.backend_ids = l.backend_ids;
+        self.written = l.written;
+        self.free_backends = l.free_backends;
+        self.free_vips = l.free_vips;
+        self.filter = l.filter;
+        self.markers = l.markers;
+        Ok(())
     }
 
     /// The store (for reading counters).
@@ -187,40 +237,113 @@ impl<S: Store> Writer<S> {
         self.vips.get(key).map(|v| v.info)
     }
 
-    /// Makes the maps hold exactly `specs`.
-    pub fn apply(&mut self, specs: &[VipSpec]) -> Result<Report, Error> {
-        let mut report = Report::default();
-        let wanted: BTreeMap<VipKey, &VipSpec> = specs.iter().map(|s| (s.key, s)).collect();
-        if wanted.len() > MAX_VIPS as usize {
-            return Err(Error::Capacity(format!("{} vips", wanted.len())));
-        }
-        for spec in wanted.values() {
-            self.apply_vip(spec, &mut report)?;
-        }
+    /// Free VIP and backend slots.
+    pub fn free_slots(&self) -> (usize, usize) {
+        (self.free_vips.len(), self.free_backends.len())
+    }
 
-        // Address markers for every wanted address, then the pre-filter.
-        let addrs: HashSet<u32> = wanted.keys().map(|k| k.addr).collect();
-        for &addr in &addrs {
-            if self.markers.insert(addr) {
-                self.store.set_vip(&marker_key(addr), &marker_info())?;
+    /// Makes the maps hold exactly `specs`, or changes nothing that a packet
+    /// could see and returns the error: capacity is checked before the first
+    /// write, and a write that fails half-way is followed by re-reading the
+    /// maps, so the caller can put the previous specs back.
+    ///
+    /// When the new state fits only once the removed VIPs and backends have
+    /// given their ids back, it is reached in two steps: first everything
+    /// that stays (removals done, nothing added), then the rest. Between the
+    /// two (a few milliseconds) a VIP whose backends were all replaced has
+    /// an empty table.
+    pub fn apply(&mut self, specs: &[VipSpec]) -> Result<Report, Error> {
+        let wanted: BTreeMap<VipKey, &VipSpec> = specs.iter().map(|s| (s.key, s)).collect();
+        let room = self.check_capacity(&wanted)?;
+        let result = if room {
+            self.apply_all(&wanted)
+        } else {
+            let staying: Vec<VipSpec> = wanted
+                .values()
+                .filter(|s| self.vips.contains_key(&s.key))
+                .map(|s| VipSpec {
+                    key: s.key,
+                    table_size: s.table_size,
+                    backends: s
+                        .backends
+                        .iter()
+                        .filter(|b| self.backend_ids.contains_key(&(s.key, b.addr)))
+                        .cloned()
+                        .collect(),
+                })
+                .collect();
+            let staying: BTreeMap<VipKey, &VipSpec> = staying.iter().map(|s| (s.key, s)).collect();
+            self.apply_all(&staying).and_then(|first| {
+                let second = self.apply_all(&wanted)?;
+                Ok(first.add(&second))
+            })
+        };
+        if result.is_err() {
+            if let Err(e) = self.resync() {
+                tracing::error!("re-reading the maps after a failed update: {e}");
             }
         }
-        let mut filter = Box::<VipFilter>::default();
-        for &addr in &addrs {
-            filter.slots[(vip_filter_bit(addr) & (VIP_FILTER_BITS - 1)) as usize] = 1;
-        }
-        if filter != self.filter {
-            self.store.set_filter(&filter)?;
-            self.filter = filter;
-        }
+        result
+    }
 
-        // Removed VIPs: they are out of the filter now; drop their entries.
+    /// Fails when `wanted` cannot fit even after removals; returns whether
+    /// it fits without freeing ids first.
+    fn check_capacity(&self, wanted: &BTreeMap<VipKey, &VipSpec>) -> Result<bool, Error> {
+        if wanted.len() > MAX_VIPS as usize {
+            return Err(Error::Capacity(format!(
+                "{} vips, at most {MAX_VIPS}",
+                wanted.len()
+            )));
+        }
+        let new_vips = wanted.keys().filter(|k| !self.vips.contains_key(k)).count();
+        let freed_vips = self.vips.keys().filter(|k| !wanted.contains_key(k)).count();
+        let pairs: HashSet<(VipKey, Ipv4Addr)> = wanted
+            .values()
+            .flat_map(|s| s.backends.iter().map(|b| (s.key, b.addr)))
+            .collect();
+        let new_backends = pairs
+            .iter()
+            .filter(|p| !self.backend_ids.contains_key(p))
+            .count();
+        let freed_backends = self
+            .backend_ids
+            .keys()
+            .filter(|p| !pairs.contains(p))
+            .count();
+        if new_vips > self.free_vips.len() + freed_vips {
+            return Err(Error::Capacity(format!(
+                "{new_vips} new vips need slots, {} are free even after removals",
+                self.free_vips.len() + freed_vips
+            )));
+        }
+        if new_backends > self.free_backends.len() + freed_backends {
+            return Err(Error::Capacity(format!(
+                "{new_backends} new backends need slots, {} of {MAX_BACKENDS} are free even \
+                 after removals (backends still finishing their flows keep theirs)",
+                self.free_backends.len() + freed_backends
+            )));
+        }
+        Ok(new_vips <= self.free_vips.len() && new_backends <= self.free_backends.len())
+    }
+
+    /// Writes `wanted`: removed VIPs first (their ids return), then every
+    /// wanted VIP, then the address markers and the pre-filter.
+    fn apply_all(&mut self, wanted: &BTreeMap<VipKey, &VipSpec>) -> Result<Report, Error> {
+        let mut report = Report::default();
+        let addrs: HashSet<u32> = wanted.keys().map(|k| k.addr).collect();
+
+        // Removed VIPs: out of the pre-filter first (when no other VIP keeps
+        // their address), then their entries go and their ids return.
         let gone: Vec<VipKey> = self
             .vips
             .keys()
             .filter(|k| !wanted.contains_key(k))
             .copied()
             .collect();
+        if !gone.is_empty() {
+            let keep: HashSet<u32> = self.markers.intersection(&addrs).copied().collect();
+            self.write_filter(&keep)?;
+        }
         for key in gone {
             self.store.remove_vip(&key)?;
             if let Some(state) = self.vips.remove(&key) {
@@ -237,6 +360,19 @@ impl<S: Store> Writer<S> {
             }
             report.vips_removed += 1;
         }
+
+        for spec in wanted.values() {
+            self.apply_vip(spec, &mut report)?;
+        }
+
+        // Address markers for every wanted address, then the pre-filter.
+        for &addr in &addrs {
+            if !self.markers.contains(&addr) {
+                self.store.set_vip(&marker_key(addr), &marker_info())?;
+                self.markers.insert(addr);
+            }
+        }
+        self.write_filter(&addrs)?;
         let stale: Vec<u32> = self
             .markers
             .iter()
@@ -248,6 +384,18 @@ impl<S: Store> Writer<S> {
             self.markers.remove(&addr);
         }
         Ok(report)
+    }
+
+    fn write_filter(&mut self, addrs: &HashSet<u32>) -> Result<(), Error> {
+        let mut filter = Box::<VipFilter>::default();
+        for &addr in addrs {
+            filter.slots[(vip_filter_bit(addr) & (VIP_FILTER_BITS - 1)) as usize] = 1;
+        }
+        if filter != self.filter {
+            self.store.set_filter(&filter)?;
+            self.filter = filter;
+        }
+        Ok(())
     }
 
     fn apply_vip(&mut self, spec: &VipSpec, report: &mut Report) -> Result<(), Error> {
@@ -282,6 +430,7 @@ impl<S: Store> Writer<S> {
                 mac: b.mac.unwrap_or_default(),
                 flags: BACKEND_F_IN_USE | if b.usable() { BACKEND_F_UP } else { 0 },
                 vip_id,
+                vip: key,
             };
             let old = self.written.get(&id);
             if old == Some(&info) {

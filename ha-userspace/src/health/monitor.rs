@@ -1,13 +1,15 @@
 //! Runs the probes: one task per backend, each probing every interval with
 //! jitter, all bounded by a shared semaphore, every outcome reported to the
-//! agent. Thin I/O: it decides nothing.
+//! agent with the generation of the monitor that made it (a reload replaces
+//! the monitor; late reports of the old one are recognised and dropped).
+//! Thin I/O: it decides nothing.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use super::check::{self, Outcome, Probe};
 
@@ -38,37 +40,58 @@ pub struct Report {
     pub target: Target,
     /// What happened.
     pub outcome: Outcome,
+    /// The generation of the monitor that probed.
+    pub generation: u64,
 }
 
 /// The running probe tasks; dropping it stops them.
 pub struct Monitor {
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    tasks: JoinSet<()>,
+    generation: u64,
+    started: std::time::Instant,
 }
 
 impl Monitor {
-    /// Starts probing `targets` from `source`, reporting on `tx`.
-    pub fn start(targets: Vec<Target>, source: Option<Ipv4Addr>, tx: mpsc::Sender<Report>) -> Self {
+    /// The generation its reports carry.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When it started.
+    pub fn started(&self) -> std::time::Instant {
+        self.started
+    }
+
+    /// Waits until a probe task ends (they run for ever: an end is a bug or
+    /// a panic); returns a description. Pends while all run.
+    pub async fn ended(&mut self) -> String {
+        match self.tasks.join_next().await {
+            None => std::future::pending().await,
+            Some(Err(e)) if e.is_panic() => "a health probe task panicked".into(),
+            Some(_) => "a health probe task ended".into(),
+        }
+    }
+
+    /// Starts probing `targets` from `source`, reporting on `tx` with
+    /// `generation`.
+    pub fn start(
+        targets: Vec<Target>,
+        source: Option<Ipv4Addr>,
+        tx: mpsc::Sender<Report>,
+        generation: u64,
+    ) -> Self {
         let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
         let n = targets.len().max(1) as u64;
-        let tasks = targets
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
+        let mut tasks = JoinSet::new();
+        for (i, t) in targets.into_iter().enumerate() {
+            {
                 let limit = limit.clone();
                 let tx = tx.clone();
                 // Spread the first probes over the interval so that many
                 // backends are not probed in one burst.
                 let first = t.interval * (i as u32) / (n as u32).max(1) / 4;
                 let mut rng = Jitter::new(i as u64);
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     tokio::time::sleep(first).await;
                     loop {
                         let outcome = {
@@ -81,6 +104,7 @@ impl Monitor {
                             .send(Report {
                                 target: t.clone(),
                                 outcome,
+                                generation,
                             })
                             .await
                             .is_err()
@@ -89,10 +113,14 @@ impl Monitor {
                         }
                         tokio::time::sleep(rng.around(t.interval)).await;
                     }
-                })
-            })
-            .collect();
-        Self { tasks }
+                });
+            }
+        }
+        Self {
+            tasks,
+            generation,
+            started: std::time::Instant::now(),
+        }
     }
 }
 
@@ -146,10 +174,11 @@ mod tests {
             interval: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
         };
-        let _m = Monitor::start(vec![t("up", port), t("down", 1)], None, tx);
+        let _m = Monitor::start(vec![t("up", port), t("down", 1)], None, tx, 7);
         let mut seen = std::collections::HashMap::new();
         while seen.len() < 2 {
             let r = rx.recv().await.expect("report");
+            assert_eq!(r.generation, 7);
             seen.insert(r.target.backend.clone(), r.outcome.ok);
         }
         assert!(seen["up"]);

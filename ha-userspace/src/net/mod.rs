@@ -43,6 +43,23 @@ pub enum NetError {
     /// No such interface.
     #[error("no interface named {0:?} in this network namespace")]
     NoSuchLink(String),
+    /// The kernel did not answer in time.
+    #[error("netlink {0}: no answer within {TIMEOUT:?}")]
+    Timeout(String),
+}
+
+/// Time any one netlink request may take.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a netlink request with the [`TIMEOUT`].
+async fn limit<T>(
+    what: impl Fn() -> String,
+    fut: impl std::future::Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(NetError::Timeout(what())),
+    }
 }
 
 /// Facts about one interface.
@@ -67,15 +84,20 @@ pub struct Netlink {
 }
 
 impl Netlink {
-    /// Opens a connection in the current network namespace.
-    pub fn open() -> Result<Self, NetError> {
+    /// Opens a connection in the current network namespace; the returned
+    /// task carries it (netlink stops working if it ends).
+    pub fn open() -> Result<(Self, tokio::task::JoinHandle<()>), NetError> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        Ok(Self { handle })
+        let task = tokio::spawn(conn);
+        Ok((Self { handle }, task))
     }
 
     /// Looks an interface up by name.
     pub async fn link(&self, name: &str) -> Result<Link, NetError> {
+        limit(|| format!("get link {name}"), self.link_inner(name)).await
+    }
+
+    async fn link_inner(&self, name: &str) -> Result<Link, NetError> {
         let mut links = self
             .handle
             .link()
@@ -121,6 +143,10 @@ impl Netlink {
 
     /// IPv4 addresses on `ifindex` with their prefix lengths, primary first.
     pub async fn addresses(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+        limit(|| "dump addresses".into(), self.addresses_inner(ifindex)).await
+    }
+
+    async fn addresses_inner(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
         let mut dump = self
             .handle
             .address()
@@ -151,6 +177,19 @@ impl Netlink {
         addr: Ipv4Addr,
         plen: u8,
     ) -> Result<(), NetError> {
+        limit(
+            || format!("add address {addr}/{plen}"),
+            self.add_address_inner(ifindex, addr, plen),
+        )
+        .await
+    }
+
+    async fn add_address_inner(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        plen: u8,
+    ) -> Result<(), NetError> {
         match self
             .handle
             .address()
@@ -169,6 +208,19 @@ impl Netlink {
 
     /// Removes `addr/plen` from `ifindex`; absent is fine.
     pub async fn del_address(
+        &self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        plen: u8,
+    ) -> Result<(), NetError> {
+        limit(
+            || format!("delete address {addr}/{plen}"),
+            self.del_address_inner(ifindex, addr, plen),
+        )
+        .await
+    }
+
+    async fn del_address_inner(
         &self,
         ifindex: u32,
         addr: Ipv4Addr,
@@ -202,6 +254,10 @@ impl Netlink {
 
     /// IPv4 neighbours on `ifindex` that have a usable MAC address.
     pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetError> {
+        limit(|| "dump neighbours".into(), self.neighbours_inner(ifindex)).await
+    }
+
+    async fn neighbours_inner(&self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetError> {
         let usable = |s: NeighbourState| {
             matches!(
                 s,
@@ -251,6 +307,14 @@ impl Netlink {
     /// kernel's own neighbour state machine, `NTF_USE`); the answer shows up
     /// in [`Netlink::neighbours`] once the neighbour replies.
     pub async fn probe_neighbour(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetError> {
+        limit(
+            || format!("probe neighbour {addr}"),
+            self.probe_inner(ifindex, addr),
+        )
+        .await
+    }
+
+    async fn probe_inner(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetError> {
         let req = self
             .handle
             .neighbours()

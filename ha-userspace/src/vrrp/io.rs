@@ -1,8 +1,11 @@
 //! The VRRP I/O layer: a raw IP socket (protocol 112) on the interface,
 //! multicast to 224.0.0.18 or unicast to configured peers, the virtual
 //! addresses through netlink, gratuitous ARP bursts, and the notify hook.
-//! It runs the [`Machine`] and turns its actions into system calls; it holds
-//! no protocol logic of its own beyond packet filtering.
+//! It runs the [`Machine`] and the address [`Keeper`] and turns their
+//! actions into system calls; it holds no protocol logic of its own beyond
+//! packet filtering. Address operations run on a worker task with a time
+//! limit each, and the notify hook on a worker of its own, so the router's
+//! timers never wait for netlink or a hook.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -15,10 +18,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::addresses::{Keeper, Op};
 use super::machine::{Action, Input, Machine, Params, State};
+use super::notify::{Hook, Notifier};
 use super::packet::{self, Advert, Auth, Expect, Reject, Version};
 use crate::net::arp::{garp_frame, RawSender};
 use crate::net::{Link, Netlink};
+use crate::watchdog::Beat;
 
 /// Everything the runner needs to know about its virtual router.
 #[derive(Debug, Clone)]
@@ -66,6 +72,12 @@ pub struct Status {
     pub transitions: u64,
     /// Times this node became master.
     pub became_master: u64,
+    /// Lower-priority masters answered (split brain), rate-limited.
+    pub split_brain_answers: u64,
+    /// VIP address operations that failed (each retried).
+    pub address_failures: u64,
+    /// Failing address operations hold a fault now.
+    pub address_fault: bool,
 }
 
 /// Commands from the agent.
@@ -75,6 +87,9 @@ pub enum Control {
     Priority(u8),
     /// A tracked fault set or cleared.
     Fault(bool),
+    /// The VIP addresses after a reload (a master adds the new ones with
+    /// gratuitous ARP and removes the gone ones).
+    Addresses(Vec<Ipv4Addr>),
     /// Give up mastership (priority 0), remove the addresses, stop; the
     /// sender is told when that is done.
     Shutdown(oneshot::Sender<()>),
@@ -94,6 +109,14 @@ pub enum IoError {
     /// The interface has no IPv4 address to send from.
     #[error("interface {0} has no IPv4 address to send VRRP from")]
     NoAddress(String),
+    /// The configured source is not on the interface.
+    #[error("[vrrp] source = \"{addr}\" is not an address of {iface}")]
+    NotLocal {
+        /// The address.
+        addr: Ipv4Addr,
+        /// The interface.
+        iface: String,
+    },
     /// Netlink failed.
     #[error("{0}")]
     Net(#[from] crate::net::NetError),
@@ -159,106 +182,187 @@ impl VrrpSocket {
     }
 }
 
-/// Runs one virtual router until shut down.
-pub async fn run(
+/// Time a netlink address operation may take.
+pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A virtual router whose sockets are open: everything that can fail at
+/// start-up has been tried ([`Router::open`]) before [`Router::run`] starts.
+pub struct Router {
     cfg: RouterConfig,
     link: Link,
-    netlink: Netlink,
-    mut control: mpsc::Receiver<Control>,
-    status: watch::Sender<Status>,
-) -> Result<(), IoError> {
-    let src = cfg.params.primary;
-    let multicast = cfg.unicast_peers.is_empty();
-    let sock = VrrpSocket::open(&link, src, multicast).map_err(|source| IoError::Socket {
-        iface: link.name.clone(),
-        source,
-    })?;
-    let garp = Arc::new(
-        RawSender::open(link.index).map_err(|source| IoError::Socket {
-            iface: link.name.clone(),
-            source,
-        })?,
-    );
-    let expect = Expect {
-        version: cfg.version,
-        vrid: cfg.vrid,
-        auth: cfg.auth.clone(),
-        interval_cs: interval_cs(cfg.params.advert_interval),
-    };
-    let mut io = Io {
-        cfg,
-        link,
-        netlink,
-        sock,
-        garp,
-        garp_task: None,
-        status: Status {
-            state: State::Initialize,
-            priority: 0,
-            master: None,
-            primary: src,
-            adverts_sent: 0,
-            adverts_received: 0,
-            rejected: BTreeMap::new(),
-            transitions: 0,
-            became_master: 0,
-        },
-    };
-    let epoch = Instant::now();
-    let mut machine = Machine::new(io.cfg.params.clone(), io.cfg.priority);
-    let actions = machine.handle(epoch.elapsed(), Input::Startup);
-    io.execute(&machine, actions).await;
-    io.publish(&machine, &status);
+    sock: VrrpSocket,
+    garp: Arc<RawSender>,
+}
 
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let deadline = machine
-            .next_deadline()
-            .map(|d| epoch + d)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            r = io.sock.recv(&mut buf) => {
-                let n = match r {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!("VRRP receive: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                if let Some(input) = io.accept(&buf[..n], &expect) {
-                    let actions = machine.handle(epoch.elapsed(), input);
-                    io.execute(&machine, actions).await;
-                }
+impl Router {
+    /// Opens the VRRP socket (joining the multicast group unless unicast)
+    /// and the gratuitous ARP sender. Errors here (a missing CAP_NET_RAW, a
+    /// failed multicast join) stop the agent's start.
+    pub fn open(cfg: RouterConfig, link: Link) -> Result<Self, IoError> {
+        let multicast = cfg.unicast_peers.is_empty();
+        let sock = VrrpSocket::open(&link, cfg.params.primary, multicast).map_err(|source| {
+            IoError::Socket {
+                iface: link.name.clone(),
+                source,
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                let actions = machine.poll(epoch.elapsed());
-                io.execute(&machine, actions).await;
-            }
-            c = control.recv() => match c {
-                Some(Control::Priority(p)) => {
-                    let actions = machine.handle(epoch.elapsed(), Input::Priority(p));
-                    io.execute(&machine, actions).await;
-                }
-                Some(Control::Fault(f)) => {
-                    let actions = machine.handle(epoch.elapsed(), Input::Fault(f));
-                    io.execute(&machine, actions).await;
-                }
-                Some(Control::Shutdown(done)) => {
-                    let actions = machine.handle(epoch.elapsed(), Input::Shutdown);
-                    io.execute(&machine, actions).await;
-                    io.publish(&machine, &status);
-                    let _ = done.send(());
-                    return Ok(());
-                }
-                None => {
-                    let actions = machine.handle(epoch.elapsed(), Input::Shutdown);
-                    io.execute(&machine, actions).await;
-                    return Ok(());
-                }
+        })?;
+        let garp = Arc::new(
+            RawSender::open(link.index).map_err(|source| IoError::Socket {
+                iface: link.name.clone(),
+                source,
+            })?,
+        );
+        Ok(Self {
+            cfg,
+            link,
+            sock,
+            garp,
+        })
+    }
+
+    /// Runs the router until shut down. `beat` is touched at least once a
+    /// second while its timers run (the watchdog's view of VRRP).
+    pub async fn run(
+        self,
+        netlink: Netlink,
+        mut control: mpsc::Receiver<Control>,
+        status: watch::Sender<Status>,
+        beat: Beat,
+    ) -> Result<(), IoError> {
+        let src = self.cfg.params.primary;
+        let expect = Expect {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            auth: self.cfg.auth.clone(),
+            interval_cs: interval_cs(self.cfg.params.advert_interval),
+        };
+        let (ops_tx, mut results) = address_worker(netlink, self.link.index);
+        let notifier = self.cfg.notify.clone().map(|path| {
+            Notifier::start(
+                Hook {
+                    path,
+                    env: vec![
+                        ("HALB_INTERFACE".into(), self.link.name.clone()),
+                        ("HALB_VRID".into(), self.cfg.vrid.to_string()),
+                    ],
+                    timeout: super::notify::HOOK_TIMEOUT,
+                },
+                None,
+            )
+        });
+        let mut io = Io {
+            keeper: Keeper::new(&self.cfg.addresses),
+            cfg: self.cfg,
+            link: self.link,
+            sock: self.sock,
+            garp: self.garp,
+            garp_tasks: Vec::new(),
+            ops: ops_tx,
+            notifier,
+            agent_fault: false,
+            fed_fault: false,
+            status: Status {
+                state: State::Initialize,
+                priority: 0,
+                master: None,
+                primary: src,
+                adverts_sent: 0,
+                adverts_received: 0,
+                rejected: BTreeMap::new(),
+                transitions: 0,
+                became_master: 0,
+                split_brain_answers: 0,
+                address_failures: 0,
+                address_fault: false,
             },
-        }
+        };
+        let epoch = Instant::now();
+        let mut machine = Machine::new(io.cfg.params.clone(), io.cfg.priority);
+        let actions = machine.handle(epoch.elapsed(), Input::Startup);
+        io.execute(&mut machine, actions, epoch);
         io.publish(&machine, &status);
+
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 2048];
+        loop {
+            beat.beat();
+            let deadline = [machine.next_deadline(), io.keeper.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| epoch + d)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                r = io.sock.recv(&mut buf) => {
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!("VRRP receive: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    if let Some(input) = io.accept(&buf[..n], &expect) {
+                        let actions = machine.handle(epoch.elapsed(), input);
+                        io.execute(&mut machine, actions, epoch);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = epoch.elapsed();
+                    let actions = machine.poll(now);
+                    io.execute(&mut machine, actions, epoch);
+                    let (ops, change) = io.keeper.poll(now);
+                    io.send_ops(ops);
+                    if change.is_some() {
+                        io.feed_fault(&mut machine, epoch);
+                    }
+                }
+                Some((op, result)) = results.recv() => {
+                    let ok = match &result {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(?op, "VIP address operation failed: {e}");
+                            false
+                        }
+                    };
+                    if io.keeper.done(op, ok, epoch.elapsed()).is_some() {
+                        if io.keeper.fault() {
+                            tracing::error!(
+                                "cannot put the VIP addresses on {}: giving up mastership \
+                                 (FAULT) for {:?}, then trying again",
+                                io.link.name,
+                                super::addresses::FAULT_HOLD
+                            );
+                        }
+                        io.feed_fault(&mut machine, epoch);
+                    }
+                }
+                _ = tick.tick() => {}
+                c = control.recv() => match c {
+                    Some(Control::Priority(p)) => {
+                        let actions = machine.handle(epoch.elapsed(), Input::Priority(p));
+                        io.execute(&mut machine, actions, epoch);
+                    }
+                    Some(Control::Fault(f)) => {
+                        io.agent_fault = f;
+                        io.feed_fault(&mut machine, epoch);
+                    }
+                    Some(Control::Addresses(addrs)) => io.set_addresses(&addrs),
+                    Some(Control::Shutdown(done)) => {
+                        io.shutdown(&mut machine, epoch, &mut results).await;
+                        io.publish(&machine, &status);
+                        let _ = done.send(());
+                        return Ok(());
+                    }
+                    None => {
+                        io.shutdown(&mut machine, epoch, &mut results).await;
+                        return Ok(());
+                    }
+                },
+            }
+            io.publish(&machine, &status);
+        }
     }
 }
 
@@ -267,13 +371,50 @@ pub fn interval_cs(d: Duration) -> u16 {
     (d.as_millis() / 10).clamp(1, 4095) as u16
 }
 
+type OpResult = (Op, Result<(), String>);
+
+/// A task that carries out address operations one by one, each with a time
+/// limit, so that a slow netlink never stalls the router's timers.
+fn address_worker(
+    netlink: Netlink,
+    ifindex: u32,
+) -> (mpsc::UnboundedSender<Op>, mpsc::UnboundedReceiver<OpResult>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
+    let (res_tx, res_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(op) = rx.recv().await {
+            let fut = async {
+                match op {
+                    Op::Add(a) => netlink.add_address(ifindex, a, 32).await,
+                    Op::Remove(a) => netlink.del_address(ifindex, a, 32).await,
+                }
+            };
+            let r = match tokio::time::timeout(NETLINK_TIMEOUT, fut).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {NETLINK_TIMEOUT:?}")),
+            };
+            if res_tx.send((op, r)).is_err() {
+                return;
+            }
+        }
+    });
+    (tx, res_rx)
+}
+
 struct Io {
     cfg: RouterConfig,
     link: Link,
-    netlink: Netlink,
     sock: VrrpSocket,
     garp: Arc<RawSender>,
-    garp_task: Option<tokio::task::JoinHandle<()>>,
+    garp_tasks: Vec<tokio::task::JoinHandle<()>>,
+    keeper: Keeper,
+    ops: mpsc::UnboundedSender<Op>,
+    notifier: Option<Notifier>,
+    /// The agent's tracking holds a fault.
+    agent_fault: bool,
+    /// The fault the machine was last told.
+    fed_fault: bool,
     status: Status,
 }
 
@@ -308,37 +449,108 @@ impl Io {
         }
     }
 
-    async fn execute(&mut self, machine: &Machine, actions: Vec<Action>) {
+    /// Tells the machine the combined fault (the agent's tracking or
+    /// addresses that cannot be set) when it changed.
+    fn feed_fault(&mut self, machine: &mut Machine, epoch: Instant) {
+        let fault = self.agent_fault || self.keeper.fault();
+        if fault != self.fed_fault {
+            self.fed_fault = fault;
+            let actions = machine.handle(epoch.elapsed(), Input::Fault(fault));
+            self.execute(machine, actions, epoch);
+        }
+    }
+
+    fn send_ops(&mut self, ops: Vec<Op>) {
+        for op in ops {
+            if self.ops.send(op).is_err() {
+                tracing::error!("the VIP address worker is gone");
+            }
+        }
+    }
+
+    fn set_addresses(&mut self, addrs: &[Ipv4Addr]) {
+        let (ops, fresh) = self.keeper.set_addresses(addrs);
+        self.send_ops(ops);
+        if !fresh.is_empty() {
+            tracing::info!(addresses = ?fresh, "reload: new VIP addresses on this master");
+            self.garp_burst(fresh);
+        }
+    }
+
+    fn execute(&mut self, machine: &mut Machine, actions: Vec<Action>, epoch: Instant) {
+        let _ = epoch;
         for a in actions {
             match a {
                 Action::Send { priority } => self.send(priority),
                 Action::AddAddresses => {
-                    for addr in &self.cfg.addresses {
-                        if let Err(e) = self.netlink.add_address(self.link.index, *addr, 32).await {
-                            tracing::error!("cannot add VIP {addr}: {e}");
-                        }
-                    }
+                    let ops = self.keeper.set_present(true);
+                    self.send_ops(ops);
                 }
                 Action::RemoveAddresses => {
                     // A burst from our time as master must not go on
                     // pointing clients at us.
-                    if let Some(t) = self.garp_task.take() {
+                    for t in self.garp_tasks.drain(..) {
                         t.abort();
                     }
-                    for addr in &self.cfg.addresses {
-                        if let Err(e) = self.netlink.del_address(self.link.index, *addr, 32).await {
-                            tracing::error!("cannot remove VIP {addr}: {e}");
-                        }
-                    }
+                    let ops = self.keeper.set_present(false);
+                    self.send_ops(ops);
                 }
-                Action::Garp => self.garp_burst(),
+                Action::Garp => {
+                    for t in self.garp_tasks.drain(..) {
+                        t.abort();
+                    }
+                    self.garp_burst(self.keeper.addresses());
+                }
                 Action::Notify(state) => {
                     tracing::info!(
+                        vrid = self.cfg.vrid,
                         state = state.name(),
                         priority = machine.priority(),
                         "VRRP state change"
                     );
-                    self.notify(state);
+                    if let Some(n) = self.notifier.as_mut() {
+                        n.notify(state);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves: priority 0, addresses off (waiting, a bounded time, for the
+    /// removals to be done).
+    async fn shutdown(
+        &mut self,
+        machine: &mut Machine,
+        epoch: Instant,
+        results: &mut mpsc::UnboundedReceiver<OpResult>,
+    ) {
+        let actions = machine.handle(epoch.elapsed(), Input::Shutdown);
+        self.execute(machine, actions, epoch);
+        // Whatever the state, no VIP stays behind.
+        let ops = self.keeper.set_present(false);
+        self.send_ops(ops);
+        let end = Instant::now() + Duration::from_secs(3);
+        while self.keeper.busy() {
+            let retry = self
+                .keeper
+                .next_deadline()
+                .map(|d| (epoch + d).min(end))
+                .unwrap_or(end);
+            tokio::select! {
+                r = results.recv() => {
+                    let Some((op, r)) = r else { break };
+                    if let Err(e) = &r {
+                        tracing::error!(?op, "VIP address operation failed: {e}");
+                    }
+                    self.keeper.done(op, r.is_ok(), epoch.elapsed());
+                }
+                _ = tokio::time::sleep_until(retry) => {
+                    if Instant::now() >= end {
+                        tracing::error!("VIP addresses may remain on {}", self.link.name);
+                        return;
+                    }
+                    let (ops, _) = self.keeper.poll(epoch.elapsed());
+                    self.send_ops(ops);
                 }
             }
         }
@@ -355,7 +567,7 @@ impl Io {
                     (self.cfg.params.advert_interval.as_secs().clamp(1, 255) * 100) as u16
                 }
             },
-            addresses: self.cfg.addresses.clone(),
+            addresses: self.keeper.addresses(),
             auth: self.cfg.auth.clone(),
         };
         let src = self.cfg.params.primary;
@@ -374,21 +586,17 @@ impl Io {
     }
 
     /// Sends `garp_count` gratuitous ARPs per address, spaced by
-    /// `garp_interval`, on a task of its own (a newer burst replaces it).
-    fn garp_burst(&mut self) {
-        if let Some(t) = self.garp_task.take() {
-            t.abort();
-        }
-        let frames: Vec<[u8; 42]> = self
-            .cfg
-            .addresses
+    /// `garp_interval`, on a task of its own.
+    fn garp_burst(&mut self, addrs: Vec<Ipv4Addr>) {
+        self.garp_tasks.retain(|t| !t.is_finished());
+        let frames: Vec<[u8; 42]> = addrs
             .iter()
             .map(|a| garp_frame(self.link.mac, *a))
             .collect();
         let sender = self.garp.clone();
         let count = self.cfg.garp_count.max(1);
         let gap = self.cfg.garp_interval;
-        self.garp_task = Some(tokio::spawn(async move {
+        self.garp_tasks.push(tokio::spawn(async move {
             for i in 0..count {
                 if i > 0 && !gap.is_zero() {
                     tokio::time::sleep(gap).await;
@@ -402,44 +610,15 @@ impl Io {
         }));
     }
 
-    /// Runs the notify hook without waiting for it (it is killed after 30 s).
-    fn notify(&self, state: State) {
-        let Some(hook) = self.cfg.notify.clone() else {
-            return;
-        };
-        let name = state.name();
-        let mut cmd = tokio::process::Command::new(&hook);
-        cmd.arg(name)
-            .env("HALB_STATE", name)
-            .env("HALB_INTERFACE", &self.link.name)
-            .env("HALB_VRID", self.cfg.vrid.to_string())
-            .kill_on_drop(true)
-            .stdin(std::process::Stdio::null());
-        tokio::spawn(async move {
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-                        Ok(Ok(s)) if s.success() => {}
-                        Ok(Ok(s)) => {
-                            tracing::warn!(hook = %hook.display(), "notify {name} exited with {s}")
-                        }
-                        Ok(Err(e)) => tracing::warn!(hook = %hook.display(), "notify {name}: {e}"),
-                        Err(_) => {
-                            tracing::warn!(hook = %hook.display(), "notify {name} timed out; killed")
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(hook = %hook.display(), "cannot run notify hook: {e}"),
-            }
-        });
-    }
-
     fn publish(&mut self, machine: &Machine, status: &watch::Sender<Status>) {
         self.status.state = machine.state();
         self.status.priority = machine.priority();
         self.status.master = machine.master();
         self.status.transitions = machine.stats().transitions;
         self.status.became_master = machine.stats().became_master;
+        self.status.split_brain_answers = machine.stats().split_brain_answers;
+        self.status.address_failures = self.keeper.failures;
+        self.status.address_fault = self.keeper.fault();
         status.send_if_modified(|s| {
             if *s != self.status {
                 *s = self.status.clone();

@@ -5,7 +5,10 @@
 //!
 //! Beyond the RFC, as keepalived does and DESIGN.md asks:
 //! - a master that hears a lower-priority master answers at once with an
-//!   advertisement and gratuitous ARP, so a split brain heals;
+//!   advertisement and gratuitous ARP, so a split brain heals; at most once
+//!   per advertisement interval per sender and [`ANSWERED_PEERS`] times per
+//!   interval in all, so spoofed adverts cannot turn the master into an
+//!   amplifier;
 //! - `preempt = false` (nopreempt): a backup never takes over from a live
 //!   master, whatever the priorities;
 //! - `preempt_delay`: a backup that sees a lower-priority master waits this
@@ -17,6 +20,10 @@
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+/// Split-brain answers per advertisement interval, at most (one per
+/// sender): a spoofer varying its source address gets no more than this.
+pub const ANSWERED_PEERS: usize = 16;
 
 /// Protocol state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +114,8 @@ pub struct Stats {
     pub became_master: u64,
     /// When the last state change happened.
     pub last_transition: Option<Duration>,
+    /// Lower-priority masters answered (split brain).
+    pub split_brain_answers: u64,
 }
 
 /// One virtual router's state machine.
@@ -123,6 +132,8 @@ pub struct Machine {
     lower_master_since: Option<Duration>,
     master: Option<Ipv4Addr>,
     stats: Stats,
+    /// When each lower-priority master was last answered.
+    answered: Vec<(Ipv4Addr, Duration)>,
 }
 
 impl Machine {
@@ -140,6 +151,7 @@ impl Machine {
             lower_master_since: None,
             master: None,
             stats: Stats::default(),
+            answered: Vec::new(),
         }
     }
 
@@ -359,7 +371,16 @@ impl Machine {
             self.set_state(now, State::Backup, out, true);
         } else {
             // Another master with lower priority: a split brain. Assert
-            // ourselves at once so it steps down and clients follow us.
+            // ourselves at once so it steps down and clients follow us, but
+            // once per interval per sender: the regular advert follows anyway.
+            let gap = self.params.advert_interval;
+            self.answered.retain(|(_, t)| now < *t + gap);
+            if self.answered.iter().any(|(a, _)| *a == src) || self.answered.len() >= ANSWERED_PEERS
+            {
+                return;
+            }
+            self.answered.push((src, now));
+            self.stats.split_brain_answers += 1;
             out.push(Action::Send {
                 priority: self.priority,
             });

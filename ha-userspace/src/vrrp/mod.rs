@@ -1,9 +1,13 @@
 //! VRRP: the election of the node that owns the VIPs. `packet` is the wire
-//! format, `machine` the sans-IO protocol logic, `track` how tracked
-//! conditions combine into a priority or a fault, and `io` the sockets,
-//! netlink and hooks that connect them to the system.
+//! format, `machine` the sans-IO protocol logic, `addresses` the sans-IO
+//! keeping of the VIPs on the interface through netlink failures, `track`
+//! how tracked conditions combine into a priority or a fault, `notify` the
+//! hook worker, and `io` the sockets and netlink that connect them to the
+//! system.
 
+pub mod addresses;
 pub mod io;
 pub mod machine;
+pub mod notify;
 pub mod packet;
 pub mod track;

@@ -40,6 +40,23 @@ fn cfg(text: &str) -> Config {
     config::parse(Path::new("t.toml"), text).expect("config")
 }
 
+/// Every lab MAC known (backends are reachable).
+fn macs() -> HashMap<Ipv4Addr, [u8; 6]> {
+    (0..=255u8)
+        .map(|i| (Ipv4Addr::new(10, 77, 0, i), [2, 0, 0, 0, 0, i]))
+        .collect()
+}
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn reload(rt: &mut Runtime, old: &Config, new: &Config) {
+    reload_at(rt, old, new, Instant::now());
+}
+
+fn reload_at(rt: &mut Runtime, old: &Config, new: &Config, now: Instant) {
+    rt.reload(old, new, &Diff::between(old, new), &macs(), now, TIMEOUT);
+}
+
 fn pair(a: &str, b: &str) -> BackendRef {
     (a.to_string(), b.to_string())
 }
@@ -106,14 +123,14 @@ fn drain_survives_a_reload_unless_the_backend_changed() {
         .expect("weight");
     // An unrelated edit: both overrides stay.
     let next = cfg(&BASE.replace("10.77.0.31", "10.77.0.32"));
-    rt.reload(&next, &Diff::between(&base, &next));
+    reload(&mut rt, &base, &next);
     assert!(rt.get("web", "web1").expect("web1").admin.drained);
     assert_eq!(rt.weight("web", "web2", 1), 5);
     // web2's address changes: its override goes, web1's stays.
     let next2 = cfg(&BASE
         .replace("10.77.0.31", "10.77.0.32")
         .replace("10.77.0.22", "10.77.0.29"));
-    rt.reload(&next2, &Diff::between(&next, &next2));
+    reload(&mut rt, &next, &next2);
     assert!(rt.get("web", "web1").expect("web1").admin.drained);
     assert_eq!(rt.weight("web", "web2", 1), 1);
     assert_eq!(rt.weight("web", "web1", 1), 0);
@@ -127,14 +144,14 @@ fn health_survives_a_reload_unless_the_check_changed() {
     assert_eq!(rt.record("web", "web1", ok(false), t), Some(false));
     assert!(!rt.get("web", "web1").expect("st").healthy());
     let same = cfg(&BASE.replace("10.77.0.31", "10.77.0.32"));
-    rt.reload(&same, &Diff::between(&base, &same));
+    reload(&mut rt, &base, &same);
     assert!(!rt.get("web", "web1").expect("st").healthy(), "still down");
     rt.admin(&same, "web", "web1", |a| a.drained = true)
         .expect("drain");
     let new_check = cfg(&BASE
         .replace("10.77.0.31", "10.77.0.32")
         .replace("fall = 2", "fall = 4"));
-    rt.reload(&new_check, &Diff::between(&same, &new_check));
+    reload(&mut rt, &same, &new_check);
     let st = rt.get("web", "web1").expect("st");
     assert_eq!(st.health_name(), "checking", "a new check starts over");
     assert!(st.admin.drained, "but the operator's drain stays");
@@ -195,4 +212,124 @@ fn targets_use_the_check_port_or_the_vip_port() {
         SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 21), 8080)
     );
     assert_eq!(t[0].interval, Duration::from_millis(1000));
+}
+
+fn without_web2() -> String {
+    let cut = BASE
+        .find("  [[vip.backend]]\n  name = \"web2\"")
+        .expect("web2");
+    let end = BASE[cut..].find("\n\n").expect("end") + cut;
+    format!("{}{}", &BASE[..cut], &BASE[end..])
+}
+
+#[test]
+fn a_removed_backend_keeps_its_flows_until_they_end() {
+    let base = cfg(BASE);
+    let next = cfg(&without_web2());
+    let mut rt = Runtime::new(&base);
+    let t0 = Instant::now();
+    reload_at(&mut rt, &base, &next, t0);
+    assert_eq!(rt.removing().len(), 1);
+    // It stays in the data plane with weight 0 (flows kept, no new ones).
+    let specs = rt.specs(&next, &macs());
+    let web2 = specs[0]
+        .backends
+        .iter()
+        .find(|b| b.addr == Ipv4Addr::new(10, 77, 0, 22))
+        .expect("web2 still in the spec");
+    assert_eq!((web2.weight, web2.healthy, web2.usable()), (0, true, true));
+    // A count made before the removal says nothing; one after it with live
+    // flows keeps it; one with none releases it.
+    let web2_addr = Ipv4Addr::new(10, 77, 0, 22);
+    let earlier = t0 - Duration::from_millis(1);
+    assert!(rt.settle(earlier, t0, |_, _| Some(0)).is_empty());
+    assert!(rt
+        .settle(t0, t0 + Duration::from_secs(1), |_, a| (a == web2_addr)
+            .then_some(3))
+        .is_empty());
+    assert_eq!(rt.removing()[&pair("web", "web2")].live_flows, Some(3));
+    let gone = rt.settle(
+        t0 + Duration::from_secs(2),
+        t0 + Duration::from_secs(2),
+        |_, _| Some(0),
+    );
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].2, Released::FlowsEnded);
+    assert!(rt.removing().is_empty());
+    assert!(rt.specs(&next, &macs())[0]
+        .backends
+        .iter()
+        .all(|b| b.addr != web2_addr));
+}
+
+#[test]
+fn a_removal_times_out_and_a_re_added_backend_comes_back() {
+    let base = cfg(BASE);
+    let next = cfg(&without_web2());
+    let mut rt = Runtime::new(&base);
+    let t0 = Instant::now();
+    reload_at(&mut rt, &base, &next, t0);
+    assert_eq!(rt.removing().len(), 1);
+    // Put back before its flows end: no removal left, and the config's
+    // backend (same address) takes its slot back with its weight.
+    reload(&mut rt, &next, &base);
+    assert!(rt.removing().is_empty());
+    let web: Vec<u32> = rt.specs(&base, &macs())[0]
+        .backends
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(web, [1, 1]);
+    // Removed again once healthy; this time its flows outlast the timeout.
+    rt.record("web", "web2", ok(true), SystemTime::now());
+    rt.record("web", "web2", ok(true), SystemTime::now());
+    let t1 = Instant::now();
+    reload_at(&mut rt, &base, &next, t1);
+    assert_eq!(rt.removing().len(), 1);
+    assert!(rt.settle(t1, t1 + TIMEOUT / 2, |_, _| Some(5)).is_empty());
+    let late = t1 + TIMEOUT;
+    let gone = rt.settle(late, late, |_, _| Some(5));
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].2, Released::TimedOut(5));
+}
+
+#[test]
+fn down_backends_and_removed_vips_are_released_at_once() {
+    let base = cfg(BASE);
+    let mut rt = Runtime::new(&base);
+    rt.record("web", "web2", ok(false), SystemTime::UNIX_EPOCH);
+    reload(&mut rt, &base, &cfg(&without_web2()));
+    assert!(rt.removing().is_empty(), "a down backend carries no flow");
+    let mut rt = Runtime::new(&base);
+    let moved = cfg(&without_web2().replace("port = 80", "port = 8080"));
+    reload(&mut rt, &base, &moved);
+    assert!(
+        rt.removing().is_empty(),
+        "the service changed: its flows are gone"
+    );
+    let mut rt = Runtime::new(&base);
+    let next = cfg(&without_web2());
+    reload(&mut rt, &base, &next);
+    assert_eq!(rt.removing().len(), 1);
+    reload(&mut rt, &next, &cfg(&next_without_web()));
+    assert!(rt.removing().is_empty(), "its VIP went");
+    let mut rt = Runtime::new(&base);
+    rt.reload(
+        &base,
+        &next,
+        &Diff::between(&base, &next),
+        &macs(),
+        Instant::now(),
+        Duration::ZERO,
+    );
+    assert!(
+        rt.removing().is_empty(),
+        "removal_timeout_ms = 0 removes at once"
+    );
+}
+
+fn next_without_web() -> String {
+    let start = BASE.find("[[vip]]\nname = \"web\"").expect("web");
+    let end = BASE.find("[[vip]]\nname = \"dns\"").expect("dns");
+    format!("{}{}", &BASE[..start], &BASE[end..])
 }

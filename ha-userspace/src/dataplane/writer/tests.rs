@@ -43,13 +43,19 @@ impl Fake {
         let (_, info) = self.vips.get(&k(key))?;
         let ring = self.rings.get(&ring_index(info.id, info.ring_slot))?;
         let dport = u16::from_be(key.port);
-        let h = flow_hash(saddr, key.addr, ports_raw(sport, dport), key.proto as u32);
+        let h = flow_hash(
+            0,
+            saddr,
+            key.addr,
+            ports_raw(sport, dport),
+            key.proto as u32,
+        );
         let e = ring.entries[(h % info.ring_size) as usize];
         if e == NO_BACKEND {
             return None;
         }
         let b = self.backends[e as usize];
-        (b.flags & BACKEND_F_UP != 0 && b.vip_id == info.id)
+        (b.flags & BACKEND_F_UP != 0 && b.vip_id == info.id && b.vip == *key)
             .then(|| Ipv4Addr::from(b.addr.to_ne_bytes()))
     }
 
@@ -336,4 +342,211 @@ fn back_to_back_swaps_alternate_rings() {
     assert_eq!(slots, [0, 1, 0, 1, 0]);
     drop(w);
     assert_eq!(fake.live_ring(&spec.key), Some(ring_index(0, 0)));
+}
+
+fn many(last: u8, port: u16, first: u32, n: u32) -> VipSpec {
+    VipSpec {
+        key: VipKey::new([10, 77, 0, last], port, IPPROTO_TCP),
+        table_size: 65537,
+        backends: (first..first + n)
+            .map(|i| BackendSpec {
+                addr: Ipv4Addr::from(0x0a50_0000 + i),
+                mac: Some(MAC),
+                weight: 1,
+                healthy: true,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_full_node_takes_a_changed_port() {
+    // 64 VIPs (every slot); one of them moves to another port: the removed
+    // one gives its id back before the new one needs it.
+    let mut fake = Fake::new();
+    let mut specs: Vec<VipSpec> = (0..MAX_VIPS as u16)
+        .map(|i| vip(100, 1000 + i, &[(21, 1, true)]))
+        .collect();
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(&specs).expect("64 vips");
+    assert_eq!(w.free_slots().0, 0);
+    specs[5].key = VipKey::new([10, 77, 0, 100], 2000, IPPROTO_TCP);
+    let r = w.apply(&specs).expect("port change at capacity");
+    assert_eq!((r.vips_added, r.vips_removed), (1, 1));
+    drop(w);
+    let routed =
+        |fake: &Fake, port| fake.route(&VipKey::new([10, 77, 0, 100], port, IPPROTO_TCP), 1, 1);
+    assert_eq!(routed(&fake, 2000), Some(Ipv4Addr::new(10, 77, 0, 21)));
+    assert_eq!(routed(&fake, 1005), None, "the old port is gone");
+    assert_eq!(routed(&fake, 1006), Some(Ipv4Addr::new(10, 77, 0, 21)));
+}
+
+#[test]
+fn an_update_that_cannot_fit_writes_nothing_and_leaks_no_id() {
+    let mut fake = Fake::new();
+    let base = many(100, 80, 0, 4000);
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&base)).expect("4000 backends");
+    let free = w.free_slots();
+    drop(w);
+    fake.log.clear();
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    // Keep them all and add 200 more: 4200 > 4096.
+    let mut more = base.clone();
+    more.backends.extend(many(100, 80, 10_000, 200).backends);
+    // ... and a new VIP besides, whose id must not leak either.
+    let extra = vip(101, 80, &[(21, 1, true)]);
+    for _ in 0..100 {
+        let e = w
+            .apply(&[more.clone(), extra.clone()])
+            .expect_err("over capacity");
+        assert!(e.to_string().contains("capacity"), "{e}");
+        assert_eq!(w.free_slots(), free, "no id leaked");
+    }
+    drop(w);
+    assert!(
+        fake.log.is_empty(),
+        "nothing written: {:?}",
+        &fake.log[..3.min(fake.log.len())]
+    );
+    // A good update still works afterwards.
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(&[base.clone(), extra.clone()]).expect("fits");
+    drop(w);
+    assert_eq!(
+        fake.route(&extra.key, 1, 1),
+        Some(Ipv4Addr::new(10, 77, 0, 21))
+    );
+}
+
+#[test]
+fn renumbering_more_backends_than_are_free_takes_two_steps() {
+    let mut fake = Fake::new();
+    let old = many(100, 80, 0, 4000);
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&old)).expect("4000 backends");
+    // Every backend replaced: 4000 new ids, 96 free until the old ones go.
+    let new = many(100, 80, 5000, 4000);
+    w.apply(std::slice::from_ref(&new)).expect("renumbered");
+    assert_eq!(w.free_slots().1, MAX_BACKENDS as usize - 4000);
+    drop(w);
+    let s = spread(&fake, &new.key);
+    assert_eq!(s.values().sum::<usize>(), 3000);
+    assert!(
+        s.keys().all(|a| u32::from(*a) >= 0x0a50_0000 + 5000),
+        "only new backends are routed"
+    );
+}
+
+/// A store whose writes start failing after `ok_writes` of them.
+struct Failing<'a> {
+    inner: &'a mut Fake,
+    ok_writes: usize,
+}
+
+impl Failing<'_> {
+    fn write(&mut self) -> Result<(), Error> {
+        if self.ok_writes == 0 {
+            return Err(Error::Capacity("injected write failure".into()));
+        }
+        self.ok_writes -= 1;
+        Ok(())
+    }
+}
+
+impl Store for Failing<'_> {
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
+        Ok(self.inner.vips.values().copied().collect())
+    }
+    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
+        self.write()?;
+        (&mut *self.inner).set_vip(key, info)
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
+        self.write()?;
+        (&mut *self.inner).remove_vip(key)
+    }
+    fn backends(&self) -> Result<Vec<(u32, BackendInfo)>, Error> {
+        (&*self.inner).backends_of()
+    }
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<(), Error> {
+        self.write()?;
+        (&mut *self.inner).set_backend(id, info)
+    }
+    fn ring(&self, index: u32) -> Result<Box<Ring>, Error> {
+        (&*self.inner).ring_of(index)
+    }
+    fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error> {
+        self.write()?;
+        (&mut *self.inner).set_ring(index, ring)
+    }
+    fn filter(&self) -> Result<VipFilter, Error> {
+        Ok(self.inner.filter)
+    }
+    fn set_filter(&mut self, filter: &VipFilter) -> Result<(), Error> {
+        self.write()?;
+        (&mut *self.inner).set_filter(filter)
+    }
+}
+
+impl Fake {
+    fn backends_of(&self) -> Result<Vec<(u32, BackendInfo)>, Error> {
+        Ok(self
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.flags != 0)
+            .map(|(i, b)| (i as u32, *b))
+            .collect())
+    }
+    fn ring_of(&self, index: u32) -> Result<Box<Ring>, Error> {
+        Ok(self.rings.get(&index).cloned().unwrap_or_else(|| {
+            Box::new(Ring {
+                entries: [0; RING_MAX],
+            })
+        }))
+    }
+}
+
+#[test]
+fn a_write_failing_half_way_can_be_rolled_back() {
+    let mut fake = Fake::new();
+    let old = [
+        vip(100, 80, &[(21, 1, true), (22, 1, true)]),
+        vip(101, 80, &[(23, 1, true)]),
+    ];
+    {
+        let mut w = Writer::adopt(&mut fake).expect("adopt");
+        w.apply(&old).expect("old");
+    }
+    let before: Vec<Option<Ipv4Addr>> = (0..200)
+        .map(|i| fake.route(&old[0].key, i, 1000 + i as u16))
+        .collect();
+    let new = [
+        vip(100, 80, &[(21, 1, true), (24, 1, true), (25, 1, true)]),
+        vip(102, 80, &[(26, 1, true)]),
+    ];
+    for ok_writes in 0..12 {
+        let store = Failing {
+            inner: &mut fake,
+            ok_writes,
+        };
+        let mut w = Writer::adopt(store).expect("adopt");
+        if w.apply(&new).is_ok() {
+            continue;
+        }
+        // The caller puts the old state back once writes work again.
+        w.store_mut().ok_writes = usize::MAX;
+        w.apply(&old).expect("roll back");
+        drop(w);
+        let after: Vec<Option<Ipv4Addr>> = (0..200)
+            .map(|i| fake.route(&old[0].key, i, 1000 + i as u16))
+            .collect();
+        assert_eq!(after, before, "failure after {ok_writes} writes");
+        assert_eq!(fake.route(&new[1].key, 1, 1), None);
+        assert_eq!(
+            fake.route(&old[1].key, 1, 1),
+            Some(Ipv4Addr::new(10, 77, 0, 23))
+        );
+    }
 }

@@ -217,6 +217,42 @@ fn split_brain_heals_with_advert_and_garp() {
 }
 
 #[test]
+fn spoofed_lower_adverts_get_one_answer_per_interval() {
+    let mut s = Sim::new(params(A), 200);
+    s.at(ms(0), Input::Startup);
+    s.until(ms(500));
+    assert_eq!(s.m.state(), State::Master);
+    s.log.clear();
+    // 10,000 lower-priority adverts in one second from one source (100 µs apart).
+    for i in 0..10_000u64 {
+        s.advert(Duration::from_micros(500_000 + i * 100), B, 100);
+    }
+    s.until(ms(1500));
+    let garps = s.log.iter().filter(|(_, a)| *a == Action::Garp).count();
+    let sends = s
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Send { .. }))
+        .count();
+    // One answer per 100 ms interval (10) plus the regular adverts (10).
+    assert!(garps <= 11, "{garps} gratuitous ARP bursts");
+    assert!(sends <= 22, "{sends} adverts");
+    assert!(garps >= 9, "still answers: {garps}");
+    // From many spoofed sources: bounded by the remembered set.
+    s.log.clear();
+    for i in 0..10_000u64 {
+        let src = Ipv4Addr::from(0x0a63_0000 + (i % 1000) as u32);
+        s.advert(Duration::from_micros(1_600_000 + i * 100), src, 100);
+    }
+    let garps = s.log.iter().filter(|(_, a)| *a == Action::Garp).count();
+    assert!(
+        garps <= ANSWERED_PEERS * 11,
+        "{garps} answers to 10,000 spoofed adverts"
+    );
+    assert_eq!(s.m.state(), State::Master);
+}
+
+#[test]
 fn shutdown_sends_priority_zero() {
     let mut s = Sim::new(params(A), 150);
     s.at(ms(0), Input::Startup);

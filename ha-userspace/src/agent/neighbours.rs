@@ -1,0 +1,118 @@
+//! Backend MAC addresses from the kernel's neighbour table, resolved on a
+//! task of its own: the kernel is asked to ARP for missing ones, and waiting
+//! for their answers (up to a second, more for a powered-off backend) never
+//! holds up the agent's loop. The loop gets a new map whenever it changes.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::net::Netlink;
+
+/// Backend address → MAC.
+pub type Macs = HashMap<Ipv4Addr, [u8; 6]>;
+
+/// How long answers to one round of ARP requests are waited for.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// One resolution round: the table, with the kernel asked to resolve what
+/// is missing and its answers awaited up to [`ANSWER_WAIT`].
+pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Macs {
+    let mut table = match netlink.neighbours(ifindex).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("neighbour dump failed: {e}");
+            return Macs::new();
+        }
+    };
+    let missing: Vec<Ipv4Addr> = wanted
+        .iter()
+        .filter(|a| !table.contains_key(a))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        for a in &missing {
+            if let Err(e) = netlink.probe_neighbour(ifindex, *a).await {
+                tracing::debug!("probe {a}: {e}");
+            }
+        }
+        let end = tokio::time::Instant::now() + ANSWER_WAIT;
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
+        while tokio::time::Instant::now() < end {
+            poll.tick().await;
+            if let Ok(t) = netlink.neighbours(ifindex).await {
+                table = t;
+            }
+            if missing.iter().all(|a| table.contains_key(a)) {
+                break;
+            }
+        }
+    }
+    wanted
+        .iter()
+        .filter_map(|a| table.get(a).map(|m| (*a, *m)))
+        .collect()
+}
+
+/// The resolver task's handles.
+pub struct Resolver {
+    wanted: watch::Sender<Vec<Ipv4Addr>>,
+}
+
+impl Resolver {
+    /// Starts resolving `wanted` every `every` (and at once when the wanted
+    /// set changes), sending each changed map on `tx`, beginning from `known`.
+    pub fn start(
+        netlink: Netlink,
+        ifindex: u32,
+        wanted: Vec<Ipv4Addr>,
+        known: Macs,
+        every: Duration,
+        tx: mpsc::Sender<Macs>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (wtx, mut wrx) = watch::channel(wanted);
+        let task = tokio::spawn(async move {
+            let mut last = known;
+            let mut warned = std::collections::HashSet::new();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    r = wrx.changed() => if r.is_err() { return },
+                }
+                let wanted = wrx.borrow_and_update().clone();
+                let macs = resolve(&netlink, ifindex, &wanted).await;
+                for a in &wanted {
+                    if macs.contains_key(a) {
+                        warned.remove(a);
+                    } else if warned.insert(*a) {
+                        tracing::warn!(backend = %a, "no MAC address for backend (no ARP reply); it gets no traffic");
+                    }
+                }
+                if macs != last {
+                    last = macs.clone();
+                    if tx.send(macs).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (Self { wanted: wtx }, task)
+    }
+
+    /// The backends to resolve changed (a reload).
+    pub fn want(&self, wanted: Vec<Ipv4Addr>) {
+        self.wanted.send_if_modified(|w| {
+            if *w != wanted {
+                *w = wanted;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

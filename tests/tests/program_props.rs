@@ -1,0 +1,136 @@
+//! Random and mutated frames through the XDP program (`BPF_PROG_TEST_RUN`),
+//! checking what must hold for every frame whatever its bytes:
+//! - the action is `XDP_TX`, `XDP_PASS` or `XDP_DROP` (never `ABORTED`
+//!   with consistent maps);
+//! - a frame that is not sent on is not modified;
+//! - a sent frame differs from its input only in the two MAC addresses;
+//! - only a well-formed TCP/UDP packet to a configured VIP service, sent to
+//!   this interface's MAC, is ever sent on: to a backend's MAC;
+//! - every frame bumps exactly one reason counter.
+//! Needs root.
+
+use ha_common::{Stat, IPPROTO_TCP, IPPROTO_UDP};
+use halb_lab::frame::Frame;
+use halb_lab::harness::{
+    backend_mac, Harness, CLIENT_MAC, LB_MAC, VIP, XDP_DROP, XDP_PASS, XDP_TX,
+};
+use proptest::prelude::*;
+
+/// Whether `f` is a frame the program may send on: a well-formed IPv4
+/// TCP/UDP packet to a service of the harness (TCP 80 or UDP 53 on the VIP),
+/// unfragmented, addressed to the interface's MAC.
+fn forwardable(f: &[u8]) -> bool {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[0..6] != LB_MAC {
+        return false;
+    }
+    let ip = &f[14..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    let proto = ip[9];
+    let l4min = match proto {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
+        _ => return false,
+    };
+    if ip[0] >> 4 != 4 || ihl < 20 || tot > ip.len() || tot < ihl + l4min || frag != 0 {
+        return false;
+    }
+    if ip[16..20] != VIP {
+        return false;
+    }
+    let dport = u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]);
+    matches!((proto, dport), (IPPROTO_TCP, 80) | (IPPROTO_UDP, 53))
+}
+
+fn total(h: &Harness) -> u64 {
+    Stat::ALL.iter().map(|s| h.stat(*s)).sum()
+}
+
+fn check(h: &Harness, data: &[u8]) -> Result<(), TestCaseError> {
+    let before = total(h);
+    let (rc, out) = h.run(data);
+    prop_assert_eq!(total(h), before + 1, "exactly one reason counted");
+    prop_assert!(
+        [XDP_TX, XDP_PASS, XDP_DROP].contains(&rc),
+        "action {} for {:02x?}",
+        rc,
+        data
+    );
+    if rc == XDP_TX {
+        prop_assert!(forwardable(data), "sent on: {:02x?}", data);
+        prop_assert_eq!(out.len(), data.len());
+        prop_assert_eq!(&out[12..], &data[12..], "only MACs change");
+        prop_assert_eq!(&out[6..12], &LB_MAC[..]);
+        prop_assert!((1..=3).any(|i| out[0..6] == backend_mac(i)));
+    } else {
+        prop_assert_eq!(&out[..], data, "not sent on, not modified");
+    }
+    Ok(())
+}
+
+/// A valid frame of the harness's services (or near them) to mutate.
+fn base() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<bool>(),
+        prop_oneof![Just(80u16), Just(53u16), Just(81u16), any::<u16>()],
+        any::<u16>(),
+        prop::collection::vec(any::<u8>(), 0..64),
+        any::<u8>(),
+        prop_oneof![Just(VIP), Just([10, 77, 0, 9]), any::<[u8; 4]>()],
+    )
+        .prop_map(|(tcp, dport, sport, payload, flags, dst)| {
+            let f = if tcp {
+                Frame::tcp([10, 77, 0, 10], dst, sport, dport).tcp_flags(flags)
+            } else {
+                Frame::udp([10, 77, 0, 10], dst, sport, dport)
+            };
+            f.macs(CLIENT_MAC, LB_MAC).payload(payload).build()
+        })
+}
+
+/// Mutations: flip bytes, cut, extend.
+fn mutated() -> impl Strategy<Value = Vec<u8>> {
+    (
+        base(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        prop::option::of(any::<prop::sample::Index>()),
+        prop::collection::vec(any::<u8>(), 0..8),
+    )
+        .prop_map(|(mut f, flips, cut, tail)| {
+            for (i, v) in flips {
+                let i = i.index(f.len());
+                f[i] = v;
+            }
+            if let Some(c) = cut {
+                // A driver never hands XDP less than an Ethernet header (and
+                // BPF_PROG_TEST_RUN refuses it).
+                f.truncate(c.index(f.len() + 1).max(14));
+            }
+            f.extend(tail);
+            f
+        })
+}
+
+fn run_cases<S: Strategy<Value = Vec<u8>>>(strategy: S) {
+    let h = Harness::new();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 3000,
+        ..ProptestConfig::default()
+    });
+    if let Err(e) = runner.run(&strategy, |data| check(&h, &data)) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn random_bytes_keep_the_invariants() {
+    // At least an Ethernet header: a driver never hands XDP less (and
+    // BPF_PROG_TEST_RUN refuses it).
+    run_cases(prop::collection::vec(any::<u8>(), 14..128));
+}
+
+#[test]
+fn mutated_frames_keep_the_invariants() {
+    run_cases(mutated());
+}
