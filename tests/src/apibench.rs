@@ -62,7 +62,7 @@ pub fn run_bench() -> Result<ApiBench> {
             lab.dir.join("token").display()
         ),
     );
-    std::fs::write(lab.dir.join("token"), "t")?;
+    std::fs::write(lab.dir.join("token"), "halb-bench-token-0123456789")?;
     let mut cfg = small.clone();
     let quiet: Vec<u16> = (30..100).chain(110..240).collect();
     for v in 0..5u16 {

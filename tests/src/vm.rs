@@ -240,7 +240,7 @@ sed -e 's/"eth1"/"eth0"/g' \
     -e "s|^listen = .*|listen = \"$addr:8480\"\ntoken_file = \"/etc/halb/token\"|" \
     "/mnt/share/deploy/examples/halb-$name.toml" > "/tmp/halb-$name.toml"
 mkdir -p /etc/halb
-echo lab > /etc/halb/token
+echo halb-vm-lab-token-0123456789 > /etc/halb/token
 bash /mnt/share/deploy/provision.sh lb --no-packages --config "/tmp/halb-$name.toml"
 cp /mnt/share/halb /usr/local/bin/halb
 echo "node $name up at $addr" > "/mnt/share/$name.ready"

@@ -13,7 +13,7 @@ use halb::api::model::Status;
 use halb_lab::lab::{backend_addr, halb_bin, lb_addr, node_config, workspace, Lab, CLIENT, VIP};
 use halb_lab::webdriver::Session;
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-for-the-api-tests";
 
 fn api_addr() -> SocketAddr {
     SocketAddr::from((lb_addr(1), 8480))
@@ -62,10 +62,33 @@ fn call(
     );
     lab.in_ns("client", move || {
         let c = Client::new(api_addr(), token);
-        let a = c
-            .request(&method, &path, body.as_deref())
-            .expect("API answers");
+        let a = if method == "POST" {
+            c.post(&path, body.as_deref())
+        } else {
+            c.request(&method, &path, body.as_deref())
+        }
+        .expect("API answers");
         (a.status, a.body)
+    })
+    .expect("ns")
+}
+
+/// A raw HTTP exchange with the API from the client's namespace: `head` is
+/// sent as is (with `\r\n\r\n` and the body after it); returns the status.
+fn raw(lab: &Lab, head: &str, body: &[u8]) -> u16 {
+    let mut req = head.replace('\n', "\r\n").into_bytes();
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body);
+    lab.in_ns("client", move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(api_addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // The server may answer (and close) before the whole body is sent.
+        let _ = s.write_all(&req);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        halb::api::client::parse_answer(&out).map_or(0, |a| a.status)
     })
     .expect("ns")
 }
@@ -327,4 +350,245 @@ fn stats_page_in_headless_chromium() {
         backend(&status(&lab), "web2").drained,
         "drained in /api/v1/status too"
     );
+}
+
+#[test]
+fn writes_from_another_origin_and_oversized_requests_are_refused() {
+    let lab = lab("csr");
+    let drain = "/api/v1/vips/web/backends/web2/drain";
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let host = format!("Host: {}", api_addr());
+    let post = |extra: &str, body: &[u8]| {
+        raw(
+            &lab,
+            &format!(
+                "POST {drain} HTTP/1.1\n{host}\n{auth}\nContent-Length: {}\nConnection: close{extra}",
+                body.len()
+            ),
+            body,
+        )
+    };
+    // A page on another origin, even carrying a (stolen) token: refused.
+    let json = "\nContent-Type: application/json";
+    assert_eq!(
+        post(&format!("{json}\nOrigin: http://attacker.example"), b"{}"),
+        403
+    );
+    assert_eq!(
+        post(&format!("{json}\nSec-Fetch-Site: cross-site"), b"{}"),
+        403
+    );
+    // A form post (a "simple" request needing no preflight): refused.
+    assert_eq!(
+        post("\nContent-Type: application/x-www-form-urlencoded", b"a=b"),
+        415
+    );
+    assert_eq!(post("\nContent-Type: text/plain", b"{}"), 415);
+    assert_eq!(post("", b"{}"), 415);
+    assert!(!backend(&status(&lab), "web2").drained, "nothing changed");
+    // Same origin (the stats page) and no origin (halb, curl) are fine.
+    let same = format!(
+        "{json}\nOrigin: http://{}\nSec-Fetch-Site: same-origin",
+        api_addr()
+    );
+    assert_eq!(post(&same, b"{}"), 200);
+    assert!(backend(&status(&lab), "web2").drained);
+    // Limits: a body over 16 KiB, headers over 16 KiB.
+    let big = vec![b' '; 64 * 1024];
+    let code = post(json, &big);
+    assert_eq!(code, 413, "oversized body");
+    let long = format!("\nX-Filler: {}", "a".repeat(32 * 1024));
+    let code = raw(
+        &lab,
+        &format!("GET /api/v1/status HTTP/1.1\n{host}{long}"),
+        b"",
+    );
+    assert!(code == 431 || code == 0, "oversized header: {code}");
+    assert_eq!(status(&lab).vips.len(), 1, "the API still answers");
+}
+
+/// Raises this process's open-file limit to its hard limit.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+#[test]
+fn thousands_of_half_open_connections_change_nothing_for_the_service() {
+    raise_nofile();
+    let mut lab = Lab::new("slw").expect("lab");
+    lab.add_host("client", CLIENT).expect("client");
+    lab.add_host("lb1", lb_addr(1)).expect("lb1");
+    lab.attach_pass_on_port("lb1").expect("pass");
+    for i in 1..=3u8 {
+        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
+            .expect("backend");
+    }
+    let token = lab.dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    let v = halb_lab::lab::VrrpOpts::v3(150);
+    let cfg = node_config(&lab, "lb1", "native", 3, None, Some(&v))
+        .replace(
+            "[[vip]]",
+            &format!(
+                "[api]\nlisten = \"{}\"\ntoken_file = \"{}\"\n\n[[vip]]",
+                api_addr(),
+                token.display()
+            ),
+        )
+        .replacen(
+            "\n  [[vip.backend]]",
+            "\n  [vip.health]\n  kind = \"http\"\n  interval_ms = 200\n  timeout_ms = 150\n  \
+             rise = 2\n  fall = 2\n\n  [[vip.backend]]",
+            1,
+        );
+    let path = lab.dir.join("halb-lb1.toml");
+    std::fs::write(&path, &cfg).expect("config");
+    // The usual limit under systemd without LimitNOFILE: 1024.
+    let mut c = lab.nsenter("lb1", std::path::Path::new("/usr/bin/prlimit"));
+    c.arg("--nofile=1024:1024")
+        .arg(halb_bin())
+        .arg("run")
+        .arg("-c")
+        .arg(&path);
+    lab.spawn("halb-lb1", c)
+        .expect("start")
+        .wait_log("API and stats page listening", Duration::from_secs(20))
+        .expect("agent up");
+    lab.wait_for(
+        "master, backends up",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let s = status(&lab);
+            s.vrrp.as_ref().is_some_and(|v| v.state == "MASTER")
+                && s.vips[0].backends.iter().all(|b| b.health == "up")
+        },
+    )
+    .expect("converged");
+    let before = status(&lab);
+    // 2000 connections that each send half a request header, held open.
+    let held = lab
+        .in_ns("client", || {
+            let mut held = Vec::new();
+            for _ in 0..2000 {
+                if let Ok(mut s) =
+                    std::net::TcpStream::connect_timeout(&api_addr(), Duration::from_secs(1))
+                {
+                    let _ = s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n");
+                    held.push(s);
+                }
+            }
+            held
+        })
+        .expect("ns");
+    assert!(held.len() >= 1000, "{} connections opened", held.len());
+    // While they are held, for well over ten health-check intervals: the
+    // VIP serves every request, the node stays master, no backend falls.
+    let t0 = std::time::Instant::now();
+    let mut served = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let replies = lab
+            .requests(10, Duration::from_secs(2))
+            .expect("the VIP serves");
+        served += replies.len();
+        assert!(
+            lab.has_addr("lb1", VIP).expect("ip"),
+            "lb1 still holds the VIP"
+        );
+    }
+    assert!(served >= 20, "{served} requests");
+    drop(held);
+    // The API answers again once they are gone.
+    lab.wait_for(
+        "the API to answer",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            lab.in_ns("client", || {
+                Client::new(api_addr(), None)
+                    .get("/api/v1/status")
+                    .is_ok_and(|a| a.status == 200)
+            })
+            .unwrap_or(false)
+        },
+    )
+    .expect("API back");
+    let after = status(&lab);
+    let log = lab.proc_mut("halb-lb1").expect("halb").log_text();
+    assert!(!log.contains("backend is DOWN"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert_eq!(
+        after.vrrp.as_ref().map(|v| v.transitions),
+        before.vrrp.as_ref().map(|v| v.transitions),
+        "no VRRP state change"
+    );
+    assert!(after.vips[0].backends.iter().all(|b| b.health == "up"));
+}
+
+#[test]
+fn a_slow_client_is_cut_off() {
+    let lab = lab("hto");
+    let closed_after = lab
+        .in_ns("client", || {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect(api_addr()).expect("connect");
+            s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+                .expect("write");
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            let t = std::time::Instant::now();
+            let mut buf = [0u8; 256];
+            // The server closes (EOF or an error status) once the header
+            // timeout passes.
+            let _ = s.read(&mut buf);
+            t.elapsed()
+        })
+        .expect("ns");
+    assert!(
+        closed_after < halb::api::HEADER_TIMEOUT + Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+    assert!(closed_after >= halb::api::HEADER_TIMEOUT - Duration::from_secs(1));
+}
+
+#[test]
+fn an_empty_token_file_is_refused_at_start() {
+    let mut lab = Lab::new("etk").expect("lab");
+    lab.add_host("lb1", lb_addr(1)).expect("lb1");
+    let token = lab.dir.join("token");
+    std::fs::write(&token, "").expect("token");
+    let cfg = node_config(&lab, "lb1", "generic", 0, None, None).replace(
+        "[[vip]]",
+        &format!(
+            "[api]\nlisten = \"{}\"\ntoken_file = \"{}\"\n\n[[vip]]",
+            api_addr(),
+            token.display()
+        ),
+    );
+    let path = lab.dir.join("halb-lb1.toml");
+    std::fs::write(&path, &cfg).expect("config");
+    let out = Command::new(halb_bin())
+        .args(["check-config", "-c"])
+        .arg(&path)
+        .output()
+        .expect("check-config");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "check-config accepted an empty token"
+    );
+    assert!(err.contains("at least 16"), "{err}");
+    let p = lab.start_halb("lb1", &cfg, &[]).expect("start");
+    let status = p.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(!status.success());
+    assert!(p.log_text().contains("at least 16"), "{}", p.log_text());
 }

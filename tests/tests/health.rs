@@ -245,7 +245,15 @@ fn broken_reload_is_rejected_and_weight_changes_apply() {
     std::fs::write(&path, &good[..cut]).expect("write");
     let out = halb(&lab, &["reload"]);
     assert!(out.contains("backends removed web/web3"), "{out}");
-    assert_eq!(status(&lab).vips[0].backends.len(), 2);
+    // web3 finishes its flows (the load's connections end with the
+    // client's FIN) and is then gone.
+    let s = status(&lab);
+    let web3 = s.vips[0].backends.iter().find(|b| b.name == "web3");
+    assert!(
+        web3.is_none_or(|b| b.removing),
+        "web3 is removing or already gone: {web3:?}"
+    );
+    wait_health(&lab, |s| s.vips[0].backends.len() == 2);
     // Weight: web1 gets all new flows when web2 weighs 0... via weight.
     let out = halb(&lab, &["weight", "web", "web2", "0"]);
     assert!(out.contains("weight 0"), "{out}");
@@ -344,4 +352,135 @@ fn no_healthy_backend_lowers_the_vrrp_priority() {
             .as_ref()
             .is_some_and(|v| v.priority == 150 && v.tracking.is_empty())
     });
+}
+
+/// Which backend carries the client's flow from `port` (from the pinned
+/// flow table).
+fn backend_of_flow(lab: &Lab, port: u16) -> String {
+    let maps = Maps::open_pinned(&lab.pin_dir("lb1")).expect("maps");
+    let entry = maps
+        .flows()
+        .expect("flows")
+        .into_iter()
+        .find(|e| e.key.sport() == port)
+        .expect("flow entry");
+    let addr = Ipv4Addr::from(
+        maps.backend(entry.backend)
+            .expect("backend")
+            .addr
+            .to_ne_bytes(),
+    );
+    (1..=BACKENDS)
+        .find(|&i| backend_addr(i) == addr)
+        .map(|i| format!("web{i}"))
+        .expect("a lab backend")
+}
+
+/// The config without backend `name`.
+fn without(text: &str, name: &str) -> String {
+    let start = text
+        .find(&format!("\n  [[vip.backend]]\n  name = \"{name}\""))
+        .expect("backend in config");
+    let end = text[start + 1..]
+        .find("\n  [[vip.backend]]")
+        .map_or(text.len(), |i| start + 1 + i);
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn a_removed_backend_finishes_its_stream_then_goes() {
+    let lab = lab("hgr");
+    let (tx, rx) = mpsc::channel();
+    let dl = lab
+        .spawn_in_ns("client", move || {
+            client::download(VIP, "/big", move |p| {
+                let _ = tx.send(p);
+            })
+        })
+        .expect("stream");
+    let port = rx.recv_timeout(Duration::from_secs(5)).expect("started");
+    let name = backend_of_flow(&lab, port);
+    // A reload removes the stream's backend.
+    let path = lab.dir.join("halb-lb1.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, without(&good, &name)).expect("write");
+    let out = halb(&lab, &["reload"]);
+    assert!(
+        out.contains(&format!("backends removed web/{name}")),
+        "{out}"
+    );
+    // It is shown as removing, with its live flow, and gets nothing new.
+    wait_health(&lab, |s| {
+        s.vips[0].backends.iter().any(|b| {
+            b.name == name && b.removing && b.removal.as_ref().and_then(|r| r.live_flows) == Some(1)
+        })
+    });
+    let replies = lab.requests(30, Duration::from_secs(2)).expect("requests");
+    assert!(replies.iter().all(|r| r.body.trim() != name));
+    // The stream goes on to its end, untouched.
+    let s = dl.join().expect("join").expect("ns").expect("download");
+    assert_eq!(s.bytes, BIG_SIZE);
+    assert!(
+        s.max_gap < Duration::from_millis(400),
+        "gap {:?}",
+        s.max_gap
+    );
+    // Once its last flow ended, the backend is released.
+    wait_health(&lab, |s| s.vips[0].backends.iter().all(|b| b.name != name));
+    let log = halb_log(&lab);
+    assert!(
+        log.contains("removed backend's last flow ended: released"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_backend_put_back_while_removing_keeps_its_stream() {
+    let lab = lab("hrb");
+    let (tx, rx) = mpsc::channel();
+    let dl = lab
+        .spawn_in_ns("client", move || {
+            client::download(VIP, "/big", move |p| {
+                let _ = tx.send(p);
+            })
+        })
+        .expect("stream");
+    let port = rx.recv_timeout(Duration::from_secs(5)).expect("started");
+    let name = backend_of_flow(&lab, port);
+    let path = lab.dir.join("halb-lb1.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, without(&good, &name)).expect("write");
+    halb(&lab, &["reload"]);
+    wait_health(&lab, |s| {
+        s.vips[0]
+            .backends
+            .iter()
+            .any(|b| b.name == name && b.removing)
+    });
+    // Put back: same address, same slot, the stream never notices.
+    std::fs::write(&path, &good).expect("write");
+    let out = halb(&lab, &["reload"]);
+    assert!(out.contains(&format!("backends added web/{name}")), "{out}");
+    wait_health(&lab, |s| {
+        s.vips[0]
+            .backends
+            .iter()
+            .any(|b| b.name == name && !b.removing && b.weight == 1)
+    });
+    assert_eq!(
+        backend_of_flow(&lab, port),
+        name,
+        "the flow kept its backend"
+    );
+    let s = dl.join().expect("join").expect("ns").expect("download");
+    assert_eq!(s.bytes, BIG_SIZE);
+    assert!(
+        s.max_gap < Duration::from_millis(400),
+        "gap {:?}",
+        s.max_gap
+    );
+}
+
+fn halb_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.dir.join("halb-lb1.log")).unwrap_or_default()
 }

@@ -314,7 +314,7 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), 
     let mut state = RiseFall::new(s.rise, s.fall, true);
     let mut tick = tokio::time::interval(Duration::from_millis(s.interval_ms as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let timeout = Duration::from_millis(s.timeout_ms as u64);
+    let timeout = Duration::from_millis(s.timeout_ms() as u64);
     // Announce the initial state.
     if tx
         .send((source.clone(), script_effect(s.weight, true)))

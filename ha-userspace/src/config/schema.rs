@@ -215,9 +215,11 @@ pub struct TrackScript {
     /// Time between runs.
     #[serde(default = "default_interval_ms", deserialize_with = "de_positive_ms32")]
     pub interval_ms: u32,
-    /// A run taking longer counts as a failure (and is killed).
-    #[serde(default = "default_timeout_ms", deserialize_with = "de_positive_ms32")]
-    pub timeout_ms: u32,
+    /// A run taking longer counts as a failure (and is killed with its
+    /// process group); must be below `interval_ms`. Default: 1000, or half
+    /// the interval when that is shorter.
+    #[serde(default, deserialize_with = "de_opt_positive_ms32")]
+    pub timeout_ms: Option<u32>,
     /// Successes in a row that make it succeed.
     #[serde(default = "default_one", deserialize_with = "de_count")]
     pub rise: u32,
@@ -228,6 +230,14 @@ pub struct TrackScript {
     /// subtracted while failing (keepalived's `weight`).
     #[serde(default, deserialize_with = "de_script_weight")]
     pub weight: i32,
+}
+
+impl TrackScript {
+    /// The time limit of one run.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
+            .unwrap_or_else(|| default_timeout_ms().min(self.interval_ms / 2).max(1))
+    }
 }
 
 /// `[[vip]]`.
@@ -464,6 +474,9 @@ fn de_advert_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 bounded!(de_port, u16, 1, 65535, "port");
 bounded!(de_status, u16, 100, 599, "expect_status");
 bounded!(de_positive_ms32, u32, 1, 3_600_000, "a time in ms");
+fn de_opt_positive_ms32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_positive_ms32(d).map(Some)
+}
 bounded!(de_positive_ms, u64, 1, 3_600_000, "a time in ms");
 bounded!(de_count, u32, 1, 1000, "rise/fall");
 bounded!(de_weight, u32, 0, MAX_WEIGHT, "weight");

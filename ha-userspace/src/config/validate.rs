@@ -79,13 +79,15 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         }
         for s in &vrrp.track_scripts {
             let t = s.get_ref();
-            if t.timeout_ms >= t.interval_ms {
+            if t.timeout_ms() >= t.interval_ms {
                 out.push((
                     s.span(),
                     format!(
                         "track_script {:?}: timeout_ms ({}) must be below interval_ms ({}), \
                          or runs would overlap",
-                        t.name, t.timeout_ms, t.interval_ms
+                        t.name,
+                        t.timeout_ms(),
+                        t.interval_ms
                     ),
                 ));
             }
