@@ -51,10 +51,17 @@ impl Beat {
     }
 }
 
-/// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any.
+/// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any; as
+/// libsystemd's `sd_watchdog_enabled`, a `WATCHDOG_PID` that names another
+/// process means it is not ours.
 pub fn interval() -> Option<Duration> {
-    let mut usec = 0u64;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 fn send(state: &[sd_notify::NotifyState<'_>]) {

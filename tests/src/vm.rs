@@ -220,8 +220,9 @@ pub struct Vm {
 }
 
 /// The guest's start script: address from the kernel command line, the
-/// node prepared by deploy/provision.sh, halb started from the example
-/// config with this VM's values.
+/// node prepared by deploy/provision.sh, halb started by systemd under the
+/// shipped unit (deploy/halb.service) from the example config with this
+/// VM's values.
 const NODE_SH: &str = r#"#!/bin/sh
 # Runs in each guest at boot (halb-node.service), from the 9p share.
 set -eu
@@ -243,8 +244,15 @@ mkdir -p /etc/halb
 echo halb-vm-lab-token-0123456789 > /etc/halb/token
 bash /mnt/share/deploy/provision.sh lb --no-packages --config "/tmp/halb-$name.toml"
 cp /mnt/share/halb /usr/local/bin/halb
+# The agent runs under deploy/halb.service as shipped (hardened: only its
+# capabilities, read-only system, watchdog); its log goes to the share.
+install -m 0644 /mnt/share/deploy/halb.service /etc/systemd/system/halb.service
+mkdir -p /etc/systemd/system/halb.service.d
+printf '[Service]\nStandardOutput=append:/mnt/share/%s.log\nStandardError=append:/mnt/share/%s.log\n' \
+    "$name" "$name" > /etc/systemd/system/halb.service.d/lab.conf
+systemctl daemon-reload
 echo "node $name up at $addr" > "/mnt/share/$name.ready"
-exec /usr/local/bin/halb run -c /etc/halb/halb.toml > "/mnt/share/$name.log" 2>&1
+systemctl start --no-block halb.service
 "#;
 
 /// The VM lab: namespaces, share, VMs.
@@ -568,6 +576,11 @@ pub fn test(halb: &Path) -> Result<Report> {
     ok.with_context(|| format!("lb1 status: {:?}", st.vrrp))?;
     if st.node.xdp_mode != "native" {
         bail!("lb1 attached XDP in {} mode, not native", st.node.xdp_mode);
+    }
+    // It runs under the shipped, hardened unit, with systemd's watchdog.
+    let log1 = std::fs::read_to_string(v.share.join("lb1.log")).unwrap_or_default();
+    if !log1.contains("systemd watchdog enabled") {
+        bail!("lb1's agent does not report systemd's watchdog:\n{log1}");
     }
     // Requests reach all three backends.
     let seen = v.lab.in_ns("client", || {

@@ -356,3 +356,242 @@ fn tracked_script_moves_the_vip_and_notify_hooks_run() {
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}", std::fs::read_to_string(&states)));
 }
+
+const VIP2: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 0, 101);
+
+/// `node`'s config path in the lab.
+fn config_path(lab: &Lab, node: &str) -> std::path::PathBuf {
+    lab.dir.join(format!("halb-{node}.toml"))
+}
+
+/// A second VIP (`web2` on VIP2) over the same backends.
+fn second_vip() -> String {
+    let mut s = format!(
+        "\n[[vip]]\nname = \"web2\"\naddress = \"{VIP2}\"\nport = 80\nprotocol = \"tcp\"\n"
+    );
+    for i in 1..=BACKENDS {
+        s.push_str(&format!(
+            "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
+            backend_addr(i)
+        ));
+    }
+    s
+}
+
+/// Sends SIGHUP to `node`'s agent and waits for the reload to be logged.
+fn reload(lab: &mut Lab, node: &str, config: &str, n: usize) {
+    std::fs::write(config_path(lab, node), config).expect("write config");
+    let p = lab.proc_mut(&format!("halb-{node}")).expect("halb");
+    p.signal(libc::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = p.log_text();
+        let done =
+            log.matches("configuration reloaded").count() + log.matches("reload rejected").count();
+        if done >= n {
+            break;
+        }
+        assert!(Instant::now() < end, "no reload logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn requests_to(lab: &Lab, addr: std::net::Ipv4Addr, n: usize) -> anyhow::Result<usize> {
+    lab.in_ns("client", move || {
+        let mut ok = 0;
+        for _ in 0..n {
+            let r = halb_lab::client::http_get(addr, 80, "/", Duration::from_secs(2))?;
+            anyhow::ensure!(r.status == 200, "HTTP {}", r.status);
+            ok += 1;
+        }
+        Ok(ok)
+    })?
+}
+
+#[test]
+fn a_reload_that_adds_or_removes_a_vip_moves_its_address() {
+    let mut lab = lab("vra");
+    for i in 1..=BACKENDS {
+        lab.ip(
+            &format!("web{i}"),
+            &["addr", "add", &format!("{VIP2}/32"), "dev", "lo"],
+        )
+        .expect("VIP2 on the backend");
+    }
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    start(&mut lab, "lb2", &VrrpOpts::v3(100));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    let base1 = std::fs::read_to_string(config_path(&lab, "lb1")).expect("config");
+    let base2 = std::fs::read_to_string(config_path(&lab, "lb2")).expect("config");
+    // Both nodes get web2 at a new address: the master adds it (with
+    // gratuitous ARP), the backup does not.
+    reload(&mut lab, "lb1", &format!("{base1}{}", second_vip()), 1);
+    reload(&mut lab, "lb2", &format!("{base2}{}", second_vip()), 1);
+    lab.wait_for(
+        "lb1 to hold VIP2",
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || lab.has_addr("lb1", VIP2).unwrap_or(false),
+    )
+    .expect("the master adds the new VIP");
+    assert!(
+        !lab.has_addr("lb2", VIP2).expect("ip"),
+        "the backup does not hold it"
+    );
+    assert_eq!(requests_to(&lab, VIP2, 10).expect("VIP2 serves"), 10);
+    assert_eq!(
+        neighbour_mac(&lab, "client", VIP2),
+        Some(lab.mac("lb1").expect("mac"))
+    );
+    // A failover carries the new VIP too (the dead node's addresses are
+    // cleared, as a dead node would not answer for them).
+    let mut p = lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    for a in [VIP, VIP2] {
+        lab.ip("lb1", &["addr", "del", &format!("{a}/32"), "dev", "eth0"])
+            .expect("clear the dead node's VIP");
+    }
+    lab.wait_for(
+        "lb2 to hold VIP2",
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || lab.has_addr("lb2", VIP2).unwrap_or(false),
+    )
+    .expect("takeover carries VIP2");
+    assert_eq!(requests_to(&lab, VIP2, 5).expect("VIP2 serves"), 5);
+    // Removing it takes the address off the master.
+    reload(&mut lab, "lb2", &base2, 2);
+    lab.wait_for(
+        "lb2 to drop VIP2",
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || !lab.has_addr("lb2", VIP2).unwrap_or(true),
+    )
+    .expect("the removed VIP's address goes");
+    assert!(lab.has_addr("lb2", VIP).expect("ip"), "the other VIP stays");
+}
+
+#[test]
+fn vrrp_settings_changed_by_a_reload_wait_for_a_restart() {
+    let mut lab = lab("vrk");
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    let base = std::fs::read_to_string(config_path(&lab, "lb1")).expect("config");
+    let changed = base
+        .replace("priority = 150", "priority = 20")
+        .replace("[vrrp]\n", "[vrrp]\ntrack_backends_weight = -10\n");
+    reload(&mut lab, "lb1", &changed, 1);
+    let log = lab.proc_mut("halb-lb1").expect("halb").log_text();
+    assert!(log.contains("take effect at the next restart"), "{log}");
+    let s = lab
+        .in_ns("lb1", || {
+            halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+                .get("/api/v1/status")
+        })
+        .expect("ns")
+        .expect("status");
+    let s: halb::api::model::Status = serde_json::from_str(&s.body).expect("json");
+    let v = s.vrrp.expect("vrrp");
+    assert_eq!(
+        (v.base_priority, v.priority, v.state.as_str()),
+        (150, 150, "MASTER")
+    );
+}
+
+#[test]
+fn a_vrrp_source_that_is_not_on_the_host_stops_the_start() {
+    let mut lab = lab("vsr");
+    let mut v = VrrpOpts::v3(150);
+    v.extra = "source = \"10.99.0.1\"\n".into();
+    let cfg = node_config(&lab, "lb1", "native", BACKENDS, None, Some(&v));
+    let p = lab.start_halb("lb1", &cfg, &[]).expect("start");
+    let status = p.wait_exit(Duration::from_secs(10)).expect("halb exits");
+    assert!(!status.success(), "exit status {status}");
+    let log = p.log_text();
+    assert!(
+        log.contains("source = \"10.99.0.1\" is not an address of eth0"),
+        "{log}"
+    );
+    assert!(!lab.has_addr("lb1", VIP).expect("ip"));
+}
+
+#[test]
+fn a_second_agent_for_the_same_node_is_refused() {
+    let mut lab = lab("vdp");
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    let prog = || {
+        lab.ip("lb1", &["-d", "link", "show", "dev", "eth0"])
+            .expect("ip")
+            .split_whitespace()
+            .skip_while(|w| *w != "prog/xdp")
+            .nth(2)
+            .map(str::to_string)
+    };
+    let before = prog();
+    assert!(before.is_some(), "an XDP program is attached");
+    let path = config_path(&lab, "lb1");
+    let mut c = lab.nsenter("lb1", &halb_lab::lab::halb_bin());
+    c.arg("run").arg("-c").arg(&path);
+    let out = c.output().expect("second agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another halb agent is running"), "{err}");
+    assert_eq!(prog(), before, "the first agent's program is untouched");
+    serves(&lab);
+}
+
+#[test]
+fn a_restarted_agent_reconciles_its_vips_and_streams_survive() {
+    let mut lab = lab("vrc");
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    start(&mut lab, "lb2", &VrrpOpts::v3(100));
+    wait_owner(&lab, "lb1", Duration::from_secs(3));
+    let streams: Vec<_> = (0..8)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = lab
+                .spawn_in_ns("client", move || {
+                    halb_lab::client::download(VIP, "/big", move |p| {
+                        let _ = tx.send(p);
+                    })
+                })
+                .expect("stream");
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("stream started");
+            h
+        })
+        .collect();
+    // The master's agent dies (its data plane keeps forwarding, its VIP
+    // address stays behind); the peer takes over.
+    let mut p = lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    lab.wait_for(
+        "lb2 to take over",
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || lab.has_addr("lb2", VIP).unwrap_or(false),
+    )
+    .expect("takeover");
+    assert!(
+        lab.has_addr("lb1", VIP).expect("ip"),
+        "the crashed agent left its VIP"
+    );
+    // Restarted, the agent takes stock: as backup it drops the stale
+    // address, then preempts back (priority 150) and holds it alone.
+    start(&mut lab, "lb1", &VrrpOpts::v3(150));
+    wait_owner(&lab, "lb1", Duration::from_secs(5));
+    let log = lab.proc_mut("halb-lb1").expect("halb").log_text();
+    assert!(log.contains("adopted the pinned XDP program"), "{log}");
+    for h in streams {
+        let s = h
+            .join()
+            .expect("join")
+            .expect("ns")
+            .expect("stream survives");
+        assert_eq!(s.bytes, halb_lab::lab::BIG_SIZE);
+    }
+    assert_eq!(owner(&lab), Some("lb1"), "exactly one node holds the VIP");
+}

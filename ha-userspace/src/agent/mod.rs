@@ -306,6 +306,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         tracing::info!(interval = ?w, "systemd watchdog enabled");
     }
 
+    let mut vrrp_rx = agent.election.as_ref().map(|e| e.status.clone());
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
@@ -340,6 +341,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 agent.census_tick();
                 agent.publish(&status_tx);
                 agent.watchdog_tick();
+            }
+            changed = vrrp_changed(&mut vrrp_rx) => {
+                // A new role, priority or master is published at once (the
+                // counters wait for the next tick).
+                if changed {
+                    agent.publish(&status_tx);
+                }
             }
             what = tasks.ended() => break Some(what),
             what = election_ended(&mut agent.election) => break Some(what),
@@ -389,6 +397,23 @@ async fn recv_track(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Waits for a VRRP status change; true when the role, priority or master
+/// changed (not just a counter).
+async fn vrrp_changed(rx: &mut Option<watch::Receiver<crate::vrrp::io::Status>>) -> bool {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    let before = {
+        let s = rx.borrow();
+        (s.state, s.priority, s.master)
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    let s = rx.borrow_and_update();
+    (s.state, s.priority, s.master) != before
 }
 
 async fn election_ended(e: &mut Option<election::Election>) -> String {

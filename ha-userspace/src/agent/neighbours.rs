@@ -72,10 +72,15 @@ impl Resolver {
         every: Duration,
         tx: mpsc::Sender<Macs>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        // What is missing now was reported by the caller already.
+        let mut warned: std::collections::HashSet<Ipv4Addr> = wanted
+            .iter()
+            .filter(|a| !known.contains_key(a))
+            .copied()
+            .collect();
         let (wtx, mut wrx) = watch::channel(wanted);
         let task = tokio::spawn(async move {
             let mut last = known;
-            let mut warned = std::collections::HashSet::new();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
