@@ -176,6 +176,39 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// VRRP packets from `src` the client has seen (multicast reaches it too),
+/// counted by an nftables rule made on first use.
+pub fn adverts_from(lab: &Lab, src: std::net::Ipv4Addr) -> Result<u64> {
+    let table = format!("halbvrrp{}", u32::from(src) & 0xff);
+    let list = |lab: &Lab| {
+        crate::lab::run(
+            lab.cmd("client", "nft")
+                .args(["list", "chain", "ip", &table, "c"]),
+        )
+    };
+    let text = match list(lab) {
+        Ok(t) => t,
+        Err(_) => {
+            let chain = "{ type filter hook input priority 0 ; }";
+            let addr = src.to_string();
+            for args in [
+                vec!["add", "table", "ip", &table],
+                vec!["add", "chain", "ip", &table, "c", chain],
+                vec![
+                    "add", "rule", "ip", &table, "c", "ip", "saddr", &addr, "ip", "protocol",
+                    "112", "counter",
+                ],
+            ] {
+                crate::lab::run(lab.cmd("client", "nft").args(args))?;
+            }
+            list(lab)?
+        }
+    };
+    crate::client::parse_nft_counter(&text)
+        .map(|c| c.packets)
+        .context("no counter in the nft chain")
+}
+
 /// Measures `kills` takeovers of `daemon` pairs with `advert_ms` adverts.
 pub fn takeovers(daemon: Daemon, kills: usize, advert_ms: u32) -> Result<Vec<Duration>> {
     let mut lab = pair_lab(&format!("fo{}", &daemon.name()[..1]))?;
@@ -205,8 +238,15 @@ pub fn takeovers(daemon: Daemon, kills: usize, advert_ms: u32) -> Result<Vec<Dur
             Duration::from_millis(10),
             || follows(&lab, &mac1),
         )?;
-        // Let a few adverts pass so the backup's timer is in its steady state.
-        std::thread::sleep(Duration::from_millis(advert_ms as u64 * 3 + 50));
+        // A few of the master's adverts pass (seen on the wire by the
+        // client), so the backup's timer is in its steady state.
+        let seen = adverts_from(&lab, lb_addr(1))?;
+        lab.wait_for(
+            "three adverts from lb1",
+            slow,
+            Duration::from_millis(5),
+            || adverts_from(&lab, lb_addr(1)).is_ok_and(|n| n >= seen + 3),
+        )?;
         let t0 = Instant::now();
         crash(&mut lab, daemon, "lb1")?;
         lab.wait_for(

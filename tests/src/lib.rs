@@ -12,5 +12,6 @@ pub mod harness;
 pub mod lab;
 pub mod labcmd;
 pub mod outage;
+pub mod rolling;
 pub mod vm;
 pub mod webdriver;

@@ -608,7 +608,6 @@ pub fn test(halb: &Path) -> Result<Report> {
         rx.recv_timeout(Duration::from_secs(20))
             .context("download did not start")?;
     }
-    std::thread::sleep(Duration::from_millis(800));
     let death = Instant::now();
     v.kill(1);
     wait("the client to follow lb2", slow, || {

@@ -245,7 +245,21 @@ fn metrics_parse_with_the_prometheus_parser() {
         }
     })
     .expect("ns");
-    std::thread::sleep(Duration::from_millis(1200));
+    // The counters reach /metrics with the next publication (every second).
+    lab.wait_for(
+        "counters in /metrics",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            status(&lab).vips[0]
+                .backends
+                .iter()
+                .map(|b| b.packets)
+                .sum::<u64>()
+                > 0
+        },
+    )
+    .expect("counted");
     let (code, text) = call(&lab, "GET", "/metrics", None, None);
     assert_eq!(code, 200);
     // Debian's python3 carries prometheus_client (python3-prometheus-client).

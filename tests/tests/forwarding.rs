@@ -180,7 +180,6 @@ fn agent_crash_and_restart_keep_streams_and_maps() {
     let port = rx
         .recv_timeout(Duration::from_secs(5))
         .expect("stream started");
-    std::thread::sleep(Duration::from_millis(500));
 
     // Crash: no clean shutdown path runs.
     let mut old = lab.take_proc("halb-lb1").expect("halb");
@@ -200,10 +199,20 @@ fn agent_crash_and_restart_keep_streams_and_maps() {
             .map(|e| e.backend)
     };
     let before = flow_backend(&maps).expect("the stream's flow entry");
-    let hits_before = maps.stats().expect("stats")[Stat::TxFlowHit as usize]
-        .1
-        .packets;
-    std::thread::sleep(Duration::from_millis(1000));
+    let hits = |maps: &Maps| {
+        maps.stats().expect("stats")[Stat::TxFlowHit as usize]
+            .1
+            .packets
+    };
+    let hits_before = hits(&maps);
+    // With no agent at all, the stream goes on through the data plane.
+    lab.wait_for(
+        "the stream's packets to be forwarded without an agent",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || hits(&maps) >= hits_before + 100,
+    )
+    .expect("forwarding goes on");
 
     // A new agent adopts program and maps.
     let cfg = config(&lab, "native");

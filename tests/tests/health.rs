@@ -141,6 +141,20 @@ impl Load {
         }
     }
 
+    /// Waits until `n` requests have succeeded in all.
+    fn wait_for(&self, n: u64) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while self.ok.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < end,
+                "the load made {} requests, not {n} ({} failed)",
+                self.ok.load(Ordering::SeqCst),
+                self.failed.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         let errors = self.thread.join().expect("join").expect("ns");
@@ -195,22 +209,23 @@ fn dead_backend_leaves_within_fall_and_returns_after_rise() {
 fn rolling_update_loses_no_request() {
     let mut lab = lab("hru");
     let load = Load::start(&lab);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for(20);
     for i in 1..=BACKENDS {
         let name = format!("web{i}");
         let out = halb(&lab, &["drain", "web", &name]);
         assert!(out.contains("(drained)"), "{out}");
-        // Let requests already on it finish, then restart it gracefully.
-        std::thread::sleep(Duration::from_millis(300));
+        // A graceful stop: nginx finishes the requests it has (no new ones
+        // reach it once drained), then exits.
         let mut p = lab.take_proc(&format!("nginx-{name}")).expect("nginx");
         p.signal(libc::SIGQUIT);
         p.wait_exit(Duration::from_secs(5)).expect("nginx quits");
-        std::thread::sleep(Duration::from_millis(200));
         lab.start_nginx(&name).expect("nginx back");
         let out = halb(&lab, &["enable", "web", &name]);
         assert!(!out.contains("drained"), "{out}");
         wait_health(&lab, |s| health_of(s, &name) == "up");
-        std::thread::sleep(Duration::from_millis(200));
+        // Traffic reaches the returned backend before the next one goes.
+        let seen = load.ok.load(Ordering::SeqCst);
+        load.wait_for(seen + 10);
     }
     let (ok, errors) = load.finish();
     eprintln!("rolling update: {ok} requests, {} failed", errors.len());
@@ -483,4 +498,14 @@ fn a_backend_put_back_while_removing_keeps_its_stream() {
 
 fn halb_log(lab: &Lab) -> String {
     std::fs::read_to_string(lab.dir.join("halb-lb1.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_rolling_update_by_reload_under_load_loses_nothing() {
+    let o = halb_lab::rolling::run(64, 10).expect("rolling update");
+    eprintln!("{}", halb_lab::rolling::markdown(&o, 64));
+    assert_eq!(o.replaced, 3);
+    assert!(o.requests_ok > 500, "{o:?}");
+    assert_eq!(o.requests_failed, 0, "{:?}", o.failures);
+    assert_eq!(o.downloads_ok, o.downloads, "{o:?}");
 }

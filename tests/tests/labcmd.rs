@@ -72,7 +72,15 @@ fn up_status_down_and_ctrl_c() {
         .arg(&state)
         .spawn()
         .expect("driver");
-    std::thread::sleep(Duration::from_millis(300));
+    // Interrupt once it has built part of the lab.
+    let t0 = std::time::Instant::now();
+    while lab_namespaces().len() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "lab up built nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // SAFETY: kill(2) on the child this test started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);

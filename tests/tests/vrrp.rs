@@ -57,6 +57,39 @@ fn wait_owner(lab: &Lab, node: &'static str, timeout: Duration) -> Duration {
     .unwrap_or_else(|e| panic!("{e}; owner now {:?}", owner(lab)))
 }
 
+/// `node`'s VRRP status from its API (halb nodes listen on 127.0.0.1:8480).
+fn vrrp_of(lab: &Lab, node: &str) -> Option<halb::api::model::VrrpStatus> {
+    lab.in_ns(node, || {
+        halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+            .get("/api/v1/status")
+            .ok()
+            .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
+            .and_then(|s| s.vrrp)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Waits until halb node `node` has sent (`sent`) or heard `n` more
+/// adverts than now: protocol time passing, whatever the wall clock does.
+fn adverts_pass(lab: &Lab, node: &str, n: u64, sent: bool) {
+    let count = |v: &halb::api::model::VrrpStatus| {
+        if sent {
+            v.adverts_sent
+        } else {
+            v.adverts_received
+        }
+    };
+    let start = vrrp_of(lab, node).map(|v| count(&v)).expect("status");
+    lab.wait_for(
+        &format!("{n} adverts at {node}"),
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || vrrp_of(lab, node).is_some_and(|v| count(&v) >= start + n),
+    )
+    .expect("adverts flow");
+}
+
 /// Requests through the VIP succeed from the client.
 fn serves(lab: &Lab) {
     let r = lab
@@ -186,7 +219,8 @@ fn unicast_pair_with_nopreempt_and_link_loss() {
         .expect("halb")
         .wait_log("state=\"BACKUP\"", Duration::from_secs(3))
         .expect("lb1 back as backup");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Ten of the master's adverts later, lb1 (higher, nopreempt) still waits.
+    adverts_pass(&lab, "lb1", 10, false);
     assert_eq!(owner(&lab), Some("lb2"), "nopreempt: lb2 keeps the VIP");
     serves(&lab);
 }
@@ -224,7 +258,19 @@ fn packets_from_strangers_are_counted_not_trusted() {
     );
     // Debian's python3 carries scapy (python3-scapy), whatever python3 is first on PATH.
     run(lab.cmd("client", "/usr/bin/python3").args(["-c", &forge])).expect("scapy");
-    std::thread::sleep(Duration::from_millis(300));
+    lab.wait_for(
+        "the forged packets to be counted",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            vrrp_of(&lab, "lb1").is_some_and(|v| {
+                ["not_peer", "checksum", "ttl"]
+                    .iter()
+                    .all(|r| v.rejected.get(*r) == Some(&5))
+            })
+        },
+    )
+    .expect("counted");
     assert_eq!(owner(&lab), Some("lb1"), "forged adverts changed nothing");
     let p = lab.proc_mut("halb-lb1").expect("halb");
     p.signal(libc::SIGTERM);
@@ -252,7 +298,8 @@ fn interop(version: u8) {
     start_keepalived(&mut lab, "lb2", version, 100, advert_ms, auth);
     let slow = Duration::from_secs(if version == 2 { 8 } else { 3 });
     wait_owner(&lab, "lb1", slow);
-    std::thread::sleep(Duration::from_millis(if version == 2 { 3500 } else { 500 }));
+    // Five of halb's adverts later (keepalived heard them), it still is.
+    adverts_pass(&lab, "lb1", 5, true);
     assert_eq!(
         owner(&lab),
         Some("lb1"),
@@ -270,7 +317,8 @@ fn interop(version: u8) {
     // halb returns with a lower priority: keepalived keeps the VIP.
     v.priority = 50;
     start(&mut lab, "lb1", &v);
-    std::thread::sleep(Duration::from_millis(if version == 2 { 4500 } else { 800 }));
+    // halb hears five of keepalived's adverts and stays backup.
+    adverts_pass(&lab, "lb1", 5, false);
     assert_eq!(
         owner(&lab),
         Some("lb2"),

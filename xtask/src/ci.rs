@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: what `.ci/run` runs after installing the toolchain:
-//! formatting, clippy, the eBPF and userspace builds, unit tests, and the
-//! privileged end-to-end tests (CI runs as root; nothing is skipped).
+//! formatting, clippy, the eBPF and userspace builds, unit tests, the
+//! privileged end-to-end tests (CI runs as root; nothing is skipped), a
+//! short fuzz run of every target, and the two-VM test.
 
 use std::process::Command;
 
@@ -53,6 +54,9 @@ pub fn run_all() -> Result<()> {
         .env("HALB_EBPF_DIR", build::ebpf_dir())
         .env("HALB_BIN", &bins.halb);
     run(test)?;
+
+    // Every parser under libFuzzer for 30 s (the corpus is in fuzz/corpus).
+    crate::fuzz::run_targets(30, &[])?;
 
     // The pair on two real VMs (builds its image and qemu once, then ~1.5 min).
     crate::vm("test")

@@ -3,6 +3,7 @@
 
 mod build;
 mod ci;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -66,7 +67,16 @@ enum Task {
         #[arg(value_parser = ["up", "test", "down"])]
         action: String,
     },
-    /// Everything CI runs: fmt, clippy, unit tests, privileged end-to-end tests.
+    /// The fuzz targets (cargo-fuzz, libFuzzer), each for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Targets (default: all).
+        targets: Vec<String>,
+    },
+    /// Everything CI runs: fmt, clippy, unit tests, privileged end-to-end
+    /// tests, a short fuzz run of every target, the two-VM test.
     Ci,
 }
 
@@ -78,6 +88,8 @@ enum BenchWhat {
     Dataplane,
     /// API latency under load and /metrics with 1000 backends.
     Api,
+    /// A rolling update by reload under 64 clients and 10 downloads (rolling.md).
+    Rolling,
 }
 
 fn main() -> Result<()> {
@@ -136,6 +148,12 @@ fn main() -> Result<()> {
                 BenchWhat::Dataplane => {
                     cmd.arg("bench-dataplane").arg("--out").arg(out);
                 }
+                BenchWhat::Rolling => {
+                    cmd.arg("bench-rolling")
+                        .arg("--out")
+                        .arg(out)
+                        .env("HALB_BIN", &bins.halb);
+                }
                 BenchWhat::Api => {
                     cmd.arg("bench-api")
                         .arg("--out")
@@ -171,6 +189,10 @@ fn main() -> Result<()> {
         Task::Vm { action } => {
             setup::all()?;
             vm(&action)
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::all()?;
+            fuzz::run_targets(seconds, &targets)
         }
         Task::Ci => {
             setup::all()?;

@@ -45,12 +45,33 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Runs every step.
 pub fn all() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     bpffs()
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if let Some(v) = output(cmd("cargo", &["fuzz", "--version"])) {
+        if v.contains(CARGO_FUZZ_VERSION) {
+            return Ok(());
+        }
+    }
+    run(cmd(
+        "cargo",
+        &[
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ],
+    ))
 }
 
 fn rust_src() -> Result<()> {

@@ -149,7 +149,7 @@ pub fn render(s: &Status) -> String {
     );
 
     type Pick = fn(&super::model::BackendStatus) -> f64;
-    let families: [(&str, &str, &str, Pick); 7] = [
+    let families: [(&str, &str, &str, Pick); 8] = [
         (
             "halb_backend_up",
             "gauge",
@@ -174,6 +174,18 @@ pub fn render(s: &Status) -> String {
             "Backend drained by the operator.",
             |b| {
                 if b.drained {
+                    1.0
+                } else {
+                    0.0
+                }
+            },
+        ),
+        (
+            "halb_backend_removing",
+            "gauge",
+            "Backend removed by a reload, finishing its flows (no new ones).",
+            |b| {
+                if b.removing {
                     1.0
                 } else {
                     0.0

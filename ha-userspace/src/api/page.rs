@@ -22,6 +22,7 @@ pub const HTML: &str = r##"<!doctype html>
   tr.up td.health { background: #c8e6c9; } tr.down td.health { background: #ffcdd2; }
   tr.checking td.health { background: #fff9c4; } tr.drained td { color: #888; }
   tr.drained td.health { background: #e0e0e0; }
+  tr.removing td { color: #888; } tr.removing td.health { background: #ffe0b2; }
   button { font-size: 12px; padding: 1px 8px; cursor: pointer; }
   #err { color: #c62828; }
 </style>
@@ -75,11 +76,13 @@ function render(s) {
     for (const b of vip.backends) {
       const cls = b.drained ? "drained" : b.health;
       const c = b.last_check;
-      const btn = b.drained
+      const live = b.removal && b.removal.live_flows !== null ? ", " + b.removal.live_flows + " live flows" : "";
+      const shown = b.drained ? "drained" : b.removing ? `removing${live}, ${fmt(b.removal.deadline_in_s)} s left` : b.health;
+      const btn = b.removing ? "" : b.drained
         ? `<button data-action="enable" onclick="act('${esc(vip.name)}','${esc(b.name)}','enable')">enable</button>`
         : `<button data-action="drain" onclick="act('${esc(vip.name)}','${esc(b.name)}','drain')">drain</button>`;
       html += `<tr class="${cls}" data-backend="${esc(b.name)}"><td class="l">${esc(b.name)}</td><td class="l">${esc(b.address)}</td>` +
-        `<td class="health">${esc(b.drained ? "drained" : b.health)}</td><td>${b.weight}${b.weight !== b.config_weight ? " (" + b.config_weight + ")" : ""}</td>` +
+        `<td class="health">${esc(shown)}</td><td>${b.weight}${b.weight !== b.config_weight ? " (" + b.config_weight + ")" : ""}</td>` +
         `<td class="l">${c ? esc(c.detail) + " · " + fmt(c.age_s, 1) + " s ago" : ""}</td><td>${c ? fmt(c.latency_ms, 1) : ""}</td>` +
         `<td>${fmt(b.flows)}</td><td>${fmt(b.pps, 1)}</td><td>${fmt(b.bytes_per_s)}</td><td>${fmt(b.new_flows_per_s, 1)}</td>` +
         `<td>${fmt(b.packets)}</td><td>${fmt(b.bytes)}</td><td>${btn}</td></tr>`;

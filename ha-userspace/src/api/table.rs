@@ -83,6 +83,11 @@ pub fn render(s: &Status) -> String {
         for b in &vip.backends {
             let health = if b.drained {
                 format!("{} (drained)", b.health)
+            } else if let Some(r) = &b.removal {
+                match r.live_flows {
+                    Some(n) => format!("removing ({n} live flows, {:.0} s left)", r.deadline_in_s),
+                    None => format!("removing ({:.0} s left)", r.deadline_in_s),
+                }
             } else {
                 b.health.clone()
             };

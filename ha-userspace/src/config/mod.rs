@@ -86,7 +86,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let at = |span: std::ops::Range<usize>| locate(file, text, span.start);
     let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
         problems: vec![Problem {
-            location: e.span().map(at),
+            // An error about the whole file (a missing section) is placed at its start.
+            location: Some(e.span().map_or_else(|| at(0..0), at)),
             message: e.message().trim_end().to_string(),
         }],
     })?;

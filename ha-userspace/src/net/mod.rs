@@ -9,9 +9,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkXdp};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::AddressFamily;
 
@@ -77,6 +77,65 @@ pub struct Link {
     pub xdp_prog: Option<u32>,
 }
 
+/// The facts of link `name` in a link message (pure: fuzzed).
+pub fn link_of(name: &str, msg: &LinkMessage) -> Link {
+    let mut mac = [0u8; 6];
+    let mut xdp_prog = None;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(a),
+            LinkAttribute::Xdp(x) => {
+                for n in x {
+                    if let LinkXdp::ProgId(id) = n {
+                        xdp_prog = (*id != 0).then_some(*id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let flags = msg.header.flags;
+    Link {
+        index: msg.header.index,
+        name: name.to_string(),
+        mac,
+        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+        xdp_prog,
+    }
+}
+
+/// The IPv4 address and MAC of a usable neighbour entry on `ifindex`
+/// (reachable, stale, delay, probe, permanent or noarp), if this message
+/// is one (pure: fuzzed).
+pub fn neighbour_of(msg: &NeighbourMessage, ifindex: u32) -> Option<(Ipv4Addr, [u8; 6])> {
+    let usable = matches!(
+        msg.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    if msg.header.ifindex != ifindex || !usable {
+        return None;
+    }
+    let mut dst = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(l);
+                mac = Some(m);
+            }
+            _ => {}
+        }
+    }
+    Some((dst?, mac?))
+}
+
 /// A route-netlink connection (the connection task runs on tokio).
 #[derive(Clone)]
 pub struct Netlink {
@@ -105,31 +164,7 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match links.try_next().await {
-            Ok(Some(msg)) => {
-                let mut mac = [0u8; 6];
-                let mut xdp_prog = None;
-                for attr in &msg.attributes {
-                    match attr {
-                        LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(a),
-                        LinkAttribute::Xdp(x) => {
-                            for n in x {
-                                if let LinkXdp::ProgId(id) = n {
-                                    xdp_prog = (*id != 0).then_some(*id);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                let flags = msg.header.flags;
-                Ok(Link {
-                    index: msg.header.index,
-                    name: name.to_string(),
-                    mac,
-                    up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
-                    xdp_prog,
-                })
-            }
+            Ok(Some(msg)) => Ok(link_of(name, &msg)),
             Ok(None) => Err(NetError::NoSuchLink(name.to_string())),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
                 Err(NetError::NoSuchLink(name.to_string()))
@@ -258,17 +293,6 @@ impl Netlink {
     }
 
     async fn neighbours_inner(&self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetError> {
-        let usable = |s: NeighbourState| {
-            matches!(
-                s,
-                NeighbourState::Reachable
-                    | NeighbourState::Stale
-                    | NeighbourState::Delay
-                    | NeighbourState::Probe
-                    | NeighbourState::Permanent
-                    | NeighbourState::Noarp
-            )
-        };
         let mut out = HashMap::new();
         let mut dump = self
             .handle
@@ -280,23 +304,7 @@ impl Netlink {
             let Some(msg) = next_msg(&mut dump, "dump neighbours").await? else {
                 break;
             };
-            if msg.header.ifindex != ifindex || !usable(msg.header.state) {
-                continue;
-            }
-            let mut dst = None;
-            let mut mac = None;
-            for attr in &msg.attributes {
-                match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
-                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                        let mut m = [0u8; 6];
-                        m.copy_from_slice(l);
-                        mac = Some(m);
-                    }
-                    _ => {}
-                }
-            }
-            if let (Some(d), Some(m)) = (dst, mac) {
+            if let Some((d, m)) = neighbour_of(&msg, ifindex) {
                 out.insert(d, m);
             }
         }

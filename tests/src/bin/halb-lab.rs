@@ -62,6 +62,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A rolling update by reload under load (clients and downloads).
+    BenchRolling {
+        /// Request loops.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Long downloads.
+        #[arg(long, default_value_t = 10)]
+        downloads: usize,
+        /// Where to write `rolling.md`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// API latency under load and /metrics scrape time with 1000 backends.
     BenchApi {
         /// Where to write `api.md`.
@@ -115,6 +127,23 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Demo => halb_lab::demo::run(),
+        Command::BenchRolling {
+            clients,
+            downloads,
+            out,
+        } => {
+            let o = halb_lab::rolling::run(clients, downloads)?;
+            let md = halb_lab::rolling::markdown(&o, clients);
+            println!("{md}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("rolling.md"), &md)?;
+            }
+            if o.requests_failed > 0 || o.downloads_ok != o.downloads {
+                anyhow::bail!("the rolling update lost requests or downloads");
+            }
+            Ok(())
+        }
         Command::VmPrepare => {
             let q = halb_lab::vm::qemu()?;
             let i = halb_lab::vm::image()?;
