@@ -189,7 +189,9 @@ pub fn adverts_from(lab: &Lab, src: std::net::Ipv4Addr) -> Result<u64> {
     let text = match list(lab) {
         Ok(t) => t,
         Err(_) => {
-            let chain = "{ type filter hook input priority 0 ; }";
+            // Prerouting: multicast for a group the client has not joined
+            // never reaches the input hook.
+            let chain = "{ type filter hook prerouting priority 0 ; }";
             let addr = src.to_string();
             for args in [
                 vec!["add", "table", "ip", &table],

@@ -383,7 +383,6 @@ fn commands_stay_fast_while_a_backend_never_answers_arp() {
     // A fourth backend on an address where no host answers; the neighbour
     // table is re-read every 300 ms.
     let cfg = node_config(&lab, "lb1", "native", 3, None, None)
-        .replace("[[vip]]", "[[vip]]")
         .replace("bpf_dir", "neigh_refresh_ms = 300\nbpf_dir")
         + "\n  [[vip.backend]]\n  name = \"ghost\"\n  address = \"10.77.0.29\"\n";
     let (c, _) = halb_cmd(&lab, &cfg, &[]);
@@ -438,4 +437,27 @@ fn commands_stay_fast_while_a_backend_never_answers_arp() {
         1,
         "the missing MAC is reported once: {log}"
     );
+}
+
+#[test]
+fn a_backend_at_the_nodes_own_address_stops_the_start() {
+    let lab = lab("own");
+    // lb1's own address as a backend (check-config cannot know it).
+    let cfg = node_config(&lab, "lb1", "native", 3, None, None)
+        + &format!("\n  [[vip.backend]]\n  name = \"self\"\n  address = \"{}\"\n", lb_addr(1));
+    let (mut c, path) = halb_cmd(&lab, &cfg, &[]);
+    let check = Command::new(halb_bin())
+        .args(["check-config", "-c"])
+        .arg(&path)
+        .output()
+        .expect("check-config");
+    assert!(check.status.success(), "the file itself is valid");
+    let out = c.output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{} is an address of this node", lb_addr(1))),
+        "{err}"
+    );
+    assert!(!lab.pin_dir("lb1").join("link").exists(), "nothing attached");
 }

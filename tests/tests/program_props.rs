@@ -7,6 +7,7 @@
 //! - only a well-formed TCP/UDP packet to a configured VIP service, sent to
 //!   this interface's MAC, is ever sent on: to a backend's MAC;
 //! - every frame bumps exactly one reason counter.
+//!
 //! Needs root.
 
 use ha_common::{Stat, IPPROTO_TCP, IPPROTO_UDP};

@@ -20,6 +20,11 @@ pub fn run_all() -> Result<()> {
         .current_dir(r.join("ha-ebpf"))
         .args(["fmt", "--all", "--", "--check"]);
     run(fmt_ebpf)?;
+    let mut fmt_fuzz = Command::new("cargo");
+    fmt_fuzz
+        .current_dir(r.join("fuzz"))
+        .args(["fmt", "--all", "--", "--check"]);
+    run(fmt_fuzz)?;
 
     // The Vagrantfile is checked, not booted (no VMs here).
     let mut vagrant = Command::new("vagrant");

@@ -258,14 +258,14 @@ fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
 /// cross-site `Sec-Fetch-Site`, an `Origin` that is not this server's, or a
 /// body that is not `application/json` (the "simple" content types need no
 /// CORS preflight; JSON does, and this server answers none).
-fn same_origin_write(headers: &HeaderMap) -> Result<(), Response> {
+fn same_origin_write(headers: &HeaderMap) -> Result<(), Box<Response>> {
     let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if site != "same-origin" && site != "none" {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 format!("cross-site write refused (Sec-Fetch-Site: {site})"),
-            ));
+            )));
         }
     }
     if let Some(origin) = text(header::ORIGIN) {
@@ -275,10 +275,10 @@ fn same_origin_write(headers: &HeaderMap) -> Result<(), Response> {
             .or_else(|| origin.strip_prefix("https://"))
             .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
         if !same {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 format!("write from another origin refused (Origin: {origin})"),
-            ));
+            )));
         }
     }
     let json = text(header::CONTENT_TYPE).is_some_and(|c| {
@@ -287,10 +287,10 @@ fn same_origin_write(headers: &HeaderMap) -> Result<(), Response> {
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
     });
     if !json {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "write calls need Content-Type: application/json",
-        ));
+        )));
     }
     Ok(())
 }
@@ -307,7 +307,7 @@ async fn backend_op(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = same_origin_write(&headers) {
-        return r;
+        return *r;
     }
     if !authorized(&s, &headers) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
@@ -355,7 +355,7 @@ async fn backend_op(
 
 async fn reload(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(r) = same_origin_write(&headers) {
-        return r;
+        return *r;
     }
     if !authorized(&s, &headers) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong token");

@@ -73,7 +73,7 @@ impl FlowView {
         use std::os::fd::{AsFd, AsRawFd};
         let info = data.info().map_err(map_err("info of FLOWS"))?;
         let value = info.value_size() as usize;
-        if value != std::mem::size_of::<FlowSet>() || value % 8 != 0 {
+        if value != std::mem::size_of::<FlowSet>() || !value.is_multiple_of(8) {
             return Err(Error::Capacity(format!(
                 "flow table value size {value} is not this halb's {}",
                 std::mem::size_of::<FlowSet>()

@@ -467,14 +467,14 @@ impl Store for Failing<'_> {
         (&mut *self.inner).remove_vip(key)
     }
     fn backends(&self) -> Result<Vec<(u32, BackendInfo)>, Error> {
-        (&*self.inner).backends_of()
+        self.inner.backends_of()
     }
     fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<(), Error> {
         self.write()?;
         (&mut *self.inner).set_backend(id, info)
     }
     fn ring(&self, index: u32) -> Result<Box<Ring>, Error> {
-        (&*self.inner).ring_of(index)
+        self.inner.ring_of(index)
     }
     fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error> {
         self.write()?;
