@@ -104,7 +104,11 @@ pub fn l4(ip: usize, end: usize) -> Result<L4, Bad> {
     let frag: u16 = unsafe { load(ip + 6) };
     let proto: u8 = unsafe { load(ip + 9) };
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    if vihl >> 4 != 4 || ihl < IPV4_HLEN || tot_len < ihl || ip + tot_len > end {
+    // Compared as lengths, not as `ip + tot_len > end`: older verifiers
+    // (Linux 6.1) do not bound a byte-swapped value and refuse pointer
+    // arithmetic with it.
+    let room = end - ip;
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || tot_len < ihl || tot_len > room {
         return Err(Bad::Malformed);
     }
     if frag & IP_FRAG_MASK_RAW != 0 {

@@ -176,7 +176,8 @@ fn main() -> ExitCode {
             match run_agent(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("halb: {e:#}");
+                    // Through the log, in its format (JSON lines stay JSON).
+                    tracing::error!("halb: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -14,7 +14,7 @@ use crate::lab::{
 /// Namespace prefix of the hands-on lab.
 pub const PREFIX: &str = "halblab-";
 
-/// Builds the DESIGN.md topology with two halb nodes and leaves it running.
+/// Builds the lab topology (client, two halb nodes, three backends) and leaves it running.
 pub fn up(state: &Path) -> Result<()> {
     if state.exists() {
         bail!(

@@ -444,7 +444,10 @@ fn a_backend_at_the_nodes_own_address_stops_the_start() {
     let lab = lab("own");
     // lb1's own address as a backend (check-config cannot know it).
     let cfg = node_config(&lab, "lb1", "native", 3, None, None)
-        + &format!("\n  [[vip.backend]]\n  name = \"self\"\n  address = \"{}\"\n", lb_addr(1));
+        + &format!(
+            "\n  [[vip.backend]]\n  name = \"self\"\n  address = \"{}\"\n",
+            lb_addr(1)
+        );
     let (mut c, path) = halb_cmd(&lab, &cfg, &[]);
     let check = Command::new(halb_bin())
         .args(["check-config", "-c"])
@@ -459,5 +462,8 @@ fn a_backend_at_the_nodes_own_address_stops_the_start() {
         err.contains(&format!("{} is an address of this node", lb_addr(1))),
         "{err}"
     );
-    assert!(!lab.pin_dir("lb1").join("link").exists(), "nothing attached");
+    assert!(
+        !lab.pin_dir("lb1").join("link").exists(),
+        "nothing attached"
+    );
 }

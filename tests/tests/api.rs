@@ -421,6 +421,86 @@ fn writes_from_another_origin_and_oversized_requests_are_refused() {
     assert_eq!(status(&lab).vips.len(), 1, "the API still answers");
 }
 
+#[test]
+fn a_page_in_the_operators_browser_cannot_drain_a_loopback_api() {
+    // The default: API on 127.0.0.1:8480, no token.
+    let mut lab = Lab::new("ctk").expect("lab");
+    lab.add_host("lb1", lb_addr(1)).expect("lb1");
+    lab.attach_pass_on_port("lb1").expect("pass");
+    for i in 1..=3u8 {
+        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
+            .expect("backend");
+    }
+    let cfg = node_config(&lab, "lb1", "native", 3, None, None);
+    lab.start_halb("lb1", &cfg, &[])
+        .expect("start")
+        .wait_log("API and stats page listening", Duration::from_secs(20))
+        .expect("agent up");
+    let post = |host: &str, extra: &str| -> u16 {
+        let req = format!(
+            "POST /api/v1/vips/web/backends/web2/drain HTTP/1.1\r\nHost: {host}\r\n\
+             Content-Length: 2\r\nConnection: close{extra}\r\n\r\n{{}}"
+        );
+        lab.in_ns("lb1", move || {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect("127.0.0.1:8480").expect("connect");
+            s.write_all(req.as_bytes()).expect("write");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            halb::api::client::parse_answer(&out).map_or(0, |a| a.status)
+        })
+        .expect("ns")
+    };
+    let drained = |lab: &Lab| {
+        lab.in_ns("lb1", || {
+            let a = Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+                .get("/api/v1/status")
+                .expect("status");
+            let s: Status = serde_json::from_str(&a.body).expect("json");
+            s.vips[0]
+                .backends
+                .iter()
+                .any(|b| b.name == "web2" && b.drained)
+        })
+        .expect("ns")
+    };
+    let json = "\r\nContent-Type: application/json";
+    // A form or fetch from another site (no preflight needed for these).
+    assert_eq!(
+        post(
+            "127.0.0.1:8480",
+            "\r\nOrigin: http://attacker.example\r\nContent-Type: text/plain"
+        ),
+        403
+    );
+    // A browser that sends no Origin for a simple request: not JSON, refused.
+    assert_eq!(post("127.0.0.1:8480", "\r\nContent-Type: text/plain"), 415);
+    assert_eq!(
+        post(
+            "127.0.0.1:8480",
+            &format!("{json}\r\nOrigin: http://attacker.example")
+        ),
+        403
+    );
+    assert_eq!(
+        post(
+            "127.0.0.1:8480",
+            &format!("{json}\r\nSec-Fetch-Site: cross-site")
+        ),
+        403
+    );
+    // DNS rebinding: the attacker's name resolves to 127.0.0.1, so Origin,
+    // Host and Sec-Fetch-Site all look same-origin.
+    let rebound =
+        format!("{json}\r\nOrigin: http://evil.example:8480\r\nSec-Fetch-Site: same-origin");
+    assert_eq!(post("evil.example:8480", &rebound), 403);
+    assert!(!drained(&lab), "nothing was drained");
+    // The operator's own page and the CLI work.
+    let own = format!("{json}\r\nOrigin: http://localhost:8480\r\nSec-Fetch-Site: same-origin");
+    assert_eq!(post("localhost:8480", &own), 200);
+    assert!(drained(&lab));
+}
+
 /// Raises this process's open-file limit to its hard limit.
 fn raise_nofile() {
     let mut lim = libc::rlimit {
@@ -505,11 +585,12 @@ fn thousands_of_half_open_connections_change_nothing_for_the_service() {
         })
         .expect("ns");
     assert!(held.len() >= 1000, "{} connections opened", held.len());
-    // While they are held, for well over ten health-check intervals: the
-    // VIP serves every request, the node stays master, no backend falls.
+    // While they are held, past the header timeout (the server cuts them
+    // and they are immediately replaced), the VIP serves every request, the
+    // node stays master, no backend falls.
     let t0 = std::time::Instant::now();
     let mut served = 0;
-    while t0.elapsed() < Duration::from_secs(3) {
+    while t0.elapsed() < halb::api::HEADER_TIMEOUT + Duration::from_secs(2) {
         let replies = lab
             .requests(10, Duration::from_secs(2))
             .expect("the VIP serves");
@@ -520,6 +601,7 @@ fn thousands_of_half_open_connections_change_nothing_for_the_service() {
         );
     }
     assert!(served >= 20, "{served} requests");
+    let held_count = held.len();
     drop(held);
     // The API answers again once they are gone.
     lab.wait_for(
@@ -537,6 +619,12 @@ fn thousands_of_half_open_connections_change_nothing_for_the_service() {
     )
     .expect("API back");
     let after = status(&lab);
+    // The cap held: all but 128 of them were closed at once.
+    assert!(
+        after.node.api_refused_connections >= held_count as u64 - halb::api::MAX_CONNECTIONS as u64,
+        "{} refused of {held_count}",
+        after.node.api_refused_connections
+    );
     let log = lab.proc_mut("halb-lb1").expect("halb").log_text();
     assert!(!log.contains("backend is DOWN"), "{log}");
     assert!(!log.contains("Too many open files"), "{log}");

@@ -377,7 +377,7 @@ fn tracked_script_moves_the_vip_and_notify_hooks_run() {
     let mut v1 = VrrpOpts::v3(150);
     v1.extra = format!(
         "notify = \"{}\"\n[[vrrp.track_script]]\nname = \"flag\"\nscript = \"test -f {}\"\n\
-         interval_ms = 100\nfall = 2\nrise = 2\nweight = -100\n",
+         interval_ms = 100\ntimeout_ms = 90\nfall = 2\nrise = 2\nweight = -100\n",
         hook.display(),
         flag.display()
     );
@@ -466,6 +466,12 @@ fn a_reload_that_adds_or_removes_a_vip_moves_its_address() {
         )
         .expect("VIP2 on the backend");
     }
+    // The client takes gratuitous ARP for addresses it has no entry for
+    // yet, so the announcement of the new VIP is seen before any traffic.
+    run(lab
+        .cmd("client", "sysctl")
+        .args(["-q", "-w", "net.ipv4.conf.eth0.arp_accept=1"]))
+    .expect("arp_accept");
     start(&mut lab, "lb1", &VrrpOpts::v3(150));
     start(&mut lab, "lb2", &VrrpOpts::v3(100));
     wait_owner(&lab, "lb1", Duration::from_secs(3));
@@ -526,9 +532,16 @@ fn vrrp_settings_changed_by_a_reload_wait_for_a_restart() {
     start(&mut lab, "lb1", &VrrpOpts::v3(150));
     wait_owner(&lab, "lb1", Duration::from_secs(3));
     let base = std::fs::read_to_string(config_path(&lab, "lb1")).expect("config");
+    // The [vrrp] change waits; the health checks added beside it apply now.
     let changed = base
         .replace("priority = 150", "priority = 20")
-        .replace("[vrrp]\n", "[vrrp]\ntrack_backends_weight = -10\n");
+        .replace("[vrrp]\n", "[vrrp]\ntrack_backends_weight = -10\n")
+        .replacen(
+            "\n  [[vip.backend]]",
+            "\n  [vip.health]\n  kind = \"tcp\"\n  interval_ms = 200\n  timeout_ms = 100\n  \
+             rise = 1\n  fall = 1\n\n  [[vip.backend]]",
+            1,
+        );
     reload(&mut lab, "lb1", &changed, 1);
     let log = lab.proc_mut("halb-lb1").expect("halb").log_text();
     assert!(log.contains("take effect at the next restart"), "{log}");
@@ -562,6 +575,17 @@ fn a_vrrp_source_that_is_not_on_the_host_stops_the_start() {
         "{log}"
     );
     assert!(!lab.has_addr("lb1", VIP).expect("ip"));
+    let link = lab
+        .ip("lb1", &["-d", "link", "show", "dev", "eth0"])
+        .expect("ip");
+    assert!(
+        !link.contains("prog/xdp"),
+        "a failed start leaves no program: {link}"
+    );
+    assert!(
+        !lab.pin_dir("lb1").join("link").exists(),
+        "nor a pinned link"
+    );
 }
 
 #[test]
@@ -642,4 +666,45 @@ fn a_restarted_agent_reconciles_its_vips_and_streams_survive() {
         assert_eq!(s.bytes, halb_lab::lab::BIG_SIZE);
     }
     assert_eq!(owner(&lab), Some("lb1"), "exactly one node holds the VIP");
+}
+
+#[test]
+fn a_restarted_backup_drops_the_vip_it_left_and_a_lone_node_keeps_it() {
+    let mut lab = lab("vrb");
+    // lb2 (100) is master; lb1 (50) is backup.
+    start(&mut lab, "lb2", &VrrpOpts::v3(100));
+    wait_owner(&lab, "lb2", Duration::from_secs(3));
+    start(&mut lab, "lb1", &VrrpOpts::v3(50));
+    adverts_pass(&lab, "lb1", 3, false);
+    // lb1's agent crashed while holding the VIP (a stale address), then
+    // restarts: it hears lb2 and takes the address off.
+    let mut p = lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    lab.ip("lb1", &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])
+        .expect("stale VIP");
+    start(&mut lab, "lb1", &VrrpOpts::v3(50));
+    wait_owner(&lab, "lb2", Duration::from_secs(3));
+
+    // A lone node (lb2 alone now) restarted after a crash keeps its VIP the
+    // whole time: it becomes master again without taking it off.
+    lab.stop("halb-lb1");
+    lab.ip("lb1", &["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])
+        .ok();
+    let mut p = lab.take_proc("halb-lb2").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    assert!(lab.has_addr("lb2", VIP).expect("ip"), "the crash left it");
+    start(&mut lab, "lb2", &VrrpOpts::v3(100));
+    let t0 = Instant::now();
+    let mut always = true;
+    while vrrp_of(&lab, "lb2").is_none_or(|v| v.state != "MASTER") {
+        always &= lab.has_addr("lb2", VIP).unwrap_or(false);
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "lb2 not master again"
+        );
+    }
+    assert!(always, "the VIP was taken off during the restart");
+    assert!(lab.has_addr("lb2", VIP).expect("ip"));
 }

@@ -265,7 +265,16 @@ async fn watch_interface(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let up = netlink.link(&name).await.map(|l| l.up).unwrap_or(false);
+        // A link that is gone is down; a netlink request that fails or
+        // times out says nothing about the link (no failover for it).
+        let up = match netlink.link(&name).await {
+            Ok(l) => l.up,
+            Err(crate::net::NetError::NoSuchLink(_)) => false,
+            Err(e) => {
+                tracing::debug!(interface = %name, "link state unknown: {e}");
+                continue;
+            }
+        };
         if last != Some(up) {
             last = Some(up);
             let effect = if up { Effect::None } else { Effect::Fault };
@@ -287,11 +296,14 @@ async fn watch_dataplane(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let attached = netlink
-            .link(&name)
-            .await
-            .map(|l| l.xdp_prog.is_some())
-            .unwrap_or(false);
+        let attached = match netlink.link(&name).await {
+            Ok(l) => l.xdp_prog.is_some(),
+            Err(crate::net::NetError::NoSuchLink(_)) => false,
+            Err(e) => {
+                tracing::debug!(interface = %name, "XDP state unknown: {e}");
+                continue;
+            }
+        };
         if last != Some(attached) {
             last = Some(attached);
             let effect = if attached {
@@ -312,9 +324,13 @@ async fn watch_dataplane(
 async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), String> {
     let source = format!("script:{}", s.name);
     let mut state = RiseFall::new(s.rise, s.fall, true);
-    let mut tick = tokio::time::interval(Duration::from_millis(s.interval_ms as u64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = Duration::from_millis(s.interval_ms as u64);
     let timeout = Duration::from_millis(s.timeout_ms() as u64);
+    // Between the end of a run and the next start, at least what the
+    // interval leaves beside the timeout: runs never go back to back.
+    let gap = interval
+        .saturating_sub(timeout)
+        .max(Duration::from_millis(1));
     // Announce the initial state.
     if tx
         .send((source.clone(), script_effect(s.weight, true)))
@@ -324,7 +340,7 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), 
         return Ok(());
     }
     loop {
-        tick.tick().await;
+        let start = tokio::time::Instant::now();
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c").arg(&s.script);
         let run = crate::proc::run(cmd, timeout).await;
@@ -337,7 +353,16 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), 
             );
         }
         if let Some(up) = state.record(run.success()) {
-            tracing::info!(script = %s.name, ok = up, result = %run.describe(), "tracked script changed state");
+            if up {
+                tracing::info!(script = %s.name, "tracked script succeeds again");
+            } else {
+                tracing::warn!(
+                    script = %s.name,
+                    result = %run.describe(),
+                    output = %run.output.trim_end(),
+                    "tracked script fails"
+                );
+            }
             if tx
                 .send((source.clone(), script_effect(s.weight, up)))
                 .await
@@ -346,5 +371,7 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), 
                 return Ok(());
             }
         }
+        let next = (start + interval).max(tokio::time::Instant::now() + gap);
+        tokio::time::sleep_until(next).await;
     }
 }

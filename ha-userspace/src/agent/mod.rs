@@ -125,22 +125,12 @@ pub fn read_token(cfg: &Config) -> Result<Option<String>, AgentError> {
         return Ok(None);
     };
     let path = path.get_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| AgentError::Token {
-        path: path.clone(),
-        why: e.to_string(),
-    })?;
-    let token = text.trim().to_string();
-    if token.len() < config::MIN_TOKEN_LEN {
-        return Err(AgentError::Token {
+    config::read_token(path)
+        .map(Some)
+        .map_err(|why| AgentError::Token {
             path: path.clone(),
-            why: format!(
-                "holds {} bytes of token, at least {} are needed",
-                token.len(),
-                config::MIN_TOKEN_LEN
-            ),
-        });
-    }
-    Ok(Some(token))
+            why,
+        })
 }
 
 /// Raises the soft limit on open files to the hard limit: health probes,
@@ -206,7 +196,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         .map(|(a, _)| a)
         .collect();
     local_backends(&cfg, &local)?;
+    // One agent per node (a lock on the pin directory), then the API's
+    // port: either failing stops the start before anything is attached.
     let dir = pin_dir(&cfg);
+    let lock = dataplane::PinLock::acquire(&dir)?;
+    let listener = api::bind(cfg.api.addr()).await?;
     let dp_opts = dataplane::Options {
         interface: link.name.clone(),
         mode: mode_wanted(cfg.node.xdp_mode),
@@ -216,7 +210,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         hash_seed: cfg.node.flow_hash_seed,
         reset: opts.reset_dataplane,
     };
-    let dp = DataPlane::start(&dp_opts)?;
+    let dp = DataPlane::start(&dp_opts, lock)?;
     match dp.attached() {
         Attached::Fresh(m) => tracing::info!(
             interface = %link.name, mode = m.as_str(), pins = %dir.display(),
@@ -234,7 +228,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let (health_tx, mut health_rx) = mpsc::channel(1024);
     let runtime = Runtime::new(&cfg);
     let wanted = runtime::backend_addresses(&cfg, &runtime);
-    let macs = neighbours::resolve(&netlink, link.index, &wanted).await;
+    let macs = neighbours::resolve(&netlink, link.index, &wanted)
+        .await
+        .unwrap_or_default();
     let (macs_tx, mut macs_rx) = mpsc::channel(4);
     let (resolver, resolver_task) = Resolver::start(
         netlink.clone(),
@@ -268,18 +264,32 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         census_at: None,
         watchdog: watchdog::interval(),
         stale_logged: false,
+        health_beat: watchdog::Beat::new(),
+        reconcile_ticks: 0,
     };
     for a in wanted_missing(&agent) {
         tracing::warn!(backend = %a, "no MAC address for backend (no ARP reply); it gets no traffic");
     }
-    agent.sync("start")?;
+    if agent.cfg.node.flow_hash_seed == 0 {
+        tracing::warn!(
+            "[node] flow_hash_seed is 0, the public default: set the same private value on \
+             every node of the site"
+        );
+    }
+    if let Err(e) = agent.sync("start") {
+        return Err(agent.abandon(e.into()));
+    }
 
     // VIP ownership: VRRP when configured, else this node always owns them.
     let mut track_rx = None;
     if agent.cfg.vrrp().is_some() {
-        let (e, rx) = election::Election::start(&agent.cfg, &agent.link, &agent.netlink).await?;
-        agent.election = Some(e);
-        track_rx = Some(rx);
+        match election::Election::start(&agent.cfg, &agent.link, &agent.netlink).await {
+            Ok((e, rx)) => {
+                agent.election = Some(e);
+                track_rx = Some(rx);
+            }
+            Err(e) => return Err(agent.abandon(e.into())),
+        }
     } else {
         let vips = election::vip_addresses(&agent.cfg);
         agent.own_vips(&vips, true).await;
@@ -290,14 +300,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     agent.publish(&status_tx);
     let (cmd_tx, mut cmd_rx) = mpsc::channel(64);
     let api_task = api::serve(
-        agent.cfg.api.addr(),
+        listener,
         api::ApiState {
             status: status_rx,
             commands: cmd_tx,
             token: token.map(Arc::from),
         },
-    )
-    .await?;
+    );
     let api_abort = api_task.abort_handle();
     tasks.adopt("the API server", api_task);
     tracing::info!(listen = %agent.cfg.api.addr(), "API and stats page listening");
@@ -341,12 +350,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 agent.census_tick();
                 agent.publish(&status_tx);
                 agent.watchdog_tick();
+                agent.reconcile_owned().await;
             }
             changed = vrrp_changed(&mut vrrp_rx) => {
                 // A new role, priority or master is published at once (the
                 // counters wait for the next tick).
                 if changed {
                     agent.publish(&status_tx);
+                    agent.warn_peer_backend();
                 }
             }
             what = tasks.ended() => break Some(what),
@@ -374,10 +385,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         tracing::info!("data plane detached and unpinned");
     }
     match ended {
-        Some(what) => {
-            tracing::error!("{what}");
-            Err(AgentError::TaskEnded(what))
-        }
+        Some(what) => Err(AgentError::TaskEnded(what)),
         None => Ok(()),
     }
 }
@@ -472,9 +480,30 @@ struct Agent {
     census_at: Option<Instant>,
     watchdog: Option<Duration>,
     stale_logged: bool,
+    /// Beaten by every health report (and when the monitor starts).
+    health_beat: watchdog::Beat,
+    reconcile_ticks: u64,
 }
 
 impl Agent {
+    /// Gives up a start that failed after the data plane came up: a program
+    /// this start attached is detached and unpinned (nothing is left on the
+    /// interface); one adopted from an earlier run is left forwarding as it
+    /// was.
+    fn abandon(self, e: AgentError) -> AgentError {
+        match self.dp.attached() {
+            Attached::Fresh(_) => {
+                if let Err(e2) = self.dp.shutdown(false) {
+                    tracing::error!("detaching the data plane after a failed start: {e2}");
+                }
+            }
+            Attached::Adopted(_) => {
+                tracing::warn!("start failed: the adopted data plane is left forwarding as it was")
+            }
+        }
+        e
+    }
+
     /// Writes the maps from the config and what is known at run time.
     fn sync(&mut self, why: &str) -> Result<(), dataplane::Error> {
         let specs = self.runtime.specs(&self.cfg, &self.macs);
@@ -508,7 +537,8 @@ impl Agent {
     fn restart_health(&mut self) {
         self.monitor = None;
         self.generation += 1;
-        let targets = runtime::targets(&self.cfg);
+        let targets = runtime::targets(&self.cfg, &self.runtime);
+        self.health_beat.beat();
         if !targets.is_empty() {
             self.monitor = Some(Monitor::start(
                 targets,
@@ -528,6 +558,7 @@ impl Agent {
             );
             return false;
         }
+        self.health_beat.beat();
         let (vip, backend) = (r.target.vip.clone(), r.target.backend.clone());
         let detail = r.outcome.detail.clone();
         match self
@@ -673,6 +704,54 @@ impl Agent {
         }
     }
 
+    /// Without VRRP, every few seconds: the VIP addresses this node owns are
+    /// put back if something took them off (or adding them failed).
+    async fn reconcile_owned(&mut self) {
+        if self.election.is_some() || self.owned.is_empty() {
+            return;
+        }
+        self.reconcile_ticks += 1;
+        if self.reconcile_ticks % 5 != 0 {
+            return;
+        }
+        let present: Vec<Ipv4Addr> = match self.netlink.addresses(self.link.index).await {
+            Ok(v) => v.into_iter().map(|(a, _)| a).collect(),
+            Err(e) => {
+                tracing::warn!("checking the VIP addresses: {e}");
+                return;
+            }
+        };
+        let missing: Vec<Ipv4Addr> = self
+            .owned
+            .iter()
+            .filter(|a| !present.contains(a))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(addresses = ?missing, "VIP addresses missing from the interface: adding them again");
+            self.own_vips(&missing, true).await;
+        }
+    }
+
+    /// A VRRP peer that is also a backend loops frames (XDP does not
+    /// decrement the TTL); the config can only catch unicast peers.
+    fn warn_peer_backend(&self) {
+        let Some(master) = self
+            .election
+            .as_ref()
+            .and_then(|e| e.status.borrow().master)
+        else {
+            return;
+        };
+        if runtime::backend_addresses(&self.cfg, &self.runtime).contains(&master) {
+            tracing::error!(
+                peer = %master,
+                "a VRRP peer of this node is also one of its backends: frames can loop \
+                 between the load balancers; remove it from the backends"
+            );
+        }
+    }
+
     /// Re-reads the config: all or nothing. A bad file, a backend at one of
     /// this node's addresses, or a data plane that cannot take the new
     /// state is rejected with its problems, and the running config stays.
@@ -695,19 +774,49 @@ impl Agent {
         if let Err(e) = local_backends(&new, &local) {
             return reject(vec![e.to_string()]);
         }
-        if new.node.interface.get_ref() != self.cfg.node.interface.get_ref() {
-            tracing::warn!(
-                "reload: changing [node] interface needs a restart; kept {}",
-                self.link.name
-            );
-        }
-        // The running VRRP instance keeps its settings until a restart.
-        if format!("{:?}", new.vrrp()) != format!("{:?}", self.cfg.vrrp()) {
-            tracing::warn!(
-                "reload: [vrrp] changes take effect at the next restart; the running \
-                 instance keeps its settings"
-            );
+        // What the running agent cannot change without a restart keeps its
+        // running value, and the operator is told which.
+        let mut later = Vec::new();
+        if new.vrrp() != self.cfg.vrrp() {
+            later.push("[vrrp]");
             new.vrrp = self.cfg.vrrp.clone();
+        }
+        if new.api != self.cfg.api {
+            later.push("[api]");
+            new.api = self.cfg.api.clone();
+        }
+        let (o, n) = (&self.cfg.node, &mut new.node);
+        for (changed, what) in [
+            (n.name != o.name, "[node] name"),
+            (n.interface != o.interface, "[node] interface"),
+            (n.xdp_mode != o.xdp_mode, "[node] xdp_mode"),
+            (n.bpf_dir != o.bpf_dir, "[node] bpf_dir"),
+            (
+                n.flow_table_size != o.flow_table_size,
+                "[node] flow_table_size",
+            ),
+            (
+                n.flow_hash_seed != o.flow_hash_seed,
+                "[node] flow_hash_seed",
+            ),
+            (
+                n.neigh_refresh_ms != o.neigh_refresh_ms,
+                "[node] neigh_refresh_ms",
+            ),
+            (n.log_format != o.log_format, "[node] log_format"),
+        ] {
+            if changed {
+                later.push(what);
+            }
+        }
+        if !later.is_empty() {
+            let removal = (n.removal_timeout_ms, n.flow_idle_timeout_ms);
+            *n = o.clone();
+            (n.removal_timeout_ms, n.flow_idle_timeout_ms) = removal;
+            tracing::warn!(
+                settings = %later.join(", "),
+                "reload: these take effect at the next restart; the running agent keeps its values"
+            );
         }
         let diff = Diff::between(&self.cfg, &new);
         let mut runtime = self.runtime.clone();
@@ -717,7 +826,7 @@ impl Agent {
             &diff,
             &self.macs,
             Instant::now(),
-            Duration::from_millis(self.cfg.node.removal_timeout_ms),
+            Duration::from_millis(new.node.removal_timeout_ms),
         );
         let specs = runtime.specs(&new, &self.macs);
         let t = Instant::now();
@@ -743,7 +852,8 @@ impl Agent {
             }
         }
         let old_addrs = election::vip_addresses(&self.cfg);
-        let health_restart = runtime::targets(&new) != runtime::targets(&self.cfg);
+        let health_restart =
+            runtime::targets(&new, &runtime) != runtime::targets(&self.cfg, &self.runtime);
         self.cfg = new;
         self.runtime = runtime;
         for ((vip, backend), r) in self.runtime.removing() {
@@ -810,6 +920,10 @@ impl Agent {
                                 %vip, %backend, live_flows = n,
                                 "removal_timeout passed: released, cutting its remaining flows"
                             ),
+                            Released::Down => tracing::warn!(
+                                %vip, %backend,
+                                "removed backend is down: released, its flows move"
+                            ),
                         }
                     }
                     if let Err(e) = self.sync("removal done") {
@@ -817,6 +931,7 @@ impl Agent {
                     }
                     self.resolver
                         .want(runtime::backend_addresses(&self.cfg, &self.runtime));
+                    self.restart_health();
                 }
             }
         }
@@ -848,35 +963,30 @@ impl Agent {
     }
 
     /// Pings systemd's watchdog while the VRRP timers and the health probes
-    /// show life (this loop running is the third sign).
+    /// show life (this loop running is the third sign). The probes are alive
+    /// when some report arrived within three of the longest intervals plus
+    /// the longest timeout and 5 s: a slow round during a mass outage (64
+    /// probes at a time, each taking its whole timeout) still reports all
+    /// along, a monitor that stopped does not.
     fn watchdog_tick(&mut self) {
         if self.watchdog.is_none() {
             return;
         }
-        let mut stale: Vec<String> = Vec::new();
+        let mut parts: Vec<(&str, &watchdog::Beat, Duration)> = Vec::new();
         if let Some(e) = &self.election {
-            if e.beat.age() > Duration::from_secs(3) {
-                stale.push("VRRP timers".into());
-            }
+            parts.push(("VRRP timers", &e.beat, Duration::from_secs(3)));
         }
-        if let Some(m) = &self.monitor {
-            let now = SystemTime::now();
-            let since_start = m.started().elapsed();
-            for t in runtime::targets(&self.cfg) {
-                let budget = t.interval * 3 + t.timeout + Duration::from_secs(5);
-                let age = self
-                    .runtime
-                    .get(&t.vip, &t.backend)
-                    .and_then(|s| s.last.as_ref())
-                    .map(|(_, at)| now.duration_since(*at).unwrap_or_default())
-                    .unwrap_or(since_start)
-                    .min(since_start);
-                if age > budget {
-                    stale.push(format!("health checks of {}/{}", t.vip, t.backend));
-                    break;
-                }
-            }
+        if self.monitor.is_some() {
+            let targets = runtime::targets(&self.cfg, &self.runtime);
+            let interval = targets.iter().map(|t| t.interval).max().unwrap_or_default();
+            let timeout = targets.iter().map(|t| t.timeout).max().unwrap_or_default();
+            parts.push((
+                "health checks",
+                &self.health_beat,
+                interval * 3 + timeout + Duration::from_secs(5),
+            ));
         }
+        let stale = watchdog::stale(&parts);
         if stale.is_empty() {
             self.stale_logged = false;
             watchdog::ping();

@@ -18,13 +18,15 @@ pub type Macs = HashMap<Ipv4Addr, [u8; 6]>;
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// One resolution round: the table, with the kernel asked to resolve what
-/// is missing and its answers awaited up to [`ANSWER_WAIT`].
-pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Macs {
+/// is missing and its answers awaited up to [`ANSWER_WAIT`]. None when the
+/// table could not be read at all: "no answer" is not "no neighbours", and
+/// must never take every backend out.
+pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Option<Macs> {
     let mut table = match netlink.neighbours(ifindex).await {
         Ok(t) => t,
         Err(e) => {
-            tracing::warn!("neighbour dump failed: {e}");
-            return Macs::new();
+            tracing::warn!("neighbour dump failed (backend MACs kept as they were): {e}");
+            return None;
         }
     };
     let missing: Vec<Ipv4Addr> = wanted
@@ -50,10 +52,12 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Ma
             }
         }
     }
-    wanted
-        .iter()
-        .filter_map(|a| table.get(a).map(|m| (*a, *m)))
-        .collect()
+    Some(
+        wanted
+            .iter()
+            .filter_map(|a| table.get(a).map(|m| (*a, *m)))
+            .collect(),
+    )
 }
 
 /// The resolver task's handles.
@@ -90,7 +94,9 @@ impl Resolver {
                     r = wrx.changed() => if r.is_err() { return },
                 }
                 let wanted = wrx.borrow_and_update().clone();
-                let macs = resolve(&netlink, ifindex, &wanted).await;
+                let Some(macs) = resolve(&netlink, ifindex, &wanted).await else {
+                    continue;
+                };
                 for a in &wanted {
                     if macs.contains_key(a) {
                         warned.remove(a);

@@ -239,9 +239,13 @@ pub enum AdminError {
     },
 }
 
-/// A backend a reload removed, finishing its flows.
-#[derive(Debug, Clone, PartialEq)]
+/// A backend a reload removed, finishing its flows. It is known by its
+/// name, or `name@address` when the new config gives that name another
+/// address (an address change is a removal of the old one).
+#[derive(Debug, Clone)]
 pub struct Removing {
+    /// Its name in the old config.
+    pub name: String,
     /// The service it served.
     pub service: VipKey,
     /// Its address.
@@ -254,6 +258,9 @@ pub struct Removing {
     pub deadline: Instant,
     /// Live flows at the last count after its removal (None: not counted yet).
     pub live_flows: Option<u64>,
+    /// Its health, still checked: a removed backend that dies gives its
+    /// flows up at once, like any down backend.
+    pub state: BackendState,
 }
 
 /// Why a removing backend was released.
@@ -263,6 +270,8 @@ pub enum Released {
     FlowsEnded,
     /// `removal_timeout` passed; this many flows were still live.
     TimedOut(u64),
+    /// Its health check failed: its flows move to the others.
+    Down,
 }
 
 /// Every backend's run-time state.
@@ -321,33 +330,59 @@ impl Runtime {
                 .is_some_and(|(key, addrs)| *key == r.service && !addrs.contains(&r.addr))
         });
         if !timeout.is_zero() {
-            for (vip, backend) in &diff.backends_removed {
+            for ov in old.vips() {
+                let vip = ov.name.get_ref();
                 let Some((key, addrs)) = new_services.get(vip.as_str()) else {
                     continue;
                 };
-                let Some(ov) = old.vips().find(|v| v.name.get_ref() == vip) else {
-                    continue;
-                };
-                let Some(ob) = ov.backends.iter().find(|b| b.name.get_ref() == backend) else {
-                    continue;
-                };
-                let addr = *ob.address.get_ref();
-                let carried = self.get(vip, backend).is_some_and(BackendState::healthy)
-                    && macs.contains_key(&addr);
-                if service(ov) != *key || addrs.contains(&addr) || !carried {
+                if service(ov) != *key {
                     continue;
                 }
-                self.removing.insert(
-                    (vip.clone(), backend.clone()),
-                    Removing {
-                        service: *key,
-                        addr,
-                        since: SystemTime::now(),
-                        started: now,
-                        deadline: now + timeout,
-                        live_flows: None,
-                    },
-                );
+                let new_names: BTreeSet<&str> = new
+                    .vips()
+                    .find(|v| v.name.get_ref() == vip)
+                    .map(|v| {
+                        v.backends
+                            .iter()
+                            .map(|b| b.name.get_ref().as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // Every old address the new config no longer has: removed
+                // backends, and the old address of one that moved.
+                for ob in &ov.backends {
+                    let (name, addr) = (ob.name.get_ref(), *ob.address.get_ref());
+                    if addrs.contains(&addr) {
+                        continue;
+                    }
+                    let Some(state) = self.get(vip, name).cloned() else {
+                        continue;
+                    };
+                    if !state.healthy() || !macs.contains_key(&addr) {
+                        continue;
+                    }
+                    let label = if new_names.contains(name.as_str()) {
+                        format!("{name}@{addr}")
+                    } else {
+                        name.clone()
+                    };
+                    self.removing.insert(
+                        (vip.clone(), label),
+                        Removing {
+                            name: name.clone(),
+                            service: *key,
+                            addr,
+                            since: SystemTime::now(),
+                            started: now,
+                            deadline: now + timeout,
+                            live_flows: None,
+                            state: BackendState {
+                                admin: Admin::default(),
+                                ..state
+                            },
+                        },
+                    );
+                }
             }
         }
         let changed: BTreeSet<&BackendRef> = diff.backends_changed.iter().collect();
@@ -401,6 +436,7 @@ impl Runtime {
                 r.live_flows = Some(live(&r.service, r.addr).unwrap_or(0));
             }
             let why = match r.live_flows {
+                _ if !r.state.healthy() => Some(Released::Down),
                 Some(0) => Some(Released::FlowsEnded),
                 n if now >= r.deadline => Some(Released::TimedOut(n.unwrap_or(0))),
                 _ => None,
@@ -419,7 +455,8 @@ impl Runtime {
         self.states.get(&(vip.to_string(), backend.to_string()))
     }
 
-    /// Records a check outcome; returns the new health when it changed.
+    /// Records a check outcome (of a configured or a removing backend);
+    /// returns the new health when it changed.
     pub fn record(
         &mut self,
         vip: &str,
@@ -427,9 +464,11 @@ impl Runtime {
         outcome: Outcome,
         at: SystemTime,
     ) -> Option<bool> {
-        let st = self
-            .states
-            .get_mut(&(vip.to_string(), backend.to_string()))?;
+        let key = (vip.to_string(), backend.to_string());
+        let st = match self.states.get_mut(&key) {
+            Some(st) => st,
+            None => &mut self.removing.get_mut(&key)?.state,
+        };
         let h = st.health.as_mut()?;
         let change = h.record(outcome.ok);
         st.last = Some((outcome, at));
@@ -507,7 +546,7 @@ impl Runtime {
                             addr: r.addr,
                             mac: macs.get(&r.addr).copied(),
                             weight: 0,
-                            healthy: true,
+                            healthy: r.state.healthy(),
                         });
                     }
                 }
@@ -521,8 +560,8 @@ impl Runtime {
     }
 }
 
-/// The probes `cfg` asks for.
-pub fn targets(cfg: &Config) -> Vec<Target> {
+/// The probes `cfg` asks for, and those of the backends still removing.
+pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
     let mut out = Vec::new();
     for v in cfg.vips() {
         let h = &v.health;
@@ -535,15 +574,22 @@ pub fn targets(cfg: &Config) -> Vec<Target> {
                 expect_status: h.expect_status,
             },
         };
+        let port = h.port.unwrap_or(v.port);
+        let target = |backend: &str, addr: Ipv4Addr| Target {
+            vip: v.name.get_ref().clone(),
+            backend: backend.to_string(),
+            addr: SocketAddrV4::new(addr, port),
+            probe: probe.clone(),
+            interval: Duration::from_millis(h.interval_ms as u64),
+            timeout: Duration::from_millis(h.timeout_ms as u64),
+        };
         for b in &v.backends {
-            out.push(Target {
-                vip: v.name.get_ref().clone(),
-                backend: b.name.get_ref().clone(),
-                addr: SocketAddrV4::new(*b.address.get_ref(), h.port.unwrap_or(v.port)),
-                probe: probe.clone(),
-                interval: Duration::from_millis(h.interval_ms as u64),
-                timeout: Duration::from_millis(h.timeout_ms as u64),
-            });
+            out.push(target(b.name.get_ref(), *b.address.get_ref()));
+        }
+        for ((vn, label), r) in &rt.removing {
+            if vn == v.name.get_ref() {
+                out.push(target(label, r.addr));
+            }
         }
     }
     out

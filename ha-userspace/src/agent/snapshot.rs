@@ -178,7 +178,12 @@ pub fn build(a: &mut Agent) -> Status {
                     deadline_in_s: r.deadline.saturating_duration_since(mono).as_secs_f64(),
                     live_flows: r.live_flows,
                 }),
-                last_check: None,
+                last_check: r.state.last.as_ref().map(|(o, t)| CheckStatus {
+                    ok: o.ok,
+                    detail: o.detail.clone(),
+                    latency_ms: o.latency.as_secs_f64() * 1000.0,
+                    age_s: wall.duration_since(*t).unwrap_or_default().as_secs_f64(),
+                }),
                 since_change_s: None,
                 flows: id.and_then(|id| a.flows.get(&id)).copied().unwrap_or(0),
                 packets: c.packets,
@@ -260,6 +265,8 @@ pub fn build(a: &mut Agent) -> Status {
             xdp_mode: mode.into(),
             uptime_s: a.started.elapsed().as_secs_f64(),
             version: env!("CARGO_PKG_VERSION").into(),
+            api_refused_connections: crate::api::REFUSED_CONNECTIONS
+                .load(std::sync::atomic::Ordering::Relaxed),
         },
         vrrp,
         vips,

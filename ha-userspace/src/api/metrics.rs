@@ -55,6 +55,16 @@ pub fn render(s: &Status) -> String {
         "Seconds since the agent started.",
     );
     o.sample("halb_uptime_seconds", &[("node", node)], s.node.uptime_s);
+    o.family(
+        "halb_api_refused_connections_total",
+        "counter",
+        "API connections closed at once because the connection limit was reached.",
+    );
+    o.sample(
+        "halb_api_refused_connections_total",
+        &[("node", node)],
+        s.node.api_refused_connections as f64,
+    );
 
     if let Some(v) = &s.vrrp {
         o.family(
@@ -225,6 +235,22 @@ pub fn render(s: &Status) -> String {
                     name,
                     &[("node", node), ("vip", &v.name), ("backend", &b.name)],
                     pick(b),
+                );
+            }
+        }
+    }
+    o.family(
+        "halb_backend_removal_live_flows",
+        "gauge",
+        "Live flows of a backend that a reload removed (it goes when they end).",
+    );
+    for v in &s.vips {
+        for b in &v.backends {
+            if let Some(n) = b.removal.as_ref().and_then(|r| r.live_flows) {
+                o.sample(
+                    "halb_backend_removal_live_flows",
+                    &[("node", node), ("vip", &v.name), ("backend", &b.name)],
+                    n as f64,
                 );
             }
         }

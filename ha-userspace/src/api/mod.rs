@@ -10,10 +10,14 @@
 //!   grants, and are refused (403) when `Origin` names another origin or
 //!   `Sec-Fetch-Site` says `cross-site`/`same-site`; with `token_file`, they
 //!   also need the token (compared in constant time);
+//! - without a token, a write must name this server by address in `Host`
+//!   (an IP literal or `localhost`): a DNS-rebinding page on the attacker's
+//!   domain sends its own name;
 //! - at most [`MAX_CONNECTIONS`] connections at once (more are closed at
 //!   once, so the agent's file descriptors stay for health checks and
 //!   netlink); request headers must arrive within [`HEADER_TIMEOUT`] and
-//!   fit [`MAX_HEADER_BYTES`]; a connection lives at most
+//!   fit [`MAX_HEADER_BYTES`]; a request, body included, takes at most
+//!   [`REQUEST_TIMEOUT`]; a connection lives at most
 //!   [`CONNECTION_LIFETIME`]; bodies are limited to [`MAX_BODY_BYTES`].
 
 pub mod client;
@@ -140,19 +144,24 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Time a request may take, body included (a body trickled byte by byte
+/// cannot hold a connection slot for long).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections refused because [`MAX_CONNECTIONS`] were open.
 pub static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Binds `addr` and serves until the task is dropped.
-pub async fn serve(
-    addr: SocketAddr,
-    state: ApiState,
-) -> Result<tokio::task::JoinHandle<()>, ApiError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Binds `addr` (done first at start-up: a busy port stops the start
+/// before anything is attached).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ApiError> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| ApiError::Listen { addr, source })?;
-    let app = router(state);
-    Ok(tokio::spawn(accept_loop(listener, app)))
+        .map_err(|source| ApiError::Listen { addr, source })
+}
+
+/// Serves on `listener` until the task is dropped.
+pub fn serve(listener: tokio::net::TcpListener, state: ApiState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(accept_loop(listener, router(state)))
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
@@ -206,7 +215,17 @@ pub fn router(state: ApiState) -> Router {
             post(backend_op),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(state)
+}
+
+/// Answers 408 when a request (reading its body included) takes longer than
+/// [`REQUEST_TIMEOUT`].
+async fn deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => error(StatusCode::REQUEST_TIMEOUT, "the request took too long"),
+    }
 }
 
 async fn status(State(s): State<ApiState>) -> Response {
@@ -258,8 +277,48 @@ fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
 /// cross-site `Sec-Fetch-Site`, an `Origin` that is not this server's, or a
 /// body that is not `application/json` (the "simple" content types need no
 /// CORS preflight; JSON does, and this server answers none).
-fn same_origin_write(headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// Whether `host` (a `Host` header) names this server by address: an IP
+/// literal or `localhost`, with or without a port. A DNS name there, on a
+/// server without a token, is how DNS rebinding reaches a loopback API from
+/// a page on the attacker's domain.
+fn host_is_address(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        match rest.split_once(']') {
+            Some((v6, tail)) if tail.is_empty() || tail.starts_with(':') => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok();
+            }
+            _ => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(
+            host,
+            |(h, port)| {
+                if port.parse::<u16>().is_ok() {
+                    h
+                } else {
+                    host
+                }
+            },
+        )
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn same_origin_write(headers: &HeaderMap, token: bool) -> Result<(), Box<Response>> {
     let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    if !token {
+        let host = text(header::HOST).unwrap_or("");
+        if !host_is_address(host) {
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "write refused: Host {host:?} is not an address of this server \
+                     (without a token, writes must name it by IP or localhost)"
+                ),
+            )));
+        }
+    }
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if site != "same-origin" && site != "none" {
             return Err(Box::new(error(
@@ -306,7 +365,7 @@ async fn backend_op(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = same_origin_write(&headers) {
+    if let Err(r) = same_origin_write(&headers, s.token.is_some()) {
         return *r;
     }
     if !authorized(&s, &headers) {
@@ -354,7 +413,7 @@ async fn backend_op(
 }
 
 async fn reload(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Err(r) = same_origin_write(&headers) {
+    if let Err(r) = same_origin_write(&headers, s.token.is_some()) {
         return *r;
     }
     if !authorized(&s, &headers) {
@@ -374,5 +433,82 @@ async fn reload(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             ),
         ),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_that_name_the_server_by_address() {
+        for ok in [
+            "127.0.0.1:8480",
+            "127.0.0.1",
+            "localhost:8480",
+            "LOCALHOST",
+            "[::1]:8480",
+            "[::1]",
+            "10.77.0.2:9191",
+        ] {
+            assert!(host_is_address(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8480",
+            "evil.example",
+            "127.0.0.1.evil.example:8480",
+            "[::1]x",
+            "",
+            "localhost.evil:80",
+        ] {
+            assert!(!host_is_address(bad), "{bad}");
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_writes_are_refused() {
+        let json = ("content-type", "application/json");
+        let host = ("host", "127.0.0.1:8480");
+        let code = |h: &[(&str, &str)], token: bool| {
+            same_origin_write(&headers(h), token).map_err(|r| r.status().as_u16())
+        };
+        assert_eq!(code(&[json, host], false), Ok(()));
+        assert_eq!(
+            code(&[json, ("host", "evil.example:8480")], false),
+            Err(403)
+        );
+        assert_eq!(code(&[json, ("host", "evil.example:8480")], true), Ok(()));
+        assert_eq!(
+            code(&[json, host, ("origin", "http://attacker.example")], true),
+            Err(403)
+        );
+        assert_eq!(
+            code(&[json, host, ("origin", "http://127.0.0.1:8480")], false),
+            Ok(())
+        );
+        assert_eq!(
+            code(&[json, host, ("sec-fetch-site", "cross-site")], false),
+            Err(403)
+        );
+        assert_eq!(
+            code(&[json, host, ("sec-fetch-site", "same-site")], false),
+            Err(403)
+        );
+        assert_eq!(
+            code(&[host, ("content-type", "text/plain")], false),
+            Err(415)
+        );
+        assert_eq!(code(&[host], false), Err(415));
     }
 }

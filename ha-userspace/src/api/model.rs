@@ -34,6 +34,9 @@ pub struct NodeStatus {
     pub uptime_s: f64,
     /// halb version.
     pub version: String,
+    /// API connections closed at once because the limit (128) was reached.
+    #[serde(default)]
+    pub api_refused_connections: u64,
 }
 
 /// `vrrp`.

@@ -1,12 +1,14 @@
 //! The halb configuration file: its schema, parsing and validation.
 //!
-//! One TOML file (DESIGN.md, "Configuration"). Every error carries the file,
-//! line and column it is about; unknown keys are errors. [`load`] is the only
+//! One TOML file (the README's "Configuration"). Every error carries the
+//! file, line and column it is about; unknown keys are errors. [`load`] is the only
 //! entry point: it returns a [`Config`] that has passed every check, or the
 //! errors, and never touches the network.
 
 mod schema;
 mod validate;
+
+pub use validate::read_token;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

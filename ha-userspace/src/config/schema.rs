@@ -40,7 +40,7 @@ impl Config {
 }
 
 /// `[node]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     /// Node name (pin directory, logs); default: the host name.
@@ -105,7 +105,7 @@ pub enum XdpModeCfg {
 }
 
 /// `[api]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     /// Listen address for the stats page, JSON API and metrics.
@@ -138,7 +138,7 @@ impl Api {
 }
 
 /// `[vrrp]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vrrp {
     /// 2 (RFC 3768) or 3 (RFC 5798).
@@ -205,7 +205,7 @@ pub struct Vrrp {
 
 /// `[[vrrp.track_script]]`: a command run periodically; its exit status
 /// (0: success) moves the priority or puts the node in FAULT.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackScript {
     /// Name (logs, status).

@@ -299,3 +299,14 @@ fn gratuitous_arp_timing_has_bounds() {
             .is_ok()
     );
 }
+
+#[test]
+fn sections_compare_by_value_not_by_position() {
+    let a = parse_str(GOOD).expect("good");
+    let b = parse_str(&format!("\n\n# moved down\n{GOOD}")).expect("good");
+    assert_eq!(a.vrrp(), b.vrrp());
+    assert_eq!(a.api, b.api);
+    assert_eq!(a.node, b.node);
+    let c = parse_str(&GOOD.replace("priority = 150", "priority = 151")).expect("good");
+    assert_ne!(a.vrrp(), c.vrrp());
+}

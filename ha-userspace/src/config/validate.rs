@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::schema::{Config, HealthKind};
+use super::schema::{Config, HealthKind, MIN_TOKEN_LEN};
 
 /// Every problem as (byte span, message); empty when the config is good.
 pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
@@ -27,22 +27,11 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
     }
 
     if let Some(path) = &config.api.token_file {
-        match std::fs::read_to_string(path.get_ref()) {
-            Ok(t) if t.trim().len() < super::schema::MIN_TOKEN_LEN => out.push((
+        if let Err(why) = read_token(path.get_ref()) {
+            out.push((
                 path.span(),
-                format!(
-                    "token_file {} holds {} bytes of token; at least {} are needed \
-                     (an empty token would let anyone drain backends)",
-                    path.get_ref().display(),
-                    t.trim().len(),
-                    super::schema::MIN_TOKEN_LEN
-                ),
-            )),
-            Ok(_) => {}
-            Err(e) => out.push((
-                path.span(),
-                format!("token_file {}: {e}", path.get_ref().display()),
-            )),
+                format!("token_file {}: {why}", path.get_ref().display()),
+            ));
         }
     }
     let listen = config.api.listen.get_ref();
@@ -202,6 +191,37 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         }
     }
     out
+}
+
+/// Reads the API token: a regular file of at most 4 KiB whose content,
+/// white space around it ignored, is at least [`MIN_TOKEN_LEN`] visible
+/// ASCII characters. Anything else is an error, never "no token".
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    f.take(4097)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{e} (the token must be text)"))?;
+    if text.len() > 4096 {
+        return Err("longer than 4 KiB; a token is one line".into());
+    }
+    let token = text.trim();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "holds {} bytes of token; at least {MIN_TOKEN_LEN} are needed \
+             (an empty token would let anyone drain backends)",
+            token.len()
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be visible ASCII characters, without spaces".into());
+    }
+    Ok(token.to_string())
 }
 
 /// Names used in paths, URLs and metric labels.

@@ -242,12 +242,13 @@ impl DataPlane {
     /// Loads the program with the pinned maps (creating and pinning them the
     /// first time), attaches it or adopts the pinned attachment, and takes
     /// over the maps' contents.
-    pub fn start(opts: &Options) -> Result<Self, Error> {
+    /// `lock` is the pin directory's lock ([`PinLock::acquire`]), taken by
+    /// the caller first thing.
+    pub fn start(opts: &Options, lock: PinLock) -> Result<Self, Error> {
         if XDP_OBJECT.is_empty() {
             return Err(Error::NotBuilt);
         }
         let ifindex = ifindex(&opts.interface)?;
-        let lock = PinLock::acquire(&opts.pin_dir)?;
         if opts.reset {
             remove_pin_files(&opts.pin_dir);
         }

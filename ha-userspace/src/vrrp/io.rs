@@ -120,6 +120,9 @@ pub enum IoError {
     /// Netlink failed.
     #[error("{0}")]
     Net(#[from] crate::net::NetError),
+    /// The VIP address worker ended: addresses can no longer be set.
+    #[error("the VIP address worker stopped")]
+    Worker,
 }
 
 /// A raw socket for VRRP on one interface.
@@ -261,6 +264,7 @@ impl Router {
             notifier,
             agent_fault: false,
             fed_fault: false,
+            worker_gone: false,
             status: Status {
                 state: State::Initialize,
                 priority: 0,
@@ -285,7 +289,11 @@ impl Router {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 2048];
+        let mut recv_errors = 0u64;
         loop {
+            if io.worker_gone {
+                return Err(IoError::Worker);
+            }
             beat.beat();
             let deadline = [machine.next_deadline(), io.keeper.next_deadline()]
                 .into_iter()
@@ -296,10 +304,19 @@ impl Router {
             tokio::select! {
                 r = io.sock.recv(&mut buf) => {
                     let n = match r {
-                        Ok(n) => n,
+                        Ok(n) => {
+                            recv_errors = 0;
+                            n
+                        }
                         Err(e) => {
-                            tracing::warn!("VRRP receive: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            // Logged on the first and then every 100th in a
+                            // row, with a growing pause, never a flood.
+                            if recv_errors % 100 == 0 {
+                                tracing::warn!(in_a_row = recv_errors + 1, "VRRP receive: {e}");
+                            }
+                            recv_errors += 1;
+                            let pause = Duration::from_millis(10 * recv_errors.min(10));
+                            tokio::time::sleep(pause).await;
                             continue;
                         }
                     };
@@ -318,7 +335,10 @@ impl Router {
                         io.feed_fault(&mut machine, epoch);
                     }
                 }
-                Some((op, result)) = results.recv() => {
+                r = results.recv() => {
+                    let Some((op, result)) = r else {
+                        return Err(IoError::Worker);
+                    };
                     let ok = match &result {
                         Ok(()) => true,
                         Err(e) => {
@@ -415,6 +435,8 @@ struct Io {
     agent_fault: bool,
     /// The fault the machine was last told.
     fed_fault: bool,
+    /// The address worker ended (the router stops: it is supervised).
+    worker_gone: bool,
     status: Status,
 }
 
@@ -464,6 +486,7 @@ impl Io {
         for op in ops {
             if self.ops.send(op).is_err() {
                 tracing::error!("the VIP address worker is gone");
+                self.worker_gone = true;
             }
         }
     }

@@ -3,7 +3,7 @@
 //! touches a socket or a clock; the I/O layer asks [`Machine::next_deadline`]
 //! when to call [`Machine::poll`] next.
 //!
-//! Beyond the RFC, as keepalived does and DESIGN.md asks:
+//! Beyond the RFC, as keepalived does:
 //! - a master that hears a lower-priority master answers at once with an
 //!   advertisement and gratuitous ARP, so a split brain heals; at most once
 //!   per advertisement interval per sender and [`ANSWERED_PEERS`] times per
@@ -16,7 +16,14 @@
 //! - a FAULT state (tracked interface down, tracked script failing): the
 //!   node gives up mastership (sending priority 0) and ignores adverts until
 //!   the fault clears;
-//! - gratuitous ARP refresh while master.
+//! - gratuitous ARP refresh while master;
+//! - a router that starts (or recovers from FAULT) as backup does not take
+//!   the virtual addresses off at once: it may be an agent restarted after
+//!   a crash, whose addresses are still there. It removes them when it
+//!   hears a master it accepts (within one advert interval when there is
+//!   one), or when it goes to FAULT; when it becomes master instead (no
+//!   master, or it preempts) it keeps them all along. So a restarted
+//!   backup holds no VIP, and a lone node's restart never drops them.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -134,6 +141,8 @@ pub struct Machine {
     stats: Stats,
     /// When each lower-priority master was last answered.
     answered: Vec<(Ipv4Addr, Duration)>,
+    /// Started as backup and not yet told whether the addresses stay.
+    unsettled: bool,
 }
 
 impl Machine {
@@ -152,6 +161,7 @@ impl Machine {
             master: None,
             stats: Stats::default(),
             answered: Vec::new(),
+            unsettled: false,
         }
     }
 
@@ -220,6 +230,9 @@ impl Machine {
                 if self.state == State::Master {
                     out.push(Action::Send { priority: 0 });
                     out.push(Action::RemoveAddresses);
+                } else if self.state == State::Backup && self.unsettled {
+                    self.unsettled = false;
+                    out.push(Action::RemoveAddresses);
                 }
                 if matches!(self.state, State::Master | State::Backup) {
                     self.cancel_timers();
@@ -247,7 +260,7 @@ impl Machine {
                 priority,
                 interval,
             } => match self.state {
-                State::Backup => self.backup_advert(now, src, priority, interval),
+                State::Backup => self.backup_advert(now, src, priority, interval, &mut out),
                 State::Master => self.master_advert(now, src, priority, interval, &mut out),
                 State::Initialize | State::Fault => {}
             },
@@ -294,7 +307,8 @@ impl Machine {
         if self.priority == 255 {
             self.become_master(now, out);
         } else {
-            out.push(Action::RemoveAddresses);
+            // The addresses' fate waits for the first advert or the timer.
+            self.unsettled = true;
             self.master_down_at = Some(now + self.master_down_interval());
             self.set_state(now, State::Backup, out, true);
         }
@@ -309,6 +323,7 @@ impl Machine {
         self.master_down_at = None;
         self.master = None;
         self.lower_master_since = None;
+        self.unsettled = false;
         self.master_adver_interval = self.params.advert_interval;
         self.adver_at = Some(now + self.params.advert_interval);
         self.garp_at =
@@ -317,7 +332,14 @@ impl Machine {
         self.set_state(now, State::Master, out, true);
     }
 
-    fn backup_advert(&mut self, now: Duration, src: Ipv4Addr, priority: u8, interval: Duration) {
+    fn backup_advert(
+        &mut self,
+        now: Duration,
+        src: Ipv4Addr,
+        priority: u8,
+        interval: Duration,
+        out: &mut Vec<Action>,
+    ) {
         if priority == 0 {
             // The master is leaving: take over after Skew_Time only.
             self.master_down_at = Some(now + self.skew());
@@ -333,6 +355,11 @@ impl Machine {
             true
         };
         if hold_back {
+            // A master we stay backup to: no VIP of ours may remain.
+            if self.unsettled {
+                self.unsettled = false;
+                out.push(Action::RemoveAddresses);
+            }
             self.master = Some(src);
             if !interval.is_zero() {
                 self.master_adver_interval = interval;

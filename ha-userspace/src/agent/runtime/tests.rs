@@ -205,7 +205,7 @@ fn admin_errors_name_what_is_missing() {
 #[test]
 fn targets_use_the_check_port_or_the_vip_port() {
     let base = cfg(&BASE.replace("  kind = \"http\"", "  kind = \"http\"\n  port = 8080"));
-    let t = targets(&base);
+    let t = targets(&base, &Runtime::new(&base));
     assert_eq!(t.len(), 2, "the dns vip has no check");
     assert_eq!(
         t[0].addr,
@@ -332,4 +332,65 @@ fn next_without_web() -> String {
     let start = BASE.find("[[vip]]\nname = \"web\"").expect("web");
     let end = BASE.find("[[vip]]\nname = \"dns\"").expect("dns");
     format!("{}{}", &BASE[..start], &BASE[end..])
+}
+
+#[test]
+fn an_address_change_removes_the_old_address_gracefully() {
+    let base = cfg(BASE);
+    let moved = cfg(&BASE.replace("10.77.0.22", "10.77.0.29"));
+    let mut rt = Runtime::new(&base);
+    reload(&mut rt, &base, &moved);
+    // web2 now lives at .29; its old address finishes its flows under its
+    // own name.
+    let (key, r) = rt
+        .removing()
+        .iter()
+        .next()
+        .expect("the old address is removing");
+    assert_eq!(key, &pair("web", "web2@10.77.0.22"));
+    assert_eq!(
+        (r.name.as_str(), r.addr),
+        ("web2", Ipv4Addr::new(10, 77, 0, 22))
+    );
+    let specs = rt.specs(&moved, &macs());
+    let addrs: Vec<(Ipv4Addr, u32)> = specs[0]
+        .backends
+        .iter()
+        .map(|b| (b.addr, b.weight))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            (Ipv4Addr::new(10, 77, 0, 21), 1),
+            (Ipv4Addr::new(10, 77, 0, 29), 1),
+            (Ipv4Addr::new(10, 77, 0, 22), 0)
+        ]
+    );
+    // Still health-checked, under that name.
+    let t = targets(&moved, &rt);
+    assert!(t.iter().any(|t| t.backend == "web2@10.77.0.22"
+        && t.addr == SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 22), 80)));
+}
+
+#[test]
+fn a_removed_backend_that_dies_gives_its_flows_up_at_once() {
+    let base = cfg(BASE);
+    let next = cfg(&without_web2());
+    let mut rt = Runtime::new(&base);
+    let t0 = Instant::now();
+    reload_at(&mut rt, &base, &next, t0);
+    assert!(rt.settle(t0, t0, |_, _| Some(4)).is_empty());
+    // Its checks fail (fall = 2).
+    rt.record("web", "web2", ok(false), SystemTime::now());
+    rt.record("web", "web2", ok(false), SystemTime::now());
+    let specs = rt.specs(&next, &macs());
+    let web2 = specs[0]
+        .backends
+        .iter()
+        .find(|b| b.addr == Ipv4Addr::new(10, 77, 0, 22))
+        .expect("spec");
+    assert!(!web2.usable(), "a down removing backend carries nothing");
+    let gone = rt.settle(t0, t0, |_, _| Some(4));
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].2, Released::Down);
 }

@@ -100,10 +100,7 @@ fn owner_starts_as_master_at_once() {
 fn backup_takes_over_after_master_down_interval() {
     // Priority 100, 100 ms: skew = 100 × 156/256 ms = 60.9375 ms; MDI = 360.9375 ms.
     let mut s = Sim::new(params(A), 100);
-    assert_eq!(
-        s.at(ms(0), Input::Startup),
-        [Action::RemoveAddresses, Action::Notify(State::Backup)]
-    );
+    assert_eq!(s.at(ms(0), Input::Startup), [Action::Notify(State::Backup)]);
     assert_eq!(
         s.m.master_down_interval(),
         Duration::from_micros(360_937) + Duration::from_nanos(500)
@@ -281,10 +278,7 @@ fn fault_gives_up_and_recovery_rejoins() {
     assert!(s.advert(ms(700), B, 100).is_empty());
     assert_eq!(s.m.next_deadline(), None);
     let out = s.at(ms(800), Input::Fault(false));
-    assert_eq!(
-        out,
-        [Action::RemoveAddresses, Action::Notify(State::Backup)]
-    );
+    assert_eq!(out, [Action::Notify(State::Backup)]);
     s.until(ms(2000));
     assert_eq!(s.m.state(), State::Master);
     // A fault before start-up: start-up lands in FAULT.
@@ -456,4 +450,41 @@ fn two_nodes_always_settle_on_one_master() {
             }
         }
     }
+}
+
+#[test]
+fn a_restarted_backup_drops_its_addresses_when_it_hears_a_master() {
+    // Restarted after a crash, lower priority: the first advert of the
+    // master it accepts takes any address it left off.
+    let mut s = Sim::new(params(A), 100);
+    assert_eq!(s.at(ms(0), Input::Startup), [Action::Notify(State::Backup)]);
+    assert_eq!(s.advert(ms(30), B, 150), [Action::RemoveAddresses]);
+    assert!(s.advert(ms(130), B, 150).is_empty(), "once");
+    // A FAULT before any advert also clears them.
+    let mut s = Sim::new(params(A), 100);
+    s.at(ms(0), Input::Startup);
+    assert_eq!(
+        s.at(ms(10), Input::Fault(true)),
+        [Action::RemoveAddresses, Action::Notify(State::Fault)]
+    );
+}
+
+#[test]
+fn a_restarted_node_that_becomes_master_never_drops_its_addresses() {
+    // Alone (no advert): master after the master-down interval, and the
+    // addresses were never taken off in between.
+    let mut s = Sim::new(params(A), 100);
+    s.at(ms(0), Input::Startup);
+    s.until(ms(1000));
+    assert_eq!(s.m.state(), State::Master);
+    assert!(s.first(Action::RemoveAddresses).is_none(), "{:?}", s.log);
+    assert!(s.first(Action::AddAddresses).is_some());
+    // Higher and preempting, it hears the lower master and takes over
+    // without dropping them either.
+    let mut s = Sim::new(params(A), 200);
+    s.at(ms(0), Input::Startup);
+    assert!(s.advert(ms(20), B, 100).is_empty());
+    s.until(ms(1000));
+    assert_eq!(s.m.state(), State::Master);
+    assert!(s.first(Action::RemoveAddresses).is_none(), "{:?}", s.log);
 }
