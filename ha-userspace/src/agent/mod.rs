@@ -711,7 +711,7 @@ impl Agent {
             return;
         }
         self.reconcile_ticks += 1;
-        if self.reconcile_ticks % 5 != 0 {
+        if !self.reconcile_ticks.is_multiple_of(5) {
             return;
         }
         let present: Vec<Ipv4Addr> = match self.netlink.addresses(self.link.index).await {

@@ -311,7 +311,7 @@ impl Router {
                         Err(e) => {
                             // Logged on the first and then every 100th in a
                             // row, with a growing pause, never a flood.
-                            if recv_errors % 100 == 0 {
+                            if recv_errors.is_multiple_of(100) {
                                 tracing::warn!(in_a_row = recv_errors + 1, "VRRP receive: {e}");
                             }
                             recv_errors += 1;
