@@ -9,6 +9,9 @@ use halb::api::client::Client;
 
 use crate::lab::{backend_addr, lb_addr, node_config, run, Lab, CLIENT, VIP};
 
+/// The API token of the bench node.
+const TOKEN: &str = "halb-bench-token-0123456789";
+
 /// Latencies in ms: (median, p99, max).
 pub fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -62,7 +65,7 @@ pub fn run_bench() -> Result<ApiBench> {
             lab.dir.join("token").display()
         ),
     );
-    std::fs::write(lab.dir.join("token"), "halb-bench-token-0123456789")?;
+    std::fs::write(lab.dir.join("token"), TOKEN)?;
     let mut cfg = small.clone();
     let quiet: Vec<u16> = (30..100).chain(110..240).collect();
     for v in 0..5u16 {
@@ -90,14 +93,29 @@ pub fn run_bench() -> Result<ApiBench> {
     let reloaded = lab.in_ns("client", move || -> Result<u16> {
         let c = Client {
             timeout: Duration::from_secs(60),
-            ..Client::new(api, Some("t".into()))
+            ..Client::new(api, Some(TOKEN.into()))
         };
         Ok(c.post("/api/v1/reload", None)?.status)
     })??;
     if reloaded != 200 {
         bail!("reload to 1000 backends: HTTP {reloaded}");
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    // The next publication carries them all.
+    lab.wait_for(
+        "1000 backends in the status",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            lab.in_ns("client", move || {
+                Client::new(api, None)
+                    .get("/api/v1/status")
+                    .ok()
+                    .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
+                    .is_some_and(|s| s.vips.iter().map(|v| v.backends.len()).sum::<usize>() >= 1000)
+            })
+            .unwrap_or(false)
+        },
+    )?;
 
     // Scrapes of /metrics, quiet.
     let (metrics_ms, metrics_bytes) =

@@ -112,7 +112,6 @@ pub fn run() -> Result<()> {
         "   download of {} MiB started from port {port} (through lb1)",
         BIG_SIZE >> 20
     );
-    std::thread::sleep(Duration::from_millis(700));
     let mac2 = lab.mac("lb2")?;
     crate::failover::crash(&mut lab, crate::failover::Daemon::Halb, "lb1")?;
     lab.ip("lb1", &["link", "set", "eth0", "down"])?;

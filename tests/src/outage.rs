@@ -191,7 +191,6 @@ fn event(lab: &mut Lab, stack: Stack, death: Death) -> Result<Event> {
             .context("stream did not start")?;
         streams.push(h);
     }
-    std::thread::sleep(Duration::from_millis(700));
     let t0 = Instant::now();
     crash_node(lab, stack, "lb1")?;
     if death == Death::NodeDown {

@@ -189,8 +189,11 @@ mod tests {
     /// machine's toolchain (cargo, rustup) or are the shell every system has.
     const TOOLCHAIN_PROGRAMS: &[&str] = &["cargo", "rustup", "rustc", "sh"];
 
-    /// Program names the sources start: `Command::new(NAME)` and the lab's
-    /// `cmd(host, NAME)` (run in a namespace), NAME a string literal.
+    /// Program names the sources start: `Command::new(NAME)`, the lab's
+    /// `cmd(host, NAME)` (run in a namespace), and system programs named by
+    /// `Path::new` with a path under /usr/bin (run through `nsenter`), NAME a string
+    /// literal. Programs inside shell scripts are not seen; the scripts the
+    /// host runs (deploy/provision.sh) use only what the table lists.
     fn executed_programs() -> BTreeSet<String> {
         let root = crate::util::root();
         let mut out = BTreeSet::new();
@@ -222,9 +225,17 @@ mod tests {
     /// argument of each `.cmd(` call, when it is a plain program name.
     fn programs_in(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for (i, _) in text.match_indices("Command::new(\"") {
-            if let Some(name) = literal_at(&text[i + "Command::new(".len()..]) {
-                out.push(name);
+        for pat in ["Command::new(", "Path::new("] {
+            for (i, _) in text.match_indices(&format!("{pat}\"")) {
+                if let Some(name) = literal_at(&text[i + pat.len()..]) {
+                    // Path::new names files too: only system programs count.
+                    if pat == "Command::new("
+                        || name.starts_with("/usr/bin/")
+                        || name.starts_with("/usr/sbin/")
+                    {
+                        out.push(name);
+                    }
+                }
             }
         }
         for (i, _) in text.match_indices(".cmd(") {
