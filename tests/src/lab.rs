@@ -806,6 +806,19 @@ pub fn haproxy_config(maxconn: u32) -> String {
 }
 
 impl Lab {
+    /// The one-node topology: client, lb1 (with the pass program on its
+    /// bridge port) and `backends` nginx backends web1, web2, ...
+    pub fn single_lb(tag: &str, backends: u8) -> Result<Self> {
+        let mut lab = Lab::new(tag)?;
+        lab.add_host("client", CLIENT)?;
+        lab.add_host("lb1", lb_addr(1))?;
+        lab.attach_pass_on_port("lb1")?;
+        for i in 1..=backends {
+            lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
+        }
+        Ok(lab)
+    }
+
     /// The standard pair topology: client, lb1 and lb2 (with the pass
     /// program on their bridge ports), and `backends` nginx backends.
     pub fn pair_topology(&mut self, backends: u8) -> Result<()> {

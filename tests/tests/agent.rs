@@ -13,23 +13,13 @@ use std::time::{Duration, Instant};
 
 use halb::api::client::Client;
 use halb::api::model::Status;
-use halb_lab::lab::{
-    backend_addr, halb_bin, lb_addr, node_config, run, workspace, Lab, VrrpOpts, CLIENT, VIP,
-};
+use halb_lab::lab::{halb_bin, lb_addr, node_config, run, workspace, Lab, VrrpOpts, VIP};
 
 const API: &str = "127.0.0.1:8480";
 
 /// Client, lb1 (with the pass program on its port) and three backends.
 fn lab(tag: &str) -> Lab {
-    let mut lab = Lab::new(tag).expect("lab");
-    lab.add_host("client", CLIENT).expect("client");
-    lab.add_host("lb1", lb_addr(1)).expect("lb1");
-    lab.attach_pass_on_port("lb1").expect("pass");
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
-            .expect("backend");
-    }
-    lab
+    Lab::single_lb(tag, 3).expect("lab")
 }
 
 fn status(lab: &Lab) -> Status {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use halb::api::client::Client;
 use halb::api::model::Status;
-use halb_lab::lab::{backend_addr, halb_bin, lb_addr, node_config, workspace, Lab, CLIENT, VIP};
+use halb_lab::lab::{halb_bin, lb_addr, node_config, workspace, Lab, VIP};
 use halb_lab::webdriver::Session;
 
 const TOKEN: &str = "s3cret-token-for-the-api-tests";
@@ -21,14 +21,7 @@ fn api_addr() -> SocketAddr {
 
 /// One node whose API listens on its lab address (not loopback: a token is required).
 fn lab(tag: &str) -> Lab {
-    let mut lab = Lab::new(tag).expect("lab");
-    lab.add_host("client", CLIENT).expect("client");
-    lab.add_host("lb1", lb_addr(1)).expect("lb1");
-    lab.attach_pass_on_port("lb1").expect("pass");
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
-            .expect("backend");
-    }
+    let mut lab = Lab::single_lb(tag, 3).expect("lab");
     let token = lab.dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
     let cfg = node_config(&lab, "lb1", "native", 3, None, None).replace(
@@ -424,13 +417,7 @@ fn writes_from_another_origin_and_oversized_requests_are_refused() {
 #[test]
 fn a_page_in_the_operators_browser_cannot_drain_a_loopback_api() {
     // The default: API on 127.0.0.1:8480, no token.
-    let mut lab = Lab::new("ctk").expect("lab");
-    lab.add_host("lb1", lb_addr(1)).expect("lb1");
-    lab.attach_pass_on_port("lb1").expect("pass");
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
-            .expect("backend");
-    }
+    let mut lab = Lab::single_lb("ctk", 3).expect("lab");
     let cfg = node_config(&lab, "lb1", "native", 3, None, None);
     lab.start_halb("lb1", &cfg, &[])
         .expect("start")
@@ -518,14 +505,7 @@ fn raise_nofile() {
 #[test]
 fn thousands_of_half_open_connections_change_nothing_for_the_service() {
     raise_nofile();
-    let mut lab = Lab::new("slw").expect("lab");
-    lab.add_host("client", CLIENT).expect("client");
-    lab.add_host("lb1", lb_addr(1)).expect("lb1");
-    lab.attach_pass_on_port("lb1").expect("pass");
-    for i in 1..=3u8 {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
-            .expect("backend");
-    }
+    let mut lab = Lab::single_lb("slw", 3).expect("lab");
     let token = lab.dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
     let v = halb_lab::lab::VrrpOpts::v3(150);

@@ -42,14 +42,7 @@ fn config(lab: &Lab) -> String {
 }
 
 fn lab(tag: &str) -> Lab {
-    let mut lab = Lab::new(tag).expect("lab");
-    lab.add_host("client", CLIENT).expect("client");
-    lab.add_host("lb1", lb_addr(1)).expect("lb1");
-    lab.attach_pass_on_port("lb1").expect("pass");
-    for i in 1..=BACKENDS {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
-            .expect("backend");
-    }
+    let mut lab = Lab::single_lb(tag, BACKENDS).expect("lab");
     let cfg = config(&lab);
     lab.start_halb("lb1", &cfg, &[])
         .expect("start")
@@ -402,9 +395,12 @@ fn without(text: &str, name: &str) -> String {
     format!("{}{}", &text[..start], &text[end..])
 }
 
-#[test]
-fn a_removed_backend_finishes_its_stream_then_goes() {
-    let lab = lab("hgr");
+type Download = std::thread::JoinHandle<anyhow::Result<anyhow::Result<client::Stream>>>;
+
+/// Starts a long download, finds its backend, and writes the config
+/// without that backend (the caller reloads). Returns the download, its
+/// source port, the backend's name and the config as it was.
+fn stream_then_remove_its_backend(lab: &Lab) -> (Download, u16, String, String) {
     let (tx, rx) = mpsc::channel();
     let dl = lab
         .spawn_in_ns("client", move || {
@@ -414,11 +410,17 @@ fn a_removed_backend_finishes_its_stream_then_goes() {
         })
         .expect("stream");
     let port = rx.recv_timeout(Duration::from_secs(5)).expect("started");
-    let name = backend_of_flow(&lab, port);
-    // A reload removes the stream's backend.
+    let name = backend_of_flow(lab, port);
     let path = lab.dir.join("halb-lb1.toml");
     let good = std::fs::read_to_string(&path).expect("config");
     std::fs::write(&path, without(&good, &name)).expect("write");
+    (dl, port, name, good)
+}
+
+#[test]
+fn a_removed_backend_finishes_its_stream_then_goes() {
+    let lab = lab("hgr");
+    let (dl, _, name, _) = stream_then_remove_its_backend(&lab);
     let out = halb(&lab, &["reload"]);
     assert!(
         out.contains(&format!("backends removed web/{name}")),
@@ -452,19 +454,8 @@ fn a_removed_backend_finishes_its_stream_then_goes() {
 #[test]
 fn a_backend_put_back_while_removing_keeps_its_stream() {
     let lab = lab("hrb");
-    let (tx, rx) = mpsc::channel();
-    let dl = lab
-        .spawn_in_ns("client", move || {
-            client::download(VIP, "/big", move |p| {
-                let _ = tx.send(p);
-            })
-        })
-        .expect("stream");
-    let port = rx.recv_timeout(Duration::from_secs(5)).expect("started");
-    let name = backend_of_flow(&lab, port);
+    let (dl, port, name, good) = stream_then_remove_its_backend(&lab);
     let path = lab.dir.join("halb-lb1.toml");
-    let good = std::fs::read_to_string(&path).expect("config");
-    std::fs::write(&path, without(&good, &name)).expect("write");
     halb(&lab, &["reload"]);
     wait_health(&lab, |s| {
         s.vips[0]

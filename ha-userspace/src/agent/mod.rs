@@ -397,6 +397,18 @@ fn wanted_missing(a: &Agent) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+fn log_update(why: &str, r: &dataplane::Report, since: Instant) {
+    tracing::info!(
+        why,
+        vips_added = r.vips_added,
+        vips_removed = r.vips_removed,
+        tables_swapped = r.tables_swapped,
+        backends_written = r.backends_written,
+        took_us = since.elapsed().as_micros() as u64,
+        "data plane updated"
+    );
+}
+
 /// The next tracking event, or never when there is no election.
 async fn recv_track(
     rx: &mut Option<mpsc::Receiver<election::TrackEvent>>,
@@ -514,15 +526,7 @@ impl Agent {
                 Ok(())
             }
             Ok(r) => {
-                tracing::info!(
-                    why,
-                    vips_added = r.vips_added,
-                    vips_removed = r.vips_removed,
-                    tables_swapped = r.tables_swapped,
-                    backends_written = r.backends_written,
-                    took_us = t.elapsed().as_micros() as u64,
-                    "data plane updated"
-                );
+                log_update(why, &r, t);
                 Ok(())
             }
             Err(e) => {
@@ -831,15 +835,7 @@ impl Agent {
         let specs = runtime.specs(&new, &self.macs);
         let t = Instant::now();
         match self.dp.writer().apply(&specs) {
-            Ok(r) => tracing::info!(
-                why = "reload",
-                vips_added = r.vips_added,
-                vips_removed = r.vips_removed,
-                tables_swapped = r.tables_swapped,
-                backends_written = r.backends_written,
-                took_us = t.elapsed().as_micros() as u64,
-                "data plane updated"
-            ),
+            Ok(r) => log_update("reload", &r, t),
             Err(e) => {
                 // Back to what ran before, then report the failure.
                 if let Err(e2) = self.sync("restore after a failed reload") {
