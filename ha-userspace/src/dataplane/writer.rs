@@ -242,10 +242,11 @@ impl<S: Store> Writer<S> {
         (self.free_vips.len(), self.free_backends.len())
     }
 
-    /// Makes the maps hold exactly `specs`, or changes nothing that a packet
-    /// could see and returns the error: capacity is checked before the first
-    /// write, and a write that fails half-way is followed by re-reading the
-    /// maps, so the caller can put the previous specs back.
+    /// Makes the maps hold exactly `specs`, or returns the error. What does
+    /// not fit fails before the first write, so nothing changes. A write that
+    /// fails half-way (the kernel refused it) leaves a consistent mix, every
+    /// step being one the ordering rules allow; the writer then re-reads the
+    /// maps, so that the caller can put the previous specs back.
     ///
     /// When the new state fits only once the removed VIPs and backends have
     /// given their ids back, it is reached in two steps: first everything
