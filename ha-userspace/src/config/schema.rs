@@ -19,13 +19,37 @@ pub struct Config {
     /// `[api]`: the HTTP listener.
     #[serde(default)]
     pub api: Api,
-    /// `[vrrp]`: the VIP election; absent: this node always owns its VIPs.
+    /// `[vrrp]`: one VIP election owning every VIP; absent (and no
+    /// `[[vrrp_instance]]`): this node always owns its VIPs.
     #[serde(default)]
     pub vrrp: Option<Spanned<Vrrp>>,
+    /// `[[vrrp_instance]]`: several elections, each owning the VIPs it names
+    /// (keepalived's `vrrp_instance`); not together with `[vrrp]`.
+    #[serde(default, rename = "vrrp_instance")]
+    pub vrrp_instances: Vec<Spanned<Vrrp>>,
+    /// `[[vrrp_sync_group]]`: instances that change state together.
+    #[serde(default, rename = "vrrp_sync_group")]
+    pub sync_groups: Vec<Spanned<SyncGroup>>,
     /// `[[vip]]`: the services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Spanned<Vip>>,
 }
+
+/// One VRRP instance as the agent runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance<'a> {
+    /// Name (logs, status, metrics).
+    pub name: String,
+    /// Its settings.
+    pub vrrp: &'a Vrrp,
+    /// Interface it runs on (adverts, VIP addresses).
+    pub interface: String,
+    /// Names of the VIPs it owns.
+    pub vips: Vec<String>,
+}
+
+/// Name of the single instance a `[vrrp]` section makes.
+pub const DEFAULT_INSTANCE: &str = "vrrp";
 
 impl Config {
     /// The VIPs without their spans.
@@ -37,6 +61,69 @@ impl Config {
     pub fn vrrp(&self) -> Option<&Vrrp> {
         self.vrrp.as_ref().map(Spanned::get_ref)
     }
+
+    /// Whether VIP ownership is elected (any VRRP at all).
+    pub fn has_vrrp(&self) -> bool {
+        self.vrrp.is_some() || !self.vrrp_instances.is_empty()
+    }
+
+    /// The VRRP instances: the one `[vrrp]` makes (owning every VIP), or
+    /// every `[[vrrp_instance]]` with the VIPs it names.
+    pub fn instances(&self) -> Vec<Instance<'_>> {
+        let iface = |v: &Vrrp| {
+            v.interface
+                .as_ref()
+                .map_or_else(|| self.node.interface.get_ref().clone(), |i| i.get_ref().clone())
+        };
+        if let Some(v) = self.vrrp() {
+            return vec![Instance {
+                name: v
+                    .name
+                    .as_ref()
+                    .map_or_else(|| DEFAULT_INSTANCE.to_string(), |n| n.get_ref().clone()),
+                vrrp: v,
+                interface: iface(v),
+                vips: self.vips().map(|x| x.name.get_ref().clone()).collect(),
+            }];
+        }
+        self.vrrp_instances
+            .iter()
+            .map(|s| {
+                let v = s.get_ref();
+                Instance {
+                    name: v.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default(),
+                    vrrp: v,
+                    interface: iface(v),
+                    vips: v
+                        .vips
+                        .as_ref()
+                        .map(|l| l.get_ref().iter().map(|n| n.get_ref().clone()).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The sync group `instance` belongs to, if any.
+    pub fn sync_group_of(&self, instance: &str) -> Option<&SyncGroup> {
+        self.sync_groups
+            .iter()
+            .map(Spanned::get_ref)
+            .find(|g| g.instances.iter().any(|i| i.get_ref() == instance))
+    }
+}
+
+/// `[[vrrp_sync_group]]`: keepalived's `vrrp_sync_group`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncGroup {
+    /// Name (logs, status).
+    pub name: Spanned<String>,
+    /// Member instances, by name.
+    pub instances: Vec<Spanned<String>>,
+    /// Hook run with MASTER, BACKUP or FAULT when the group changes state.
+    #[serde(default)]
+    pub notify: Option<PathBuf>,
 }
 
 /// `[node]`.
@@ -137,10 +224,20 @@ impl Api {
     }
 }
 
-/// `[vrrp]`.
+/// `[vrrp]`, or one `[[vrrp_instance]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vrrp {
+    /// Instance name; required in `[[vrrp_instance]]`.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Interface of the instance; default: `[node] interface`.
+    #[serde(default)]
+    pub interface: Option<Spanned<String>>,
+    /// VIPs (by name) the instance owns; required in `[[vrrp_instance]]`
+    /// (a `[vrrp]` section owns every VIP).
+    #[serde(default)]
+    pub vips: Option<Spanned<Vec<Spanned<String>>>>,
     /// 2 (RFC 3768) or 3 (RFC 5798).
     #[serde(default = "default_vrrp_version", deserialize_with = "de_vrrp_version")]
     pub version: u8,

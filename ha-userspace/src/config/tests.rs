@@ -310,3 +310,89 @@ fn sections_compare_by_value_not_by_position() {
     let c = parse_str(&GOOD.replace("priority = 150", "priority = 151")).expect("good");
     assert_ne!(a.vrrp(), c.vrrp());
 }
+
+const TWO: &str = r#"[node]
+name = "lb1"
+interface = "eth1"
+
+[[vrrp_instance]]
+name = "VI_1"
+router_id = 51
+priority = 150
+advert_interval_ms = 100
+vips = ["web"]
+
+[[vrrp_instance]]
+name = "VI_2"
+router_id = 52
+priority = 100
+advert_interval_ms = 100
+preempt = false
+vips = ["api"]
+
+[[vrrp_sync_group]]
+name = "G"
+instances = ["VI_1", "VI_2"]
+
+[[vip]]
+name = "web"
+address = "10.77.0.100"
+port = 80
+
+[[vip]]
+name = "api"
+address = "10.77.0.101"
+port = 80
+"#;
+
+#[test]
+fn several_instances_each_own_their_vips() {
+    let c = parse_str(TWO).expect("two instances");
+    let i = c.instances();
+    assert_eq!(i.len(), 2);
+    assert_eq!((i[0].name.as_str(), i[0].vips.as_slice()), ("VI_1", &["web".to_string()][..]));
+    assert_eq!((i[1].name.as_str(), i[1].vrrp.router_id, i[1].vrrp.preempt), ("VI_2", 52, false));
+    assert_eq!(i[1].interface, "eth1", "default: the node's interface");
+    assert_eq!(c.sync_group_of("VI_2").map(|g| g.name.get_ref().as_str()), Some("G"));
+    // The single [vrrp] section is one instance owning every VIP.
+    let legacy = parse_str(GOOD).expect("good");
+    let i = legacy.instances();
+    assert_eq!(i.len(), 1);
+    assert_eq!((i[0].name.as_str(), i[0].vips.as_slice()), ("vrrp", &["web".to_string()][..]));
+}
+
+#[test]
+fn inconsistent_instances_are_located() {
+    let cases: [(String, (usize, usize), &str); 8] = [
+        (
+            TWO.replace("vips = [\"api\"]", "vips = [\"api\", \"web\"]"),
+            (18, 16),
+            "vip \"web\" is in two instances",
+        ),
+        (TWO.replace("vips = [\"api\"]", "vips = [\"apx\"]"), (18, 9), "unknown vip \"apx\""),
+        (TWO.replace("router_id = 52", "router_id = 51"), (12, 1), "both use router_id 51 on eth1"),
+        (TWO.replace("instances = [\"VI_1\", \"VI_2\"]", "instances = [\"VI_1\", \"VI_3\"]"), (22, 22), "unknown instance \"VI_3\""),
+        (TWO.replace("vips = [\"api\"]", "vips = []"), (30, 8), "vip \"api\" is in no [[vrrp_instance]]"),
+        (TWO.replace("name = \"VI_2\"\n", ""), (12, 1), "needs a name"),
+        (
+            TWO.replace("address = \"10.77.0.101\"", "address = \"10.77.0.100\"\nprotocol = \"udp\""),
+            (18, 9),
+            "which instance \"VI_1\" owns already",
+        ),
+        (format!("{TWO}\n[vrrp]\nrouter_id = 9\n"), (5, 1), "cannot be used together"),
+    ];
+    for (text, (line, col), want) in cases {
+        let err = parse_str(&text).expect_err(want);
+        let text_err = err.to_string();
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.message.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} in {text_err}"));
+        let l = p.location.as_ref().expect("located");
+        assert_eq!((l.line, l.column), (line, col), "{text_err}");
+    }
+    // The same VRID on another interface is another virtual router.
+    let ok = TWO.replace("router_id = 52", "router_id = 51\ninterface = \"eth2\"");
+    assert!(parse_str(&ok).is_ok());
+}

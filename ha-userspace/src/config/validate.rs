@@ -19,7 +19,7 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         }
     }
     let ifname = node.interface.get_ref();
-    if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
+    if !is_ifname(ifname) {
         out.push((
             node.interface.span(),
             format!("interface must be a Linux interface name (1-15 characters), got {ifname:?}"),
@@ -44,7 +44,7 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
             ),
         ));
     }
-    if let Some(spanned) = &config.vrrp {
+    for spanned in config.vrrp.iter().chain(&config.vrrp_instances) {
         let vrrp = spanned.get_ref();
         if vrrp.version == 2 && vrrp.advert_interval_ms % 1000 != 0 {
             out.push((
@@ -81,16 +81,24 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
                 ));
             }
         }
+        if let Some(i) = &vrrp.interface {
+            if !is_ifname(i.get_ref()) {
+                out.push((
+                    i.span(),
+                    format!(
+                        "interface must be a Linux interface name (1-15 characters), got {:?}",
+                        i.get_ref()
+                    ),
+                ));
+            }
+        }
     }
+    instances(config, &mut out);
     // Addresses a backend must never have: XDP does not decrement the TTL,
     // so two nodes that send VIP traffic to each other loop it for ever.
     let mut forbidden: Vec<(std::net::Ipv4Addr, &str)> = Vec::new();
-    if let Some(v) = config.vrrp() {
-        forbidden.extend(
-            v.unicast_peers
-                .iter()
-                .map(|p| (*p, "a VRRP peer of this node")),
-        );
+    for v in config.vrrp.iter().chain(&config.vrrp_instances).map(|s| s.get_ref()) {
+        forbidden.extend(v.unicast_peers.iter().map(|p| (*p, "a VRRP peer of this node")));
         if let Some(s) = v.source {
             forbidden.push((s, "this node's own VRRP source address"));
         }
@@ -222,6 +230,151 @@ pub fn read_token(path: &std::path::Path) -> Result<String, String> {
         return Err("the token must be visible ASCII characters, without spaces".into());
     }
     Ok(token.to_string())
+}
+
+fn is_ifname(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' '])
+}
+
+/// The `[[vrrp_instance]]` and `[[vrrp_sync_group]]` sections against each
+/// other and the VIPs: every VIP owned by exactly one instance, an address
+/// by one instance, one VRID per interface, groups of known instances.
+fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
+    use std::collections::HashMap;
+    if let (Some(_), Some(first)) = (&config.vrrp, config.vrrp_instances.first()) {
+        out.push((
+            first.span(),
+            "[vrrp] and [[vrrp_instance]] cannot be used together: [vrrp] is one \
+             instance owning every VIP; move it into a [[vrrp_instance]]"
+                .into(),
+        ));
+        return;
+    }
+    if let Some(v) = &config.vrrp {
+        if let Some(l) = &v.get_ref().vips {
+            out.push((
+                l.span(),
+                "vips is for [[vrrp_instance]]: a [vrrp] section owns every VIP".into(),
+            ));
+        }
+        if let Some(g) = config.sync_groups.first() {
+            out.push((g.span(), "a sync group needs [[vrrp_instance]] sections to group".into()));
+        }
+        return;
+    }
+    if config.vrrp_instances.is_empty() {
+        if let Some(g) = config.sync_groups.first() {
+            out.push((g.span(), "a sync group needs [[vrrp_instance]] sections to group".into()));
+        }
+        return;
+    }
+    let vip_names: HashMap<&str, &super::schema::Vip> =
+        config.vips().map(|v| (v.name.get_ref().as_str(), v)).collect();
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    let mut addr_owner: HashMap<std::net::Ipv4Addr, &str> = HashMap::new();
+    let mut vrids: HashMap<(String, u8), &str> = HashMap::new();
+    for spanned in &config.vrrp_instances {
+        let v = spanned.get_ref();
+        let Some(name) = &v.name else {
+            out.push((spanned.span(), "a [[vrrp_instance]] needs a name".into()));
+            continue;
+        };
+        let n = name.get_ref().as_str();
+        if !is_token(n) {
+            out.push((
+                name.span(),
+                "instance name must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+        if !names.insert(n) {
+            out.push((name.span(), format!("duplicate vrrp_instance name {n:?}")));
+        }
+        let iface = v
+            .interface
+            .as_ref()
+            .map_or_else(|| config.node.interface.get_ref().clone(), |i| i.get_ref().clone());
+        if let Some(other) = vrids.insert((iface.clone(), v.router_id), n) {
+            out.push((
+                spanned.span(),
+                format!(
+                    "instances {other:?} and {n:?} both use router_id {} on {iface}; \
+                     a VRID names one virtual router per link",
+                    v.router_id
+                ),
+            ));
+        }
+        let Some(list) = &v.vips else {
+            out.push((
+                spanned.span(),
+                format!("vrrp_instance {n:?} needs vips = [...]: the VIPs it owns"),
+            ));
+            continue;
+        };
+        for vip in list.get_ref() {
+            let vn = vip.get_ref().as_str();
+            let Some(vd) = vip_names.get(vn) else {
+                out.push((vip.span(), format!("vrrp_instance {n:?} names unknown vip {vn:?}")));
+                continue;
+            };
+            if let Some(prev) = owner.insert(vn, n) {
+                out.push((
+                    vip.span(),
+                    format!("vip {vn:?} is in two instances ({prev:?} and {n:?}); a VIP has one owner"),
+                ));
+                continue;
+            }
+            match addr_owner.get(&vd.address) {
+                Some(prev) if *prev != n => out.push((
+                    vip.span(),
+                    format!(
+                        "vip {vn:?} has address {}, which instance {prev:?} owns already: \
+                         an address moves with one instance",
+                        vd.address
+                    ),
+                )),
+                _ => {
+                    addr_owner.insert(vd.address, n);
+                }
+            }
+        }
+    }
+    for spanned in &config.vips {
+        let v = spanned.get_ref();
+        if !owner.contains_key(v.name.get_ref().as_str()) {
+            out.push((
+                v.name.span(),
+                format!(
+                    "vip {:?} is in no [[vrrp_instance]]: name it in the vips of the \
+                     instance that owns it",
+                    v.name.get_ref()
+                ),
+            ));
+        }
+    }
+    let mut grouped: HashMap<&str, &str> = HashMap::new();
+    let mut group_names = HashSet::new();
+    for spanned in &config.sync_groups {
+        let g = spanned.get_ref();
+        let gn = g.name.get_ref().as_str();
+        if !group_names.insert(gn) {
+            out.push((g.name.span(), format!("duplicate vrrp_sync_group name {gn:?}")));
+        }
+        if g.instances.len() < 2 {
+            out.push((spanned.span(), format!("sync group {gn:?} needs at least two instances")));
+        }
+        for i in &g.instances {
+            let iname = i.get_ref().as_str();
+            if !names.contains(iname) {
+                out.push((i.span(), format!("sync group {gn:?} names unknown instance {iname:?}")));
+            } else if let Some(prev) = grouped.insert(iname, gn) {
+                out.push((
+                    i.span(),
+                    format!("instance {iname:?} is in two sync groups ({prev:?} and {gn:?})"),
+                ));
+            }
+        }
+    }
 }
 
 /// Names used in paths, URLs and metric labels.
