@@ -1,18 +1,22 @@
-//! The agent's side of VRRP: builds the router from the config, starts it,
-//! and runs the tracking probes (interfaces, data plane, scripts) whose
-//! results [`Tracking`] combines into a priority or a fault.
+//! The agent's side of VRRP: builds one router per instance from the
+//! config, starts it, runs its tracking probes (interfaces, data plane,
+//! scripts) whose results [`Tracking`] combines into a priority or a fault,
+//! and runs the sync groups that make instances change state together.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::supervise::Supervised;
-use crate::config::{Config, TrackScript};
+use crate::config::{Config, Instance, TrackScript};
 use crate::health::RiseFall;
 use crate::net::{Link, Netlink};
+use crate::vrrp::group;
 use crate::vrrp::io::{self, Control, Router, RouterConfig, Status};
-use crate::vrrp::machine::Params;
+use crate::vrrp::machine::{Params, State};
+use crate::vrrp::notify::{Hook, Notifier};
 use crate::vrrp::packet::{Auth, Version};
 use crate::vrrp::track::{script_effect, Effect, Tracking};
 use crate::watchdog::Beat;
@@ -20,31 +24,49 @@ use crate::watchdog::Beat;
 /// A tracked source changed: (source name, its effect now).
 pub type TrackEvent = (String, Effect);
 
-/// A running virtual router and its tracking.
+/// A running virtual router (one instance) and its tracking.
 pub struct Election {
+    /// Instance name.
+    pub name: String,
+    /// Names of the VIPs it owns.
+    pub vips: Vec<String>,
+    /// The interface it runs on.
+    pub link: Link,
+    /// Its settings as it started with them.
+    pub settings: crate::config::Vrrp,
     control: mpsc::Sender<Control>,
     /// Router status, updated on every change.
     pub status: watch::Receiver<Status>,
     tracking: Tracking,
-    probes: Supervised,
-    router: Supervised,
     /// The router's timers beat here (the watchdog reads it).
     pub beat: Beat,
 }
 
+/// Where the tasks of an instance go, and what they report.
+pub struct Wiring<'a> {
+    /// Supervised tasks (router, probes).
+    pub tasks: &'a mut Supervised,
+    /// Tracking events, tagged with the instance's index.
+    pub track: mpsc::Sender<(usize, TrackEvent)>,
+    /// Told whenever an instance's role, priority or master changes.
+    pub roles: mpsc::Sender<()>,
+}
+
 impl Election {
-    /// Starts VRRP for `cfg` (which has a `[vrrp]` section) on `link`;
-    /// tracking events arrive on the returned receiver and must be fed back
-    /// through [`Election::track`].
+    /// Starts instance number `idx` of `cfg`; its tasks go to
+    /// `wiring.tasks`, its tracking events to `wiring.track` (to be fed back
+    /// through [`Election::track`]).
     pub async fn start(
         cfg: &Config,
-        link: &Link,
+        inst: &Instance<'_>,
+        idx: usize,
         netlink: &Netlink,
-    ) -> Result<(Self, mpsc::Receiver<TrackEvent>), io::IoError> {
-        let Some(v) = cfg.vrrp() else {
-            return Err(io::IoError::NoAddress("no [vrrp] section".into()));
-        };
-        let vips = vip_addresses(cfg);
+        wiring: &mut Wiring<'_>,
+    ) -> Result<Self, io::IoError> {
+        let v = inst.vrrp;
+        let link = netlink.link(&inst.interface).await?;
+        let addrs = instance_addresses(cfg, &inst.vips);
+        let all_vips = vip_addresses(cfg);
         let local: Vec<Ipv4Addr> = netlink
             .addresses(link.index)
             .await?
@@ -61,7 +83,7 @@ impl Election {
             }
             None => local
                 .into_iter()
-                .find(|a| !vips.contains(a))
+                .find(|a| !all_vips.contains(a))
                 .ok_or_else(|| io::IoError::NoAddress(link.name.clone()))?,
         };
         let version = if v.version == 2 {
@@ -70,6 +92,7 @@ impl Election {
             Version::V3
         };
         let router = RouterConfig {
+            instance: inst.name.clone(),
             version,
             vrid: v.router_id,
             priority: v.priority,
@@ -81,7 +104,7 @@ impl Election {
                 garp_refresh: Duration::from_millis(v.garp_refresh_ms as u64),
             },
             unicast_peers: v.unicast_peers.clone(),
-            addresses: vips,
+            addresses: addrs,
             auth: match (&v.auth_pass, version) {
                 (Some(p), Version::V2) => Auth::simple(p.get_ref()),
                 _ => Auth::None,
@@ -90,20 +113,25 @@ impl Election {
             garp_interval: Duration::from_millis(v.garp_interval_ms as u64),
             notify: v.notify.clone(),
         };
-        tracing::info!(
-            vrid = v.router_id,
-            version = v.version,
-            priority = v.priority,
-            source = %primary,
-            mode = if v.unicast_peers.is_empty() { "multicast" } else { "unicast" },
-            "starting VRRP"
-        );
+        let span = tracing::info_span!("vrrp", instance = %inst.name);
+        span.in_scope(|| {
+            tracing::info!(
+                vrid = v.router_id,
+                version = v.version,
+                priority = v.priority,
+                interface = %link.name,
+                source = %primary,
+                vips = %inst.vips.join(","),
+                mode = if v.unicast_peers.is_empty() { "multicast" } else { "unicast" },
+                "starting VRRP"
+            )
+        });
         // Sockets now: a missing capability or a failed multicast join stops
         // the start instead of a task that logs and ends.
         let opened = Router::open(router, link.clone())?;
         let (control, control_rx) = mpsc::channel(16);
         let (status_tx, status) = watch::channel(Status {
-            state: crate::vrrp::machine::State::Initialize,
+            state: State::Initialize,
             priority: v.priority,
             master: None,
             primary,
@@ -115,51 +143,86 @@ impl Election {
             split_brain_answers: 0,
             address_failures: 0,
             address_fault: false,
+            wants_master: false,
+            own_fault: false,
         });
-        let (track_tx, track_rx) = mpsc::channel(64);
         let beat = Beat::new();
-        let mut router = Supervised::default();
+        let name = &inst.name;
         {
             let netlink = netlink.clone();
             let beat = beat.clone();
-            router.spawn("VRRP", async move {
-                opened
-                    .run(netlink, control_rx, status_tx, beat)
-                    .await
-                    .map_err(|e| e.to_string())
-            });
+            wiring.tasks.spawn(
+                format!("VRRP instance {name}"),
+                async move {
+                    opened
+                        .run(netlink, control_rx, status_tx, beat)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .instrument(span.clone()),
+            );
         }
-        let mut probes = Supervised::default();
-        for name in &v.track_interfaces {
-            probes.spawn(
-                format!("interface tracking {name}"),
-                watch_interface(netlink.clone(), name.clone(), track_tx.clone()),
+        // Role changes (not counters) wake the agent to publish at once.
+        {
+            let mut rx = status.clone();
+            let roles = wiring.roles.clone();
+            wiring
+                .tasks
+                .spawn(format!("VRRP status of {name}"), async move {
+                    loop {
+                        let before = {
+                            let s = rx.borrow();
+                            (s.state, s.priority, s.master)
+                        };
+                        if rx.changed().await.is_err() {
+                            return Ok(());
+                        }
+                        let now = {
+                            let s = rx.borrow_and_update();
+                            (s.state, s.priority, s.master)
+                        };
+                        if now != before && roles.send(()).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                });
+        }
+        let tx = tagged(wiring.track.clone(), idx);
+        for iface in &v.track_interfaces {
+            wiring.tasks.spawn(
+                format!("{name}: interface tracking {iface}"),
+                watch_interface(netlink.clone(), iface.clone(), tx.clone())
+                    .instrument(span.clone()),
             );
         }
         if v.track_dataplane {
-            probes.spawn(
-                "data plane tracking",
-                watch_dataplane(netlink.clone(), link.name.clone(), track_tx.clone()),
+            wiring.tasks.spawn(
+                format!("{name}: data plane tracking"),
+                watch_dataplane(
+                    netlink.clone(),
+                    cfg.node.interface.get_ref().clone(),
+                    tx.clone(),
+                )
+                .instrument(span.clone()),
             );
         }
         for s in &v.track_scripts {
             let s = s.get_ref().clone();
-            probes.spawn(
-                format!("track_script {}", s.name),
-                run_script(s, track_tx.clone()),
+            wiring.tasks.spawn(
+                format!("{name}: track_script {}", s.name),
+                run_script(s, tx.clone()).instrument(span.clone()),
             );
         }
-        Ok((
-            Self {
-                control,
-                status,
-                tracking: Tracking::new(v.priority),
-                probes,
-                router,
-                beat,
-            },
-            track_rx,
-        ))
+        Ok(Self {
+            name: inst.name.clone(),
+            vips: inst.vips.clone(),
+            link,
+            settings: v.clone(),
+            control,
+            status,
+            tracking: Tracking::new(v.priority),
+            beat,
+        })
     }
 
     /// Applies a tracking event, telling the router when its priority or
@@ -170,6 +233,7 @@ impl Election {
             return;
         }
         tracing::info!(
+            instance = %self.name,
             %source,
             ?effect,
             priority = self.tracking.priority(),
@@ -193,22 +257,18 @@ impl Election {
         &self.tracking
     }
 
-    /// A reload changed the VIP addresses.
+    /// A reload changed the instance's VIP addresses.
     pub async fn set_addresses(&self, addrs: Vec<Ipv4Addr>) {
         let _ = self.control.send(Control::Addresses(addrs)).await;
     }
 
-    /// Waits for the router or a tracking probe to end (they must not).
-    pub async fn ended(&mut self) -> String {
-        tokio::select! {
-            e = self.router.ended() => e,
-            e = self.probes.ended() => e,
-        }
+    /// A sender of controls (sync groups).
+    pub fn control(&self) -> mpsc::Sender<Control> {
+        self.control.clone()
     }
 
     /// Gives up mastership (priority 0), removes the VIPs and stops.
-    pub async fn shutdown(mut self) {
-        self.probes.abort_all();
+    pub async fn shutdown(self) {
         let active: Vec<String> = self
             .tracking()
             .active()
@@ -218,7 +278,6 @@ impl Election {
         if self.control.send(Control::Shutdown(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(4), rx).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.router.ended()).await;
         let st = self.status.borrow().clone();
         let rejected: Vec<String> = st
             .rejected
@@ -231,6 +290,7 @@ impl Election {
             rejected.join(",")
         };
         tracing::info!(
+            instance = %self.name,
             adverts_sent = st.adverts_sent,
             adverts_received = st.adverts_received,
             %rejected,
@@ -242,10 +302,125 @@ impl Election {
     }
 }
 
+/// A tracking sender that tags events with the instance index.
+fn tagged(tx: mpsc::Sender<(usize, TrackEvent)>, idx: usize) -> mpsc::Sender<TrackEvent> {
+    let (itx, mut irx) = mpsc::channel::<TrackEvent>(64);
+    tokio::spawn(async move {
+        while let Some(ev) = irx.recv().await {
+            if tx.send((idx, ev)).await.is_err() {
+                return;
+            }
+        }
+    });
+    itx
+}
+
+/// A sync group as it runs: its members' statuses in, holds and faults out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Name.
+    pub name: String,
+    /// Member instances.
+    pub instances: Vec<String>,
+    /// The group's state.
+    pub state: Option<State>,
+}
+
+/// Starts the sync group task for `members` (their status and control).
+pub fn start_group(
+    name: String,
+    members: Vec<(String, watch::Receiver<Status>, mpsc::Sender<Control>)>,
+    notify: Option<std::path::PathBuf>,
+    tasks: &mut Supervised,
+) -> watch::Receiver<GroupStatus> {
+    let instances: Vec<String> = members.iter().map(|(n, _, _)| n.clone()).collect();
+    let (tx, rx) = watch::channel(GroupStatus {
+        name: name.clone(),
+        instances: instances.clone(),
+        state: None,
+    });
+    let span = tracing::info_span!("sync_group", group = %name);
+    tasks.spawn(
+        format!("sync group {name}"),
+        async move {
+            let mut notifier = notify.map(|path| {
+                Notifier::start(
+                    Hook {
+                        path,
+                        env: vec![("HALB_SYNC_GROUP".into(), name.clone())],
+                        timeout: crate::vrrp::notify::HOOK_TIMEOUT,
+                    },
+                    None,
+                )
+            });
+            let mut rxs: Vec<watch::Receiver<Status>> =
+                members.iter().map(|(_, r, _)| r.clone()).collect();
+            let controls: Vec<mpsc::Sender<Control>> =
+                members.iter().map(|(_, _, c)| c.clone()).collect();
+            let mut fed: Option<(bool, bool)> = None;
+            let mut last_state = None;
+            loop {
+                let views: Vec<group::Member> = rxs
+                    .iter()
+                    .map(|r| {
+                        let s = r.borrow();
+                        group::Member {
+                            state: s.state,
+                            wants: s.wants_master,
+                            own_fault: s.own_fault,
+                        }
+                    })
+                    .collect();
+                let d = group::decide(&views);
+                if fed != Some((d.hold, d.fault)) {
+                    for (i, c) in controls.iter().enumerate() {
+                        if fed.map(|f| f.0) != Some(d.hold) {
+                            let _ = c.send(Control::Hold(d.hold)).await;
+                        }
+                        // A member's own fault is its own; the others get the group's.
+                        let others_fault =
+                            views.iter().enumerate().any(|(j, m)| j != i && m.own_fault);
+                        let _ = c.send(Control::GroupFault(others_fault)).await;
+                    }
+                    fed = Some((d.hold, d.fault));
+                }
+                if last_state != Some(d.state) && d.state != State::Initialize {
+                    last_state = Some(d.state);
+                    tracing::info!(state = d.state.name(), "sync group state change");
+                    if let Some(n) = notifier.as_mut() {
+                        n.notify(d.state);
+                    }
+                    tx.send_modify(|g| g.state = Some(d.state));
+                }
+                // Wait for any member to change.
+                let changed =
+                    futures_util::future::select_all(rxs.iter_mut().map(|r| Box::pin(r.changed())))
+                        .await;
+                if changed.0.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        .instrument(span),
+    );
+    rx
+}
+
 /// Every VIP address in `cfg`, once, in order of appearance.
 pub fn vip_addresses(cfg: &Config) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     for v in cfg.vips() {
+        if !out.contains(&v.address) {
+            out.push(v.address);
+        }
+    }
+    out
+}
+
+/// The addresses of the VIPs named `vips`, once each.
+pub fn instance_addresses(cfg: &Config, vips: &[String]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for v in cfg.vips().filter(|v| vips.contains(v.name.get_ref())) {
         if !out.contains(&v.address) {
             out.push(v.address);
         }

@@ -254,7 +254,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         health_tx,
         monitor: None,
         generation: 0,
-        election: None,
+        elections: Vec::new(),
+        groups: Vec::new(),
         sampler: snapshot::Sampler::new(),
         started: Instant::now(),
         flow_view,
@@ -277,18 +278,39 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         );
     }
     if let Err(e) = agent.sync("start") {
-        return Err(agent.abandon(e.into()));
+        return Err(agent.abandon(e.into()).await);
     }
 
-    // VIP ownership: VRRP when configured, else this node always owns them.
-    let mut track_rx = None;
-    if agent.cfg.vrrp().is_some() {
-        match election::Election::start(&agent.cfg, &agent.link, &agent.netlink).await {
-            Ok((e, rx)) => {
-                agent.election = Some(e);
-                track_rx = Some(rx);
+    // VIP ownership: one VRRP instance per [[vrrp_instance]] (or the one
+    // [vrrp] makes), else this node always owns them.
+    let (track_tx, mut track_rx) = mpsc::channel(64);
+    let (roles_tx, mut roles_rx) = mpsc::channel(16);
+    if agent.cfg.has_vrrp() {
+        let cfg = agent.cfg.clone();
+        let mut wiring = election::Wiring {
+            tasks: &mut tasks,
+            track: track_tx.clone(),
+            roles: roles_tx.clone(),
+        };
+        for (i, inst) in cfg.instances().iter().enumerate() {
+            match election::Election::start(&cfg, inst, i, &agent.netlink, &mut wiring).await {
+                Ok(e) => agent.elections.push(e),
+                Err(e) => return Err(agent.abandon(e.into()).await),
             }
-            Err(e) => return Err(agent.abandon(e.into())),
+        }
+        for g in cfg.sync_groups.iter().map(|g| g.get_ref()) {
+            let members = g
+                .instances
+                .iter()
+                .filter_map(|n| agent.elections.iter().find(|e| &e.name == n.get_ref()))
+                .map(|e| (e.name.clone(), e.status.clone(), e.control()))
+                .collect();
+            agent.groups.push(election::start_group(
+                g.name.get_ref().clone(),
+                members,
+                g.notify.clone(),
+                &mut tasks,
+            ));
         }
     } else {
         let vips = election::vip_addresses(&agent.cfg);
@@ -315,7 +337,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         tracing::info!(interval = ?w, "systemd watchdog enabled");
     }
 
-    let mut vrrp_rx = agent.election.as_ref().map(|e| e.status.clone());
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
@@ -333,8 +354,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 }
             }
             Some(cmd) = cmd_rx.recv() => agent.command(cmd, &opts.config_path, &status_tx).await,
-            Some(ev) = recv_track(&mut track_rx) => {
-                if let Some(e) = agent.election.as_mut() {
+            Some((idx, ev)) = track_rx.recv() => {
+                if let Some(e) = agent.elections.get_mut(idx) {
                     e.track(ev).await;
                 }
             }
@@ -352,32 +373,33 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 agent.watchdog_tick();
                 agent.reconcile_owned().await;
             }
-            changed = vrrp_changed(&mut vrrp_rx) => {
+            Some(()) = roles_rx.recv() => {
                 // A new role, priority or master is published at once (the
                 // counters wait for the next tick).
-                if changed {
-                    agent.publish(&status_tx);
-                    agent.warn_peer_backend();
-                }
+                agent.publish(&status_tx);
+                agent.warn_peer_backend();
             }
             what = tasks.ended() => break Some(what),
-            what = election_ended(&mut agent.election) => break Some(what),
             what = monitor_ended(&mut agent.monitor) => break Some(what),
         }
     };
     watchdog::stopping();
     api_abort.abort();
-    tasks.abort_all();
     agent.monitor = None;
     let keep = opts.keep_dataplane;
-    match agent.election.take() {
-        Some(e) => e.shutdown().await,
-        None if !keep => {
+    // The routers give mastership up (priority 0, addresses off) while their
+    // tasks still run; then everything else stops.
+    if agent.elections.is_empty() {
+        if !keep {
             let owned = agent.owned.clone();
             agent.own_vips(&owned, false).await
         }
-        None => {}
+    } else {
+        for e in agent.elections.drain(..) {
+            e.shutdown().await;
+        }
     }
+    tasks.abort_all();
     agent.dp.shutdown(keep)?;
     if keep {
         tracing::info!("data plane left attached and pinned (--keep-dataplane)");
@@ -388,6 +410,76 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         Some(what) => Err(AgentError::TaskEnded(what)),
         None => Ok(()),
     }
+}
+
+/// Prepares `new`'s VRRP sections for a reload from `running`: the running
+/// instances keep their settings until a restart (true when some changed),
+/// while the VIPs they own follow the new file. Adding or removing an
+/// instance, switching between `[vrrp]` and `[[vrrp_instance]]`, or moving a
+/// VIP address from one instance to another needs a restart: an error.
+fn vrrp_for_reload(running: &Config, new: &mut Config) -> Result<bool, String> {
+    let names = |c: &Config| {
+        c.instances()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if running.has_vrrp() != new.has_vrrp()
+        || running.vrrp.is_some() != new.vrrp.is_some()
+        || names(running) != names(new)
+    {
+        return Err(format!(
+            "the VRRP instances change ({:?} → {:?}): adding, removing or renaming \
+             instances needs a restart",
+            names(running),
+            names(new)
+        ));
+    }
+    // An address owned by another instance than before.
+    let owner = |c: &Config| {
+        let mut m = std::collections::HashMap::new();
+        for i in c.instances() {
+            for a in election::instance_addresses(c, &i.vips) {
+                m.insert(a, i.name.clone());
+            }
+        }
+        m
+    };
+    let (before, after) = (owner(running), owner(new));
+    for (addr, inst) in &after {
+        if let Some(prev) = before.get(addr) {
+            if prev != inst {
+                return Err(format!(
+                    "VIP address {addr} moves from instance {prev:?} to {inst:?}: that needs a restart"
+                ));
+            }
+        }
+    }
+    let mut changed = false;
+    if let (Some(old), Some(n)) = (&running.vrrp, &mut new.vrrp) {
+        if old.get_ref() != n.get_ref() {
+            changed = true;
+            *n = old.clone();
+        }
+    }
+    for n in &mut new.vrrp_instances {
+        let name = n.get_ref().name.as_ref().map(|x| x.get_ref().clone());
+        let Some(old) = running
+            .vrrp_instances
+            .iter()
+            .find(|o| o.get_ref().name.as_ref().map(|x| x.get_ref()) == name.as_ref())
+        else {
+            continue;
+        };
+        let mut kept = old.get_ref().clone();
+        kept.vips = n.get_ref().vips.clone();
+        if &kept != n.get_ref() {
+            changed = true;
+            let span = n.span();
+            *n = toml::Spanned::new(span, kept);
+        }
+    }
+    Ok(changed)
 }
 
 fn wanted_missing(a: &Agent) -> Vec<Ipv4Addr> {
@@ -407,40 +499,6 @@ fn log_update(why: &str, r: &dataplane::Report, since: Instant) {
         took_us = since.elapsed().as_micros() as u64,
         "data plane updated"
     );
-}
-
-/// The next tracking event, or never when there is no election.
-async fn recv_track(
-    rx: &mut Option<mpsc::Receiver<election::TrackEvent>>,
-) -> Option<election::TrackEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for a VRRP status change; true when the role, priority or master
-/// changed (not just a counter).
-async fn vrrp_changed(rx: &mut Option<watch::Receiver<crate::vrrp::io::Status>>) -> bool {
-    let Some(rx) = rx else {
-        return std::future::pending().await;
-    };
-    let before = {
-        let s = rx.borrow();
-        (s.state, s.priority, s.master)
-    };
-    if rx.changed().await.is_err() {
-        return std::future::pending().await;
-    }
-    let s = rx.borrow_and_update();
-    (s.state, s.priority, s.master) != before
-}
-
-async fn election_ended(e: &mut Option<election::Election>) -> String {
-    match e {
-        Some(e) => e.ended().await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn monitor_ended(m: &mut Option<Monitor>) -> String {
@@ -481,7 +539,8 @@ struct Agent {
     health_tx: mpsc::Sender<Report>,
     monitor: Option<Monitor>,
     generation: u64,
-    election: Option<election::Election>,
+    elections: Vec<election::Election>,
+    groups: Vec<watch::Receiver<election::GroupStatus>>,
     sampler: snapshot::Sampler,
     started: Instant,
     flow_view: Arc<FlowView>,
@@ -502,7 +561,10 @@ impl Agent {
     /// this start attached is detached and unpinned (nothing is left on the
     /// interface); one adopted from an earlier run is left forwarding as it
     /// was.
-    fn abandon(self, e: AgentError) -> AgentError {
+    async fn abandon(mut self, e: AgentError) -> AgentError {
+        for el in self.elections.drain(..) {
+            el.shutdown().await;
+        }
         match self.dp.attached() {
             Attached::Fresh(_) => {
                 if let Err(e2) = self.dp.shutdown(false) {
@@ -587,23 +649,20 @@ impl Agent {
         }
     }
 
-    /// Lowers the VRRP priority while some VIP has no healthy backend.
+    /// Lowers the priority of the instance that owns a VIP while that VIP
+    /// has no healthy backend (not of the other instances).
     async fn track_backends(&mut self) {
         let empty = self.runtime.vips_without_healthy(&self.cfg);
-        let weight = self
-            .cfg
-            .vrrp()
-            .map(|v| v.track_backends_weight)
-            .unwrap_or(0);
-        if let Some(e) = self.election.as_mut() {
-            let effect = match (empty.is_empty(), weight) {
+        if !empty.is_empty() {
+            tracing::warn!(vips = %empty.join(","), "no healthy backend");
+        }
+        for e in &mut self.elections {
+            let mine: Vec<&String> = empty.iter().filter(|v| e.vips.contains(v)).collect();
+            let effect = match (mine.is_empty(), e.settings.track_backends_weight) {
                 (true, _) => Effect::None,
                 (false, 0) => Effect::Fault,
                 (false, w) => Effect::Weight(w),
             };
-            if !empty.is_empty() {
-                tracing::warn!(vips = %empty.join(","), "no healthy backend");
-            }
             e.track(("backends".into(), effect)).await;
         }
     }
@@ -711,7 +770,7 @@ impl Agent {
     /// Without VRRP, every few seconds: the VIP addresses this node owns are
     /// put back if something took them off (or adding them failed).
     async fn reconcile_owned(&mut self) {
-        if self.election.is_some() || self.owned.is_empty() {
+        if !self.elections.is_empty() || self.owned.is_empty() {
             return;
         }
         self.reconcile_ticks += 1;
@@ -740,19 +799,19 @@ impl Agent {
     /// A VRRP peer that is also a backend loops frames (XDP does not
     /// decrement the TTL); the config can only catch unicast peers.
     fn warn_peer_backend(&self) {
-        let Some(master) = self
-            .election
-            .as_ref()
-            .and_then(|e| e.status.borrow().master)
-        else {
-            return;
-        };
-        if runtime::backend_addresses(&self.cfg, &self.runtime).contains(&master) {
-            tracing::error!(
-                peer = %master,
-                "a VRRP peer of this node is also one of its backends: frames can loop \
-                 between the load balancers; remove it from the backends"
-            );
+        let backends = runtime::backend_addresses(&self.cfg, &self.runtime);
+        for e in &self.elections {
+            let Some(master) = e.status.borrow().master else {
+                continue;
+            };
+            if backends.contains(&master) {
+                tracing::error!(
+                    instance = %e.name,
+                    peer = %master,
+                    "a VRRP peer of this node is also one of its backends: frames can loop \
+                     between the load balancers; remove it from the backends"
+                );
+            }
         }
     }
 
@@ -781,9 +840,10 @@ impl Agent {
         // What the running agent cannot change without a restart keeps its
         // running value, and the operator is told which.
         let mut later = Vec::new();
-        if new.vrrp() != self.cfg.vrrp() {
-            later.push("[vrrp]");
-            new.vrrp = self.cfg.vrrp.clone();
+        match vrrp_for_reload(&self.cfg, &mut new) {
+            Ok(true) => later.push("VRRP instance settings"),
+            Ok(false) => {}
+            Err(why) => return reject(vec![format!("{}: {why}", path.display())]),
         }
         if new.api != self.cfg.api {
             later.push("[api]");
@@ -848,6 +908,11 @@ impl Agent {
             }
         }
         let old_addrs = election::vip_addresses(&self.cfg);
+        let old_instance_addrs: Vec<Vec<Ipv4Addr>> = self
+            .elections
+            .iter()
+            .map(|e| election::instance_addresses(&self.cfg, &e.vips))
+            .collect();
         let health_restart =
             runtime::targets(&new, &runtime) != runtime::targets(&self.cfg, &self.runtime);
         self.cfg = new;
@@ -867,22 +932,30 @@ impl Agent {
             self.restart_health();
         }
         let new_addrs = election::vip_addresses(&self.cfg);
-        if new_addrs != old_addrs {
-            match &self.election {
-                Some(e) => e.set_addresses(new_addrs.clone()).await,
-                None => {
-                    let gone: Vec<Ipv4Addr> = old_addrs
-                        .iter()
-                        .filter(|a| !new_addrs.contains(a))
-                        .copied()
-                        .collect();
-                    let added: Vec<Ipv4Addr> = new_addrs
-                        .iter()
-                        .filter(|a| !old_addrs.contains(a))
-                        .copied()
-                        .collect();
-                    self.own_vips(&gone, false).await;
-                    self.own_vips(&added, true).await;
+        if self.elections.is_empty() {
+            if new_addrs != old_addrs {
+                let gone: Vec<Ipv4Addr> = old_addrs
+                    .iter()
+                    .filter(|a| !new_addrs.contains(a))
+                    .copied()
+                    .collect();
+                let added: Vec<Ipv4Addr> = new_addrs
+                    .iter()
+                    .filter(|a| !old_addrs.contains(a))
+                    .copied()
+                    .collect();
+                self.own_vips(&gone, false).await;
+                self.own_vips(&added, true).await;
+            }
+        } else {
+            let instances = self.cfg.instances();
+            for (i, e) in self.elections.iter_mut().enumerate() {
+                if let Some(inst) = instances.iter().find(|x| x.name == e.name) {
+                    e.vips = inst.vips.clone();
+                }
+                let now = election::instance_addresses(&self.cfg, &e.vips);
+                if old_instance_addrs.get(i) != Some(&now) {
+                    e.set_addresses(now).await;
                 }
             }
         }
@@ -969,7 +1042,7 @@ impl Agent {
             return;
         }
         let mut parts: Vec<(&str, &watchdog::Beat, Duration)> = Vec::new();
-        if let Some(e) = &self.election {
+        for e in &self.elections {
             parts.push(("VRRP timers", &e.beat, Duration::from_secs(3)));
         }
         if self.monitor.is_some() {

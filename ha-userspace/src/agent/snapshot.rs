@@ -9,8 +9,8 @@ use ha_common::{Action, BackendCounter, VipKey};
 
 use super::Agent;
 use crate::api::model::{
-    BackendStatus, CheckStatus, DataplaneStatus, NodeStatus, RemovalStatus, Status, VipStatus,
-    VrrpStatus,
+    BackendStatus, CheckStatus, DataplaneStatus, NodeStatus, RemovalStatus, Status,
+    SyncGroupStatus, VipStatus, VrrpStatus,
 };
 use crate::config::HealthKind;
 use crate::dataplane::Attached;
@@ -216,10 +216,21 @@ pub fn build(a: &mut Agent) -> Status {
     a.sampler.prev = seen;
     a.sampler.at = Some(now);
 
-    let vrrp = match (&a.election, a.cfg.vrrp()) {
-        (Some(e), Some(v)) => {
+    let instances: Vec<VrrpStatus> = a
+        .elections
+        .iter()
+        .map(|e| {
+            let v = &e.settings;
             let st = e.status.borrow().clone();
-            Some(VrrpStatus {
+            VrrpStatus {
+                name: e.name.clone(),
+                interface: e.link.name.clone(),
+                vips: e.vips.clone(),
+                sync_group: a
+                    .cfg
+                    .sync_group_of(&e.name)
+                    .map(|g| g.name.get_ref().clone()),
+                wants_master: st.wants_master,
                 state: st.state.name().into(),
                 priority: st.priority,
                 base_priority: v.priority,
@@ -251,10 +262,21 @@ pub fn build(a: &mut Agent) -> Status {
                         (s.to_string(), v)
                     })
                     .collect(),
-            })
-        }
-        _ => None,
-    };
+            }
+        })
+        .collect();
+    let sync_groups = a
+        .groups
+        .iter()
+        .map(|g| {
+            let g = g.borrow();
+            SyncGroupStatus {
+                name: g.name.clone(),
+                instances: g.instances.clone(),
+                state: g.state.map_or("INIT", |s| s.name()).into(),
+            }
+        })
+        .collect();
     let mode = match a.dp.attached() {
         Attached::Fresh(m) | Attached::Adopted(m) => m.as_str(),
     };
@@ -268,7 +290,9 @@ pub fn build(a: &mut Agent) -> Status {
             api_refused_connections: crate::api::REFUSED_CONNECTIONS
                 .load(std::sync::atomic::Ordering::Relaxed),
         },
-        vrrp,
+        vrrp: instances.first().cloned(),
+        vrrp_instances: instances,
+        sync_groups,
         vips,
         dataplane,
     }

@@ -66,63 +66,89 @@ pub fn render(s: &Status) -> String {
         s.node.api_refused_connections as f64,
     );
 
-    if let Some(v) = &s.vrrp {
+    if !s.vrrp_instances.is_empty() {
+        // One series per instance (label `vrrp_instance`); families once.
+        type Pick = fn(&super::model::VrrpStatus) -> f64;
         o.family(
             "halb_vrrp_state",
             "gauge",
-            "VRRP state: 1 for the current one (INIT, BACKUP, MASTER, FAULT).",
+            "VRRP state of each instance: 1 for the current one (INIT, BACKUP, MASTER, FAULT).",
         );
-        for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
-            o.sample(
-                "halb_vrrp_state",
-                &[("node", node), ("state", st)],
-                if v.state == st { 1.0 } else { 0.0 },
-            );
+        for v in &s.vrrp_instances {
+            for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+                o.sample(
+                    "halb_vrrp_state",
+                    &[("node", node), ("vrrp_instance", &v.name), ("state", st)],
+                    if v.state == st { 1.0 } else { 0.0 },
+                );
+            }
         }
-        o.family("halb_vrrp_priority", "gauge", "Effective VRRP priority.");
-        o.sample("halb_vrrp_priority", &[("node", node)], v.priority as f64);
-        o.family(
-            "halb_vrrp_adverts_sent_total",
-            "counter",
-            "VRRP advertisements sent.",
-        );
-        o.sample(
-            "halb_vrrp_adverts_sent_total",
-            &[("node", node)],
-            v.adverts_sent as f64,
-        );
-        o.family(
-            "halb_vrrp_adverts_received_total",
-            "counter",
-            "VRRP advertisements accepted.",
-        );
-        o.sample(
-            "halb_vrrp_adverts_received_total",
-            &[("node", node)],
-            v.adverts_received as f64,
-        );
+        let families: [(&str, &str, &str, Pick); 4] = [
+            (
+                "halb_vrrp_priority",
+                "gauge",
+                "Effective VRRP priority.",
+                |v| v.priority as f64,
+            ),
+            (
+                "halb_vrrp_adverts_sent_total",
+                "counter",
+                "VRRP advertisements sent.",
+                |v| v.adverts_sent as f64,
+            ),
+            (
+                "halb_vrrp_adverts_received_total",
+                "counter",
+                "VRRP advertisements accepted.",
+                |v| v.adverts_received as f64,
+            ),
+            (
+                "halb_vrrp_transitions_total",
+                "counter",
+                "VRRP state changes.",
+                |v| v.transitions as f64,
+            ),
+        ];
+        for (name, kind, help, pick) in families {
+            o.family(name, kind, help);
+            for v in &s.vrrp_instances {
+                o.sample(name, &[("node", node), ("vrrp_instance", &v.name)], pick(v));
+            }
+        }
         o.family(
             "halb_vrrp_packets_rejected_total",
             "counter",
             "VRRP packets dropped, by reason.",
         );
-        for (reason, n) in &v.rejected {
-            o.sample(
-                "halb_vrrp_packets_rejected_total",
-                &[("node", node), ("reason", reason)],
-                *n as f64,
-            );
+        for v in &s.vrrp_instances {
+            for (reason, n) in &v.rejected {
+                o.sample(
+                    "halb_vrrp_packets_rejected_total",
+                    &[
+                        ("node", node),
+                        ("vrrp_instance", &v.name),
+                        ("reason", reason),
+                    ],
+                    *n as f64,
+                );
+            }
         }
+    }
+    if !s.sync_groups.is_empty() {
         o.family(
-            "halb_vrrp_transitions_total",
-            "counter",
-            "VRRP state changes.",
+            "halb_vrrp_sync_group_state",
+            "gauge",
+            "State of each sync group: 1 for the current one.",
         );
-        o.sample(
-            "halb_vrrp_transitions_total",
-            &[("node", node)],
-            v.transitions as f64,
-        );
+        for g in &s.sync_groups {
+            for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+                o.sample(
+                    "halb_vrrp_sync_group_state",
+                    &[("node", node), ("sync_group", &g.name), ("state", st)],
+                    if g.state == st { 1.0 } else { 0.0 },
+                );
+            }
+        }
     }
 
     o.family(

@@ -13,8 +13,15 @@ use serde::{Deserialize, Serialize};
 pub struct Status {
     /// This node.
     pub node: NodeStatus,
-    /// VRRP, when configured.
+    /// VRRP, when configured: the first (or only) instance, as before there
+    /// were several; `vrrp_instances` lists them all.
     pub vrrp: Option<VrrpStatus>,
+    /// Every VRRP instance.
+    #[serde(default)]
+    pub vrrp_instances: Vec<VrrpStatus>,
+    /// Every sync group.
+    #[serde(default)]
+    pub sync_groups: Vec<SyncGroupStatus>,
     /// Every VIP with its backends.
     pub vips: Vec<VipStatus>,
     /// The XDP program's counters.
@@ -39,9 +46,35 @@ pub struct NodeStatus {
     pub api_refused_connections: u64,
 }
 
-/// `vrrp`.
+/// A sync group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncGroupStatus {
+    /// Name.
+    pub name: String,
+    /// Member instances.
+    pub instances: Vec<String>,
+    /// `INIT`, `BACKUP`, `MASTER` (every member is) or `FAULT` (some member is).
+    pub state: String,
+}
+
+/// One VRRP instance (`vrrp`, `vrrp_instances[]`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VrrpStatus {
+    /// Instance name (`vrrp` for a `[vrrp]` section).
+    #[serde(default)]
+    pub name: String,
+    /// Interface it runs on.
+    #[serde(default)]
+    pub interface: String,
+    /// VIPs (names) it owns.
+    #[serde(default)]
+    pub vips: Vec<String>,
+    /// Its sync group, if any.
+    #[serde(default)]
+    pub sync_group: Option<String>,
+    /// Held by its sync group, it would be master now.
+    #[serde(default)]
+    pub wants_master: bool,
     /// `INIT`, `BACKUP`, `MASTER` or `FAULT`.
     pub state: String,
     /// Effective priority.

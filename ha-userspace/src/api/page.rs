@@ -53,20 +53,27 @@ async function act(vip, backend, action) {
 }
 function render(s) {
   document.getElementById("node").textContent = s.node.name;
-  const role = s.vrrp ? s.vrrp.state : "STANDALONE";
+  const insts = s.vrrp_instances || [];
+  const role = insts.length === 0 ? "STANDALONE" : insts.length === 1 ? insts[0].state
+    : (insts.every(v => v.state === "MASTER") ? "MASTER" : insts.some(v => v.state === "MASTER") ? "ACTIVE" : insts[0].state);
   const re = document.getElementById("role");
   re.textContent = role; re.className = "role " + role;
   let sub = `interface ${esc(s.node.interface)} · XDP ${esc(s.node.xdp_mode)} · up ${fmt(s.node.uptime_s)} s · halb ${esc(s.node.version)}`;
-  if (s.vrrp) {
-    const v = s.vrrp;
-    sub += ` · VRRPv${v.version} vrid ${v.router_id} · priority ${v.priority}/${v.base_priority}` +
+  for (const v of insts) {
+    sub += `<br><span data-instance="${esc(v.name)}" class="inst ${esc(v.state)}">instance ${esc(v.name)} <b>${esc(v.state)}</b></span>` +
+      ` · VRRPv${v.version} vrid ${v.router_id} on ${esc(v.interface)} · priority ${v.priority}/${v.base_priority}` +
       (v.master ? ` · master ${esc(v.master)}` : "") +
+      (v.sync_group ? ` · sync group ${esc(v.sync_group)}` : "") +
+      ` · vips ${esc(v.vips.join(", "))}` +
       ` · peers ${v.peers.length ? v.peers.map(esc).join(", ") : "multicast"}` +
       ` · adverts ${fmt(v.adverts_sent)} out / ${fmt(v.adverts_received)} in`;
     const rej = Object.entries(v.rejected).map(([k, n]) => `${k} ${n}`).join(", ");
     if (rej) sub += ` · rejected: ${esc(rej)}`;
     const tr = Object.entries(v.tracking).map(([k, e]) => `${k}: ${e}`).join(", ");
     if (tr) sub += ` · tracking: ${esc(tr)}`;
+  }
+  for (const g of (s.sync_groups || [])) {
+    sub += `<br>sync group ${esc(g.name)} <b>${esc(g.state)}</b>: ${esc(g.instances.join(", "))}`;
   }
   document.getElementById("sub").innerHTML = sub;
   let html = "";

@@ -31,29 +31,52 @@ fn columns(rows: &[Vec<String>]) -> String {
 /// Renders `s`.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
-    let role = s.vrrp.as_ref().map_or("STANDALONE", |v| v.state.as_str());
+    let role = match s.vrrp_instances.as_slice() {
+        [] => "STANDALONE".to_string(),
+        [one] => one.state.clone(),
+        many => many
+            .iter()
+            .map(|v| format!("{} {}", v.name, v.state))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     let _ = writeln!(
         out,
         "node {} ({}, XDP {}): {}",
         s.node.name, s.node.interface, s.node.xdp_mode, role
     );
-    if let Some(v) = &s.vrrp {
+    for v in &s.vrrp_instances {
         let _ = write!(
             out,
-            "  VRRPv{} vrid {} priority {}/{}",
-            v.version, v.router_id, v.priority, v.base_priority
+            "  instance {} {}: VRRPv{} vrid {} on {} priority {}/{}",
+            v.name, v.state, v.version, v.router_id, v.interface, v.priority, v.base_priority
         );
         if let Some(m) = &v.master {
             let _ = write!(out, ", master {m}");
         }
+        if let Some(g) = &v.sync_group {
+            let _ = write!(out, ", sync group {g}");
+        }
         let _ = writeln!(
             out,
-            ", adverts {} out / {} in, {} transitions",
-            v.adverts_sent, v.adverts_received, v.transitions
+            ", vips {}, adverts {} out / {} in, {} transitions",
+            v.vips.join(","),
+            v.adverts_sent,
+            v.adverts_received,
+            v.transitions
         );
         for (src, e) in &v.tracking {
-            let _ = writeln!(out, "  tracking {src}: {e}");
+            let _ = writeln!(out, "    tracking {src}: {e}");
         }
+    }
+    for g in &s.sync_groups {
+        let _ = writeln!(
+            out,
+            "  sync group {} {}: {}",
+            g.name,
+            g.state,
+            g.instances.join(", ")
+        );
     }
     for vip in &s.vips {
         let _ = writeln!(

@@ -71,9 +71,10 @@ impl Config {
     /// every `[[vrrp_instance]]` with the VIPs it names.
     pub fn instances(&self) -> Vec<Instance<'_>> {
         let iface = |v: &Vrrp| {
-            v.interface
-                .as_ref()
-                .map_or_else(|| self.node.interface.get_ref().clone(), |i| i.get_ref().clone())
+            v.interface.as_ref().map_or_else(
+                || self.node.interface.get_ref().clone(),
+                |i| i.get_ref().clone(),
+            )
         };
         if let Some(v) = self.vrrp() {
             return vec![Instance {
@@ -91,7 +92,11 @@ impl Config {
             .map(|s| {
                 let v = s.get_ref();
                 Instance {
-                    name: v.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default(),
+                    name: v
+                        .name
+                        .as_ref()
+                        .map(|n| n.get_ref().clone())
+                        .unwrap_or_default(),
                     vrrp: v,
                     interface: iface(v),
                     vips: v

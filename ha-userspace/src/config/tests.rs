@@ -350,15 +350,27 @@ fn several_instances_each_own_their_vips() {
     let c = parse_str(TWO).expect("two instances");
     let i = c.instances();
     assert_eq!(i.len(), 2);
-    assert_eq!((i[0].name.as_str(), i[0].vips.as_slice()), ("VI_1", &["web".to_string()][..]));
-    assert_eq!((i[1].name.as_str(), i[1].vrrp.router_id, i[1].vrrp.preempt), ("VI_2", 52, false));
+    assert_eq!(
+        (i[0].name.as_str(), i[0].vips.as_slice()),
+        ("VI_1", &["web".to_string()][..])
+    );
+    assert_eq!(
+        (i[1].name.as_str(), i[1].vrrp.router_id, i[1].vrrp.preempt),
+        ("VI_2", 52, false)
+    );
     assert_eq!(i[1].interface, "eth1", "default: the node's interface");
-    assert_eq!(c.sync_group_of("VI_2").map(|g| g.name.get_ref().as_str()), Some("G"));
+    assert_eq!(
+        c.sync_group_of("VI_2").map(|g| g.name.get_ref().as_str()),
+        Some("G")
+    );
     // The single [vrrp] section is one instance owning every VIP.
     let legacy = parse_str(GOOD).expect("good");
     let i = legacy.instances();
     assert_eq!(i.len(), 1);
-    assert_eq!((i[0].name.as_str(), i[0].vips.as_slice()), ("vrrp", &["web".to_string()][..]));
+    assert_eq!(
+        (i[0].name.as_str(), i[0].vips.as_slice()),
+        ("vrrp", &["web".to_string()][..])
+    );
 }
 
 #[test]
@@ -369,17 +381,47 @@ fn inconsistent_instances_are_located() {
             (18, 16),
             "vip \"web\" is in two instances",
         ),
-        (TWO.replace("vips = [\"api\"]", "vips = [\"apx\"]"), (18, 9), "unknown vip \"apx\""),
-        (TWO.replace("router_id = 52", "router_id = 51"), (12, 1), "both use router_id 51 on eth1"),
-        (TWO.replace("instances = [\"VI_1\", \"VI_2\"]", "instances = [\"VI_1\", \"VI_3\"]"), (22, 22), "unknown instance \"VI_3\""),
-        (TWO.replace("vips = [\"api\"]", "vips = []"), (30, 8), "vip \"api\" is in no [[vrrp_instance]]"),
-        (TWO.replace("name = \"VI_2\"\n", ""), (12, 1), "needs a name"),
         (
-            TWO.replace("address = \"10.77.0.101\"", "address = \"10.77.0.100\"\nprotocol = \"udp\""),
+            TWO.replace("vips = [\"api\"]", "vips = [\"apx\"]"),
+            (18, 9),
+            "unknown vip \"apx\"",
+        ),
+        (
+            TWO.replace("router_id = 52", "router_id = 51"),
+            (12, 1),
+            "both use router_id 51 on eth1",
+        ),
+        (
+            TWO.replace(
+                "instances = [\"VI_1\", \"VI_2\"]",
+                "instances = [\"VI_1\", \"VI_3\"]",
+            ),
+            (22, 22),
+            "unknown instance \"VI_3\"",
+        ),
+        (
+            TWO.replace("vips = [\"api\"]", "vips = []"),
+            (30, 8),
+            "vip \"api\" is in no [[vrrp_instance]]",
+        ),
+        (
+            TWO.replace("name = \"VI_2\"\n", ""),
+            (12, 1),
+            "needs a name",
+        ),
+        (
+            TWO.replace(
+                "address = \"10.77.0.101\"",
+                "address = \"10.77.0.100\"\nprotocol = \"udp\"",
+            ),
             (18, 9),
             "which instance \"VI_1\" owns already",
         ),
-        (format!("{TWO}\n[vrrp]\nrouter_id = 9\n"), (5, 1), "cannot be used together"),
+        (
+            format!("{TWO}\n[vrrp]\nrouter_id = 9\n"),
+            (5, 1),
+            "cannot be used together",
+        ),
     ];
     for (text, (line, col), want) in cases {
         let err = parse_str(&text).expect_err(want);

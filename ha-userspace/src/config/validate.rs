@@ -97,8 +97,17 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
     // Addresses a backend must never have: XDP does not decrement the TTL,
     // so two nodes that send VIP traffic to each other loop it for ever.
     let mut forbidden: Vec<(std::net::Ipv4Addr, &str)> = Vec::new();
-    for v in config.vrrp.iter().chain(&config.vrrp_instances).map(|s| s.get_ref()) {
-        forbidden.extend(v.unicast_peers.iter().map(|p| (*p, "a VRRP peer of this node")));
+    for v in config
+        .vrrp
+        .iter()
+        .chain(&config.vrrp_instances)
+        .map(|s| s.get_ref())
+    {
+        forbidden.extend(
+            v.unicast_peers
+                .iter()
+                .map(|p| (*p, "a VRRP peer of this node")),
+        );
         if let Some(s) = v.source {
             forbidden.push((s, "this node's own VRRP source address"));
         }
@@ -258,18 +267,26 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
             ));
         }
         if let Some(g) = config.sync_groups.first() {
-            out.push((g.span(), "a sync group needs [[vrrp_instance]] sections to group".into()));
+            out.push((
+                g.span(),
+                "a sync group needs [[vrrp_instance]] sections to group".into(),
+            ));
         }
         return;
     }
     if config.vrrp_instances.is_empty() {
         if let Some(g) = config.sync_groups.first() {
-            out.push((g.span(), "a sync group needs [[vrrp_instance]] sections to group".into()));
+            out.push((
+                g.span(),
+                "a sync group needs [[vrrp_instance]] sections to group".into(),
+            ));
         }
         return;
     }
-    let vip_names: HashMap<&str, &super::schema::Vip> =
-        config.vips().map(|v| (v.name.get_ref().as_str(), v)).collect();
+    let vip_names: HashMap<&str, &super::schema::Vip> = config
+        .vips()
+        .map(|v| (v.name.get_ref().as_str(), v))
+        .collect();
     let mut names: HashSet<&str> = HashSet::new();
     let mut owner: HashMap<&str, &str> = HashMap::new();
     let mut addr_owner: HashMap<std::net::Ipv4Addr, &str> = HashMap::new();
@@ -290,10 +307,10 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
         if !names.insert(n) {
             out.push((name.span(), format!("duplicate vrrp_instance name {n:?}")));
         }
-        let iface = v
-            .interface
-            .as_ref()
-            .map_or_else(|| config.node.interface.get_ref().clone(), |i| i.get_ref().clone());
+        let iface = v.interface.as_ref().map_or_else(
+            || config.node.interface.get_ref().clone(),
+            |i| i.get_ref().clone(),
+        );
         if let Some(other) = vrids.insert((iface.clone(), v.router_id), n) {
             out.push((
                 spanned.span(),
@@ -314,13 +331,18 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
         for vip in list.get_ref() {
             let vn = vip.get_ref().as_str();
             let Some(vd) = vip_names.get(vn) else {
-                out.push((vip.span(), format!("vrrp_instance {n:?} names unknown vip {vn:?}")));
+                out.push((
+                    vip.span(),
+                    format!("vrrp_instance {n:?} names unknown vip {vn:?}"),
+                ));
                 continue;
             };
             if let Some(prev) = owner.insert(vn, n) {
                 out.push((
                     vip.span(),
-                    format!("vip {vn:?} is in two instances ({prev:?} and {n:?}); a VIP has one owner"),
+                    format!(
+                        "vip {vn:?} is in two instances ({prev:?} and {n:?}); a VIP has one owner"
+                    ),
                 ));
                 continue;
             }
@@ -358,15 +380,24 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
         let g = spanned.get_ref();
         let gn = g.name.get_ref().as_str();
         if !group_names.insert(gn) {
-            out.push((g.name.span(), format!("duplicate vrrp_sync_group name {gn:?}")));
+            out.push((
+                g.name.span(),
+                format!("duplicate vrrp_sync_group name {gn:?}"),
+            ));
         }
         if g.instances.len() < 2 {
-            out.push((spanned.span(), format!("sync group {gn:?} needs at least two instances")));
+            out.push((
+                spanned.span(),
+                format!("sync group {gn:?} needs at least two instances"),
+            ));
         }
         for i in &g.instances {
             let iname = i.get_ref().as_str();
             if !names.contains(iname) {
-                out.push((i.span(), format!("sync group {gn:?} names unknown instance {iname:?}")));
+                out.push((
+                    i.span(),
+                    format!("sync group {gn:?} names unknown instance {iname:?}"),
+                ));
             } else if let Some(prev) = grouped.insert(iname, gn) {
                 out.push((
                     i.span(),

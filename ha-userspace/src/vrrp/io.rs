@@ -29,6 +29,8 @@ use crate::watchdog::Beat;
 /// Everything the runner needs to know about its virtual router.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
+    /// Instance name (logs).
+    pub instance: String,
     /// VRRP version.
     pub version: Version,
     /// Virtual router id.
@@ -78,6 +80,10 @@ pub struct Status {
     pub address_failures: u64,
     /// Failing address operations hold a fault now.
     pub address_fault: bool,
+    /// Held by its sync group, it would be master now.
+    pub wants_master: bool,
+    /// In FAULT by its own tracking or addresses (not its group's).
+    pub own_fault: bool,
 }
 
 /// Commands from the agent.
@@ -90,6 +96,10 @@ pub enum Control {
     /// The VIP addresses after a reload (a master adds the new ones with
     /// gratuitous ARP and removes the gone ones).
     Addresses(Vec<Ipv4Addr>),
+    /// Its sync group holds it back (see `vrrp::group`).
+    Hold(bool),
+    /// Its sync group is in FAULT (another member's own fault).
+    GroupFault(bool),
     /// Give up mastership (priority 0), remove the addresses, stop; the
     /// sender is told when that is done.
     Shutdown(oneshot::Sender<()>),
@@ -247,6 +257,7 @@ impl Router {
                     env: vec![
                         ("HALB_INTERFACE".into(), self.link.name.clone()),
                         ("HALB_VRID".into(), self.cfg.vrid.to_string()),
+                        ("HALB_INSTANCE".into(), self.cfg.instance.clone()),
                     ],
                     timeout: super::notify::HOOK_TIMEOUT,
                 },
@@ -263,6 +274,7 @@ impl Router {
             ops: ops_tx,
             notifier,
             agent_fault: false,
+            group_fault: false,
             fed_fault: false,
             worker_gone: false,
             status: Status {
@@ -278,6 +290,8 @@ impl Router {
                 split_brain_answers: 0,
                 address_failures: 0,
                 address_fault: false,
+                wants_master: false,
+                own_fault: false,
             },
         };
         let epoch = Instant::now();
@@ -369,6 +383,14 @@ impl Router {
                         io.feed_fault(&mut machine, epoch);
                     }
                     Some(Control::Addresses(addrs)) => io.set_addresses(&addrs),
+                    Some(Control::Hold(h)) => {
+                        let actions = machine.handle(epoch.elapsed(), Input::Hold(h));
+                        io.execute(&mut machine, actions, epoch);
+                    }
+                    Some(Control::GroupFault(f)) => {
+                        io.group_fault = f;
+                        io.feed_fault(&mut machine, epoch);
+                    }
                     Some(Control::Shutdown(done)) => {
                         io.shutdown(&mut machine, epoch, &mut results).await;
                         io.publish(&machine, &status);
@@ -433,6 +455,8 @@ struct Io {
     notifier: Option<Notifier>,
     /// The agent's tracking holds a fault.
     agent_fault: bool,
+    /// Its sync group holds a fault.
+    group_fault: bool,
     /// The fault the machine was last told.
     fed_fault: bool,
     /// The address worker ended (the router stops: it is supervised).
@@ -474,7 +498,7 @@ impl Io {
     /// Tells the machine the combined fault (the agent's tracking or
     /// addresses that cannot be set) when it changed.
     fn feed_fault(&mut self, machine: &mut Machine, epoch: Instant) {
-        let fault = self.agent_fault || self.keeper.fault();
+        let fault = self.agent_fault || self.group_fault || self.keeper.fault();
         if fault != self.fed_fault {
             self.fed_fault = fault;
             let actions = machine.handle(epoch.elapsed(), Input::Fault(fault));
@@ -526,6 +550,7 @@ impl Io {
                 }
                 Action::Notify(state) => {
                     tracing::info!(
+                        instance = %self.cfg.instance,
                         vrid = self.cfg.vrid,
                         state = state.name(),
                         priority = machine.priority(),
@@ -642,6 +667,8 @@ impl Io {
         self.status.split_brain_answers = machine.stats().split_brain_answers;
         self.status.address_failures = self.keeper.failures;
         self.status.address_fault = self.keeper.fault();
+        self.status.wants_master = machine.wants_master();
+        self.status.own_fault = self.agent_fault || self.keeper.fault();
         status.send_if_modified(|s| {
             if *s != self.status {
                 *s = self.status.clone();

@@ -77,6 +77,12 @@ pub enum Input {
     Priority(u8),
     /// A tracked condition failed (true) or recovered (false).
     Fault(bool),
+    /// A sync group holds this router back (true) or lets it go (false).
+    /// Held, a master gives mastership up (priority 0) and a backup whose
+    /// master-down timer runs out does not take over but *wants* to
+    /// ([`Machine::wants_master`]); let go, a router that wants becomes
+    /// master at once.
+    Hold(bool),
 }
 
 /// What the machine wants done.
@@ -143,6 +149,10 @@ pub struct Machine {
     answered: Vec<(Ipv4Addr, Duration)>,
     /// Started as backup and not yet told whether the addresses stay.
     unsettled: bool,
+    /// Held back by a sync group.
+    held: bool,
+    /// Held, it would have become master.
+    wants: bool,
 }
 
 impl Machine {
@@ -162,7 +172,14 @@ impl Machine {
             stats: Stats::default(),
             answered: Vec::new(),
             unsettled: false,
+            held: false,
+            wants: false,
         }
+    }
+
+    /// Held by its sync group, it would be master now.
+    pub fn wants_master(&self) -> bool {
+        self.wants
     }
 
     /// Current state.
@@ -227,6 +244,7 @@ impl Machine {
             }
             Input::Fault(true) => {
                 self.faulted = true;
+                self.wants = false;
                 if self.state == State::Master {
                     out.push(Action::Send { priority: 0 });
                     out.push(Action::RemoveAddresses);
@@ -243,6 +261,24 @@ impl Machine {
                 self.faulted = false;
                 if self.state == State::Fault {
                     self.start(now, &mut out);
+                }
+            }
+            Input::Hold(true) => {
+                self.held = true;
+                if self.state == State::Master {
+                    out.push(Action::Send { priority: 0 });
+                    out.push(Action::RemoveAddresses);
+                    self.garp_at = None;
+                    self.adver_at = None;
+                    self.master_down_at = Some(now + self.master_down_interval());
+                    self.set_state(now, State::Backup, &mut out, true);
+                }
+            }
+            Input::Hold(false) => {
+                self.held = false;
+                if self.state == State::Backup && self.wants {
+                    self.wants = false;
+                    self.become_master(now, &mut out);
                 }
             }
             Input::Priority(p) => {
@@ -272,7 +308,13 @@ impl Machine {
     pub fn poll(&mut self, now: Duration) -> Vec<Action> {
         let mut out = Vec::new();
         if self.state == State::Backup && self.master_down_at.is_some_and(|t| t <= now) {
-            self.become_master(now, &mut out);
+            if self.held {
+                // Its group is not ready: it waits, wanting.
+                self.master_down_at = None;
+                self.wants = true;
+            } else {
+                self.become_master(now, &mut out);
+            }
         }
         if self.state == State::Master {
             if let Some(t) = self.adver_at {
@@ -315,6 +357,7 @@ impl Machine {
     }
 
     fn become_master(&mut self, now: Duration, out: &mut Vec<Action>) {
+        self.wants = false;
         out.push(Action::Send {
             priority: self.priority,
         });
@@ -355,6 +398,7 @@ impl Machine {
             true
         };
         if hold_back {
+            self.wants = false;
             // A master we stay backup to: no VIP of ours may remain.
             if self.unsettled {
                 self.unsettled = false;

@@ -488,3 +488,41 @@ fn a_restarted_node_that_becomes_master_never_drops_its_addresses() {
     assert_eq!(s.m.state(), State::Master);
     assert!(s.first(Action::RemoveAddresses).is_none(), "{:?}", s.log);
 }
+
+#[test]
+fn a_held_router_gives_up_waits_and_goes_when_released() {
+    // A master held by its group: priority 0, addresses off, backup.
+    let mut s = Sim::new(params(A), 150);
+    s.at(ms(0), Input::Startup);
+    s.until(ms(500));
+    assert_eq!(s.m.state(), State::Master);
+    assert_eq!(
+        s.at(ms(600), Input::Hold(true)),
+        [
+            Action::Send { priority: 0 },
+            Action::RemoveAddresses,
+            Action::Notify(State::Backup)
+        ]
+    );
+    // No master appears: when its timer runs out it wants, but waits.
+    s.log.clear();
+    s.until(ms(2000));
+    assert_eq!(s.m.state(), State::Backup);
+    assert!(s.m.wants_master());
+    assert!(s.first(Action::AddAddresses).is_none(), "{:?}", s.log);
+    // Let go: master at once.
+    let out = s.at(ms(2100), Input::Hold(false));
+    assert!(out.contains(&Action::AddAddresses), "{out:?}");
+    assert_eq!(s.m.state(), State::Master);
+    assert!(!s.m.wants_master());
+    // Held again while a master is heard: it stops wanting.
+    let mut b = Sim::new(params(A), 100);
+    b.at(ms(0), Input::Startup);
+    b.at(ms(10), Input::Hold(true));
+    b.until(ms(1000));
+    assert!(b.m.wants_master());
+    b.advert(ms(1010), B, 200);
+    assert!(!b.m.wants_master(), "a live master ends the wish");
+    assert!(b.at(ms(1020), Input::Hold(false)).is_empty());
+    assert_eq!(b.m.state(), State::Backup);
+}
