@@ -79,15 +79,60 @@ pub fn start_keepalived(
     advert_ms: u32,
     auth: Option<&str>,
 ) {
+    start_keepalived_instances(
+        lab,
+        node,
+        version,
+        advert_ms,
+        auth,
+        &[KaInstance {
+            name: "VI_1",
+            vrid: 51,
+            priority,
+            vip: VIP,
+        }],
+    );
+}
+
+/// One `vrrp_instance` of a keepalived config.
+#[derive(Debug, Clone, Copy)]
+pub struct KaInstance {
+    /// Name.
+    pub name: &'static str,
+    /// virtual_router_id.
+    pub vrid: u8,
+    /// priority.
+    pub priority: u8,
+    /// Its one virtual address.
+    pub vip: std::net::Ipv4Addr,
+}
+
+/// Starts keepalived (VRRP only, foreground) in `node` with `instances`.
+pub fn start_keepalived_instances(
+    lab: &mut Lab,
+    node: &str,
+    version: u8,
+    advert_ms: u32,
+    auth: Option<&str>,
+    instances: &[KaInstance],
+) {
     let auth = auth
         .map(|p| format!("  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}\n"))
         .unwrap_or_default();
     let advert = format!("{}", advert_ms as f64 / 1000.0);
-    let conf = format!(
-        "global_defs {{\n  router_id {node}\n  vrrp_version {version}\n  vrrp_garp_master_delay 0\n}}\n\
-         vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
-         priority {priority}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n"
+    let mut conf = format!(
+        "global_defs {{\n  router_id {node}\n  vrrp_version {version}\n  vrrp_garp_master_delay 0\n}}\n"
     );
+    for i in instances {
+        conf.push_str(&format!(
+            "vrrp_instance {name} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n\
+             priority {prio}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {vip}/32 dev eth0\n  }}\n}}\n",
+            name = i.name,
+            vrid = i.vrid,
+            prio = i.priority,
+            vip = i.vip
+        ));
+    }
     let dir = lab.dir.clone();
     let path = dir.join(format!("keepalived-{node}.conf"));
     if let Err(e) = std::fs::write(&path, conf) {

@@ -22,6 +22,8 @@ use anyhow::{bail, Context, Result};
 pub const PREFIX_LEN: u8 = 24;
 /// The VIP of the standard topology.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+/// The second VIP of the active-active topology (owned by the second instance).
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
 /// The client's address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 
@@ -830,6 +832,59 @@ impl Lab {
         }
         for i in 1..=backends {
             self.add_backend(&format!("web{i}"), backend_addr(i), VIP)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `halb.toml` of node `node` in an active-active pair: instance VI_1
+/// (router_id 51) owns VIP `web` (VIP), VI_2 (router_id 52) owns `web2`
+/// (VIP2), both over `backends` backends, with the priorities given (the
+/// pair swaps them), 100 ms adverts, preempt. `extra` is appended.
+pub fn active_active_config(
+    lab: &Lab,
+    node: &str,
+    priorities: (u8, u8),
+    backends: u8,
+    extra: &str,
+) -> String {
+    let mut c = format!(
+        "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\
+         flow_hash_seed = 31337\n\n",
+        lab.pin_dir(node).display()
+    );
+    for (name, vrid, prio, vip) in [
+        ("VI_1", 51, priorities.0, "web"),
+        ("VI_2", 52, priorities.1, "web2"),
+    ] {
+        c.push_str(&format!(
+            "[[vrrp_instance]]\nname = \"{name}\"\nrouter_id = {vrid}\npriority = {prio}\n\
+             advert_interval_ms = 100\ntrack_interfaces = [\"eth0\"]\nvips = [\"{vip}\"]\n\n"
+        ));
+    }
+    c.push_str(extra);
+    for (name, addr) in [("web", VIP), ("web2", VIP2)] {
+        c.push_str(&format!(
+            "\n[[vip]]\nname = \"{name}\"\naddress = \"{addr}\"\nport = 80\nprotocol = \"tcp\"\n"
+        ));
+        for i in 1..=backends {
+            c.push_str(&format!(
+                "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
+                backend_addr(i)
+            ));
+        }
+    }
+    c
+}
+
+impl Lab {
+    /// Puts `vip` on the `lo` of backends web1..web`n` too (DSR for a second VIP).
+    pub fn add_vip_on_backends(&self, vip: Ipv4Addr, n: u8) -> Result<()> {
+        for i in 1..=n {
+            self.ip(
+                &format!("web{i}"),
+                &["addr", "replace", &format!("{vip}/32"), "dev", "lo"],
+            )?;
         }
         Ok(())
     }
