@@ -4,25 +4,25 @@
 # run` and the namespace lab, so that all three prepare nodes the same way.
 #
 #   provision.sh lb      [--no-packages] [--config FILE]
-#   provision.sh backend --vip ADDR [--iface IFACE] [--no-packages]
+#   provision.sh backend --vip ADDR [--vip ADDR ...] [--iface IFACE] [--no-packages]
 #
 # lb:      mounts bpffs (the data plane pins its maps there), installs the
 #          config (FILE → /etc/halb/halb.toml) and, when packages are
 #          wanted, the systemd unit.
-# backend: puts the VIP on lo and stops the host from answering ARP for it
-#          (arp_ignore=1, arp_announce=2): the DSR backend side.
+# backend: puts the VIPs on lo and stops the host from answering ARP for
+#          them (arp_ignore=1, arp_announce=2): the DSR backend side.
 set -euo pipefail
 
 role=${1:-}
 shift || true
 packages=1
-vip=""
+vips=()
 iface=""
 config=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-packages) packages=0 ;;
-        --vip) vip=$2; shift ;;
+        --vip) vips+=("$2"); shift ;;
         --iface) iface=$2; shift ;;
         --config) config=$2; shift ;;
         *) echo "provision.sh: unknown argument $1" >&2; exit 2 ;;
@@ -57,9 +57,11 @@ case "$role" in
         fi
         ;;
     backend)
-        [ -n "$vip" ] || { echo "provision.sh backend: --vip is required" >&2; exit 2; }
+        [ ${#vips[@]} -gt 0 ] || { echo "provision.sh backend: --vip is required" >&2; exit 2; }
         apt_install iproute2 nginx-light
-        ip addr replace "$vip/32" dev lo
+        for vip in "${vips[@]}"; do
+            ip addr replace "$vip/32" dev lo
+        done
         sysctl -q -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
         if [ -n "$iface" ]; then
             sysctl -q -w "net.ipv4.conf.$iface.arp_ignore=1" "net.ipv4.conf.$iface.arp_announce=2"

@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::lab::{
-    backend_addr, halb_bin, lb_addr, node_config, Lab, Persisted, VrrpOpts, CLIENT, VIP,
+    active_active_config, backend_addr, halb_bin, lb_addr, Lab, Persisted, CLIENT, VIP, VIP2,
 };
 
 /// Namespace prefix of the hands-on lab.
 pub const PREFIX: &str = "halblab-";
 
-/// Builds the lab topology (client, two halb nodes, three backends) and leaves it running.
+/// Builds the lab topology (client, two halb nodes as an active-active
+/// pair, three backends) and leaves it running.
 pub fn up(state: &Path) -> Result<()> {
     if state.exists() {
         bail!(
@@ -25,16 +26,21 @@ pub fn up(state: &Path) -> Result<()> {
     crate::lab::catch_interrupts();
     let mut lab = Lab::named(PREFIX)?;
     lab.pair_topology(3)?;
-    for (node, prio) in [("lb1", 150), ("lb2", 100)] {
-        let cfg = node_config(&lab, node, "native", 3, None, Some(&VrrpOpts::v3(prio)));
+    lab.add_vip_on_backends(VIP2, 3)?;
+    for (node, prio) in [("lb1", (150, 100)), ("lb2", (100, 150))] {
+        let cfg = active_active_config(&lab, node, prio, 3, "");
         lab.start_halb(node, &cfg, &[])?
             .wait_log("API and stats page listening", Duration::from_secs(30))?;
     }
     lab.wait_for(
-        "lb1 to become master",
+        "lb1 to master VI_1 and lb2 VI_2",
         Duration::from_secs(10),
         Duration::from_millis(20),
-        || crate::lab::interrupted() || lab.has_addr("lb1", VIP).unwrap_or(false),
+        || {
+            crate::lab::interrupted()
+                || (lab.has_addr("lb1", VIP).unwrap_or(false)
+                    && lab.has_addr("lb2", VIP2).unwrap_or(false))
+        },
     )?;
     if crate::lab::interrupted() {
         bail!("interrupted");
@@ -46,13 +52,15 @@ pub fn up(state: &Path) -> Result<()> {
     std::fs::write(state, serde_json::to_string_pretty(&p)?)?;
     println!("lab up: namespaces {PREFIX}{{sw,client,lb1,lb2,web1,web2,web3}}");
     println!(
-        "  client {CLIENT}, lb1 {}, lb2 {}, backends {}..{}, VIP {VIP}:80",
+        "  client {CLIENT}, lb1 {}, lb2 {}, backends {}..{}",
         lb_addr(1),
         lb_addr(2),
         backend_addr(1),
         backend_addr(3)
     );
+    println!("  active-active: lb1 masters VI_1 (VIP {VIP}:80), lb2 masters VI_2 (VIP {VIP2}:80)");
     println!("  ip netns exec {PREFIX}client curl -s http://{VIP}/");
+    println!("  ip netns exec {PREFIX}client curl -s http://{VIP2}/");
     println!(
         "  nsenter --net=/run/netns/{PREFIX}lb1 {} status",
         halb_bin().display()
@@ -127,8 +135,10 @@ pub fn status(state: &Path) -> Result<()> {
             "eth0",
         ]))
         .unwrap_or_default();
-        if out.contains(&format!("inet {VIP}/")) {
-            println!("  VIP {VIP} is on {node}");
+        for vip in [VIP, VIP2] {
+            if out.contains(&format!("inet {vip}/")) {
+                println!("  VIP {vip} is on {node}");
+            }
         }
     }
     Ok(())

@@ -61,3 +61,31 @@ fn run_with_a_bad_file_exits_before_touching_anything() {
     assert!(err.contains(":4:12:") && err.contains("turbo"), "{err}");
     assert!(!pins.exists(), "nothing was pinned");
 }
+
+#[test]
+fn every_example_config_passes_check_config() {
+    let mut stack = vec![halb_lab::lab::workspace().join("deploy/examples")];
+    let mut n = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                let out = std::process::Command::new(halb_lab::lab::halb_bin())
+                    .args(["check-config", "-c"])
+                    .arg(&p)
+                    .output()
+                    .expect("halb");
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    p.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 4, "{n} example configs");
+}

@@ -58,6 +58,10 @@ fn up_status_down_and_ctrl_c() {
     assert_eq!(lab_namespaces().len(), 7, "sw, client, lb1, lb2, web1..3");
     let (ok, out) = driver(&["lab", "status"], &state);
     assert!(ok && out.contains("VIP 10.77.0.100 is on lb1"), "{out}");
+    assert!(
+        out.contains("VIP 10.77.0.101 is on lb2"),
+        "active-active: {out}"
+    );
     assert!(!out.contains("MISSING") && !out.contains("gone"), "{out}");
     let (ok, out) = driver(&["lab", "up"], &state);
     assert!(!ok && out.contains("already up"), "{out}");

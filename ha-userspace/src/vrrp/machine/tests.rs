@@ -526,3 +526,130 @@ fn a_held_router_gives_up_waits_and_goes_when_released() {
     assert!(b.at(ms(1020), Input::Hold(false)).is_empty());
     assert_eq!(b.m.state(), State::Backup);
 }
+
+/// Two nodes, two instances each (one VRID per instance): adverts of an
+/// instance reach only the other node's router of that instance.
+struct Pair {
+    /// [node][instance]
+    m: [[Machine; 2]; 2],
+    up: [bool; 2],
+    now: Duration,
+}
+
+impl Pair {
+    fn step(&mut self, dt: Duration) {
+        self.now += dt;
+        for inst in 0..2 {
+            for node in 0..2 {
+                if !self.up[node] {
+                    continue;
+                }
+                let out = self.m[node][inst].poll(self.now);
+                self.deliver(node, inst, &out);
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, inst: usize, out: &[Action]) {
+        let to = 1 - from;
+        let src = if from == 0 { A } else { B };
+        for a in out {
+            if let Action::Send { priority } = a {
+                if self.up[to] {
+                    let interval = self.m[from][inst].master_adver_interval();
+                    let back = self.m[to][inst].handle(
+                        self.now,
+                        Input::Advert {
+                            src,
+                            priority: *priority,
+                            interval,
+                        },
+                    );
+                    self.deliver(to, inst, &back);
+                }
+            }
+        }
+    }
+
+    fn states(&self) -> [[State; 2]; 2] {
+        [
+            [self.m[0][0].state(), self.m[0][1].state()],
+            [self.m[1][0].state(), self.m[1][1].state()],
+        ]
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step(ms(5));
+        }
+    }
+}
+
+#[test]
+fn two_instances_per_node_elect_independently() {
+    let p = |primary, interval: u64, preempt| Params {
+        advert_interval: ms(interval),
+        preempt,
+        ..params(primary)
+    };
+    // Instance 0: 100 ms adverts, preempt, node A higher.
+    // Instance 1: 300 ms adverts, nopreempt, node B higher.
+    let mut n = Pair {
+        m: [
+            [
+                Machine::new(p(A, 100, true), 150),
+                Machine::new(p(A, 300, false), 100),
+            ],
+            [
+                Machine::new(p(B, 100, true), 100),
+                Machine::new(p(B, 300, false), 150),
+            ],
+        ],
+        up: [true, false],
+        now: Duration::ZERO,
+    };
+    use State::*;
+    for i in 0..2 {
+        let out = n.m[0][i].handle(n.now, Input::Startup);
+        n.deliver(0, i, &out);
+    }
+    n.run(ms(2000));
+    assert_eq!(n.states()[0], [Master, Master], "A alone masters both");
+    // B starts: instance 0 stays with A (higher); instance 1 stays with A
+    // too, since B's higher router does not preempt.
+    n.up[1] = true;
+    for i in 0..2 {
+        let out = n.m[1][i].handle(n.now, Input::Startup);
+        n.deliver(1, i, &out);
+    }
+    n.run(ms(3000));
+    assert_eq!(n.states(), [[Master, Master], [Backup, Backup]]);
+    // A dies: B takes both (instance 0 within 3 × 100 ms + skew).
+    n.up[0] = false;
+    n.run(ms(450));
+    assert_eq!(n.states()[1][0], Master, "fast instance taken over");
+    assert_eq!(
+        n.states()[1][1],
+        Backup,
+        "slow instance not yet (3 × 300 ms)"
+    );
+    n.run(ms(1000));
+    assert_eq!(n.states()[1], [Master, Master]);
+    // A returns: it preempts instance 0 back; instance 1 stays with B.
+    n.up[0] = true;
+    for i in 0..2 {
+        n.m[0][i] = Machine::new(
+            if i == 0 {
+                p(A, 100, true)
+            } else {
+                p(A, 300, false)
+            },
+            if i == 0 { 150 } else { 100 },
+        );
+        let out = n.m[0][i].handle(n.now, Input::Startup);
+        n.deliver(0, i, &out);
+    }
+    n.run(ms(3000));
+    assert_eq!(n.states(), [[Master, Backup], [Backup, Master]]);
+}
