@@ -1,24 +1,35 @@
 //! `cargo xtask demo`: halb in the namespace lab, told as it happens.
 //!
-//! Two halb nodes (VRRP) in front of three nginx backends (DSR), a client
-//! making requests through the VIP; the master dies mid-download (agent
-//! crashed, link down), the backup takes over and the download goes on (same
-//! Maglev table on both nodes); a backend is drained by a config reload.
-//! Everything is cleaned up at the end, on error, and on Ctrl-C.
+//! Two halb nodes as an active-active pair in front of three nginx backends
+//! (DSR): two VRRP instances with swapped priorities, so lb1 masters VI_1
+//! (the first VIP) and lb2 masters VI_2 (the second), and both forward. A
+//! client makes requests to both VIPs; lb1 dies with a download running on
+//! each VIP (agent crashed, link down), lb2 takes VI_1 over and both
+//! downloads go on (same Maglev table on both nodes); lb1 comes back and
+//! takes VI_1 back (preempt) under a running download; a backend is drained
+//! on both nodes by a config reload. Every claim is checked: the demo fails
+//! if one does not hold. Everything is cleaned up at the end, on error, and
+//! on Ctrl-C.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ha_common::Stat;
 use halb::dataplane::Maps;
 
-use crate::client;
+use crate::client::{self, Stream};
 use crate::lab::{
-    backend_addr, interrupted, lb_addr, neighbour_mac, node_config, Lab, VrrpOpts, BIG_SIZE,
-    CLIENT, VIP,
+    active_active_config, backend_addr, interrupted, lb_addr, neighbour_mac, Lab, BIG_SIZE, CLIENT,
+    VIP, VIP2,
 };
+
+const BACKENDS: u8 = 3;
+/// (VI_1, VI_2) priorities per node: swapped, so each masters one.
+const NODES: [(&str, (u8, u8)); 2] = [("lb1", (150, 100)), ("lb2", (100, 150))];
 
 fn step(n: u32, text: &str) -> Result<()> {
     if interrupted() {
@@ -28,13 +39,92 @@ fn step(n: u32, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn spread(lab: &Lab, n: usize) -> Result<BTreeMap<String, usize>> {
-    let replies = lab.requests(n, Duration::from_secs(3))?;
+/// `n` requests to `vip`, counted per answering backend.
+fn spread(lab: &Lab, vip: Ipv4Addr, n: usize) -> Result<BTreeMap<String, usize>> {
+    let replies = lab.requests_to(vip, n, Duration::from_secs(3))?;
     let mut m = BTreeMap::new();
     for r in replies {
+        ensure!(r.status == 200, "HTTP {} from {vip}", r.status);
         *m.entry(r.body.trim().to_string()).or_default() += 1;
     }
     Ok(m)
+}
+
+/// Packets `node`'s XDP program forwarded, and its flow-table entries, from
+/// its pinned maps (readable after the agent died too).
+fn forwarded(lab: &Lab, node: &str) -> Result<(u64, usize)> {
+    let maps = Maps::open_pinned(&lab.pin_dir(node))?;
+    let tx = maps
+        .stats()?
+        .iter()
+        .filter(|(s, _)| matches!(s, Stat::TxFlowHit | Stat::TxNewFlow))
+        .map(|(_, c)| c.packets)
+        .sum();
+    Ok((tx, maps.flows()?.len()))
+}
+
+type Download = JoinHandle<Result<Result<Stream>>>;
+
+/// Starts a download of `/big` from `vip`; returns once its first bytes arrived.
+fn download(lab: &Lab, vip: Ipv4Addr) -> Result<(Download, u16)> {
+    let (tx, rx) = mpsc::channel();
+    let h = lab.spawn_in_ns("client", move || {
+        client::download(vip, "/big", move |p| {
+            let _ = tx.send(p);
+        })
+    })?;
+    let port = rx
+        .recv_timeout(Duration::from_secs(5))
+        .with_context(|| format!("download from {vip} did not start"))?;
+    Ok((h, port))
+}
+
+/// Waits for a download and checks that every byte arrived.
+fn finished(d: Download, vip: Ipv4Addr) -> Result<Stream> {
+    let s = d
+        .join()
+        .map_err(|_| anyhow::anyhow!("download thread"))???;
+    ensure!(
+        s.bytes == BIG_SIZE,
+        "download from {vip} got {} of {BIG_SIZE} bytes",
+        s.bytes
+    );
+    println!(
+        "   download from {vip} (port {}) complete: {} bytes in {:.1} s, longest pause {} ms",
+        s.local_port,
+        s.bytes,
+        s.elapsed.as_secs_f64(),
+        s.max_gap.as_millis()
+    );
+    Ok(s)
+}
+
+fn start(lab: &mut Lab, node: &str, priorities: (u8, u8)) -> Result<()> {
+    let cfg = active_active_config(lab, node, priorities, BACKENDS, "");
+    lab.start_halb(node, &cfg, &[])?
+        .wait_log("API and stats page listening", Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Which node holds `vip`, if exactly one does.
+fn owner(lab: &Lab, vip: Ipv4Addr) -> Option<&'static str> {
+    match (
+        lab.has_addr("lb1", vip).unwrap_or(false),
+        lab.has_addr("lb2", vip).unwrap_or(false),
+    ) {
+        (true, false) => Some("lb1"),
+        (false, true) => Some("lb2"),
+        _ => None,
+    }
+}
+
+fn wait_owners(lab: &Lab, first: &'static str, second: &'static str) -> Result<Duration> {
+    lab.wait_for(
+        &format!("{first} to hold {VIP} and {second} {VIP2}"),
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || interrupted() || (owner(lab, VIP) == Some(first) && owner(lab, VIP2) == Some(second)),
+    )
 }
 
 /// Runs the demo.
@@ -46,34 +136,28 @@ pub fn run() -> Result<()> {
         "building the lab: client, two halb nodes, three nginx backends",
     )?;
     let mut lab = Lab::new("demo")?;
-    lab.pair_topology(3)?;
+    lab.pair_topology(BACKENDS)?;
+    lab.add_vip_on_backends(VIP2, BACKENDS)?;
     println!(
-        "   namespaces {}*: client {CLIENT}, lb1 {}, lb2 {}, backends {}..{} (DSR), VIP {VIP}:80",
+        "   namespaces {}*: client {CLIENT}, lb1 {}, lb2 {}, backends {}..{} (DSR, both VIPs on lo)",
         lab.prefix,
         lb_addr(1),
         lb_addr(2),
         backend_addr(1),
-        backend_addr(3)
+        backend_addr(BACKENDS)
     );
 
     step(
         2,
-        "starting `halb run` on lb1 (priority 150) and lb2 (priority 100), VRRPv3 every 100 ms",
+        "starting `halb run` on both nodes: two VRRP instances each, priorities swapped, adverts every 100 ms",
     )?;
-    let v1 = VrrpOpts::v3(150);
-    let v2 = VrrpOpts::v3(100);
-    for (node, v) in [("lb1", &v1), ("lb2", &v2)] {
-        let cfg = node_config(&lab, node, "native", 3, None, Some(v));
-        lab.start_halb(node, &cfg, &[])?
-            .wait_log("starting VRRP", Duration::from_secs(20))?;
+    for (node, prio) in NODES {
+        start(&mut lab, node, prio)?;
     }
-    lab.wait_for(
-        "lb1 to become master",
-        Duration::from_secs(5),
-        Duration::from_millis(10),
-        || lab.has_addr("lb1", VIP).unwrap_or(false),
-    )?;
-    println!("   lb1 is master and holds the VIP; XDP attached in native mode on both nodes");
+    wait_owners(&lab, "lb1", "lb2")?;
+    println!("   VI_1 (router_id 51) owns VIP {VIP}:80   lb1 priority 150 (master), lb2 100");
+    println!("   VI_2 (router_id 52) owns VIP {VIP2}:80   lb1 priority 100, lb2 150 (master)");
+    println!("   both nodes forward: XDP attached in native mode on each");
     println!(
         "   while the demo runs: nsenter --net=/run/netns/{p}lb1 {} status   (stats page: \
          ip netns exec {p}lb1 curl -s http://127.0.0.1:8480/)",
@@ -81,97 +165,118 @@ pub fn run() -> Result<()> {
         p = lab.prefix
     );
 
-    step(3, "twelve requests from the client to the VIP")?;
-    let replies = lab.requests(12, Duration::from_secs(3))?;
-    for (i, r) in replies.iter().enumerate() {
+    step(3, "requests from the client to both VIPs")?;
+    let replies = lab.requests(6, Duration::from_secs(3))?;
+    let replies2 = lab.requests_to(VIP2, 6, Duration::from_secs(3))?;
+    for (vip, r) in replies
+        .iter()
+        .map(|r| (VIP, r))
+        .chain(replies2.iter().map(|r| (VIP2, r)))
+    {
         println!(
-            "   request {:2} from port {:5} → {} (HTTP {})",
-            i + 1,
+            "   {vip} from port {:5} → {} (HTTP {})",
             r.local_port,
             r.body.trim(),
             r.status
         );
     }
-    let m = spread(&lab, 300)?;
-    println!("   300 more requests: {m:?}");
+    let before = [forwarded(&lab, "lb1")?.0, forwarded(&lab, "lb2")?.0];
+    let m1 = spread(&lab, VIP, 300)?;
+    let m2 = spread(&lab, VIP2, 300)?;
+    println!("   300 more to {VIP}: {m1:?}");
+    println!("   300 more to {VIP2}: {m2:?}");
+    let after = [forwarded(&lab, "lb1")?.0, forwarded(&lab, "lb2")?.0];
+    for (i, node) in ["lb1", "lb2"].iter().enumerate() {
+        let d = after[i] - before[i];
+        ensure!(d >= 300, "{node} forwarded only {d} packets for its VIP");
+        println!("   {node}'s XDP forwarded {d} packets meanwhile");
+    }
 
     step(
         4,
-        "a long download, then lb1 dies (agent crashed, link down)",
+        "a long download on each VIP, then lb1 dies (agent crashed, link down)",
     )?;
-    let (tx, rx) = mpsc::channel();
-    let dl = lab.spawn_in_ns("client", move || {
-        client::download(VIP, "/big", move |p| {
-            let _ = tx.send(p);
-        })
-    })?;
-    let port = rx
-        .recv_timeout(Duration::from_secs(5))
-        .context("download did not start")?;
+    let (d1, p1) = download(&lab, VIP)?;
+    let (d2, p2) = download(&lab, VIP2)?;
     println!(
-        "   download of {} MiB started from port {port} (through lb1)",
+        "   {} MiB downloads started: from {VIP} port {p1} (through lb1), from {VIP2} port {p2} (through lb2)",
         BIG_SIZE >> 20
     );
     let mac2 = lab.mac("lb2")?;
     crate::failover::crash(&mut lab, crate::failover::Daemon::Halb, "lb1")?;
     lab.ip("lb1", &["link", "set", "eth0", "down"])?;
     let took = lab.wait_for(
-        "the client to follow lb2",
+        "the client to follow lb2 for the first VIP",
         Duration::from_secs(5),
         Duration::from_millis(2),
         || neighbour_mac(&lab, "client", VIP).as_deref() == Some(mac2.as_str()),
     )?;
     println!(
-        "   lb2 took over: the client's ARP entry for the VIP moved to lb2 {} ms after the crash",
+        "   lb2 took VI_1 over: the client's ARP entry for {VIP} moved to lb2 {} ms after the crash",
         took.as_millis()
     );
-    let s = dl
-        .join()
-        .map_err(|_| anyhow::anyhow!("download thread"))???;
-    println!(
-        "   the download survived the failover: {} of {} bytes in {:.1} s, longest pause {} ms",
-        s.bytes,
-        BIG_SIZE,
-        s.elapsed.as_secs_f64(),
-        s.max_gap.as_millis()
-    );
-    let m = spread(&lab, 150)?;
-    println!("   150 new requests through lb2: {m:?}");
+    ensure!(owner(&lab, VIP2) == Some("lb2"), "lb2 lost {VIP2}");
+    println!("   VI_2 was not disturbed: lb2 kept {VIP2}");
+    finished(d1, VIP)?;
+    finished(d2, VIP2)?;
+    let m1 = spread(&lab, VIP, 150)?;
+    let m2 = spread(&lab, VIP2, 150)?;
+    println!("   150 new requests to each VIP, all through lb2: {m1:?} {m2:?}");
 
     step(
         5,
-        "draining web2 on lb2 (weight 0) with a config reload (SIGHUP)",
+        "lb1 comes back and takes VI_1 back (preempt), with a download running through lb2",
     )?;
-    std::fs::write(
-        lab.dir.join("halb-lb2.toml"),
-        node_config(&lab, "lb2", "native", 3, Some(2), Some(&v2)),
-    )?;
-    let p = lab.proc_mut("halb-lb2").context("halb")?;
-    p.signal(libc::SIGHUP);
-    p.wait_log("configuration reloaded", Duration::from_secs(10))?;
-    let m = spread(&lab, 150)?;
-    println!("   150 new requests: {m:?}");
+    let (d3, p3) = download(&lab, VIP)?;
+    println!("   download from {VIP} port {p3} started (through lb2)");
+    lab.ip("lb1", &["link", "set", "eth0", "up"])?;
+    start(&mut lab, "lb1", NODES[0].1)?;
+    let back = wait_owners(&lab, "lb1", "lb2")?;
+    println!(
+        "   lb1 is master of VI_1 again ({} ms after its agent was up); lb2 still masters VI_2",
+        back.as_millis()
+    );
+    finished(d3, VIP)?;
 
-    step(6, "summary from lb2's pinned data-plane maps")?;
+    step(
+        6,
+        "draining web2 on both nodes (weight 0) with a config reload (SIGHUP)",
+    )?;
+    let drained = format!("  name = \"web2\"\n  address = \"{}\"\n", backend_addr(2));
+    for (node, prio) in NODES {
+        let cfg = active_active_config(&lab, node, prio, BACKENDS, "");
+        ensure!(cfg.contains(&drained), "no web2 backend in the config");
+        let cfg = cfg.replace(&drained, &format!("{drained}  weight = 0\n"));
+        std::fs::write(lab.dir.join(format!("halb-{node}.toml")), cfg)?;
+        let p = lab.proc_mut(&format!("halb-{node}")).context("halb")?;
+        p.signal(libc::SIGHUP);
+        p.wait_log("configuration reloaded", Duration::from_secs(10))?;
+    }
+    let m1 = spread(&lab, VIP, 150)?;
+    let m2 = spread(&lab, VIP2, 150)?;
+    println!("   150 new requests to each VIP: {m1:?} {m2:?}");
+    ensure!(
+        !m1.contains_key("web2") && !m2.contains_key("web2"),
+        "web2 still got new connections"
+    );
+
+    step(7, "summary from both nodes' pinned data-plane maps")?;
+    for node in ["lb1", "lb2"] {
+        let (tx, flows) = forwarded(&lab, node)?;
+        println!("   {node}: {tx:>6} packets forwarded by XDP, {flows:>4} flows in its table");
+    }
     let maps = Maps::open_pinned(&lab.pin_dir("lb2"))?;
+    println!("   lb2's counters:");
     for (stat, c) in maps.stats()? {
         if c.packets > 0 {
             println!(
-                "   {:<22} {:>8} packets {:>10} bytes",
+                "     {:<22} {:>8} packets {:>10} bytes",
                 stat.name(),
                 c.packets,
                 c.bytes
             );
         }
     }
-    let flows = maps.flows()?.len();
-    let tx: u64 = maps
-        .stats()?
-        .iter()
-        .filter(|(s, _)| matches!(s, Stat::TxFlowHit | Stat::TxNewFlow))
-        .map(|(_, c)| c.packets)
-        .sum();
-    println!("   flows in lb2's flow table: {flows}; packets forwarded by lb2's XDP: {tx}");
     println!(
         "\ndemo done in {:.1} s; cleaning up",
         started.elapsed().as_secs_f64()

@@ -385,9 +385,19 @@ impl Lab {
     /// `n` requests (`GET /`, a new connection each) from the client to the
     /// VIP; the first failure ends them and is the error.
     pub fn requests(&self, n: usize, timeout: Duration) -> Result<Vec<crate::client::Reply>> {
+        self.requests_to(VIP, n, timeout)
+    }
+
+    /// [`Lab::requests`] to another VIP.
+    pub fn requests_to(
+        &self,
+        vip: Ipv4Addr,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<crate::client::Reply>> {
         self.in_ns("client", move || {
             (0..n)
-                .map(|_| crate::client::http_get(VIP, 80, "/", timeout))
+                .map(|_| crate::client::http_get(vip, 80, "/", timeout))
                 .collect::<Result<Vec<_>>>()
         })?
     }
