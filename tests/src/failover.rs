@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{lb_addr, neighbour_mac, node_config, Lab, VrrpOpts, CLIENT, VIP};
+use crate::lab::{
+    active_active_config_with, lb_addr, neighbour_mac, node_config, Lab, VrrpOpts, CLIENT, VIP,
+    VIP2,
+};
 
 /// Which VRRP implementation runs the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,24 +269,12 @@ pub fn takeovers(daemon: Daemon, kills: usize, advert_ms: u32) -> Result<Vec<Dur
     let mac2 = lab.mac("lb2")?;
     let follows = |lab: &Lab, mac: &str| neighbour_mac(lab, "client", VIP).as_deref() == Some(mac);
     // The client learns the VIP (it must have an entry for takeover to show).
-    // The ping only makes the client resolve the VIP (the wait below checks
-    // its ARP entry); an unanswered ping (the entry still pointing at the
-    // node that just gave the VIP up) is fine, a missing `ping` is not.
-    let ping = |lab: &Lab| -> Result<()> {
-        lab.cmd("client", "ping")
-            .args(["-c", "1", "-W", "1", &VIP.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|_| ())
-            .context("cannot run ping (is iputils-ping installed? `cargo xtask setup` installs it)")
-    };
     let mut out = Vec::with_capacity(kills);
     for round in 0..kills {
         lab.wait_for("lb1 to be master", slow, Duration::from_millis(10), || {
             lab.has_addr("lb1", VIP).unwrap_or(false) && !lab.has_addr("lb2", VIP).unwrap_or(true)
         })?;
-        ping(&lab)?;
+        resolve(&lab, VIP)?;
         lab.wait_for(
             "the client to know lb1",
             slow,
@@ -317,6 +308,150 @@ pub fn takeovers(daemon: Daemon, kills: usize, advert_ms: u32) -> Result<Vec<Dur
         bail!("measured {} of {kills} takeovers", out.len());
     }
     Ok(out)
+}
+
+/// Starts `daemon` on `node` of an active-active pair: instance VI_1
+/// (router_id 51) owns VIP, VI_2 (router_id 52) owns VIP2, with the
+/// priorities given for each.
+pub fn start_active_active(
+    lab: &mut Lab,
+    daemon: Daemon,
+    node: &str,
+    priorities: (u8, u8),
+    advert_ms: u32,
+) -> Result<()> {
+    match daemon {
+        Daemon::Halb => {
+            let cfg = active_active_config_with(lab, node, priorities, 0, advert_ms, "");
+            lab.start_halb(node, &cfg, &[])?
+                .wait_log("starting VRRP", Duration::from_secs(20))
+        }
+        Daemon::Keepalived => {
+            start_keepalived_instances(
+                lab,
+                node,
+                3,
+                advert_ms,
+                None,
+                &[
+                    KaInstance {
+                        name: "VI_1",
+                        vrid: 51,
+                        priority: priorities.0,
+                        vip: VIP,
+                    },
+                    KaInstance {
+                        name: "VI_2",
+                        vrid: 52,
+                        priority: priorities.1,
+                        vip: VIP2,
+                    },
+                ],
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Takeover of each instance of an active-active pair of `daemon`s (lb1
+/// masters VI_1 and VIP, lb2 VI_2 and VIP2): each round crashes lb1 and
+/// times VIP's move to lb2, restarts lb1 and lets it preempt back, then
+/// does the same to lb2 and VIP2. Also checks that the survivor's own VIP
+/// never moved. Returns the takeover times of VI_1 and of VI_2.
+pub fn takeovers_active_active(
+    daemon: Daemon,
+    kills: usize,
+    advert_ms: u32,
+) -> Result<[Vec<Duration>; 2]> {
+    const PRIOS: [(u8, u8); 2] = [(150, 100), (100, 150)];
+    let mut lab = pair_lab(&format!("fa{}", &daemon.name()[..1]))?;
+    for (i, node) in ["lb1", "lb2"].into_iter().enumerate() {
+        start_active_active(&mut lab, daemon, node, PRIOS[i], advert_ms)?;
+    }
+    let slow = Duration::from_millis(advert_ms as u64 * 10).max(Duration::from_secs(3));
+    let macs = [lab.mac("lb1")?, lab.mac("lb2")?];
+    let vips = [VIP, VIP2];
+    let owns = |lab: &Lab, node: usize, vip| {
+        lab.has_addr(&format!("lb{}", node + 1), vip)
+            .unwrap_or(false)
+            && !lab
+                .has_addr(&format!("lb{}", 2 - node), vip)
+                .unwrap_or(true)
+    };
+    let follows = |lab: &Lab, vip, node: usize| {
+        neighbour_mac(lab, "client", vip).as_deref() == Some(macs[node].as_str())
+    };
+    let mut out = [Vec::with_capacity(kills), Vec::with_capacity(kills)];
+    for round in 0..kills {
+        for victim in 0..2usize {
+            let survivor = 1 - victim;
+            let name = format!("lb{}", victim + 1);
+            lab.wait_for(
+                "each node to master its instance",
+                slow,
+                Duration::from_millis(10),
+                || owns(&lab, 0, VIP) && owns(&lab, 1, VIP2),
+            )?;
+            for (node, vip) in vips.into_iter().enumerate() {
+                resolve(&lab, vip)?;
+                lab.wait_for(
+                    &format!("the client to know lb{} for {vip}", node + 1),
+                    slow,
+                    Duration::from_millis(10),
+                    || follows(&lab, vip, node),
+                )?;
+            }
+            let seen = adverts_from(&lab, lb_addr(victim as u8 + 1))?;
+            lab.wait_for(
+                "three adverts from the victim",
+                slow,
+                Duration::from_millis(5),
+                || adverts_from(&lab, lb_addr(victim as u8 + 1)).is_ok_and(|n| n >= seen + 3),
+            )?;
+            let t0 = Instant::now();
+            crash(&mut lab, daemon, &name)?;
+            lab.wait_for(
+                "the client to follow the survivor",
+                slow * 2,
+                Duration::from_millis(2),
+                || follows(&lab, vips[victim], survivor),
+            )
+            .with_context(|| format!("{} VI_{} round {round}", daemon.name(), victim + 1))?;
+            out[victim].push(t0.elapsed());
+            if !follows(&lab, vips[survivor], survivor) {
+                bail!(
+                    "{} round {round}: the survivor's own VIP {} moved",
+                    daemon.name(),
+                    vips[survivor]
+                );
+            }
+            // The dead node holds no VIP; restart it and let it preempt back.
+            let _ = lab.ip(
+                &name,
+                &[
+                    "addr",
+                    "del",
+                    &format!("{}/32", vips[victim]),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            start_active_active(&mut lab, daemon, &name, PRIOS[victim], advert_ms)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the client resolve `vip` (one ping; an unanswered one is fine, the
+/// caller checks the ARP entry; a missing `ping` is an error).
+fn resolve(lab: &Lab, vip: std::net::Ipv4Addr) -> Result<()> {
+    lab.cmd("client", "ping")
+        .args(["-c", "1", "-W", "1", &vip.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|_| ())
+        .context("cannot run ping (is iputils-ping installed? `cargo xtask setup` installs it)")
 }
 
 /// min / median / max in ms.

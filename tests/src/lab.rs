@@ -858,6 +858,18 @@ pub fn active_active_config(
     backends: u8,
     extra: &str,
 ) -> String {
+    active_active_config_with(lab, node, priorities, backends, 100, extra)
+}
+
+/// [`active_active_config`] with `advert_ms` adverts.
+pub fn active_active_config_with(
+    lab: &Lab,
+    node: &str,
+    priorities: (u8, u8),
+    backends: u8,
+    advert_ms: u32,
+    extra: &str,
+) -> String {
     let mut c = format!(
         "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\
          flow_hash_seed = 31337\n\n",
@@ -869,7 +881,7 @@ pub fn active_active_config(
     ] {
         c.push_str(&format!(
             "[[vrrp_instance]]\nname = \"{name}\"\nrouter_id = {vrid}\npriority = {prio}\n\
-             advert_interval_ms = 100\ntrack_interfaces = [\"eth0\"]\nvips = [\"{vip}\"]\n\n"
+             advert_interval_ms = {advert_ms}\ntrack_interfaces = [\"eth0\"]\nvips = [\"{vip}\"]\n\n"
         ));
     }
     c.push_str(extra);

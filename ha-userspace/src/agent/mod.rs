@@ -41,7 +41,7 @@ use crate::config::{self, Config, XdpModeCfg};
 use crate::dataplane::{self, Attached, DataPlane, FlowView};
 use crate::health::monitor::{Monitor, Report};
 use crate::net::{Link, NetError, Netlink};
-use crate::vrrp::track::Effect;
+use crate::vrrp::track;
 use crate::watchdog;
 use neighbours::{Macs, Resolver};
 use runtime::{Diff, Released, Runtime};
@@ -657,12 +657,7 @@ impl Agent {
             tracing::warn!(vips = %empty.join(","), "no healthy backend");
         }
         for e in &mut self.elections {
-            let mine: Vec<&String> = empty.iter().filter(|v| e.vips.contains(v)).collect();
-            let effect = match (mine.is_empty(), e.settings.track_backends_weight) {
-                (true, _) => Effect::None,
-                (false, 0) => Effect::Fault,
-                (false, w) => Effect::Weight(w),
-            };
+            let effect = track::backends_effect(&e.vips, &empty, e.settings.track_backends_weight);
             e.track(("backends".into(), effect)).await;
         }
     }

@@ -83,6 +83,20 @@ pub fn script_effect(weight: i32, ok: bool) -> Effect {
     }
 }
 
+/// The effect of backend health on an instance that owns `owned` VIPs with
+/// `weight` (`track_backends_weight`), given the VIPs that have no healthy
+/// backend: only a VIP of its own moves it (weight 0: FAULT).
+pub fn backends_effect<S: AsRef<str>>(owned: &[S], without_healthy: &[S], weight: i32) -> Effect {
+    let mine = without_healthy
+        .iter()
+        .any(|v| owned.iter().any(|o| o.as_ref() == v.as_ref()));
+    match (mine, weight) {
+        (false, _) => Effect::None,
+        (true, 0) => Effect::Fault,
+        (true, w) => Effect::Weight(w),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,7 +257,7 @@ fn main() -> Result<()> {
             advert_ms,
             out,
         } => {
-            use halb_lab::failover::{summary, takeovers, Daemon};
+            use halb_lab::failover::{summary, takeovers, takeovers_active_active, Daemon};
             let mut table = format!(
                 "VRRPv3, {advert_ms} ms adverts, priorities 150/100, {kills} crashes (SIGSTOP+SIGKILL) each; \
                  time from the crash until the client's ARP entry for the VIP names the backup.\n\n\
@@ -272,6 +272,27 @@ fn main() -> Result<()> {
                     d.name(),
                     all.join(" ")
                 ));
+            }
+            table.push_str(&format!(
+                "\nActive-active pair: two instances per node with swapped priorities \
+                 (lb1 masters VI_1, lb2 masters VI_2), {advert_ms} ms adverts; each round \
+                 crashes lb1 (VI_1 moves to lb2), brings it back, then crashes lb2 (VI_2 \
+                 moves to lb1); the survivor's own VIP is checked not to move.\n\n\
+                 | daemon | instance | min ms | median ms | max ms | all (ms) |\n\
+                 |---|---|---:|---:|---:|---|\n"
+            ));
+            for d in [Daemon::Halb, Daemon::Keepalived] {
+                let per = takeovers_active_active(d, kills, advert_ms)?;
+                for (i, t) in per.iter().enumerate() {
+                    let (a, b, c) = summary(t);
+                    let all: Vec<String> = t.iter().map(|x| format!("{}", x.as_millis())).collect();
+                    table.push_str(&format!(
+                        "| {} | VI_{} | {a:.0} | {b:.0} | {c:.0} | {} |\n",
+                        d.name(),
+                        i + 1,
+                        all.join(" ")
+                    ));
+                }
             }
             println!("{table}");
             if let Some(dir) = out {

@@ -653,3 +653,52 @@ fn two_instances_per_node_elect_independently() {
     n.run(ms(3000));
     assert_eq!(n.states(), [[Master, Backup], [Backup, Master]]);
 }
+
+/// Node A masters both instances (150 against B's 100); VIP "web2", owned
+/// by instance 1, loses its last healthy backend. The tracking of each
+/// instance (as the agent feeds it, `track_backends_weight = -60`) lowers
+/// only instance 1: B takes it over, instance 0 stays with A; when the
+/// backend is back, A preempts instance 1 back.
+#[test]
+fn a_vip_without_backends_lowers_only_the_instance_that_owns_it() {
+    use crate::vrrp::track::{backends_effect, Tracking};
+    use State::*;
+    let owned = [vec!["web"], vec!["web2"]];
+    let mut n = Pair {
+        m: [
+            [Machine::new(params(A), 150), Machine::new(params(A), 150)],
+            [Machine::new(params(B), 100), Machine::new(params(B), 100)],
+        ],
+        up: [true, true],
+        now: Duration::ZERO,
+    };
+    let mut tracking = [Tracking::new(150), Tracking::new(150)];
+    for node in 0..2 {
+        for i in 0..2 {
+            let out = n.m[node][i].handle(n.now, Input::Startup);
+            n.deliver(node, i, &out);
+        }
+    }
+    n.run(ms(2000));
+    assert_eq!(n.states(), [[Master, Master], [Backup, Backup]]);
+    let mut health = |n: &mut Pair, empty: &[&str]| {
+        for i in 0..2 {
+            if tracking[i].set("backends", backends_effect(&owned[i], empty, -60)) {
+                let out = n.m[0][i].handle(n.now, Input::Priority(tracking[i].priority()));
+                n.deliver(0, i, &out);
+            }
+        }
+    };
+    health(&mut n, &["web2"]);
+    assert_eq!(n.m[0][0].priority(), 150, "instance 0 untouched");
+    assert_eq!(n.m[0][1].priority(), 90);
+    n.run(ms(1000));
+    assert_eq!(
+        n.states(),
+        [[Master, Backup], [Backup, Master]],
+        "B took instance 1 only"
+    );
+    health(&mut n, &[]);
+    n.run(ms(1000));
+    assert_eq!(n.states(), [[Master, Master], [Backup, Backup]]);
+}
