@@ -550,3 +550,146 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), 
         tokio::time::sleep_until(next).await;
     }
 }
+
+/// Prepares `new`'s VRRP sections for a reload from `running`: the running
+/// instances keep their settings until a restart (true when some changed),
+/// while the VIPs they own follow the new file. Adding or removing an
+/// instance, switching between `[vrrp]` and `[[vrrp_instance]]`, or moving a
+/// VIP address from one instance to another needs a restart: an error. The
+/// sync groups, too, stay as they run until a restart.
+pub fn for_reload(running: &Config, new: &mut Config) -> Result<bool, String> {
+    let names = |c: &Config| {
+        c.instances()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if running.has_vrrp() != new.has_vrrp()
+        || running.vrrp.is_some() != new.vrrp.is_some()
+        || names(running) != names(new)
+    {
+        return Err(format!(
+            "the VRRP instances change ({:?} → {:?}): adding, removing or renaming \
+             instances needs a restart",
+            names(running),
+            names(new)
+        ));
+    }
+    // An address owned by another instance than before.
+    let owner = |c: &Config| {
+        let mut m = std::collections::HashMap::new();
+        for i in c.instances() {
+            for a in instance_addresses(c, &i.vips) {
+                m.insert(a, i.name.clone());
+            }
+        }
+        m
+    };
+    let (before, after) = (owner(running), owner(new));
+    for (addr, inst) in &after {
+        if let Some(prev) = before.get(addr) {
+            if prev != inst {
+                return Err(format!(
+                    "VIP address {addr} moves from instance {prev:?} to {inst:?}: that needs a restart"
+                ));
+            }
+        }
+    }
+    let mut changed = false;
+    if let (Some(old), Some(n)) = (&running.vrrp, &mut new.vrrp) {
+        if old.get_ref() != n.get_ref() {
+            changed = true;
+            *n = old.clone();
+        }
+    }
+    for n in &mut new.vrrp_instances {
+        let name = n.get_ref().name.as_ref().map(|x| x.get_ref().clone());
+        let Some(old) = running
+            .vrrp_instances
+            .iter()
+            .find(|o| o.get_ref().name.as_ref().map(|x| x.get_ref()) == name.as_ref())
+        else {
+            continue;
+        };
+        let mut kept = old.get_ref().clone();
+        kept.vips = n.get_ref().vips.clone();
+        if &kept != n.get_ref() {
+            changed = true;
+            let span = n.span();
+            *n = toml::Spanned::new(span, kept);
+        }
+    }
+    if running.sync_groups != new.sync_groups {
+        changed = true;
+        new.sync_groups = running.sync_groups.clone();
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const PAIR: &str = include_str!("../../../deploy/examples/active-active/halb-lb1.toml");
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse(Path::new("halb.toml"), text).expect("valid config")
+    }
+
+    fn prio(c: &Config, name: &str) -> u8 {
+        c.instances()
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.vrrp.priority)
+            .expect("instance")
+    }
+
+    #[test]
+    fn a_reload_keeps_instance_settings_and_follows_the_vips() {
+        let running = cfg(PAIR);
+        let mut new = cfg(&PAIR
+            .replacen("priority = 150", "priority = 200", 1)
+            .replacen("address = \"10.77.0.101\"", "address = \"10.77.0.102\"", 1));
+        assert_eq!(for_reload(&running, &mut new), Ok(true));
+        assert_eq!(prio(&new, "VI_1"), 150, "settings kept until a restart");
+        let vi2 = new
+            .instances()
+            .into_iter()
+            .find(|i| i.name == "VI_2")
+            .expect("VI_2");
+        assert_eq!(
+            instance_addresses(&new, &vi2.vips),
+            [Ipv4Addr::new(10, 77, 0, 102)],
+            "the VIP address follows the file"
+        );
+        let mut same = cfg(PAIR);
+        assert_eq!(for_reload(&running, &mut same), Ok(false));
+    }
+
+    #[test]
+    fn a_reload_that_needs_a_restart_is_refused() {
+        let running = cfg(PAIR);
+        // A VIP address moving to the other instance.
+        let mut swapped = cfg(&PAIR
+            .replacen("vips = [\"web\"]", "vips = [\"x\"]", 1)
+            .replacen("vips = [\"api\"]", "vips = [\"web\"]", 1)
+            .replacen("vips = [\"x\"]", "vips = [\"api\"]", 1));
+        let e = for_reload(&running, &mut swapped).expect_err("refused");
+        assert!(e.contains("moves from instance"), "{e}");
+        // A renamed instance.
+        let mut renamed = cfg(&PAIR.replacen("name = \"VI_2\"", "name = \"VI_3\"", 1));
+        let e = for_reload(&running, &mut renamed).expect_err("refused");
+        assert!(e.contains("needs a restart"), "{e}");
+    }
+
+    #[test]
+    fn sync_groups_stay_as_they_run_until_a_restart() {
+        let running = cfg(PAIR);
+        let mut grouped = cfg(&format!(
+            "{PAIR}\n[[vrrp_sync_group]]\nname = \"G\"\ninstances = [\"VI_1\", \"VI_2\"]\n"
+        ));
+        assert_eq!(for_reload(&running, &mut grouped), Ok(true));
+        assert!(grouped.sync_groups.is_empty());
+    }
+}

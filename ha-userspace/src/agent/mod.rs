@@ -412,76 +412,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     }
 }
 
-/// Prepares `new`'s VRRP sections for a reload from `running`: the running
-/// instances keep their settings until a restart (true when some changed),
-/// while the VIPs they own follow the new file. Adding or removing an
-/// instance, switching between `[vrrp]` and `[[vrrp_instance]]`, or moving a
-/// VIP address from one instance to another needs a restart: an error.
-fn vrrp_for_reload(running: &Config, new: &mut Config) -> Result<bool, String> {
-    let names = |c: &Config| {
-        c.instances()
-            .iter()
-            .map(|i| i.name.clone())
-            .collect::<Vec<_>>()
-    };
-    if running.has_vrrp() != new.has_vrrp()
-        || running.vrrp.is_some() != new.vrrp.is_some()
-        || names(running) != names(new)
-    {
-        return Err(format!(
-            "the VRRP instances change ({:?} → {:?}): adding, removing or renaming \
-             instances needs a restart",
-            names(running),
-            names(new)
-        ));
-    }
-    // An address owned by another instance than before.
-    let owner = |c: &Config| {
-        let mut m = std::collections::HashMap::new();
-        for i in c.instances() {
-            for a in election::instance_addresses(c, &i.vips) {
-                m.insert(a, i.name.clone());
-            }
-        }
-        m
-    };
-    let (before, after) = (owner(running), owner(new));
-    for (addr, inst) in &after {
-        if let Some(prev) = before.get(addr) {
-            if prev != inst {
-                return Err(format!(
-                    "VIP address {addr} moves from instance {prev:?} to {inst:?}: that needs a restart"
-                ));
-            }
-        }
-    }
-    let mut changed = false;
-    if let (Some(old), Some(n)) = (&running.vrrp, &mut new.vrrp) {
-        if old.get_ref() != n.get_ref() {
-            changed = true;
-            *n = old.clone();
-        }
-    }
-    for n in &mut new.vrrp_instances {
-        let name = n.get_ref().name.as_ref().map(|x| x.get_ref().clone());
-        let Some(old) = running
-            .vrrp_instances
-            .iter()
-            .find(|o| o.get_ref().name.as_ref().map(|x| x.get_ref()) == name.as_ref())
-        else {
-            continue;
-        };
-        let mut kept = old.get_ref().clone();
-        kept.vips = n.get_ref().vips.clone();
-        if &kept != n.get_ref() {
-            changed = true;
-            let span = n.span();
-            *n = toml::Spanned::new(span, kept);
-        }
-    }
-    Ok(changed)
-}
-
 fn wanted_missing(a: &Agent) -> Vec<Ipv4Addr> {
     runtime::backend_addresses(&a.cfg, &a.runtime)
         .into_iter()
@@ -835,7 +765,7 @@ impl Agent {
         // What the running agent cannot change without a restart keeps its
         // running value, and the operator is told which.
         let mut later = Vec::new();
-        match vrrp_for_reload(&self.cfg, &mut new) {
+        match election::for_reload(&self.cfg, &mut new) {
             Ok(true) => later.push("VRRP instance settings"),
             Ok(false) => {}
             Err(why) => return reject(vec![format!("{}: {why}", path.display())]),
