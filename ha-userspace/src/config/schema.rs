@@ -33,6 +33,89 @@ pub struct Config {
     /// `[[vip]]`: the services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Spanned<Vip>>,
+    /// `[bgp]`: scale-out mode (every node active behind an ECMP router,
+    /// VIPs announced through a routing daemon); not together with VRRP.
+    #[serde(default)]
+    pub bgp: Option<Spanned<Bgp>>,
+}
+
+/// `[bgp]`: what this node announces, and how its routing daemon (BIRD 2)
+/// is set up. halb does not speak BGP: it puts one host route per announced
+/// VIP address into [`Bgp::table`] through [`Bgp::device`], a device that
+/// lives exactly as long as the agent's process, and the daemon exports that
+/// table to its neighbours (docs/scale-out.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bgp {
+    /// This node's AS number.
+    #[serde(deserialize_with = "de_asn")]
+    pub local_asn: u32,
+    /// BGP router id for the daemon; default: the node's address.
+    #[serde(default)]
+    pub router_id: Option<Ipv4Addr>,
+    /// Kernel routing table the announced routes go into (the daemon
+    /// exports it); nothing routes through it.
+    #[serde(default = "default_bgp_table", deserialize_with = "de_bgp_table")]
+    pub table: u32,
+    /// Routing protocol number of those routes (`ip route ... proto N`).
+    #[serde(default = "default_bgp_protocol", deserialize_with = "de_bgp_protocol")]
+    pub route_protocol: u8,
+    /// Name of the device the routes point at (created by the agent, gone
+    /// with it: a dead agent announces nothing).
+    #[serde(default = "default_bgp_device")]
+    pub device: Spanned<String>,
+    /// After a withdrawal for health, a VIP must stay healthy this long
+    /// before it is announced again (a flapping backend does not flap the
+    /// route).
+    #[serde(default = "default_hold_down_ms", deserialize_with = "de_hold_down")]
+    pub hold_down_ms: u64,
+    /// On SIGTERM: withdraw, keep forwarding this long, then stop.
+    #[serde(default = "default_grace_ms", deserialize_with = "de_grace")]
+    pub shutdown_grace_ms: u64,
+    /// BIRD's control socket, read for the sessions' state (status only).
+    #[serde(default)]
+    pub bird_socket: Option<PathBuf>,
+    /// BFD timers for the daemon's sessions.
+    #[serde(default)]
+    pub bfd: Bfd,
+    /// `[[bgp.neighbor]]`: the routers (at least one).
+    #[serde(default, rename = "neighbor")]
+    pub neighbors: Vec<Spanned<Neighbor>>,
+}
+
+/// `[bgp.bfd]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bfd {
+    /// Transmit and receive interval.
+    #[serde(default = "default_bfd_interval", deserialize_with = "de_bfd_interval")]
+    pub interval_ms: u32,
+    /// Missed packets before the session goes down.
+    #[serde(default = "default_bfd_multiplier", deserialize_with = "de_bfd_mult")]
+    pub multiplier: u8,
+}
+
+impl Default for Bfd {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_bfd_interval(),
+            multiplier: default_bfd_multiplier(),
+        }
+    }
+}
+
+/// `[[bgp.neighbor]]`: one BGP session.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbor {
+    /// The router's address (on the node's segment).
+    pub address: Spanned<Ipv4Addr>,
+    /// Its AS number.
+    #[serde(deserialize_with = "de_asn")]
+    pub asn: u32,
+    /// BFD on this session.
+    #[serde(default = "default_true")]
+    pub bfd: bool,
 }
 
 /// One VRRP instance as the agent runs it.
@@ -587,6 +670,61 @@ bounded!(de_garp_count, u32, 1, 100, "garp_count");
 bounded!(de_garp_interval, u32, 10, 10_000, "garp_interval_ms");
 bounded!(de_removal_ms, u64, 0, 86_400_000, "removal_timeout_ms");
 bounded!(de_idle_ms, u64, 1000, 86_400_000, "flow_idle_timeout_ms");
+fn default_bgp_table() -> u32 {
+    4077
+}
+fn default_bgp_protocol() -> u8 {
+    77
+}
+fn default_bgp_device() -> Spanned<String> {
+    Spanned::new(0..0, "halb-announce".into())
+}
+fn default_hold_down_ms() -> u64 {
+    3000
+}
+fn default_grace_ms() -> u64 {
+    5000
+}
+fn default_bfd_interval() -> u32 {
+    50
+}
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+fn de_asn<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(1..=4_294_967_294).contains(&v) || v == 23456 || v == 65535 {
+        return Err(serde::de::Error::custom(format!(
+            "an AS number must be between 1 and 4294967294 and not 23456 (AS_TRANS) \
+             or 65535 (reserved), got {v}"
+        )));
+    }
+    Ok(v as u32)
+}
+fn de_bgp_table<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(1..=u32::MAX as i64).contains(&v) || (253..=255).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "table must be a routing table id between 1 and 4294967295 other than \
+             253-255 (default, main, local), got {v}"
+        )));
+    }
+    Ok(v as u32)
+}
+fn de_bgp_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(5..=254).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "route_protocol must be between 5 and 254 (0-4 are the kernel's own), got {v}"
+        )));
+    }
+    Ok(v as u8)
+}
+bounded!(de_hold_down, u64, 0, 3_600_000, "hold_down_ms");
+bounded!(de_grace, u64, 0, 600_000, "shutdown_grace_ms");
+bounded!(de_bfd_interval, u32, 10, 10_000, "bfd interval_ms");
+bounded!(de_bfd_mult, u8, 1, 255, "bfd multiplier");
+
 fn de_garp_refresh<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let v = i64::deserialize(d)?;
     if v != 0 && !(1000..=3_600_000).contains(&v) {

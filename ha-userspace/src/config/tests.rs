@@ -438,3 +438,113 @@ fn inconsistent_instances_are_located() {
     let ok = TWO.replace("router_id = 52", "router_id = 51\ninterface = \"eth2\"");
     assert!(parse_str(&ok).is_ok());
 }
+
+/// A scale-out node: `[bgp]` instead of VRRP.
+const BGP: &str = r#"[node]
+name = "lb1"
+interface = "eth0"
+
+[bgp]
+local_asn = 65001
+hold_down_ms = 2000
+
+  [[bgp.neighbor]]
+  address = "10.77.0.1"
+  asn = 65000
+
+[[vip]]
+name = "web"
+address = "10.77.0.100"
+port = 80
+protocol = "tcp"
+
+  [[vip.backend]]
+  name = "web1"
+  address = "10.77.0.21"
+"#;
+
+#[test]
+fn bgp_section_parses_with_defaults() {
+    let c = parse_str(BGP).expect("good");
+    let b = c.bgp.as_ref().expect("bgp").get_ref();
+    assert_eq!((b.local_asn, b.table, b.route_protocol), (65001, 4077, 77));
+    assert_eq!(b.device.get_ref(), "halb-announce");
+    assert_eq!((b.hold_down_ms, b.shutdown_grace_ms), (2000, 5000));
+    assert_eq!((b.bfd.interval_ms, b.bfd.multiplier), (50, 3));
+    assert_eq!(b.neighbors.len(), 1);
+    assert!(b.neighbors[0].get_ref().bfd, "BFD on by default");
+    assert!(!c.has_vrrp());
+}
+
+#[test]
+fn bgp_errors_are_located() {
+    let cases = [
+        (
+            BGP.replace("local_asn = 65001", "local_asn = 0"),
+            (6, 13),
+            "AS number",
+        ),
+        (
+            BGP.replace("asn = 65000", "asn = 23456"),
+            (11, 9),
+            "AS_TRANS",
+        ),
+        (
+            BGP.replace("asn = 65000", "asn = 65000\n  bfd_interval = 3"),
+            (12, 3),
+            "unknown field `bfd_interval`",
+        ),
+        (
+            BGP.replace("hold_down_ms = 2000", "hold_down = 2"),
+            (7, 1),
+            "unknown field `hold_down`",
+        ),
+        (
+            BGP.replace(
+                "  [[bgp.neighbor]]\n  address = \"10.77.0.1\"\n  asn = 65000\n",
+                "",
+            ),
+            (5, 1),
+            "at least one [[bgp.neighbor]]",
+        ),
+        (
+            format!(
+                "{}\n  [[bgp.neighbor]]\n  address = \"10.77.0.1\"\n  asn = 65002\n",
+                BGP.split("[[vip]]").next().unwrap_or_default()
+            ) + "[[vip]]"
+                + BGP.split("[[vip]]").nth(1).unwrap_or_default(),
+            (15, 13),
+            "listed twice",
+        ),
+        (
+            BGP.replace("hold_down_ms = 2000", "table = 254"),
+            (7, 9),
+            "253-255",
+        ),
+        (
+            BGP.replace("hold_down_ms = 2000", "device = \"eth0\""),
+            (7, 10),
+            "is [node] interface",
+        ),
+        (
+            format!("{BGP}\n[vrrp]\nrouter_id = 51\n"),
+            (5, 1),
+            "cannot be used together",
+        ),
+    ];
+    for (text, (line, col), want) in cases {
+        let err = parse_str(&text).expect_err(want);
+        let text_err = err.to_string();
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.message.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} in {text_err}"));
+        let l = p.location.as_ref().expect("located");
+        assert_eq!(
+            (l.line, l.column),
+            (line, col),
+            "{want}: {text_err}\n{text}"
+        );
+    }
+}

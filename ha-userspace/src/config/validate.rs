@@ -94,6 +94,7 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         }
     }
     instances(config, &mut out);
+    bgp(config, &mut out);
     // Addresses a backend must never have: XDP does not decrement the TTL,
     // so two nodes that send VIP traffic to each other loop it for ever.
     let mut forbidden: Vec<(std::net::Ipv4Addr, &str)> = Vec::new();
@@ -243,6 +244,56 @@ pub fn read_token(path: &std::path::Path) -> Result<String, String> {
 
 fn is_ifname(s: &str) -> bool {
     !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' '])
+}
+
+/// `[bgp]`: one mode per node, at least one neighbour, each once, a device
+/// name that is not the node's interface.
+fn bgp(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
+    let Some(spanned) = &config.bgp else {
+        return;
+    };
+    let b = spanned.get_ref();
+    if config.has_vrrp() {
+        out.push((
+            spanned.span(),
+            "[bgp] and VRRP ([vrrp] or [[vrrp_instance]]) cannot be used together: a node \
+             runs either the VRRP pair mode (VIPs move between two nodes) or the BGP \
+             scale-out mode (every node announces them); remove one"
+                .into(),
+        ));
+    }
+    if b.neighbors.is_empty() {
+        out.push((
+            spanned.span(),
+            "[bgp] needs at least one [[bgp.neighbor]] (address and asn of the router \
+             it announces the VIPs to)"
+                .into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for n in &b.neighbors {
+        if !seen.insert(*n.get_ref().address.get_ref()) {
+            out.push((
+                n.get_ref().address.span(),
+                format!("neighbor {} is listed twice", n.get_ref().address.get_ref()),
+            ));
+        }
+    }
+    let dev = b.device.get_ref();
+    if !is_ifname(dev) {
+        out.push((
+            b.device.span(),
+            format!("device must be a Linux interface name (1-15 characters), got {dev:?}"),
+        ));
+    } else if dev == config.node.interface.get_ref() {
+        out.push((
+            b.device.span(),
+            format!(
+                "device {dev:?} is [node] interface: the announce device is one the \
+                 agent creates and removes"
+            ),
+        ));
+    }
 }
 
 /// The `[[vrrp_instance]]` and `[[vrrp_sync_group]]` sections against each
