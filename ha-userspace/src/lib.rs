@@ -3,6 +3,7 @@
 //! library; `agent` is the only module that wires the others together.
 
 pub mod agent;
+pub mod announce;
 pub mod api;
 pub mod config;
 pub mod dataplane;

@@ -1,4 +1,4 @@
-//! Thin I/O over the kernel's network configuration: links, addresses and
+//! Thin I/O over the kernel's network configuration: links, addresses, routes and
 //! the neighbour table through rtnetlink, and raw ARP frames. No protocol
 //! logic lives here.
 
@@ -12,6 +12,9 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
 };
 use rtnetlink::packet_route::AddressFamily;
 
@@ -335,4 +338,124 @@ impl Netlink {
             source,
         })
     }
+
+    /// Sets `ifindex` administratively up.
+    pub async fn set_up(&self, ifindex: u32) -> Result<(), NetError> {
+        let what = || format!("set link {ifindex} up");
+        limit(what, async {
+            self.handle
+                .link()
+                .set(rtnetlink::LinkUnspec::new_with_index(ifindex).up().build())
+                .execute()
+                .await
+                .map_err(|source| NetError::Request {
+                    what: what(),
+                    source,
+                })
+        })
+        .await
+    }
+
+    /// The IPv4 routes of routing table `table` made with protocol `proto`:
+    /// (destination, prefix length).
+    pub async fn routes(&self, table: u32, proto: u8) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+        limit(|| format!("dump routes of table {table}"), async {
+            let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(table)
+                .build();
+            let mut dump = self.handle.route().get(msg).execute();
+            let mut out = Vec::new();
+            while let Some(m) = next_msg(&mut dump, "dump routes").await? {
+                if route_table(&m) != table || u8::from(m.header.protocol) != proto {
+                    continue;
+                }
+                for a in &m.attributes {
+                    if let RouteAttribute::Destination(RouteAddress::Inet(d)) = a {
+                        out.push((*d, m.header.destination_prefix_length));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Adds (or replaces) the host route `addr/32 dev ifindex` in `table`
+    /// with protocol `proto`.
+    pub async fn add_host_route(
+        &self,
+        table: u32,
+        proto: u8,
+        addr: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), NetError> {
+        let what = || format!("add route {addr}/32 table {table}");
+        limit(what, async {
+            self.handle
+                .route()
+                .add(host_route(table, proto, addr, ifindex))
+                .replace()
+                .execute()
+                .await
+                .map_err(|source| NetError::Request {
+                    what: what(),
+                    source,
+                })
+        })
+        .await
+    }
+
+    /// Deletes the host route `addr/32` of `table`; absent is fine.
+    pub async fn del_host_route(
+        &self,
+        table: u32,
+        proto: u8,
+        addr: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), NetError> {
+        let what = || format!("delete route {addr}/32 table {table}");
+        limit(what, async {
+            match self
+                .handle
+                .route()
+                .del(host_route(table, proto, addr, ifindex))
+                .execute()
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.raw_code() == -libc::ESRCH || e.raw_code() == -libc::ENOENT =>
+                {
+                    Ok(())
+                }
+                Err(source) => Err(NetError::Request {
+                    what: what(),
+                    source,
+                }),
+            }
+        })
+        .await
+    }
+}
+
+fn host_route(table: u32, proto: u8, addr: Ipv4Addr, ifindex: u32) -> RouteMessage {
+    rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(addr, 32)
+        .output_interface(ifindex)
+        .table_id(table)
+        .protocol(RouteProtocol::from(proto))
+        .scope(RouteScope::Link)
+        .build()
+}
+
+/// The table a route message is in (the 32-bit attribute wins over the
+/// 8-bit header field).
+fn route_table(m: &RouteMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(m.header.table as u32)
 }
