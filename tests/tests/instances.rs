@@ -138,6 +138,24 @@ fn an_active_active_pair_serves_both_vips_and_survives_a_node_loss() {
             ("VI_2".into(), "BACKUP".into())
         ]
     );
+    // Each router hears only its own VRID (a socket filter): the other
+    // instance's adverts are not counted as rejected packets.
+    for node in ["lb1", "lb2"] {
+        let st = status(&lab, node).expect("status");
+        for v in &st.vrrp_instances {
+            assert!(
+                v.adverts_received > 0 || v.state == "MASTER",
+                "{node} {}",
+                v.name
+            );
+            assert!(
+                v.rejected.is_empty(),
+                "{node} {} rejected {:?}",
+                v.name,
+                v.rejected
+            );
+        }
+    }
     // 8 streams on each VIP, then lb1 dies (agent and link).
     let mut all = streams(&lab, VIP, 8);
     all.extend(streams(&lab, VIP2, 8));

@@ -357,7 +357,8 @@ pub fn start_group(
                 members.iter().map(|(_, r, _)| r.clone()).collect();
             let controls: Vec<mpsc::Sender<Control>> =
                 members.iter().map(|(_, _, c)| c.clone()).collect();
-            let mut fed: Option<(bool, bool)> = None;
+            // The last order each member was given.
+            let mut sent: Vec<Option<group::Order>> = vec![None; controls.len()];
             let mut last_state = None;
             loop {
                 let views: Vec<group::Member> = rxs
@@ -371,18 +372,15 @@ pub fn start_group(
                         }
                     })
                     .collect();
-                let d = group::decide(&views);
-                if fed != Some((d.hold, d.fault)) {
-                    for (i, c) in controls.iter().enumerate() {
-                        if fed.map(|f| f.0) != Some(d.hold) {
-                            let _ = c.send(Control::Hold(d.hold)).await;
-                        }
-                        // A member's own fault is its own; the others get the group's.
-                        let others_fault =
-                            views.iter().enumerate().any(|(j, m)| j != i && m.own_fault);
-                        let _ = c.send(Control::GroupFault(others_fault)).await;
+                let (d, orders) = group::orders(&views);
+                for ((c, o), last) in controls.iter().zip(orders).zip(sent.iter_mut()) {
+                    if last.map(|l| l.hold) != Some(o.hold) {
+                        let _ = c.send(Control::Hold(o.hold)).await;
                     }
-                    fed = Some((d.hold, d.fault));
+                    if last.map(|l| l.fault) != Some(o.fault) {
+                        let _ = c.send(Control::GroupFault(o.fault)).await;
+                    }
+                    *last = Some(o);
                 }
                 if last_state != Some(d.state) && d.state != State::Initialize {
                     last_state = Some(d.state);
@@ -558,11 +556,11 @@ async fn run_script(s: TrackScript, tx: mpsc::Sender<TrackEvent>) -> Result<(), 
 /// VIP address from one instance to another needs a restart: an error. The
 /// sync groups, too, stay as they run until a restart.
 pub fn for_reload(running: &Config, new: &mut Config) -> Result<bool, String> {
+    // By name: reordering the sections changes nothing.
     let names = |c: &Config| {
-        c.instances()
-            .iter()
-            .map(|i| i.name.clone())
-            .collect::<Vec<_>>()
+        let mut n: Vec<String> = c.instances().iter().map(|i| i.name.clone()).collect();
+        n.sort();
+        n
     };
     if running.has_vrrp() != new.has_vrrp()
         || running.vrrp.is_some() != new.vrrp.is_some()

@@ -354,11 +354,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 }
             }
             Some(cmd) = cmd_rx.recv() => agent.command(cmd, &opts.config_path, &status_tx).await,
-            Some((idx, ev)) = track_rx.recv() => {
-                if let Some(e) = agent.elections.get_mut(idx) {
-                    e.track(ev).await;
-                }
-            }
+            Some((idx, ev)) = track_rx.recv() => agent.track(idx, ev).await,
             Some(macs) = macs_rx.recv() => {
                 if macs != agent.macs {
                     agent.macs = macs;
@@ -586,9 +582,31 @@ impl Agent {
         if !empty.is_empty() {
             tracing::warn!(vips = %empty.join(","), "no healthy backend");
         }
-        for e in &mut self.elections {
+        for i in 0..self.elections.len() {
+            let e = &self.elections[i];
             let effect = track::backends_effect(&e.vips, &empty, e.settings.track_backends_weight);
-            e.track(("backends".into(), effect)).await;
+            self.track(i, ("backends".into(), effect)).await;
+        }
+    }
+
+    /// A tracked source of instance `idx` changed: applied to it, and its
+    /// weight shared with the other members of its sync group (so that the
+    /// group's priorities move together).
+    async fn track(&mut self, idx: usize, (source, effect): election::TrackEvent) {
+        let Some(e) = self.elections.get_mut(idx) else {
+            return;
+        };
+        e.track((source.clone(), effect)).await;
+        let name = e.name.clone();
+        let Some(g) = self.cfg.sync_group_of(&name) else {
+            return;
+        };
+        let members: Vec<String> = g.instances.iter().map(|i| i.get_ref().clone()).collect();
+        let shared = crate::vrrp::group::shared_effect(&name, &source, effect);
+        for other in self.elections.iter_mut() {
+            if other.name != name && members.contains(&other.name) {
+                other.track(shared.clone()).await;
+            }
         }
     }
 

@@ -83,6 +83,33 @@ pub fn render(s: &Status) -> String {
                 );
             }
         }
+        o.family(
+            "halb_vrrp_instance_info",
+            "gauge",
+            "Each VRRP instance: its VRID, interface, the VIPs it owns and the master this \
+             node hears (\"self\" when it is master, empty when none is heard); always 1.",
+        );
+        for v in &s.vrrp_instances {
+            let vrid = v.router_id.to_string();
+            let vips = v.vips.join(",");
+            let master = if v.state == "MASTER" {
+                "self".to_string()
+            } else {
+                v.master.clone().unwrap_or_default()
+            };
+            o.sample(
+                "halb_vrrp_instance_info",
+                &[
+                    ("node", node),
+                    ("vrrp_instance", &v.name),
+                    ("vrid", &vrid),
+                    ("interface", &v.interface),
+                    ("vips", &vips),
+                    ("master", &master),
+                ],
+                1.0,
+            );
+        }
         let families: [(&str, &str, &str, Pick); 4] = [
             (
                 "halb_vrrp_priority",
@@ -353,5 +380,49 @@ mod tests {
             "halb_backend_packets_total{node=\"lb\\\"1\",vip=\"web\",backend=\"a\"} 12\n"
         ));
         assert!(text.contains("action=\"tx\",reason=\"tx_flow_hit\"} 5\n"));
+    }
+
+    #[test]
+    fn every_instance_and_group_has_its_series() {
+        use crate::api::model::{SyncGroupStatus, VrrpStatus};
+        let mut s = Status::default();
+        s.node.name = "lb1".into();
+        for (name, vrid, state, master, vip) in [
+            ("VI_1", 51, "MASTER", None, "web"),
+            ("VI_2", 52, "BACKUP", Some("10.77.0.3"), "api"),
+        ] {
+            s.vrrp_instances.push(VrrpStatus {
+                name: name.into(),
+                router_id: vrid,
+                interface: "eth1".into(),
+                state: state.into(),
+                master: master.map(str::to_string),
+                vips: vec![vip.into()],
+                priority: 150,
+                ..Default::default()
+            });
+        }
+        s.sync_groups.push(SyncGroupStatus {
+            name: "G".into(),
+            state: "BACKUP".into(),
+            ..Default::default()
+        });
+        let text = render(&s);
+        for want in [
+            "halb_vrrp_state{node=\"lb1\",vrrp_instance=\"VI_1\",state=\"MASTER\"} 1\n",
+            "halb_vrrp_state{node=\"lb1\",vrrp_instance=\"VI_2\",state=\"MASTER\"} 0\n",
+            "halb_vrrp_instance_info{node=\"lb1\",vrrp_instance=\"VI_1\",vrid=\"51\",\
+             interface=\"eth1\",vips=\"web\",master=\"self\"} 1\n",
+            "halb_vrrp_instance_info{node=\"lb1\",vrrp_instance=\"VI_2\",vrid=\"52\",\
+             interface=\"eth1\",vips=\"api\",master=\"10.77.0.3\"} 1\n",
+            "halb_vrrp_priority{node=\"lb1\",vrrp_instance=\"VI_2\"} 150\n",
+            "halb_vrrp_sync_group_state{node=\"lb1\",sync_group=\"G\",state=\"BACKUP\"} 1\n",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+        assert_eq!(
+            text.matches("# TYPE halb_vrrp_instance_info gauge").count(),
+            1
+        );
     }
 }

@@ -434,9 +434,50 @@ fn inconsistent_instances_are_located() {
         let l = p.location.as_ref().expect("located");
         assert_eq!((l.line, l.column), (line, col), "{text_err}");
     }
-    // The same VRID on another interface is another virtual router.
-    let ok = TWO.replace("router_id = 52", "router_id = 51\ninterface = \"eth2\"");
+    // An instance on another interface than the data plane's is refused
+    // (nothing would forward its VIPs there); naming the node's is fine.
+    let (line, col, msg) =
+        one_problem(&TWO.replace("router_id = 52", "router_id = 52\ninterface = \"eth2\""));
+    assert_eq!((line, col), (15, 13), "{msg}");
+    assert!(
+        msg.contains("forwards VIP traffic on [node] interface"),
+        "{msg}"
+    );
+    let ok = TWO.replace("router_id = 52", "router_id = 52\ninterface = \"eth1\"");
     assert!(parse_str(&ok).is_ok());
+    // Lists: empty, or a name twice.
+    let more = [
+        (
+            TWO.replace("vips = [\"api\"]", "vips = []"),
+            (18, 8),
+            "owns no VIP",
+        ),
+        (
+            TWO.replace("vips = [\"api\"]", "vips = [\"api\", \"api\"]"),
+            (18, 16),
+            "listed twice in vrrp_instance \"VI_2\"",
+        ),
+        (
+            TWO.replace("[\"VI_1\", \"VI_2\"]", "[\"VI_1\", \"VI_1\"]"),
+            (22, 22),
+            "listed twice in sync group",
+        ),
+        (
+            TWO.replace("name = \"G\"", "name = \"a group\""),
+            (21, 8),
+            "sync group name must be",
+        ),
+    ];
+    for (text, (line, col), want) in more {
+        let err = parse_str(&text).expect_err(want);
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.message.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} in {err}"));
+        let l = p.location.as_ref().expect("located");
+        assert_eq!((l.line, l.column), (line, col), "{want}: {err}");
+    }
 }
 
 /// A scale-out node: `[bgp]` instead of VRRP.

@@ -362,6 +362,19 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
             || config.node.interface.get_ref().clone(),
             |i| i.get_ref().clone(),
         );
+        if let Some(i) = &v.interface {
+            if i.get_ref() != config.node.interface.get_ref() {
+                out.push((
+                    i.span(),
+                    format!(
+                        "vrrp_instance {n:?} runs on {:?}, but the XDP program forwards VIP \
+                         traffic on [node] interface {:?} only: its VIPs must live there",
+                        i.get_ref(),
+                        config.node.interface.get_ref()
+                    ),
+                ));
+            }
+        }
         if let Some(other) = vrids.insert((iface.clone(), v.router_id), n) {
             out.push((
                 spanned.span(),
@@ -379,6 +392,15 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
             ));
             continue;
         };
+        if list.get_ref().is_empty() {
+            out.push((
+                list.span(),
+                format!(
+                    "vrrp_instance {n:?} owns no VIP: an instance without addresses sends \
+                     adverts its peers reject, and both sides become master"
+                ),
+            ));
+        }
         for vip in list.get_ref() {
             let vn = vip.get_ref().as_str();
             let Some(vd) = vip_names.get(vn) else {
@@ -389,12 +411,14 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
                 continue;
             };
             if let Some(prev) = owner.insert(vn, n) {
-                out.push((
-                    vip.span(),
+                let msg = if prev == n {
+                    format!("vip {vn:?} is listed twice in vrrp_instance {n:?}")
+                } else {
                     format!(
                         "vip {vn:?} is in two instances ({prev:?} and {n:?}); a VIP has one owner"
-                    ),
-                ));
+                    )
+                };
+                out.push((vip.span(), msg));
                 continue;
             }
             match addr_owner.get(&vd.address) {
@@ -430,6 +454,12 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
     for spanned in &config.sync_groups {
         let g = spanned.get_ref();
         let gn = g.name.get_ref().as_str();
+        if !is_token(gn) {
+            out.push((
+                g.name.span(),
+                "sync group name must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
         if !group_names.insert(gn) {
             out.push((
                 g.name.span(),
@@ -450,10 +480,12 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
                     format!("sync group {gn:?} names unknown instance {iname:?}"),
                 ));
             } else if let Some(prev) = grouped.insert(iname, gn) {
-                out.push((
-                    i.span(),
-                    format!("instance {iname:?} is in two sync groups ({prev:?} and {gn:?})"),
-                ));
+                let msg = if prev == gn {
+                    format!("instance {iname:?} is listed twice in sync group {gn:?}")
+                } else {
+                    format!("instance {iname:?} is in two sync groups ({prev:?} and {gn:?})")
+                };
+                out.push((i.span(), msg));
             }
         }
     }

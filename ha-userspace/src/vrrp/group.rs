@@ -10,9 +10,13 @@
 //!   member is held ([`super::machine::Input::Hold`]): a master gives up
 //!   (priority 0), a backup whose timer runs out waits, wanting;
 //! - when every member is master or wants to be, the hold is released and
-//!   the wanting ones become master at once: the group comes back together.
+//!   the wanting ones become master at once: the group comes back together;
+//! - a weight one member's tracking applies is applied to every member
+//!   ([`shared_effect`]): their priorities move together, so a weighted
+//!   script or backend tracking moves the whole group to the peer node.
 
 use super::machine::State;
+use super::track::Effect;
 
 /// What a member reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +60,52 @@ pub fn decide(members: &[Member]) -> Decision {
     }
 }
 
+/// What one member must be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    /// Held back by the group.
+    pub hold: bool,
+    /// In FAULT for the group: some *other* member is in FAULT of its own
+    /// (a member's own fault is its own already).
+    pub fault: bool,
+}
+
+/// The decision for `members`, and the order for each of them. A caller
+/// sends each member its order whenever it differs from the last one sent
+/// to that member (not when the group's decision changes: a member's own
+/// fault changes what the others are told without changing the decision).
+pub fn orders(members: &[Member]) -> (Decision, Vec<Order>) {
+    let d = decide(members);
+    let orders = (0..members.len())
+        .map(|i| Order {
+            hold: d.hold,
+            fault: members
+                .iter()
+                .enumerate()
+                .any(|(j, m)| j != i && m.own_fault),
+        })
+        .collect();
+    (d, orders)
+}
+
+/// A tracked source of one member, as every other member of its group
+/// applies it: weights are shared (under the member's name), so that every
+/// member's priority moves by the same amount and they fail over together
+/// (keepalived refuses weights in sync groups for this reason; sharing them
+/// keeps them usable). A FAULT is not shared here: the group's FAULT rule
+/// carries it.
+pub fn shared_effect(member: &str, source: &str, effect: Effect) -> (String, Effect) {
+    let shared = match effect {
+        Effect::Weight(w) => Effect::Weight(w),
+        Effect::None | Effect::Fault => Effect::None,
+    };
+    (format!("{member}/{source}"), shared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vrrp::machine::{Input, Machine, Params};
+    use crate::vrrp::machine::{Action, Input, Machine, Params};
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
@@ -165,5 +211,172 @@ mod tests {
             .filter(|(_, x, y)| (*x == State::Master) != (*y == State::Master))
             .count();
         assert!(split <= 1, "{split} steps with a split group");
+    }
+
+    /// Two nodes, each running a group of two instances (node 0 at 150,
+    /// node 1 at 100), wired the way the agent wires them: adverts of an
+    /// instance reach the other node's router of that instance, each node's
+    /// group hands out its orders, tracked weights are shared in the group.
+    struct TwoNodes {
+        m: [[Machine; 2]; 2],
+        t: [[crate::vrrp::track::Tracking; 2]; 2],
+        sent: [[Option<Order>; 2]; 2],
+        now: Duration,
+    }
+
+    const NAMES: [&str; 2] = ["VI_1", "VI_2"];
+
+    impl TwoNodes {
+        fn new() -> Self {
+            let p = |n: u8| Params {
+                advert_interval: Duration::from_millis(100),
+                preempt: true,
+                preempt_delay: Duration::ZERO,
+                primary: Ipv4Addr::new(10, 77, 0, 2 + n),
+                garp_refresh: Duration::ZERO,
+            };
+            use crate::vrrp::track::Tracking;
+            let mut s = Self {
+                m: [
+                    [Machine::new(p(0), 150), Machine::new(p(0), 150)],
+                    [Machine::new(p(1), 100), Machine::new(p(1), 100)],
+                ],
+                t: [
+                    [Tracking::new(150), Tracking::new(150)],
+                    [Tracking::new(100), Tracking::new(100)],
+                ],
+                sent: [[None; 2]; 2],
+                now: Duration::ZERO,
+            };
+            for n in 0..2 {
+                for i in 0..2 {
+                    let out = s.m[n][i].handle(s.now, Input::Startup);
+                    s.deliver(n, i, &out);
+                }
+            }
+            s
+        }
+
+        fn deliver(&mut self, from: usize, inst: usize, out: &[Action]) {
+            let to = 1 - from;
+            for a in out {
+                if let Action::Send { priority } = a {
+                    let back = self.m[to][inst].handle(
+                        self.now,
+                        Input::Advert {
+                            src: Ipv4Addr::new(10, 77, 0, 2 + from as u8),
+                            priority: *priority,
+                            interval: Duration::from_millis(100),
+                        },
+                    );
+                    self.deliver(to, inst, &back);
+                }
+            }
+        }
+
+        fn feed(&mut self, node: usize, inst: usize, input: Input) {
+            let out = self.m[node][inst].handle(self.now, input);
+            self.deliver(node, inst, &out);
+        }
+
+        /// A tracked source of `inst` on `node` changes; its group shares it.
+        fn track(&mut self, node: usize, inst: usize, source: &str, effect: Effect) {
+            for j in 0..2 {
+                let (src, eff) = if j == inst {
+                    (source.to_string(), effect)
+                } else {
+                    shared_effect(NAMES[inst], source, effect)
+                };
+                if self.t[node][j].set(&src, eff) {
+                    let p = self.t[node][j].priority();
+                    self.feed(node, j, Input::Priority(p));
+                }
+            }
+        }
+
+        fn group(&mut self, node: usize) {
+            let members: Vec<Member> = (0..2)
+                .map(|i| Member {
+                    state: self.m[node][i].state(),
+                    wants: self.m[node][i].wants_master(),
+                    own_fault: self.t[node][i].fault(),
+                })
+                .collect();
+            let (_, orders) = orders(&members);
+            for (i, o) in orders.into_iter().enumerate() {
+                let last = self.sent[node][i];
+                if last.map(|l| l.hold) != Some(o.hold) {
+                    self.feed(node, i, Input::Hold(o.hold));
+                }
+                if last.map(|l| l.fault) != Some(o.fault) {
+                    let own = self.t[node][i].fault();
+                    self.feed(node, i, Input::Fault(own || o.fault));
+                }
+                self.sent[node][i] = Some(o);
+            }
+        }
+
+        fn run(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now += Duration::from_millis(10);
+                for n in 0..2 {
+                    for i in 0..2 {
+                        let out = self.m[n][i].poll(self.now);
+                        self.deliver(n, i, &out);
+                    }
+                    self.group(n);
+                }
+            }
+        }
+
+        fn masters(&self) -> [[bool; 2]; 2] {
+            let m = |n: usize, i: usize| self.m[n][i].state() == State::Master;
+            [[m(0, 0), m(0, 1)], [m(1, 0), m(1, 1)]]
+        }
+    }
+
+    /// keepalived's usual layout: the group on both nodes, a weighted
+    /// script on one member. Its weight drops node 0 below node 1: both
+    /// members move to node 1 together, and come back together.
+    #[test]
+    fn a_weight_on_one_member_moves_the_whole_group() {
+        let mut n = TwoNodes::new();
+        n.run(Duration::from_secs(2));
+        assert_eq!(n.masters(), [[true, true], [false, false]]);
+        n.track(0, 1, "script:chk", Effect::Weight(-60));
+        assert_eq!(n.t[0][0].priority(), 90, "the weight is shared");
+        n.run(Duration::from_secs(2));
+        assert_eq!(
+            n.masters(),
+            [[false, false], [true, true]],
+            "the whole group moved"
+        );
+        n.track(0, 1, "script:chk", Effect::None);
+        n.run(Duration::from_secs(2));
+        assert_eq!(n.masters(), [[true, true], [false, false]], "and back");
+    }
+
+    /// A's own fault puts B in the group's FAULT; then B faults of its own
+    /// and A recovers: A must now be told of B's fault (the decision did not
+    /// change, the orders did).
+    #[test]
+    fn orders_follow_each_members_fault() {
+        let m = |own_fault| Member {
+            state: State::Fault,
+            wants: false,
+            own_fault,
+        };
+        let (_, o) = orders(&[m(true), m(false)]);
+        assert_eq!((o[0].fault, o[1].fault), (false, true));
+        let (_, o) = orders(&[m(true), m(true)]);
+        assert_eq!((o[0].fault, o[1].fault), (true, true));
+        let (d, o) = orders(&[m(false), m(true)]);
+        assert!(d.fault);
+        assert_eq!(
+            (o[0].fault, o[1].fault),
+            (true, false),
+            "A hears of B's fault"
+        );
     }
 }

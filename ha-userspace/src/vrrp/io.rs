@@ -142,13 +142,17 @@ pub struct VrrpSocket {
 
 impl VrrpSocket {
     /// Opens it: bound to the interface, IP header built by us (TTL 255),
-    /// joined to 224.0.0.18 when `multicast`, not looping our own packets.
-    pub fn open(link: &Link, src: Ipv4Addr, multicast: bool) -> std::io::Result<Self> {
+    /// joined to 224.0.0.18 when `multicast`, not looping our own packets,
+    /// and receiving only packets for `vrid` (a socket filter: the other
+    /// instances on the link are not this router's business, and not
+    /// rejections either).
+    pub fn open(link: &Link, src: Ipv4Addr, multicast: bool, vrid: u8) -> std::io::Result<Self> {
         let s = Socket::new_raw(
             Domain::IPV4,
             Type::RAW,
             Some(Protocol::from(packet::IPPROTO_VRRP as i32)),
         )?;
+        s.attach_filter(&vrid_filter(vrid))?;
         s.bind_device(Some(link.name.as_bytes()))?;
         s.set_header_included_v4(true)?;
         s.set_multicast_loop_v4(false)?;
@@ -195,6 +199,24 @@ impl VrrpSocket {
     }
 }
 
+/// A classic BPF program for a raw IPv4 socket (it sees the packet from the
+/// IP header on) that keeps VRRP packets whose VRID byte (the second byte
+/// after the IP header) is `vrid`.
+fn vrid_filter(vrid: u8) -> [socket2::SockFilter; 5] {
+    use socket2::SockFilter as F;
+    const LDX_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf): the IP header length
+    const LDB_IND: u16 = 0x50; // A = P[X + k]
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    [
+        F::new(LDX_MSH, 0, 0, 0),
+        F::new(LDB_IND, 0, 0, 1),
+        F::new(JEQ_K, 0, 1, vrid as u32),
+        F::new(RET_K, 0, 0, u32::MAX),
+        F::new(RET_K, 0, 0, 0),
+    ]
+}
+
 /// Time a netlink address operation may take.
 pub const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -213,12 +235,13 @@ impl Router {
     /// failed multicast join) stop the agent's start.
     pub fn open(cfg: RouterConfig, link: Link) -> Result<Self, IoError> {
         let multicast = cfg.unicast_peers.is_empty();
-        let sock = VrrpSocket::open(&link, cfg.params.primary, multicast).map_err(|source| {
-            IoError::Socket {
-                iface: link.name.clone(),
-                source,
-            }
-        })?;
+        let sock =
+            VrrpSocket::open(&link, cfg.params.primary, multicast, cfg.vrid).map_err(|source| {
+                IoError::Socket {
+                    iface: link.name.clone(),
+                    source,
+                }
+            })?;
         let garp = Arc::new(
             RawSender::open(link.index).map_err(|source| IoError::Socket {
                 iface: link.name.clone(),

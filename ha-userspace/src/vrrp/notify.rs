@@ -36,34 +36,39 @@ impl Notifier {
     /// Starts the worker for `hook`; `done` (tests) hears each finished run.
     pub fn start(hook: Hook, done: Option<tokio::sync::mpsc::UnboundedSender<State>>) -> Self {
         let (tx, mut rx) = watch::channel::<Option<(u64, State)>>(None);
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let Some((_, state)) = *rx.borrow_and_update() else {
-                    continue;
-                };
-                let name = state.name();
-                let mut cmd = tokio::process::Command::new(&hook.path);
-                cmd.arg(name).env("HALB_STATE", name);
-                for (k, v) in &hook.env {
-                    cmd.env(k, v);
+        // In the caller's span: a hook's failure names its instance.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                while rx.changed().await.is_ok() {
+                    let Some((_, state)) = *rx.borrow_and_update() else {
+                        continue;
+                    };
+                    let name = state.name();
+                    let mut cmd = tokio::process::Command::new(&hook.path);
+                    cmd.arg(name).env("HALB_STATE", name);
+                    for (k, v) in &hook.env {
+                        cmd.env(k, v);
+                    }
+                    let r = crate::proc::run(cmd, hook.timeout).await;
+                    if r.success() {
+                        tracing::debug!(hook = %hook.path.display(), state = name, "notify hook ran");
+                    } else {
+                        tracing::warn!(
+                            hook = %hook.path.display(),
+                            state = name,
+                            output = %r.output.trim_end(),
+                            "notify hook: {}",
+                            r.describe()
+                        );
+                    }
+                    if let Some(d) = &done {
+                        let _ = d.send(state);
+                    }
                 }
-                let r = crate::proc::run(cmd, hook.timeout).await;
-                if r.success() {
-                    tracing::debug!(hook = %hook.path.display(), state = name, "notify hook ran");
-                } else {
-                    tracing::warn!(
-                        hook = %hook.path.display(),
-                        state = name,
-                        output = %r.output.trim_end(),
-                        "notify hook: {}",
-                        r.describe()
-                    );
-                }
-                if let Some(d) = &done {
-                    let _ = d.send(state);
-                }
-            }
-        });
+            },
+            span,
+        ));
         Self { tx, seq: 0 }
     }
 
