@@ -84,6 +84,25 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// BGP mode: withdraw every announcement while forwarding goes on
+    /// (`drain`), or announce again (`enable`).
+    Node {
+        #[command(flatten)]
+        target: Target,
+        /// `drain` or `enable`.
+        #[arg(value_parser = ["drain", "enable"])]
+        action: String,
+    },
+    /// Print the BIRD 2 configuration for this node's [bgp] section.
+    BirdConfig {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/halb/halb.toml")]
+        config: PathBuf,
+        /// BGP router id when [bgp] router_id is not set (default: the first
+        /// IPv4 address of [node] interface).
+        #[arg(long)]
+        router_id: Option<std::net::Ipv4Addr>,
+    },
 }
 
 /// Where the running agent is.
@@ -143,6 +162,8 @@ fn main() -> ExitCode {
             Some(format!("{{\"weight\": {weight}}}")),
         )),
         Command::Reload { target } => report(reload(&target)),
+        Command::Node { target, action } => report(node_op(&target, &action)),
+        Command::BirdConfig { config, router_id } => report(bird_config(&config, router_id)),
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(_) => {
                 println!("ok");
@@ -239,6 +260,60 @@ fn backend_op(
         c.backend,
         c.weight,
         if c.drained { " (drained)" } else { "" }
+    );
+    Ok(())
+}
+
+fn node_op(target: &Target, action: &str) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let a = client.post(&format!("/api/v1/node/{action}"), None)?;
+    if a.status != 200 {
+        anyhow::bail!("node {action}: {}", api_error(&a.body));
+    }
+    let c: halb::api::model::NodeChange = serde_json::from_str(&a.body).context("answer")?;
+    println!(
+        "node {}; announced: {}",
+        if c.drained { "drained" } else { "enabled" },
+        if c.announced.is_empty() {
+            "nothing".to_string()
+        } else {
+            c.announced.join(", ")
+        }
+    );
+    Ok(())
+}
+
+fn bird_config(
+    path: &std::path::Path,
+    router_id: Option<std::net::Ipv4Addr>,
+) -> anyhow::Result<()> {
+    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(bgp) = &cfg.bgp else {
+        anyhow::bail!("{}: no [bgp] section", path.display());
+    };
+    let bgp = bgp.get_ref();
+    let rid = match bgp.router_id.or(router_id) {
+        Some(r) => r,
+        None => {
+            let iface = cfg.node.interface.get_ref().clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(async move {
+                let (nl, task) = halb::net::Netlink::open()?;
+                let link = nl.link(&iface).await?;
+                let addrs = nl.addresses(link.index).await?;
+                task.abort();
+                addrs.first().map(|(a, _)| *a).with_context(|| {
+                    format!("{iface} has no IPv4 address: set [bgp] router_id or --router-id")
+                })
+            })?
+        }
+    };
+    print!(
+        "{}",
+        halb::announce::bird::render(bgp, &halb::agent::node_name(&cfg), rid)
     );
     Ok(())
 }

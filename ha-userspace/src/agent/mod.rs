@@ -21,6 +21,7 @@
 //! data-plane write that fails puts the previous state back and the reload
 //! is reported as failed.
 
+mod announcing;
 mod election;
 mod neighbours;
 pub mod runtime;
@@ -79,6 +80,9 @@ pub enum AgentError {
     /// A backend address is one of this node's own.
     #[error("{0}")]
     LocalBackend(String),
+    /// The announce device (BGP mode) could not be set up.
+    #[error("{0}")]
+    Announce(crate::announce::device::DeviceError),
     /// A task that must run for ever ended.
     #[error("{0}: stopping so that the service manager restarts halb")]
     TaskEnded(String),
@@ -256,6 +260,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         generation: 0,
         elections: Vec::new(),
         groups: Vec::new(),
+        announcing: None,
         sampler: snapshot::Sampler::new(),
         started: Instant::now(),
         flow_view,
@@ -311,6 +316,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 g.notify.clone(),
                 &mut tasks,
             ));
+        }
+    } else if let Some(bgp) = agent.cfg.bgp.clone() {
+        // Scale-out: the VIPs are routed to this node, not held by it; what
+        // is announced follows the gate (health, data plane, drain).
+        match announcing::Announcing::start(bgp.get_ref(), &agent.netlink, &mut tasks).await {
+            Ok(a) => agent.announcing = Some(a),
+            Err(e) => return Err(agent.abandon(AgentError::Announce(e)).await),
         }
     } else {
         let vips = election::vip_addresses(&agent.cfg);
@@ -368,6 +380,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 agent.publish(&status_tx);
                 agent.watchdog_tick();
                 agent.reconcile_owned().await;
+                agent.announce_tick().await;
             }
             Some(()) = roles_rx.recv() => {
                 // A new role, priority or master is published at once (the
@@ -380,6 +393,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         }
     };
     watchdog::stopping();
+    if let Some(a) = agent.announcing.as_mut() {
+        // Withdraw first, then keep forwarding while the router moves the
+        // flows to the other nodes.
+        a.stopping = true;
+        let grace = Duration::from_millis(a.settings.shutdown_grace_ms);
+        agent.announce_update().await;
+        tracing::info!(
+            ?grace,
+            "every VIP withdrawn; forwarding through the grace period"
+        );
+        agent.publish(&status_tx);
+        tokio::time::sleep(grace).await;
+    }
     api_abort.abort();
     agent.monitor = None;
     let keep = opts.keep_dataplane;
@@ -467,6 +493,8 @@ struct Agent {
     generation: u64,
     elections: Vec<election::Election>,
     groups: Vec<watch::Receiver<election::GroupStatus>>,
+    /// The BGP scale-out mode's announcement, when configured.
+    announcing: Option<announcing::Announcing>,
     sampler: snapshot::Sampler,
     started: Instant,
     flow_view: Arc<FlowView>,
@@ -587,6 +615,45 @@ impl Agent {
             let effect = track::backends_effect(&e.vips, &empty, e.settings.track_backends_weight);
             self.track(i, ("backends".into(), effect)).await;
         }
+        self.announce_update().await;
+    }
+
+    /// Feeds the announcement gate the facts now (BGP mode).
+    async fn announce_update(&mut self) {
+        if self.announcing.is_none() {
+            return;
+        }
+        let addresses = self.runtime.unserved_by_address(&self.cfg);
+        if let Some(a) = self.announcing.as_mut() {
+            a.update(addresses).await;
+        }
+    }
+
+    /// Every second (BGP mode): looks whether the XDP program is still
+    /// attached, and lets hold-downs end.
+    async fn announce_tick(&mut self) {
+        if self.announcing.is_none() {
+            return;
+        }
+        let attached = match self.netlink.link(&self.link.name).await {
+            Ok(l) => Some(l.xdp_prog.is_some()),
+            Err(crate::net::NetError::NoSuchLink(_)) => Some(false),
+            Err(e) => {
+                tracing::debug!("XDP state unknown: {e}");
+                None
+            }
+        };
+        if let (Some(att), Some(a)) = (attached, self.announcing.as_mut()) {
+            if att != a.dataplane {
+                if att {
+                    tracing::info!("XDP program attached again");
+                } else {
+                    tracing::error!("XDP program no longer attached: withdrawing every VIP");
+                }
+                a.dataplane = att;
+            }
+        }
+        self.announce_update().await;
     }
 
     /// A tracked source of instance `idx` changed: applied to it, and its
@@ -645,6 +712,7 @@ impl Agent {
                 let answer = match result {
                     Ok(admin) => {
                         tracing::info!(%vip, %backend, ?op, "operator command");
+                        self.announce_update().await;
                         match self.sync(&format!("operator {op:?} {vip}/{backend}")) {
                             Ok(()) => {
                                 let configured = self
@@ -676,6 +744,37 @@ impl Agent {
             }
             Command::Reload { reply } => {
                 let r = self.reload(config_path).await;
+                self.publish(status);
+                let _ = reply.send(r);
+            }
+            Command::Node { drain, reply } => {
+                let r = match self.announcing.as_mut() {
+                    None => Err(CommandError::BadRequest(
+                        "node drain and enable are for the BGP scale-out mode ([bgp]); \
+                         in a VRRP pair, stop the agent or lower its priority"
+                            .into(),
+                    )),
+                    Some(a) => {
+                        a.drained = drain;
+                        tracing::warn!(
+                            drained = drain,
+                            "operator: node {}",
+                            if drain { "drained" } else { "enabled" }
+                        );
+                        Ok(())
+                    }
+                };
+                if r.is_ok() {
+                    self.announce_update().await;
+                }
+                let r = r.map(|()| api::model::NodeChange {
+                    drained: drain,
+                    announced: self
+                        .announcing
+                        .as_ref()
+                        .map(|a| a.announced().iter().map(|x| x.to_string()).collect())
+                        .unwrap_or_default(),
+                });
                 self.publish(status);
                 let _ = reply.send(r);
             }
@@ -788,6 +887,20 @@ impl Agent {
             Ok(false) => {}
             Err(why) => return reject(vec![format!("{}: {why}", path.display())]),
         }
+        match (&self.cfg.bgp, &new.bgp) {
+            (Some(_), None) | (None, Some(_)) => {
+                return reject(vec![format!(
+                    "{}: switching between the BGP scale-out mode and VRRP (or neither) \
+                     needs a restart",
+                    path.display()
+                )])
+            }
+            (Some(o), Some(n)) if o.get_ref() != n.get_ref() => {
+                later.push("[bgp]");
+                new.bgp = self.cfg.bgp.clone();
+            }
+            _ => {}
+        }
         if new.api != self.cfg.api {
             later.push("[api]");
             new.api = self.cfg.api.clone();
@@ -875,7 +988,9 @@ impl Agent {
             self.restart_health();
         }
         let new_addrs = election::vip_addresses(&self.cfg);
-        if self.elections.is_empty() {
+        if self.announcing.is_some() {
+            // Scale-out: nothing is held; the gate below follows the VIPs.
+        } else if self.elections.is_empty() {
             if new_addrs != old_addrs {
                 let gone: Vec<Ipv4Addr> = old_addrs
                     .iter()

@@ -506,6 +506,25 @@ impl Runtime {
         }
     }
 
+    /// Every VIP address, with the names of its services that cannot take
+    /// a new connection (no backend both healthy and of weight above 0).
+    pub fn unserved_by_address(&self, cfg: &Config) -> BTreeMap<Ipv4Addr, Vec<String>> {
+        let mut out: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+        for v in cfg.vips() {
+            let vn = v.name.get_ref();
+            let serves = v.backends.iter().any(|b| {
+                let bn = b.name.get_ref();
+                self.get(vn, bn).is_none_or(BackendState::healthy)
+                    && self.weight(vn, bn, b.weight) > 0
+            });
+            let e = out.entry(v.address).or_default();
+            if !serves {
+                e.push(vn.clone());
+            }
+        }
+        out
+    }
+
     /// Names of VIPs that have backends but none healthy.
     pub fn vips_without_healthy(&self, cfg: &Config) -> Vec<String> {
         cfg.vips()

@@ -295,5 +295,6 @@ pub fn build(a: &mut Agent) -> Status {
         sync_groups,
         vips,
         dataplane,
+        bgp: a.announcing.as_ref().map(|x| x.status()),
     }
 }

@@ -82,6 +82,14 @@ pub enum Command {
         /// A summary of what changed, or the problems that kept the old config.
         reply: oneshot::Sender<Result<String, Vec<String>>>,
     },
+    /// Drain (withdraw every announcement, keep forwarding) or enable the
+    /// node (BGP mode).
+    Node {
+        /// Drain (true) or enable.
+        drain: bool,
+        /// The answer.
+        reply: oneshot::Sender<Result<model::NodeChange, CommandError>>,
+    },
 }
 
 /// A status document as published: the value, and its JSON and metrics
@@ -214,6 +222,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/vips/{vip}/backends/{backend}/{action}",
             post(backend_op),
         )
+        .route("/api/v1/node/{action}", post(node_op))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(deadline))
         .with_state(state)
@@ -354,6 +363,52 @@ fn same_origin_write(headers: &HeaderMap, token: bool) -> Result<(), Box<Respons
     Ok(())
 }
 
+/// `POST /api/v1/node/{drain,enable}` (BGP mode).
+async fn node_op(
+    State(s): State<ApiState>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = same_origin_write(&headers, s.token.is_some()) {
+        return *r;
+    }
+    if !authorized(&s, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let drain = match action.as_str() {
+        "drain" => true,
+        "enable" => false,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}: drain or enable"),
+            )
+        }
+    };
+    let (reply, rx) = oneshot::channel();
+    if s.commands
+        .send(Command::Node { drain, reply })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
+    }
+    answer(rx.await)
+}
+
+/// The agent's answer to a command as a response.
+fn answer<T: serde::Serialize>(
+    r: Result<Result<T, CommandError>, oneshot::error::RecvError>,
+) -> Response {
+    match r {
+        Ok(Ok(change)) => Json(change).into_response(),
+        Ok(Err(CommandError::NotFound(m))) => error(StatusCode::NOT_FOUND, m),
+        Ok(Err(CommandError::BadRequest(m))) => error(StatusCode::BAD_REQUEST, m),
+        Ok(Err(CommandError::Failed(m))) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
+    }
+}
+
 #[derive(Deserialize)]
 struct WeightBody {
     weight: u32,
@@ -403,13 +458,7 @@ async fn backend_op(
     {
         return error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down");
     }
-    match rx.await {
-        Ok(Ok(change)) => Json(change).into_response(),
-        Ok(Err(CommandError::NotFound(m))) => error(StatusCode::NOT_FOUND, m),
-        Ok(Err(CommandError::BadRequest(m))) => error(StatusCode::BAD_REQUEST, m),
-        Ok(Err(CommandError::Failed(m))) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "agent is shutting down"),
-    }
+    answer(rx.await)
 }
 
 async fn reload(State(s): State<ApiState>, headers: HeaderMap) -> Response {

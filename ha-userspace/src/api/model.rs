@@ -26,6 +26,57 @@ pub struct Status {
     pub vips: Vec<VipStatus>,
     /// The XDP program's counters.
     pub dataplane: DataplaneStatus,
+    /// The BGP scale-out mode, when configured: what this node announces
+    /// and why, and the routing daemon's sessions.
+    #[serde(default)]
+    pub bgp: Option<BgpStatus>,
+}
+
+/// `bgp`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BgpStatus {
+    /// The operator drained the node (`halb node drain`): nothing is announced.
+    pub drained: bool,
+    /// The XDP program is attached (nothing is announced while it is not).
+    pub dataplane_attached: bool,
+    /// The announce device and the kernel table the daemon exports.
+    pub device: String,
+    /// Kernel routing table.
+    pub table: u32,
+    /// Every VIP address: announced or not, and why.
+    pub announcements: Vec<Announcement>,
+    /// The daemon's BGP and BFD sessions (from `[bgp] bird_socket`).
+    pub sessions: Vec<BgpSession>,
+    /// Why the sessions could not be read, if they could not.
+    pub daemon_error: Option<String>,
+}
+
+/// One VIP address in `bgp.announcements`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Announcement {
+    /// The address.
+    pub address: String,
+    /// Announced now.
+    pub announced: bool,
+    /// `serving`, `no healthy backend (web)`, `node drained`, ...
+    pub reason: String,
+    /// Seconds since it was last announced or withdrawn.
+    pub since_s: f64,
+}
+
+/// One protocol of the routing daemon.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BgpSession {
+    /// The daemon's protocol name.
+    pub name: String,
+    /// `BGP` or `BFD`.
+    pub kind: String,
+    /// The daemon's state (`up`, `start`, ...).
+    pub state: String,
+    /// Detail (`Established`, `Active`, an error).
+    pub info: String,
+    /// A BGP session that is established.
+    pub established: bool,
 }
 
 /// `node`.
@@ -239,4 +290,13 @@ pub struct BackendChange {
 pub struct ErrorBody {
     /// What went wrong.
     pub error: String,
+}
+
+/// The answer to `POST /api/v1/node/{drain,enable}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeChange {
+    /// Drained now.
+    pub drained: bool,
+    /// The addresses announced after the change.
+    pub announced: Vec<String>,
 }

@@ -1,0 +1,175 @@
+//! The agent's side of the BGP scale-out mode: the announce device and the
+//! gate, fed with the agent's facts (health, weights, the data plane, the
+//! operator's drain, shutdown), every change logged with its reason; and a
+//! task of its own that reads the routing daemon's sessions for the status.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::supervise::Supervised;
+use crate::announce::bird::{self, Protocol};
+use crate::announce::device::{Device, DeviceError};
+use crate::announce::gate::{Facts, Gate, Reason};
+use crate::api::model::{Announcement, BgpSession, BgpStatus};
+use crate::config::Bgp;
+use crate::net::Netlink;
+
+/// The daemon's sessions as last read, or why they could not be.
+pub type Sessions = Result<Vec<Protocol>, String>;
+
+/// The running announcement.
+pub struct Announcing {
+    device: Device,
+    gate: Gate,
+    epoch: Instant,
+    /// `[bgp]` as it started (a reload changes it only at a restart).
+    pub settings: Bgp,
+    /// The operator drained the node.
+    pub drained: bool,
+    /// The agent is stopping.
+    pub stopping: bool,
+    /// The XDP program was attached at the last look.
+    pub dataplane: bool,
+    sessions: Option<watch::Receiver<Sessions>>,
+}
+
+impl Announcing {
+    /// Creates the announce device (nothing announced yet) and, with
+    /// `[bgp] bird_socket`, the task that reads the daemon's sessions.
+    pub async fn start(
+        bgp: &Bgp,
+        netlink: &Netlink,
+        tasks: &mut Supervised,
+    ) -> Result<Self, DeviceError> {
+        let device =
+            Device::create(netlink, bgp.device.get_ref(), bgp.table, bgp.route_protocol).await?;
+        // Routes a previous agent's device held died with it; any others
+        // of this protocol in the table are not ours to keep.
+        device.set(&BTreeSet::new()).await?;
+        tracing::info!(
+            device = device.name(),
+            table = bgp.table,
+            protocol = bgp.route_protocol,
+            "announce device up: the routing daemon exports what this table holds"
+        );
+        let sessions = bgp.bird_socket.clone().map(|path| {
+            let (tx, rx) = watch::channel(Err("not read yet".to_string()));
+            tasks.spawn("the routing daemon's sessions".to_string(), async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if tx.is_closed() {
+                        return Ok(());
+                    }
+                    let r = bird::protocols(&path).await.map_err(|e| e.to_string());
+                    tx.send_if_modified(|s| {
+                        let changed = *s != r;
+                        if changed {
+                            if let Err(e) = &r {
+                                tracing::warn!("routing daemon: {e}");
+                            }
+                            *s = r.clone();
+                        }
+                        changed
+                    });
+                }
+            });
+            rx
+        });
+        Ok(Self {
+            device,
+            gate: Gate::new(Duration::from_millis(bgp.hold_down_ms)),
+            epoch: Instant::now(),
+            settings: bgp.clone(),
+            drained: false,
+            stopping: false,
+            dataplane: true,
+            sessions,
+        })
+    }
+
+    /// Applies the facts now: every change is logged with its reason, and
+    /// the table made to hold exactly what the gate announces.
+    pub async fn update(
+        &mut self,
+        addresses: std::collections::BTreeMap<std::net::Ipv4Addr, Vec<String>>,
+    ) {
+        let facts = Facts {
+            dataplane: self.dataplane,
+            drained: self.drained,
+            stopping: self.stopping,
+            addresses,
+        };
+        for c in self.gate.update(self.epoch.elapsed(), &facts) {
+            let reason = c.reason.describe();
+            if c.announce {
+                tracing::info!(address = %c.addr, %reason, "announcing VIP");
+            } else {
+                tracing::warn!(address = %c.addr, %reason, "withdrawing VIP");
+            }
+        }
+        let wanted: BTreeSet<_> = self.gate.announced().into_iter().collect();
+        match self.device.set(&wanted).await {
+            Ok((added, deleted)) if !added.is_empty() || !deleted.is_empty() => {
+                tracing::debug!(?added, ?deleted, "announce table updated");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("announce table: {e}"),
+        }
+    }
+
+    /// The addresses announced now.
+    pub fn announced(&self) -> Vec<std::net::Ipv4Addr> {
+        self.gate.announced()
+    }
+
+    /// The status document's `bgp`.
+    pub fn status(&self) -> BgpStatus {
+        let now = self.epoch.elapsed();
+        let announcements = self
+            .gate
+            .entries()
+            .map(|(a, e)| Announcement {
+                address: a.to_string(),
+                announced: e.announced,
+                reason: match &e.reason {
+                    Reason::HoldDown(t) => format!(
+                        "hold-down after a withdrawal ({:.1} s left)",
+                        t.saturating_sub(now).as_secs_f64()
+                    ),
+                    r => r.describe(),
+                },
+                since_s: now.saturating_sub(e.since).as_secs_f64(),
+            })
+            .collect();
+        let (sessions, daemon_error) = match self.sessions.as_ref().map(|r| r.borrow().clone()) {
+            None => (Vec::new(), None),
+            Some(Ok(p)) => (
+                p.into_iter()
+                    .filter(|p| p.proto == "BGP" || p.proto == "BFD")
+                    .map(|p| BgpSession {
+                        established: p.proto == "BGP" && p.info.starts_with("Established"),
+                        name: p.name,
+                        kind: p.proto,
+                        state: p.state,
+                        info: p.info,
+                    })
+                    .collect(),
+                None,
+            ),
+            Some(Err(e)) => (Vec::new(), Some(e)),
+        };
+        BgpStatus {
+            drained: self.drained,
+            dataplane_attached: self.dataplane,
+            device: self.device.name().to_string(),
+            table: self.settings.table,
+            announcements,
+            sessions,
+            daemon_error,
+        }
+    }
+}
