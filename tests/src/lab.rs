@@ -159,6 +159,8 @@ pub struct Lab {
     procs: Vec<Proc>,
     keep_dir: bool,
     persisted: bool,
+    /// Prefix length of the addresses [`Lab::add_host`] gives.
+    pub prefix_len: u8,
 }
 
 impl Lab {
@@ -186,6 +188,7 @@ impl Lab {
             procs: Vec::new(),
             keep_dir: std::env::var_os("HALB_LAB_KEEP").is_some(),
             persisted: false,
+            prefix_len: PREFIX_LEN,
         };
         ensure_bpffs()?;
         run(Command::new("ip").args(["netns", "add", &lab.ns("sw")]))?;
@@ -222,6 +225,15 @@ impl Lab {
         c
     }
 
+    /// Adds an empty namespace for `host` (removed with the lab), its `lo` up.
+    pub fn add_namespace(&mut self, host: &str) -> Result<()> {
+        let ns = self.ns(host);
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        self.hosts.push(host.to_string());
+        self.ip(host, &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
     /// Adds a host namespace with `eth0` on the bridge at `addr`.
     pub fn add_host(&mut self, host: &str, addr: Ipv4Addr) -> Result<()> {
         let ns = self.ns(host);
@@ -244,7 +256,7 @@ impl Lab {
             &[
                 "addr",
                 "add",
-                &format!("{addr}/{PREFIX_LEN}"),
+                &format!("{addr}/{}", self.prefix_len),
                 "dev",
                 "eth0",
             ],
@@ -510,6 +522,7 @@ impl Lab {
             procs: Vec::new(),
             keep_dir: true,
             persisted: true,
+            prefix_len: PREFIX_LEN,
         }
     }
 

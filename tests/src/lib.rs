@@ -13,5 +13,6 @@ pub mod lab;
 pub mod labcmd;
 pub mod outage;
 pub mod rolling;
+pub mod scaleout;
 pub mod vm;
 pub mod webdriver;

@@ -26,6 +26,7 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("nginx-light", &["nginx"]),
     ("haproxy", &["haproxy"]),
     ("keepalived", &["keepalived"]),
+    ("bird2", &["bird", "birdc"]),
     ("wrk", &["wrk"]),
     ("tcpdump", &["tcpdump"]),
     ("python3", &["python3"]),

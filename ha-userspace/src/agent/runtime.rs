@@ -507,15 +507,19 @@ impl Runtime {
     }
 
     /// Every VIP address, with the names of its services that cannot take
-    /// a new connection (no backend both healthy and of weight above 0).
+    /// a new connection: no backend of weight above 0 whose health check has
+    /// passed (a backend not checked yet does not count: an address is
+    /// announced on evidence, not on hope).
     pub fn unserved_by_address(&self, cfg: &Config) -> BTreeMap<Ipv4Addr, Vec<String>> {
         let mut out: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
         for v in cfg.vips() {
             let vn = v.name.get_ref();
             let serves = v.backends.iter().any(|b| {
                 let bn = b.name.get_ref();
-                self.get(vn, bn).is_none_or(BackendState::healthy)
-                    && self.weight(vn, bn, b.weight) > 0
+                let checked_up = self
+                    .get(vn, bn)
+                    .is_none_or(|s| s.health.as_ref().is_none_or(|h| h.is_known() && h.is_up()));
+                checked_up && self.weight(vn, bn, b.weight) > 0
             });
             let e = out.entry(v.address).or_default();
             if !serves {

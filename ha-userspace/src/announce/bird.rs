@@ -64,6 +64,7 @@ pub fn render(bgp: &Bgp, node: &str, router_id: Ipv4Addr) -> String {
              \x20   local as {local};\n\
              \x20   neighbor {addr} as {asn};\n\
              \x20   bfd {bfd};\n\
+             \x20   connect delay time 1;\n\
              \x20   connect retry time 2;\n\
              \x20   error wait time 1, 10;\n\
              \x20   ipv4 {{\n\

@@ -1,0 +1,447 @@
+//! The scale-out lab: every halb node active behind an ECMP router.
+//!
+//! - `router`: BIRD 2 with a BGP session (and BFD) to every node, the
+//!   nodes' routes merged into one multipath route in its kernel table,
+//!   hashed on the layer-4 five-tuple (`fib_multipath_hash_policy=1`).
+//! - `client`: behind the router, on 10.77.0.128/25 (router 10.77.0.129).
+//! - `lb1..lbN`: halb in `[bgp]` mode with BIRD 2 beside it (its config from
+//!   `halb bird-config`), on the node segment 10.77.0.0/25 with the router.
+//! - `web1..webN`: nginx backends (DSR: the VIP on `lo`) on the node segment,
+//!   replying to the client through the router (their default route).
+//!
+//! Nothing leaves the lab's namespaces.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::lab::{backend_addr, halb_bin, lb_addr, run, Lab, VIP};
+
+/// The router's address on the node segment.
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The router's address on the client side.
+pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 129);
+/// The client's address (behind the router).
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 130);
+/// The router's AS.
+pub const ROUTER_ASN: u32 = 65000;
+/// The nodes' AS.
+pub const NODE_ASN: u32 = 65001;
+/// Prefix length of both segments.
+pub const PLEN: u8 = 25;
+
+/// How a node's halb is configured beyond the defaults.
+#[derive(Debug, Clone)]
+pub struct NodeOpts {
+    /// Health-check interval (tcp checks on port 80).
+    pub check_ms: u32,
+    /// `[bgp] hold_down_ms`.
+    pub hold_down_ms: u32,
+    /// `[bgp] shutdown_grace_ms`.
+    pub grace_ms: u32,
+}
+
+impl Default for NodeOpts {
+    fn default() -> Self {
+        Self {
+            check_ms: 200,
+            hold_down_ms: 1000,
+            grace_ms: 2000,
+        }
+    }
+}
+
+/// The lab and its shape.
+pub struct ScaleOut {
+    /// The namespaces and processes.
+    pub lab: Lab,
+    /// Number of halb nodes.
+    pub nodes: u8,
+    /// Number of backends.
+    pub backends: u8,
+    /// Node options.
+    pub opts: NodeOpts,
+}
+
+impl ScaleOut {
+    /// Builds the topology and starts the router's BIRD (no node yet).
+    pub fn new(tag: &str, nodes: u8, backends: u8) -> Result<Self> {
+        let mut lab = Lab::new(tag)?;
+        lab.prefix_len = PLEN;
+        lab.add_host("router", ROUTER)?;
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.fib_multipath_hash_policy", "1"),
+        ] {
+            run(lab
+                .cmd("router", "sysctl")
+                .args(["-q", "-w", &format!("{k}={v}")]))?;
+        }
+        // The client side: a veth pair straight from the router.
+        lab.add_namespace("client")?;
+        lab.ip(
+            "router",
+            &[
+                "link",
+                "add",
+                "eth1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &lab.ns("client"),
+            ],
+        )?;
+        lab.ip(
+            "router",
+            &[
+                "addr",
+                "add",
+                &format!("{ROUTER_CLIENT_SIDE}/{PLEN}"),
+                "dev",
+                "eth1",
+            ],
+        )?;
+        lab.ip("router", &["link", "set", "eth1", "up"])?;
+        lab.ip(
+            "client",
+            &["addr", "add", &format!("{CLIENT}/{PLEN}"), "dev", "eth0"],
+        )?;
+        lab.ip("client", &["link", "set", "eth0", "up"])?;
+        lab.ip(
+            "client",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER_CLIENT_SIDE.to_string(),
+            ],
+        )?;
+        for (host, dev) in [("client", "eth0"), ("router", "eth1")] {
+            run(lab.cmd(host, "ethtool").args(["-K", dev, "tx", "off"]))?;
+        }
+        for n in 1..=nodes {
+            let h = format!("lb{n}");
+            lab.add_host(&h, lb_addr(n))?;
+            lab.attach_pass_on_port(&h)?;
+        }
+        for i in 1..=backends {
+            let h = format!("web{i}");
+            lab.add_backend(&h, backend_addr(i), VIP)?;
+            lab.ip(&h, &["route", "add", "default", "via", &ROUTER.to_string()])?;
+        }
+        let mut s = Self {
+            lab,
+            nodes,
+            backends,
+            opts: NodeOpts::default(),
+        };
+        s.start_router_bird()?;
+        Ok(s)
+    }
+
+    fn start_router_bird(&mut self) -> Result<()> {
+        let dir = self.lab.dir.clone();
+        let mut c = format!(
+            "log \"{log}\" all;\nrouter id {ROUTER};\nprotocol device {{\n}}\n\
+             protocol kernel {{\n    merge paths on;\n    ipv4 {{ import none; export all; }};\n}}\n\
+             protocol bfd {{\n    interface \"eth0\" {{\n        min rx interval 50 ms;\n\
+             \x20       min tx interval 50 ms;\n        multiplier 3;\n    }};\n}}\n\
+             template bgp halbnode {{\n    local as {ROUTER_ASN};\n    bfd on;\n\
+             \x20   connect delay time 1;\n    connect retry time 2;\n    error wait time 1, 10;\n\
+             \x20   ipv4 {{ import all; export none; }};\n}}\n",
+            log = dir.join("bird-router.log").display()
+        );
+        for n in 1..=self.nodes {
+            c.push_str(&format!(
+                "protocol bgp lb{n} from halbnode {{\n    neighbor {} as {NODE_ASN};\n}}\n",
+                lb_addr(n)
+            ));
+        }
+        self.start_bird("router", &c)
+    }
+
+    /// Starts BIRD in `host` with `conf` (foreground, its own control socket).
+    fn start_bird(&mut self, host: &str, conf: &str) -> Result<()> {
+        let dir = self.lab.dir.clone();
+        let path = dir.join(format!("bird-{host}.conf"));
+        std::fs::write(&path, conf)?;
+        let mut c = self.lab.cmd(host, "bird");
+        c.arg("-f")
+            .arg("-c")
+            .arg(&path)
+            .arg("-s")
+            .arg(bird_socket(&self.lab, host))
+            .arg("-P")
+            .arg(dir.join(format!("bird-{host}.pid")));
+        self.lab.spawn(&format!("bird-{host}"), c)?;
+        Ok(())
+    }
+
+    /// The halb config of node `n`.
+    pub fn node_config(&self, n: u8) -> String {
+        let node = format!("lb{n}");
+        let o = &self.opts;
+        let mut c = format!(
+            "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\n\
+             bpf_dir = \"{}\"\nflow_hash_seed = 4242\n\n\
+             [bgp]\nlocal_asn = {NODE_ASN}\nhold_down_ms = {}\nshutdown_grace_ms = {}\n\
+             bird_socket = \"{}\"\n\n  [[bgp.neighbor]]\n  address = \"{ROUTER}\"\n  asn = {ROUTER_ASN}\n\n\
+             [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\n\
+             \x20 [vip.health]\n  kind = \"tcp\"\n  interval_ms = {}\n  timeout_ms = {}\n  rise = 1\n  fall = 2\n",
+            self.lab.pin_dir(&node).display(),
+            o.hold_down_ms,
+            o.grace_ms,
+            bird_socket(&self.lab, &node).display(),
+            o.check_ms,
+            o.check_ms / 2,
+        );
+        for i in 1..=self.backends {
+            c.push_str(&format!(
+                "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
+                backend_addr(i)
+            ));
+        }
+        c
+    }
+
+    /// Starts node `n`: its BIRD (config from `halb bird-config`) and halb.
+    pub fn start_node(&mut self, n: u8) -> Result<()> {
+        let node = format!("lb{n}");
+        if self.lab.proc_mut(&format!("bird-{node}")).is_none() {
+            self.start_node_bird(n)?;
+        }
+        let cfg = self.node_config(n);
+        self.lab
+            .start_halb(&node, &cfg, &[])?
+            .wait_log("API and stats page listening", Duration::from_secs(30))?;
+        Ok(())
+    }
+
+    /// Starts node `n`'s BIRD with the configuration `halb bird-config`
+    /// renders (its log to a file instead of syslog).
+    pub fn start_node_bird(&mut self, n: u8) -> Result<()> {
+        let node = format!("lb{n}");
+        let path = self.lab.dir.join(format!("halb-{node}.toml"));
+        std::fs::write(&path, self.node_config(n))?;
+        let mut c = self.lab.nsenter(&node, &halb_bin());
+        c.arg("bird-config").arg("-c").arg(&path);
+        let conf = run(&mut c).context("halb bird-config")?;
+        let log = self.lab.dir.join(format!("bird-{node}.log"));
+        let conf = conf.replace(
+            "log syslog all;",
+            &format!("log \"{}\" all;", log.display()),
+        );
+        if !conf.contains(&format!("neighbor {ROUTER} as {ROUTER_ASN};")) {
+            bail!("bird-config did not name the router:\n{conf}");
+        }
+        self.start_bird(&node, &conf)
+    }
+
+    /// The next hops the router's kernel uses for the VIP, sorted.
+    pub fn paths(&self) -> Vec<Ipv4Addr> {
+        let out = self
+            .lab
+            .ip("router", &["-4", "route", "show", &format!("{VIP}/32")])
+            .unwrap_or_default();
+        let mut v: Vec<Ipv4Addr> = out
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Waits until the router's paths for the VIP are exactly `nodes`.
+    pub fn wait_paths(&self, nodes: &[u8], timeout: Duration) -> Result<Duration> {
+        let mut want: Vec<Ipv4Addr> = nodes.iter().map(|n| lb_addr(*n)).collect();
+        want.sort();
+        self.lab
+            .wait_for(
+                &format!("the router to route the VIP via {want:?}"),
+                timeout,
+                Duration::from_millis(5),
+                || self.paths() == want,
+            )
+            .with_context(|| format!("paths now {:?}", self.paths()))
+    }
+
+    /// Starts every node and waits for the router to use all of them.
+    pub fn start_all(&mut self) -> Result<()> {
+        for n in 1..=self.nodes {
+            self.start_node(n)?;
+        }
+        let all: Vec<u8> = (1..=self.nodes).collect();
+        self.wait_paths(&all, Duration::from_secs(30))?;
+        Ok(())
+    }
+
+    /// Packets node `n`'s XDP program forwarded (its pinned counters).
+    pub fn forwarded(&self, n: u8) -> u64 {
+        halb::dataplane::Maps::open_pinned(&self.lab.pin_dir(&format!("lb{n}")))
+            .and_then(|m| m.stats())
+            .map(|s| {
+                s.iter()
+                    .filter(|(st, _)| {
+                        matches!(st, ha_common::Stat::TxFlowHit | ha_common::Stat::TxNewFlow)
+                    })
+                    .map(|(_, c)| c.packets)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// BIRD's control socket of `host`.
+pub fn bird_socket(lab: &Lab, host: &str) -> std::path::PathBuf {
+    lab.dir.join(format!("bird-{host}.ctl"))
+}
+
+/// `birdc` in `host` (its own control socket).
+pub fn birdc(lab: &Lab, host: &str) -> Command {
+    let mut c = lab.cmd(host, "birdc");
+    c.arg("-s").arg(bird_socket(lab, host));
+    c
+}
+
+/// New-connection probes from the client through the VIP, one every 10 ms
+/// on a thread of its own; a probe fails unless it completes within 100 ms.
+/// Through an ECMP router every probe is a new flow, hashed anew: after a
+/// node dies, the probes hashed to it fail until the router stops using it.
+pub struct Probes {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    results: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, bool)>>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Probes {
+    /// Starts probing.
+    pub fn start(lab: &Lab) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::Instant;
+        let stop = Arc::new(AtomicBool::new(false));
+        let results: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+        let (s2, r2) = (stop.clone(), results.clone());
+        let thread = lab.spawn_in_ns("client", move || {
+            let mut probes = Vec::new();
+            while !s2.load(Ordering::SeqCst) {
+                let r3 = r2.clone();
+                probes.push(std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let limit = Duration::from_millis(100);
+                    let ok = crate::client::http_get(VIP, 80, "/", limit).is_ok()
+                        && start.elapsed() < limit;
+                    if let Ok(mut v) = r3.lock() {
+                        v.push((start, ok));
+                    }
+                }));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for p in probes {
+                let _ = p.join();
+            }
+        })?;
+        Ok(Self {
+            stop,
+            results,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until `n` probes have succeeded (the path works before an event).
+    pub fn wait_ok(&self, lab: &Lab, n: usize) -> Result<()> {
+        lab.wait_for(
+            &format!("{n} successful probes"),
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || {
+                self.results
+                    .lock()
+                    .map(|v| v.iter().filter(|(_, ok)| *ok).count() >= n)
+                    .unwrap_or(false)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Stops and returns every probe's (start, success), in start order.
+    pub fn finish(mut self) -> Vec<(std::time::Instant, bool)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut v = self.results.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_by_key(|(t, _)| *t);
+        v
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// What the probes saw around an event at `t0`: (failed probes, outage).
+/// The outage runs from the event to the start of the last failed probe
+/// (plus one probe period): after it, no flow was black-holed. Zero when
+/// no probe failed.
+pub fn outage(probes: &[(std::time::Instant, bool)], t0: std::time::Instant) -> (usize, Duration) {
+    let failed: Vec<std::time::Instant> = probes
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(t, _)| *t)
+        .collect();
+    let last = failed.iter().max().copied();
+    let out = match last {
+        None => Duration::ZERO,
+        Some(t) if t <= t0 => Duration::from_millis(10),
+        Some(t) => t - t0 + Duration::from_millis(10),
+    };
+    (failed.len(), out)
+}
+
+/// A long download through the VIP, started (first bytes in) when returned.
+pub type Stream = std::thread::JoinHandle<Result<Result<crate::client::Stream>>>;
+
+/// Starts `n` downloads of `/big` through the VIP.
+pub fn streams(lab: &Lab, n: usize) -> Result<Vec<Stream>> {
+    (0..n)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let h = lab.spawn_in_ns("client", move || {
+                crate::client::download(VIP, "/big", move |p| {
+                    let _ = tx.send(p);
+                })
+            })?;
+            rx.recv_timeout(Duration::from_secs(5))
+                .context("a download did not start")?;
+            Ok(h)
+        })
+        .collect()
+}
+
+/// How many of `streams` completed whole, and the longest pause any had.
+pub fn survived(streams: Vec<Stream>) -> (usize, Duration) {
+    let mut whole = 0;
+    let mut gap = Duration::ZERO;
+    for s in streams {
+        if let Ok(Ok(Ok(d))) = s.join() {
+            gap = gap.max(d.max_gap);
+            if d.bytes == crate::lab::BIG_SIZE {
+                whole += 1;
+            }
+        }
+    }
+    (whole, gap)
+}
