@@ -69,12 +69,14 @@ fn a_node_loss_keeps_every_stream_and_blackholes_for_at_most_300_ms() {
     probes
         .wait_ok(&s.lab, 20)
         .expect("probes pass before the event");
+    // The link first: nothing the node sends gets out (no BGP withdrawal),
+    // so the router's BFD session has to find out (3 × 50 ms).
     let mut p = s.lab.take_proc("halb-lb1").expect("halb");
     let t0 = Instant::now();
-    p.signal(libc::SIGKILL);
     s.lab
         .ip("lb1", &["link", "set", "eth0", "down"])
         .expect("link down");
+    p.signal(libc::SIGKILL);
     s.wait_paths(&[2, 3], Duration::from_secs(3))
         .expect("lb1 out of the ECMP set");
     let left = t0.elapsed();
@@ -89,4 +91,235 @@ fn a_node_loss_keeps_every_stream_and_blackholes_for_at_most_300_ms() {
     assert_eq!(whole, 30, "every stream survives the node loss");
     assert!(out <= Duration::from_millis(300), "outage {out:?}");
     p.wait_exit(Duration::from_secs(5));
+}
+
+/// `halb node ...` in node `n`'s namespace.
+fn node_cmd(s: &ScaleOut, n: u8, action: &str) -> String {
+    let node = format!("lb{n}");
+    let cfg = s.lab.dir.join(format!("halb-{node}.toml"));
+    let mut c = s.lab.nsenter(&node, &halb_lab::lab::halb_bin());
+    c.arg("node").arg(action).arg("-c").arg(&cfg);
+    halb_lab::lab::run(&mut c).expect("halb node")
+}
+
+fn status(s: &ScaleOut, n: u8) -> halb::api::model::Status {
+    s.lab
+        .in_ns(&format!("lb{n}"), || {
+            let a = halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+                .get("/api/v1/status")
+                .expect("status");
+            serde_json::from_str::<halb::api::model::Status>(&a.body).expect("json")
+        })
+        .expect("ns")
+}
+
+#[test]
+fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
+    let mut s = ScaleOut::new("sdj", 3, 3).expect("lab");
+    for n in 1..=2 {
+        s.start_node(n).expect("node");
+    }
+    s.wait_paths(&[1, 2], Duration::from_secs(30))
+        .expect("two nodes");
+    // A node joins under 30 streams.
+    let streams = scaleout::streams(&s.lab, 30).expect("streams");
+    s.start_node(3).expect("lb3");
+    s.wait_paths(&[1, 2, 3], Duration::from_secs(10))
+        .expect("lb3 joined");
+    let (whole, gap) = scaleout::survived(streams);
+    eprintln!("join: {whole}/30 whole, longest pause {gap:?}");
+    assert_eq!(whole, 30, "every stream survives a join");
+    // lb1 is drained under 30 streams and a probe every 10 ms.
+    let streams = scaleout::streams(&s.lab, 30).expect("streams");
+    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    probes.wait_ok(&s.lab, 20).expect("probes pass");
+    let out = node_cmd(&s, 1, "drain");
+    assert!(out.contains("node drained; announced: nothing"), "{out}");
+    s.wait_paths(&[2, 3], Duration::from_secs(3))
+        .expect("lb1 withdrawn");
+    let st = status(&s, 1);
+    let bgp = st.bgp.expect("bgp status");
+    assert!(bgp.drained);
+    assert_eq!(bgp.announcements[0].reason, "node drained");
+    assert!(!bgp.announcements[0].announced);
+    let (whole, gap) = scaleout::survived(streams);
+    let seen = probes.finish();
+    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    eprintln!(
+        "drain: {whole}/30 whole, longest pause {gap:?}, {failed} of {} probes failed",
+        seen.len()
+    );
+    assert_eq!(whole, 30, "every stream survives a drain");
+    assert_eq!(failed, 0, "no request fails during a drain");
+    // lb1 still forwards while drained (its program stays attached).
+    assert!(bgp.dataplane_attached);
+    let out = node_cmd(&s, 1, "enable");
+    assert!(
+        out.contains("node enabled; announced: 10.77.0.100"),
+        "{out}"
+    );
+    s.wait_paths(&[1, 2, 3], Duration::from_secs(3))
+        .expect("lb1 back");
+}
+
+#[test]
+fn the_health_gate_withdraws_a_node_that_cannot_reach_its_backends() {
+    let s = lab("shg");
+    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    probes.wait_ok(&s.lab, 20).expect("probes pass");
+    // lb1's own probes to the backends are dropped (its XDP forwarding is
+    // not: XDP_TX never meets nftables).
+    let rules: [&[&str]; 3] = [
+        &["add", "table", "ip", "halbgate"],
+        &[
+            "add",
+            "chain",
+            "ip",
+            "halbgate",
+            "o",
+            "{ type filter hook output priority 0 ; }",
+        ],
+        &[
+            "add", "rule", "ip", "halbgate", "o", "tcp", "dport", "80", "drop",
+        ],
+    ];
+    for r in rules {
+        halb_lab::lab::run(s.lab.cmd("lb1", "nft").args(r)).expect("nft");
+    }
+    let t0 = Instant::now();
+    // fall (2) × interval (200 ms) + 1 s.
+    s.wait_paths(&[2, 3], Duration::from_millis(1400))
+        .expect("withdrawn in time");
+    eprintln!(
+        "health gate: lb1 withdrawn {:?} after its probes were blocked",
+        t0.elapsed()
+    );
+    let st = status(&s, 1);
+    let a = &st.bgp.expect("bgp").announcements[0];
+    assert!(!a.announced);
+    assert!(a.reason.starts_with("no healthy backend"), "{}", a.reason);
+    halb_lab::lab::run(
+        s.lab
+            .cmd("lb1", "nft")
+            .args(["delete", "table", "ip", "halbgate"]),
+    )
+    .expect("nft");
+    // Back after the hold-down (1 s).
+    let t1 = Instant::now();
+    s.wait_paths(&[1, 2, 3], Duration::from_secs(5))
+        .expect("announced again");
+    let back = t1.elapsed();
+    eprintln!("health gate: lb1 announced again {back:?} after its probes passed again");
+    assert!(
+        back >= Duration::from_millis(1000),
+        "the hold-down applies: {back:?}"
+    );
+    let seen = probes.finish();
+    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!(
+        failed,
+        0,
+        "the other nodes serve throughout ({} probes)",
+        seen.len()
+    );
+}
+
+#[test]
+fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
+    let mut s = lab("scr");
+    let streams = scaleout::streams(&s.lab, 12).expect("streams");
+    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    probes.wait_ok(&s.lab, 20).expect("probes pass");
+    // SIGKILL only: the node stays on the wire, its BIRD runs on. The
+    // kernel removes the agent's announce device and its routes with it.
+    let mut p = s.lab.take_proc("halb-lb1").expect("halb");
+    let t0 = Instant::now();
+    p.signal(libc::SIGKILL);
+    s.wait_paths(&[2, 3], Duration::from_secs(1))
+        .expect("withdrawn at once");
+    eprintln!("crash: lb1 withdrawn {:?} after SIGKILL", t0.elapsed());
+    p.wait_exit(Duration::from_secs(5));
+    // A new agent adopts the pinned data plane and announces again.
+    s.start_node(1).expect("restart");
+    s.wait_paths(&[1, 2, 3], Duration::from_secs(5))
+        .expect("back");
+    assert!(
+        s.lab
+            .proc_mut("halb-lb1")
+            .expect("halb")
+            .log_text()
+            .contains("adopted the pinned XDP program"),
+        "the restarted agent adopts the running data plane"
+    );
+    // SIGTERM: withdraw first, forward through the grace period, then stop.
+    let t1 = Instant::now();
+    s.lab
+        .proc_mut("halb-lb2")
+        .expect("halb")
+        .signal(libc::SIGTERM);
+    s.wait_paths(&[1, 3], Duration::from_secs(1))
+        .expect("lb2 withdrawn on SIGTERM");
+    let withdrawn = t1.elapsed();
+    let mut p2 = s.lab.take_proc("halb-lb2").expect("halb");
+    p2.wait_exit(Duration::from_secs(10)).expect("lb2 stops");
+    let stopped = t1.elapsed();
+    eprintln!("SIGTERM: withdrawn after {withdrawn:?}, stopped after {stopped:?}");
+    assert!(
+        stopped >= Duration::from_millis(2000),
+        "forwarded through the grace period"
+    );
+    let (whole, _) = scaleout::survived(streams);
+    let seen = probes.finish();
+    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!(whole, 12, "every stream survives");
+    assert_eq!(failed, 0, "no request fails ({} probes)", seen.len());
+}
+
+#[test]
+fn a_bird_restart_and_a_session_flap_move_traffic_to_the_other_nodes() {
+    let mut s = lab("sbr");
+    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    probes.wait_ok(&s.lab, 20).expect("probes pass");
+    // BIRD on lb1 dies: the router loses the session and the path.
+    let mut b = s.lab.take_proc("bird-lb1").expect("bird");
+    b.signal(libc::SIGKILL);
+    s.wait_paths(&[2, 3], Duration::from_secs(3))
+        .expect("lb1 out");
+    b.wait_exit(Duration::from_secs(5));
+    // Restarted, it learns halb's table and announces again.
+    s.start_node_bird(1).expect("bird again");
+    s.wait_paths(&[1, 2, 3], Duration::from_secs(15))
+        .expect("lb1 back");
+    // The session flaps (disabled and enabled on the node's side).
+    let proto = halb::announce::bird::protocol_name(halb_lab::scaleout::ROUTER);
+    let out = halb_lab::lab::run(scaleout::birdc(&s.lab, "lb1").args(["disable", &proto]))
+        .expect("birdc");
+    assert!(out.contains("disabled"), "{out}");
+    s.wait_paths(&[2, 3], Duration::from_secs(3))
+        .expect("session down");
+    halb_lab::lab::run(scaleout::birdc(&s.lab, "lb1").args(["enable", &proto])).expect("birdc");
+    s.wait_paths(&[1, 2, 3], Duration::from_secs(15))
+        .expect("session up");
+    let st = status(&s, 1);
+    let bgp = st.bgp.expect("bgp");
+    s.lab
+        .wait_for(
+            "the session to show",
+            Duration::from_secs(3),
+            Duration::from_millis(50),
+            || {
+                status(&s, 1)
+                    .bgp
+                    .is_some_and(|b| b.sessions.iter().any(|x| x.name == proto && x.established))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}", bgp.sessions));
+    let seen = probes.finish();
+    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!(
+        failed,
+        0,
+        "traffic keeps flowing through it all ({} probes)",
+        seen.len()
+    );
 }

@@ -261,6 +261,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         elections: Vec::new(),
         groups: Vec::new(),
         announcing: None,
+        settle_at: None,
         sampler: snapshot::Sampler::new(),
         started: Instant::now(),
         flow_view,
@@ -362,8 +363,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             Some(report) = health_rx.recv() => {
                 if agent.health(report) {
                     agent.track_backends().await;
+                    agent.plan_settle();
                     agent.publish(&status_tx);
                 }
+            }
+            _ = sleep_until_opt(agent.settle_at) => {
+                agent.settle_at = None;
+                if let Err(e) = agent.sync("a backend that went down settled") {
+                    tracing::error!("{e}");
+                }
+                agent.plan_settle();
+                agent.publish(&status_tx);
             }
             Some(cmd) = cmd_rx.recv() => agent.command(cmd, &opts.config_path, &status_tx).await,
             Some((idx, ev)) = track_rx.recv() => agent.track(idx, ev).await,
@@ -434,6 +444,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     }
 }
 
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn wanted_missing(a: &Agent) -> Vec<Ipv4Addr> {
     runtime::backend_addresses(&a.cfg, &a.runtime)
         .into_iter()
@@ -495,6 +513,9 @@ struct Agent {
     groups: Vec<watch::Receiver<election::GroupStatus>>,
     /// The BGP scale-out mode's announcement, when configured.
     announcing: Option<announcing::Announcing>,
+    /// When a backend that went down settles and the data plane must be
+    /// written again (BGP mode, see `Runtime::specs_at`).
+    settle_at: Option<tokio::time::Instant>,
     sampler: snapshot::Sampler,
     started: Instant,
     flow_view: Arc<FlowView>,
@@ -616,6 +637,15 @@ impl Agent {
             self.track(i, ("backends".into(), effect)).await;
         }
         self.announce_update().await;
+    }
+
+    /// Schedules the next data-plane write for a settling backend.
+    fn plan_settle(&mut self) {
+        let now = SystemTime::now();
+        self.settle_at = self.runtime.next_settle(&self.cfg, now).map(|t| {
+            let d = t.duration_since(now).unwrap_or_default();
+            tokio::time::Instant::now() + d + Duration::from_millis(1)
+        });
     }
 
     /// Feeds the announcement gate the facts now (BGP mode).

@@ -60,6 +60,14 @@ impl BackendState {
         }
     }
 
+    /// Down, and for less than `settle` (see [`Runtime::specs_at`]).
+    pub fn settling(&self, now: SystemTime, settle: Duration) -> bool {
+        !self.healthy()
+            && self
+                .changed
+                .is_some_and(|c| now.duration_since(c).is_ok_and(|d| d < settle))
+    }
+
     /// Healthy (always, without a check).
     pub fn healthy(&self) -> bool {
         self.health.as_ref().is_none_or(RiseFall::is_up)
@@ -506,6 +514,23 @@ impl Runtime {
         }
     }
 
+    /// When the next settling backend settles (BGP mode; see
+    /// [`Runtime::specs_at`]): the data plane must be written again then.
+    pub fn next_settle(&self, cfg: &Config, now: SystemTime) -> Option<SystemTime> {
+        cfg.bgp.as_ref()?;
+        cfg.vips()
+            .flat_map(|v| {
+                let settle = Duration::from_millis(v.health.interval_ms as u64);
+                v.backends.iter().filter_map(move |b| {
+                    let st = self.get(v.name.get_ref(), b.name.get_ref())?;
+                    st.settling(now, settle)
+                        .then(|| st.changed.map(|c| c + settle))
+                        .flatten()
+                })
+            })
+            .min()
+    }
+
     /// Every VIP address, with the names of its services that cannot take
     /// a new connection: no backend of weight above 0 whose health check has
     /// passed (a backend not checked yet does not count: an address is
@@ -545,24 +570,55 @@ impl Runtime {
 
     /// The desired data-plane state: the config's backends, and the
     /// removing ones with weight 0 (usable for their flows, no new ones).
+    /// In the BGP mode a VIP without a healthy backend fails open.
     pub fn specs(&self, cfg: &Config, macs: &HashMap<Ipv4Addr, [u8; 6]>) -> Vec<VipSpec> {
+        self.specs_at(cfg, macs, SystemTime::now())
+    }
+
+    /// [`Runtime::specs`] at `now`. In the BGP mode a backend that went
+    /// down stays in the data plane for one check interval (it settles):
+    /// when this node's own view fails (its path or its probes), every
+    /// backend goes down within that interval, the VIP is withdrawn and
+    /// fails open before any partial change reaches the data plane, so a
+    /// flow that moves to another node meanwhile finds the same backend
+    /// there. A backend that alone went down leaves after the interval.
+    pub fn specs_at(
+        &self,
+        cfg: &Config,
+        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        now: SystemTime,
+    ) -> Vec<VipSpec> {
         cfg.vips()
             .map(|v| {
                 let key = VipKey::new(v.address.octets(), v.port, v.protocol.number());
+                let settle = Duration::from_millis(v.health.interval_ms as u64);
                 let mut backends: Vec<BackendSpec> = v
                     .backends
                     .iter()
                     .map(|b| {
                         let addr = *b.address.get_ref();
                         let (vn, bn) = (v.name.get_ref(), b.name.get_ref());
+                        let st = self.get(vn, bn);
+                        let settling =
+                            cfg.bgp.is_some() && st.is_some_and(|s| s.settling(now, settle));
                         BackendSpec {
                             addr,
                             mac: macs.get(&addr).copied(),
                             weight: self.weight(vn, bn, b.weight),
-                            healthy: self.get(vn, bn).is_none_or(BackendState::healthy),
+                            healthy: settling || st.is_none_or(BackendState::healthy),
                         }
                     })
                     .collect();
+                // Scale-out: a VIP with no healthy backend is withdrawn at
+                // once, and what still reaches this node while the router
+                // converges goes to its backends as if healthy (fail open):
+                // a node-local failure (its path to the backends, its
+                // probes) is the likelier cause, and other nodes serve.
+                if cfg.bgp.is_some() && !backends.iter().any(|b| b.healthy && b.weight > 0) {
+                    for b in &mut backends {
+                        b.healthy = true;
+                    }
+                }
                 for ((vn, _), r) in &self.removing {
                     if vn == v.name.get_ref() && r.service == key {
                         backends.push(BackendSpec {

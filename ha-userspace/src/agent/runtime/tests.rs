@@ -394,3 +394,59 @@ fn a_removed_backend_that_dies_gives_its_flows_up_at_once() {
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].2, Released::Down);
 }
+
+/// BASE as a scale-out node.
+fn bgp_base() -> String {
+    BASE.replace(
+        "[node]\ninterface = \"eth0\"\n",
+        "[node]\ninterface = \"eth0\"\n[bgp]\nlocal_asn = 65001\n\
+         [[bgp.neighbor]]\naddress = \"10.77.0.1\"\nasn = 65000\n",
+    )
+}
+
+fn healthy_in_dataplane(rt: &Runtime, c: &Config, at: SystemTime) -> Vec<bool> {
+    rt.specs_at(c, &macs(), at)[0]
+        .backends
+        .iter()
+        .map(|b| b.healthy)
+        .collect()
+}
+
+#[test]
+fn bgp_mode_announces_on_evidence_settles_downs_and_fails_open() {
+    let c = cfg(&bgp_base());
+    let mut rt = Runtime::new(&c);
+    let web: Ipv4Addr = "10.77.0.100".parse().expect("addr");
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    // Not checked yet: not announced (the dns VIP has no check: it is).
+    let u = rt.unserved_by_address(&c);
+    assert_eq!(u[&web], ["web"]);
+    assert!(u[&"10.77.0.101".parse::<Ipv4Addr>().expect("addr")].is_empty());
+    for b in ["web1", "web2"] {
+        rt.record("web", b, ok(true), t0);
+    }
+    assert!(rt.unserved_by_address(&c)[&web].is_empty());
+    // web1 goes down: out of the gate's view at once, in the data plane for
+    // one interval (1 s) more.
+    rt.record("web", "web1", ok(false), t0);
+    assert_eq!(rt.record("web", "web1", ok(false), t0), Some(false));
+    let half = t0 + Duration::from_millis(500);
+    assert_eq!(healthy_in_dataplane(&rt, &c, half), [true, true]);
+    assert_eq!(rt.next_settle(&c, half), Some(t0 + Duration::from_secs(1)));
+    let later = t0 + Duration::from_millis(1001);
+    assert_eq!(healthy_in_dataplane(&rt, &c, later), [false, true]);
+    assert_eq!(rt.next_settle(&c, later), None);
+    // web2 too: nothing serves (withdrawn), the data plane fails open.
+    rt.record("web", "web2", ok(false), later);
+    rt.record("web", "web2", ok(false), later);
+    assert_eq!(rt.unserved_by_address(&c)[&web], ["web"]);
+    let much_later = later + Duration::from_secs(10);
+    assert_eq!(healthy_in_dataplane(&rt, &c, much_later), [true, true]);
+    // Without [bgp] none of this: downs leave at once, no fail-open.
+    let v = cfg(BASE);
+    let mut rt = Runtime::new(&v);
+    rt.record("web", "web1", ok(false), t0);
+    rt.record("web", "web1", ok(false), t0);
+    assert_eq!(healthy_in_dataplane(&rt, &v, half), [false, true]);
+    assert_eq!(rt.next_settle(&v, half), None);
+}
