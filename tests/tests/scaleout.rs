@@ -102,6 +102,15 @@ fn node_cmd(s: &ScaleOut, n: u8, action: &str) -> String {
     halb_lab::lab::run(&mut c).expect("halb node")
 }
 
+/// `halb status` (the table) of node `n`.
+fn node_cmd_status(s: &ScaleOut, n: u8) -> String {
+    let node = format!("lb{n}");
+    let cfg = s.lab.dir.join(format!("halb-{node}.toml"));
+    let mut c = s.lab.nsenter(&node, &halb_lab::lab::halb_bin());
+    c.arg("status").arg("-c").arg(&cfg);
+    halb_lab::lab::run(&mut c).expect("halb status")
+}
+
 fn status(s: &ScaleOut, n: u8) -> halb::api::model::Status {
     s.lab
         .in_ns(&format!("lb{n}"), || {
@@ -153,6 +162,29 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
     assert_eq!(failed, 0, "no request fails during a drain");
     // lb1 still forwards while drained (its program stays attached).
     assert!(bgp.dataplane_attached);
+    // Shown in /metrics and `halb status` too.
+    let metrics = s
+        .lab
+        .in_ns("lb1", || {
+            halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+                .get("/metrics")
+                .expect("metrics")
+                .body
+        })
+        .expect("ns");
+    for want in [
+        "halb_bgp_announced{node=\"lb1\",address=\"10.77.0.100\"} 0\n",
+        "halb_node_drained{node=\"lb1\"} 1\n",
+        "halb_bgp_session_up{node=\"lb1\",session=\"halb_10_77_0_1\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "{want} in\n{metrics}");
+    }
+    let table = node_cmd_status(&s, 1);
+    assert!(
+        table.contains("withdrawn 10.77.0.100: node drained"),
+        "{table}"
+    );
+    assert!(table.contains("bgp: node DRAINED"), "{table}");
     let out = node_cmd(&s, 1, "enable");
     assert!(
         out.contains("node enabled; announced: 10.77.0.100"),

@@ -161,6 +161,42 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
+    if let Some(b) = &s.bgp {
+        o.family(
+            "halb_bgp_announced",
+            "gauge",
+            "1 while this node announces the VIP address to its routing daemon.",
+        );
+        for a in &b.announcements {
+            o.sample(
+                "halb_bgp_announced",
+                &[("node", node), ("address", &a.address)],
+                if a.announced { 1.0 } else { 0.0 },
+            );
+        }
+        o.family(
+            "halb_node_drained",
+            "gauge",
+            "1 while the node is drained (halb node drain): nothing announced.",
+        );
+        o.sample(
+            "halb_node_drained",
+            &[("node", node)],
+            if b.drained { 1.0 } else { 0.0 },
+        );
+        o.family(
+            "halb_bgp_session_up",
+            "gauge",
+            "1 while the routing daemon's BGP session is established (from its control socket).",
+        );
+        for x in b.sessions.iter().filter(|x| x.kind == "BGP") {
+            o.sample(
+                "halb_bgp_session_up",
+                &[("node", node), ("session", &x.name)],
+                if x.established { 1.0 } else { 0.0 },
+            );
+        }
+    }
     if !s.sync_groups.is_empty() {
         o.family(
             "halb_vrrp_sync_group_state",

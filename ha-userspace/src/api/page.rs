@@ -51,6 +51,20 @@ async function act(vip, backend, action) {
   if (!r.ok) { document.getElementById("err").textContent = (await r.json()).error; }
   refresh();
 }
+async function nodeAct(action) {
+  const headers = {"Content-Type": "application/json"};
+  const token = localStorage.getItem("halb-token");
+  if (token) headers["Authorization"] = "Bearer " + token;
+  let r = await fetch(`/api/v1/node/${action}`, {method: "POST", headers, body: "{}"});
+  if (r.status === 401) {
+    const t = prompt("API token");
+    if (!t) return;
+    localStorage.setItem("halb-token", t);
+    return nodeAct(action);
+  }
+  if (!r.ok) { document.getElementById("err").textContent = (await r.json()).error; }
+  refresh();
+}
 function render(s) {
   document.getElementById("node").textContent = s.node.name;
   const insts = s.vrrp_instances || [];
@@ -71,6 +85,17 @@ function render(s) {
     if (rej) sub += ` · rejected: ${esc(rej)}`;
     const tr = Object.entries(v.tracking).map(([k, e]) => `${k}: ${e}`).join(", ");
     if (tr) sub += ` · tracking: ${esc(tr)}`;
+  }
+  if (s.bgp) {
+    const b = s.bgp;
+    sub += `<br><span id="bgp" data-drained="${b.drained}">BGP: node <b>${b.drained ? "DRAINED" : "enabled"}</b>` +
+      (b.dataplane_attached ? "" : " · <b>XDP not attached</b>") + ` · device ${esc(b.device)} table ${b.table}</span> ` +
+      `<button data-action="node-${b.drained ? "enable" : "drain"}" onclick="nodeAct('${b.drained ? "enable" : "drain"}')">${b.drained ? "enable node" : "drain node"}</button>`;
+    for (const a of b.announcements) {
+      sub += `<br><span class="ann ${a.announced ? "up" : "down"}" data-address="${esc(a.address)}">${a.announced ? "announced" : "withdrawn"} ${esc(a.address)}</span>: ${esc(a.reason)} · for ${fmt(a.since_s)} s`;
+    }
+    for (const x of b.sessions) sub += `<br>session ${esc(x.name)} (${esc(x.kind)}) ${esc(x.state)}: ${esc(x.info)}`;
+    if (b.daemon_error) sub += `<br>routing daemon: ${esc(b.daemon_error)}`;
   }
   for (const g of (s.sync_groups || [])) {
     sub += `<br>sync group ${esc(g.name)} <b>${esc(g.state)}</b>: ${esc(g.instances.join(", "))}`;

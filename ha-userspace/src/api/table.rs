@@ -32,6 +32,7 @@ fn columns(rows: &[Vec<String>]) -> String {
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let role = match s.vrrp_instances.as_slice() {
+        [] if s.bgp.is_some() => "BGP".to_string(),
         [] => "STANDALONE".to_string(),
         [one] => one.state.clone(),
         many => many
@@ -67,6 +68,48 @@ pub fn render(s: &Status) -> String {
         );
         for (src, e) in &v.tracking {
             let _ = writeln!(out, "    tracking {src}: {e}");
+        }
+    }
+    if let Some(b) = &s.bgp {
+        let _ = writeln!(
+            out,
+            "  bgp: {}{}, device {} table {}",
+            if b.drained {
+                "node DRAINED"
+            } else {
+                "node enabled"
+            },
+            if b.dataplane_attached {
+                ""
+            } else {
+                ", XDP NOT ATTACHED"
+            },
+            b.device,
+            b.table
+        );
+        for a in &b.announcements {
+            let _ = writeln!(
+                out,
+                "    {} {}: {} (for {:.0} s)",
+                if a.announced {
+                    "announced"
+                } else {
+                    "withdrawn"
+                },
+                a.address,
+                a.reason,
+                a.since_s
+            );
+        }
+        for x in &b.sessions {
+            let _ = writeln!(
+                out,
+                "    session {} ({}) {}: {}",
+                x.name, x.kind, x.state, x.info
+            );
+        }
+        if let Some(e) = &b.daemon_error {
+            let _ = writeln!(out, "    routing daemon: {e}");
         }
     }
     for g in &s.sync_groups {
