@@ -14,5 +14,6 @@ pub mod labcmd;
 pub mod outage;
 pub mod rolling;
 pub mod scaleout;
+pub mod scaleout_demo;
 pub mod vm;
 pub mod webdriver;

@@ -68,7 +68,11 @@ pub struct ScaleOut {
 impl ScaleOut {
     /// Builds the topology and starts the router's BIRD (no node yet).
     pub fn new(tag: &str, nodes: u8, backends: u8) -> Result<Self> {
-        let mut lab = Lab::new(tag)?;
+        Self::build(Lab::new(tag)?, nodes, backends)
+    }
+
+    /// [`ScaleOut::new`] in an empty `lab`.
+    pub fn build(mut lab: Lab, nodes: u8, backends: u8) -> Result<Self> {
         lab.prefix_len = PLEN;
         lab.add_host("router", ROUTER)?;
         for (k, v) in [
@@ -444,4 +448,216 @@ pub fn survived(streams: Vec<Stream>) -> (usize, Duration) {
         }
     }
     (whole, gap)
+}
+
+/// The node the router picks for a client flow from each of `ports` (its
+/// own FIB lookup with the layer-4 hash, `ip route get ... iif eth1`).
+pub fn choices(s: &ScaleOut, ports: std::ops::Range<u16>) -> Result<Vec<Option<Ipv4Addr>>> {
+    use std::io::Write as _;
+    let mut c = Command::new("ip");
+    c.args(["-n", &s.lab.ns("router"), "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().context("ip -batch")?;
+    {
+        let mut stdin = child.stdin.take().context("stdin")?;
+        for p in ports.clone() {
+            writeln!(
+                stdin,
+                "route get {VIP} from {CLIENT} iif eth1 ipproto tcp sport {p} dport 80"
+            )?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let picks: Vec<Option<Ipv4Addr>> = text
+        .lines()
+        .filter(|l| l.starts_with(&VIP.to_string()))
+        .map(|l| {
+            l.split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .find(|w| w[0] == "via")
+                .and_then(|w| w[1].parse().ok())
+        })
+        .collect();
+    if picks.len() != ports.len() {
+        bail!(
+            "ip route get answered {} of {} lookups",
+            picks.len(),
+            ports.len()
+        );
+    }
+    Ok(picks)
+}
+
+/// The kinds of event the report measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The agent gets SIGKILL; the node stays on the wire.
+    Kill,
+    /// The link goes down, then the agent gets SIGKILL: the node is gone.
+    LinkDown,
+    /// `halb node drain`.
+    Drain,
+    /// A node (stopped before) starts and announces.
+    Join,
+}
+
+impl Event {
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Kill => "kill",
+            Event::LinkDown => "link-down",
+            Event::Drain => "drain",
+            Event::Join => "join",
+        }
+    }
+}
+
+/// One measured event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measured {
+    /// `kill`, `link-down`, `drain` or `join`.
+    pub event: String,
+    /// From the event to the last probe that failed (0: none failed).
+    pub outage_ms: u64,
+    /// Downloads running across the event.
+    pub streams_total: usize,
+    /// Those that completed whole.
+    pub streams_survived: usize,
+    /// Probes (new connections every 10 ms) that failed.
+    pub requests_failed: usize,
+    /// Probes made.
+    pub requests_total: usize,
+    /// From the event until the router's ECMP set changed.
+    pub route_change_ms: u64,
+    /// Of 1000 sample flows, how many the router sent to another node.
+    pub flows_moved_per_1000: usize,
+}
+
+const STREAMS_PER_EVENT: usize = 12;
+const SAMPLE_PORTS: std::ops::Range<u16> = 20000..21000;
+
+/// Runs `rounds` of every event on lb1 of a three-node lab.
+pub fn measure(rounds: usize) -> Result<Vec<Measured>> {
+    let mut s = ScaleOut::new("fso", 3, 3)?;
+    s.start_all()?;
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        for ev in [Event::Kill, Event::LinkDown, Event::Drain, Event::Join] {
+            if crate::lab::interrupted() {
+                bail!("interrupted");
+            }
+            if ev == Event::Join {
+                // Leave first (SIGTERM: withdraw, grace, stop).
+                let mut p = s.lab.take_proc("halb-lb1").context("halb-lb1")?;
+                p.signal(libc::SIGTERM);
+                p.wait_exit(Duration::from_secs(10));
+                s.wait_paths(&[2, 3], Duration::from_secs(5))?;
+            }
+            let before = choices(&s, SAMPLE_PORTS)?;
+            let streams = streams(&s.lab, STREAMS_PER_EVENT)?;
+            let probes = Probes::start(&s.lab)?;
+            probes.wait_ok(&s.lab, 20)?;
+            let t0 = std::time::Instant::now();
+            let after_set: &[u8] = match ev {
+                Event::Kill => {
+                    let mut p = s.lab.take_proc("halb-lb1").context("halb-lb1")?;
+                    p.signal(libc::SIGKILL);
+                    p.wait_exit(Duration::from_secs(5));
+                    &[2, 3]
+                }
+                Event::LinkDown => {
+                    s.lab.ip("lb1", &["link", "set", "eth0", "down"])?;
+                    let mut p = s.lab.take_proc("halb-lb1").context("halb-lb1")?;
+                    p.signal(libc::SIGKILL);
+                    p.wait_exit(Duration::from_secs(5));
+                    &[2, 3]
+                }
+                Event::Drain => {
+                    let cfg = s.lab.dir.join("halb-lb1.toml");
+                    let mut c = s.lab.nsenter("lb1", &halb_bin());
+                    c.arg("node").arg("drain").arg("-c").arg(&cfg);
+                    run(&mut c)?;
+                    &[2, 3]
+                }
+                Event::Join => {
+                    s.start_node(1)?;
+                    &[1, 2, 3]
+                }
+            };
+            let route = s.wait_paths(after_set, Duration::from_secs(5))?;
+            let after = choices(&s, SAMPLE_PORTS)?;
+            let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+            let (whole, _) = survived(streams);
+            let seen = probes.finish();
+            let (failed, outage) = outage(&seen, t0);
+            out.push(Measured {
+                event: ev.name().into(),
+                outage_ms: outage.as_millis() as u64,
+                streams_total: STREAMS_PER_EVENT,
+                streams_survived: whole,
+                requests_failed: failed,
+                requests_total: seen.len(),
+                route_change_ms: route.as_millis() as u64,
+                flows_moved_per_1000: moved * 1000 / SAMPLE_PORTS.len(),
+            });
+            // Back to three nodes.
+            match ev {
+                Event::Kill => s.start_node(1)?,
+                Event::LinkDown => {
+                    s.lab.ip("lb1", &["link", "set", "eth0", "up"])?;
+                    s.start_node(1)?;
+                }
+                Event::Drain => {
+                    let cfg = s.lab.dir.join("halb-lb1.toml");
+                    let mut c = s.lab.nsenter("lb1", &halb_bin());
+                    c.arg("node").arg("enable").arg("-c").arg(&cfg);
+                    run(&mut c)?;
+                }
+                Event::Join => {}
+            }
+            s.wait_paths(&[1, 2, 3], Duration::from_secs(30))?;
+        }
+    }
+    Ok(out)
+}
+
+/// The report's Markdown.
+pub fn markdown(results: &[Measured]) -> String {
+    let mut md = format!(
+        "# halb scale-out\n\nCommand: `cargo xtask failover --scale-out`. Three halb nodes behind a router \
+         running BIRD 2 (BGP with BFD 50 ms × 3, ECMP with the layer-4 hash), three nginx backends (DSR), \
+         the events on lb1. Across each event {STREAMS_PER_EVENT} downloads of {} MiB run, and a probe \
+         (a new connection) starts every 10 ms and fails unless it completes within 100 ms. Outage: from \
+         the event to the start of the last failed probe. Route change: until the router's ECMP set \
+         changed. Flows moved: of 1000 client flows, how many the router sends to another node after the \
+         event (its own lookup, `ip route get`).\n\n\
+         | event | outage ms | route change ms | streams survived | failed requests | flows moved / 1000 |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        crate::lab::BIG_SIZE >> 20
+    );
+    for m in results {
+        md.push_str(&format!(
+            "| {} | {} | {} | {}/{} | {}/{} | {} |\n",
+            m.event,
+            m.outage_ms,
+            m.route_change_ms,
+            m.streams_survived,
+            m.streams_total,
+            m.requests_failed,
+            m.requests_total,
+            m.flows_moved_per_1000
+        ));
+    }
+    let total: usize = results.iter().map(|m| m.streams_total).sum();
+    let whole: usize = results.iter().map(|m| m.streams_survived).sum();
+    md.push_str(&format!(
+        "\nStreams surviving every event: {whole}/{total} (keepalived + HAProxy: 0, see failover.md: \
+         every download dies with its proxy). Goals: 100 % of streams; outage ≤ 300 ms; 0 failed \
+         requests in a drain.\n"
+    ));
+    md
 }

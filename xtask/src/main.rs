@@ -38,13 +38,21 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The demo: a halb node, three nginx backends and a client in namespaces.
-    Demo,
+    /// The demo: an active-active halb pair, three nginx backends and a
+    /// client in namespaces (--scale-out: three nodes behind an ECMP router).
+    Demo {
+        /// The BGP scale-out demo.
+        #[arg(long)]
+        scale_out: bool,
+    },
     /// The namespace lab for hands-on use: up, down, status.
     Lab {
         /// What to do.
         #[arg(value_parser = ["up", "down", "status"])]
         action: String,
+        /// `up`: the scale-out lab (a BIRD router, three BGP nodes).
+        #[arg(long)]
+        scale_out: bool,
     },
     /// Benchmarks; writes target/halb-report/.
     Bench {
@@ -60,6 +68,9 @@ enum Task {
         /// VRRP advertisement interval.
         #[arg(long, default_value_t = 100)]
         advert_ms: u32,
+        /// The scale-out events instead (kill, link-down, drain, join; `--kills` rounds).
+        #[arg(long)]
+        scale_out: bool,
     },
     /// The pair on two real VMs (qemu): up, test, down.
     Vm {
@@ -112,7 +123,7 @@ fn main() -> Result<()> {
             cmd.arg("run").arg("-c").arg(config).args(args);
             util::exec(cmd)
         }
-        Task::Lab { action } => {
+        Task::Lab { action, scale_out } => {
             setup::all()?;
             let bins = build::all(false)?;
             let lab = build::lab_driver(false)?;
@@ -122,14 +133,20 @@ fn main() -> Result<()> {
                 .arg("--state")
                 .arg(build::target_dir().join("halb-lab/state.json"))
                 .env("HALB_BIN", &bins.halb);
+            if scale_out {
+                cmd.arg("--scale-out");
+            }
             util::run(cmd)
         }
-        Task::Demo => {
+        Task::Demo { scale_out } => {
             setup::all()?;
             let bins = build::all(false)?;
             let lab = build::lab_driver(false)?;
             let mut cmd = std::process::Command::new(lab);
             cmd.arg("demo").env("HALB_BIN", &bins.halb);
+            if scale_out {
+                cmd.arg("--scale-out");
+            }
             util::run(cmd)
         }
         Task::Bench { what } => {
@@ -163,7 +180,27 @@ fn main() -> Result<()> {
             }
             util::run(cmd)
         }
-        Task::Failover { kills, advert_ms } => {
+        Task::Failover {
+            kills,
+            scale_out: true,
+            ..
+        } => {
+            setup::all()?;
+            let bins = build::all(true)?;
+            let lab = build::lab_driver(true)?;
+            let out = build::target_dir().join("halb-report");
+            let mut cmd = std::process::Command::new(&lab);
+            cmd.arg("failover-scale-out")
+                .arg("--rounds")
+                .arg(kills.min(10).to_string())
+                .arg("--out")
+                .arg(&out)
+                .env("HALB_BIN", &bins.halb);
+            util::run(cmd)
+        }
+        Task::Failover {
+            kills, advert_ms, ..
+        } => {
             setup::all()?;
             let bins = build::all(true)?;
             let lab = build::lab_driver(true)?;

@@ -27,8 +27,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// The demo: a halb node, three nginx backends, a client.
-    Demo,
+    /// The demo: an active-active pair (or, with --scale-out, three nodes
+    /// behind an ECMP router), three nginx backends, a client.
+    Demo {
+        /// The BGP scale-out demo.
+        #[arg(long)]
+        scale_out: bool,
+    },
     /// Prepares the VM lab's caches (qemu prefix, guest image).
     VmPrepare,
     /// The pair on two VMs, left running (`down` stops them).
@@ -52,6 +57,18 @@ enum Command {
         /// State file.
         #[arg(long)]
         state: PathBuf,
+        /// `up`: the scale-out lab (router, three BGP nodes).
+        #[arg(long)]
+        scale_out: bool,
+    },
+    /// The scale-out events (kill, link-down, drain, join), measured.
+    FailoverScaleOut {
+        /// Rounds of the four events.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Where to write `scale-out.md` and `scale-out.json`.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// wrk against one backend, three backends, HAProxy and halb.
     BenchCompare {
@@ -126,7 +143,22 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Demo => halb_lab::demo::run(),
+        Command::Demo { scale_out: false } => halb_lab::demo::run(),
+        Command::Demo { scale_out: true } => halb_lab::scaleout_demo::demo(),
+        Command::FailoverScaleOut { rounds, out } => {
+            let m = halb_lab::scaleout::measure(rounds)?;
+            let md = halb_lab::scaleout::markdown(&m);
+            println!("{md}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("scale-out.md"), &md)?;
+                std::fs::write(
+                    dir.join("scale-out.json"),
+                    serde_json::to_string_pretty(&m)?,
+                )?;
+            }
+            Ok(())
+        }
         Command::BenchRolling {
             clients,
             downloads,
@@ -189,7 +221,12 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Lab { action, state } => match action.as_str() {
+        Command::Lab {
+            action,
+            state,
+            scale_out,
+        } => match action.as_str() {
+            "up" if scale_out => halb_lab::scaleout_demo::up(&state, halb_lab::labcmd::PREFIX),
             "up" => halb_lab::labcmd::up(&state),
             "down" => halb_lab::labcmd::down(&state),
             "status" => halb_lab::labcmd::status(&state),
