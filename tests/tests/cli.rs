@@ -89,3 +89,40 @@ fn every_example_config_passes_check_config() {
     }
     assert!(n >= 4, "{n} example configs");
 }
+
+/// The BIRD configuration shipped in deploy/bird is what `halb bird-config`
+/// renders from the shipped scale-out example, and BIRD itself parses it
+/// (and the router's).
+#[test]
+fn the_shipped_bird_configs_are_current_and_parse() {
+    let root = halb_lab::lab::workspace();
+    let out = std::process::Command::new(halb_lab::lab::halb_bin())
+        .args(["bird-config", "-c"])
+        .arg(root.join("deploy/examples/scale-out/halb-lb1.toml"))
+        .output()
+        .expect("halb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped = std::fs::read_to_string(root.join("deploy/bird/bird-lb1.conf")).expect("file");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        shipped,
+        "deploy/bird/bird-lb1.conf is stale: regenerate it with halb bird-config"
+    );
+    for f in ["deploy/bird/bird-lb1.conf", "deploy/bird/bird-router.conf"] {
+        let out = std::process::Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(root.join(f))
+            .output()
+            .expect("bird");
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
