@@ -137,6 +137,43 @@ pub fn base64(s: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Starts chromedriver in `host`'s namespace (port 9515) and waits until it
+/// listens; returns a fresh Chromium profile directory for [`Session::start`].
+pub fn start_driver(lab: &mut crate::lab::Lab, host: &str) -> Result<std::path::PathBuf> {
+    let profile = lab.dir.join(format!("chromium-profile-{host}"));
+    std::fs::create_dir_all(&profile)?;
+    let mut driver = lab.cmd(host, "chromedriver");
+    driver.arg("--port=9515");
+    lab.spawn(&format!("chromedriver-{host}"), driver)?;
+    lab.wait_for(
+        "chromedriver",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || {
+            lab.in_ns(host, || {
+                std::net::TcpStream::connect("127.0.0.1:9515").is_ok()
+            })
+            .unwrap_or(false)
+        },
+    )?;
+    Ok(profile)
+}
+
+impl Session {
+    /// Runs `js` until it returns something other than false or null
+    /// (polled every 100 ms, for at most 10 s); returns that.
+    pub fn wait(&self, js: &str) -> Result<Value> {
+        for _ in 0..100 {
+            let v = self.script(js)?;
+            if v.as_bool() != Some(false) && !v.is_null() {
+                return Ok(v);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        bail!("page never satisfied: {js}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -293,39 +293,14 @@ print("families", len(fams), "backend packets", int(pk))
 #[test]
 fn stats_page_in_headless_chromium() {
     let mut lab = lab("web");
-    let profile = lab.dir.join("chromium-profile");
-    std::fs::create_dir_all(&profile).expect("profile");
-    let mut driver = lab.cmd("client", "chromedriver");
-    driver.arg("--port=9515");
-    lab.spawn("chromedriver", driver).expect("chromedriver");
-    lab.wait_for(
-        "chromedriver",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            lab.in_ns("client", || {
-                std::net::TcpStream::connect("127.0.0.1:9515").is_ok()
-            })
-            .unwrap_or(false)
-        },
-    )
-    .expect("chromedriver listens");
+    let profile = halb_lab::webdriver::start_driver(&mut lab, "client").expect("chromedriver");
     let url = format!("http://{}/", api_addr());
     let shot_dir = workspace().join("target/halb-report");
     let result = lab
         .in_ns("client", move || -> anyhow::Result<(Vec<String>, bool, Vec<u8>)> {
             let s = Session::start("127.0.0.1:9515".parse()?, &profile)?;
             s.goto(&url)?;
-            let wait = |js: &str| -> anyhow::Result<serde_json::Value> {
-                for _ in 0..100 {
-                    let v = s.script(js)?;
-                    if v.as_bool() != Some(false) && !v.is_null() {
-                        return Ok(v);
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                anyhow::bail!("page never satisfied: {js}")
-            };
+            let wait = |js: &str| s.wait(js);
             wait("return document.body.dataset.loaded === '1'")?;
             let rows = s.script(
                 "return Array.from(document.querySelectorAll('tr[data-backend]')).map(r => r.dataset.backend)",

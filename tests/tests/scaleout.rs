@@ -355,3 +355,91 @@ fn a_bird_restart_and_a_session_flap_move_traffic_to_the_other_nodes() {
         seen.len()
     );
 }
+
+#[test]
+fn the_stats_page_shows_the_announcements_and_drains_the_node() {
+    let mut s = lab("spg");
+    let profile = halb_lab::webdriver::start_driver(&mut s.lab, "lb1").expect("chromedriver");
+    let r = s
+        .lab
+        .in_ns("lb1", move || -> anyhow::Result<(bool, bool)> {
+            let w = halb_lab::webdriver::Session::start("127.0.0.1:9515".parse()?, &profile)?;
+            w.goto("http://127.0.0.1:8480/")?;
+            w.wait("return document.body.dataset.loaded === '1'")?;
+            let up = w
+                .script("return !!document.querySelector(\".ann.up[data-address='10.77.0.100']\")")?
+                .as_bool()
+                .unwrap_or(false);
+            w.click("button[data-action='node-drain']")?;
+            w.wait("return document.getElementById('bgp').dataset.drained === 'true'")?;
+            let down = w
+                .script(
+                    "return !!document.querySelector(\".ann.down[data-address='10.77.0.100']\")",
+                )?
+                .as_bool()
+                .unwrap_or(false);
+            Ok((up, down))
+        })
+        .expect("ns");
+    let (up, down) = r.expect("browser session");
+    assert!(up, "the page shows the VIP announced");
+    assert!(down, "after the click it shows it withdrawn");
+    s.wait_paths(&[2, 3], Duration::from_secs(3))
+        .expect("the page's drain reached the router");
+}
+
+#[test]
+fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
+    let mut s = lab("srl");
+    let vip2 = halb_lab::lab::VIP2;
+    s.lab
+        .add_vip_on_backends(vip2, 3)
+        .expect("VIP2 on the backends");
+    let route2 = |s: &ScaleOut| {
+        s.lab
+            .ip("router", &["-4", "route", "show", &format!("{vip2}/32")])
+            .unwrap_or_default()
+    };
+    let cfg = s.node_config(1);
+    let web = cfg.split("[[vip]]").nth(1).expect("vip section");
+    let added = format!(
+        "{cfg}\n[[vip]]{}",
+        web.replace("name = \"web\"", "name = \"api\"")
+            .replace("10.77.0.100", &vip2.to_string())
+    );
+    let path = s.lab.dir.join("halb-lb1.toml");
+    std::fs::write(&path, &added).expect("config");
+    let p = s.lab.proc_mut("halb-lb1").expect("halb");
+    p.signal(libc::SIGHUP);
+    p.wait_log("configuration reloaded", Duration::from_secs(10))
+        .expect("reloaded");
+    s.lab
+        .wait_for(
+            "lb1 to announce VIP2",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || route2(&s).contains("via 10.77.0.2"),
+        )
+        .expect("VIP2 announced after its checks passed");
+    assert_eq!(s.paths().len(), 3, "the first VIP is untouched");
+    std::fs::write(&path, s.node_config(1)).expect("config");
+    let p = s.lab.proc_mut("halb-lb1").expect("halb");
+    p.signal(libc::SIGHUP);
+    s.lab
+        .wait_for(
+            "VIP2 withdrawn",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || route2(&s).trim().is_empty(),
+        )
+        .expect("VIP2 withdrawn when removed");
+    assert!(
+        s.lab
+            .proc_mut("halb-lb1")
+            .expect("halb")
+            .log_text()
+            .contains("removed from the config"),
+        "the withdrawal says why"
+    );
+    assert_eq!(s.paths().len(), 3);
+}
