@@ -106,24 +106,15 @@ fn start(lab: &mut Lab, node: &str, priorities: (u8, u8)) -> Result<()> {
     Ok(())
 }
 
-/// Which node holds `vip`, if exactly one does.
-fn owner(lab: &Lab, vip: Ipv4Addr) -> Option<&'static str> {
-    match (
-        lab.has_addr("lb1", vip).unwrap_or(false),
-        lab.has_addr("lb2", vip).unwrap_or(false),
-    ) {
-        (true, false) => Some("lb1"),
-        (false, true) => Some("lb2"),
-        _ => None,
-    }
-}
-
 fn wait_owners(lab: &Lab, first: &'static str, second: &'static str) -> Result<Duration> {
     lab.wait_for(
         &format!("{first} to hold {VIP} and {second} {VIP2}"),
         Duration::from_secs(10),
         Duration::from_millis(5),
-        || interrupted() || (owner(lab, VIP) == Some(first) && owner(lab, VIP2) == Some(second)),
+        || {
+            interrupted()
+                || (lab.vip_owner(VIP) == Some(first) && lab.vip_owner(VIP2) == Some(second))
+        },
     )
 }
 
@@ -215,7 +206,7 @@ pub fn run() -> Result<()> {
         "   lb2 took VI_1 over: the client's ARP entry for {VIP} moved to lb2 {} ms after the crash",
         took.as_millis()
     );
-    ensure!(owner(&lab, VIP2) == Some("lb2"), "lb2 lost {VIP2}");
+    ensure!(lab.vip_owner(VIP2) == Some("lb2"), "lb2 lost {VIP2}");
     println!("   VI_2 was not disturbed: lb2 kept {VIP2}");
     finished(d1, VIP)?;
     finished(d2, VIP2)?;

@@ -773,6 +773,18 @@ impl Lab {
             .with_context(|| format!("no MAC on {host}/eth0"))
     }
 
+    /// Which of lb1 and lb2 holds `vip` on eth0, if exactly one does.
+    pub fn vip_owner(&self, vip: Ipv4Addr) -> Option<&'static str> {
+        match (
+            self.has_addr("lb1", vip).unwrap_or(false),
+            self.has_addr("lb2", vip).unwrap_or(false),
+        ) {
+            (true, false) => Some("lb1"),
+            (false, true) => Some("lb2"),
+            _ => None,
+        }
+    }
+
     /// Whether `host` has `addr` on eth0.
     pub fn has_addr(&self, host: &str, addr: Ipv4Addr) -> Result<bool> {
         let out = self.ip(host, &["-4", "-o", "addr", "show", "dev", "eth0"])?;

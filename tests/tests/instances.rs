@@ -41,26 +41,20 @@ fn status(lab: &Lab, node: &str) -> Option<Status> {
     .flatten()
 }
 
-/// Which node holds `vip`, if exactly one does.
-fn owner(lab: &Lab, vip: Ipv4Addr) -> Option<&'static str> {
-    match (
-        lab.has_addr("lb1", vip).unwrap_or(false),
-        lab.has_addr("lb2", vip).unwrap_or(false),
-    ) {
-        (true, false) => Some("lb1"),
-        (false, true) => Some("lb2"),
-        _ => None,
-    }
-}
-
 fn wait_owners(lab: &Lab, vip1: &'static str, vip2: &'static str, timeout: Duration) {
     lab.wait_for(
         &format!("{vip1} to own VIP1 and {vip2} VIP2"),
         timeout,
         Duration::from_millis(10),
-        || owner(lab, VIP) == Some(vip1) && owner(lab, VIP2) == Some(vip2),
+        || lab.vip_owner(VIP) == Some(vip1) && lab.vip_owner(VIP2) == Some(vip2),
     )
-    .unwrap_or_else(|e| panic!("{e}; now {:?} / {:?}", owner(lab, VIP), owner(lab, VIP2)));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; now {:?} / {:?}",
+            lab.vip_owner(VIP),
+            lab.vip_owner(VIP2)
+        )
+    });
 }
 
 fn requests(lab: &Lab, vip: Ipv4Addr, n: usize) -> usize {

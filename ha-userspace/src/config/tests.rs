@@ -62,6 +62,22 @@ fn one_problem(s: &str) -> (usize, usize, String) {
     (l.line, l.column, p.message.clone())
 }
 
+/// Each (file text, (line, column), part of the message) is rejected with a
+/// problem whose message contains that part, located there.
+fn assert_located<T: AsRef<str>>(cases: &[(T, (usize, usize), &str)]) {
+    for (text, (line, col), want) in cases {
+        let err = parse_str(text.as_ref()).expect_err(want);
+        let text_err = err.to_string();
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.message.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} in {text_err}"));
+        let l = p.location.as_ref().expect("located");
+        assert_eq!((l.line, l.column), (*line, *col), "{want}: {text_err}");
+    }
+}
+
 #[test]
 fn design_example_parses() {
     let c = parse_str(GOOD).expect("good config");
@@ -423,17 +439,7 @@ fn inconsistent_instances_are_located() {
             "cannot be used together",
         ),
     ];
-    for (text, (line, col), want) in cases {
-        let err = parse_str(&text).expect_err(want);
-        let text_err = err.to_string();
-        let p = err
-            .problems
-            .iter()
-            .find(|p| p.message.contains(want))
-            .unwrap_or_else(|| panic!("{want:?} in {text_err}"));
-        let l = p.location.as_ref().expect("located");
-        assert_eq!((l.line, l.column), (line, col), "{text_err}");
-    }
+    assert_located(&cases);
     // An instance on another interface than the data plane's is refused
     // (nothing would forward its VIPs there); naming the node's is fine.
     let (line, col, msg) =
@@ -468,16 +474,7 @@ fn inconsistent_instances_are_located() {
             "sync group name must be",
         ),
     ];
-    for (text, (line, col), want) in more {
-        let err = parse_str(&text).expect_err(want);
-        let p = err
-            .problems
-            .iter()
-            .find(|p| p.message.contains(want))
-            .unwrap_or_else(|| panic!("{want:?} in {err}"));
-        let l = p.location.as_ref().expect("located");
-        assert_eq!((l.line, l.column), (line, col), "{want}: {err}");
-    }
+    assert_located(&more);
 }
 
 /// A scale-out node: `[bgp]` instead of VRRP.
@@ -573,19 +570,5 @@ fn bgp_errors_are_located() {
             "cannot be used together",
         ),
     ];
-    for (text, (line, col), want) in cases {
-        let err = parse_str(&text).expect_err(want);
-        let text_err = err.to_string();
-        let p = err
-            .problems
-            .iter()
-            .find(|p| p.message.contains(want))
-            .unwrap_or_else(|| panic!("{want:?} in {text_err}"));
-        let l = p.location.as_ref().expect("located");
-        assert_eq!(
-            (l.line, l.column),
-            (line, col),
-            "{want}: {text_err}\n{text}"
-        );
-    }
+    assert_located(&cases);
 }
