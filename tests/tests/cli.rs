@@ -112,16 +112,43 @@ fn the_shipped_bird_configs_are_current_and_parse() {
         shipped,
         "deploy/bird/bird-lb1.conf is stale: regenerate it with halb bird-config"
     );
-    for f in ["deploy/bird/bird-lb1.conf", "deploy/bird/bird-router.conf"] {
+    // iBGP (the router in the node's AS) with BFD renders a file BIRD takes.
+    let dir = std::env::temp_dir().join(format!("halb-ibgp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let example = std::fs::read_to_string(root.join("deploy/examples/scale-out/halb-lb1.toml"))
+        .expect("example");
+    std::fs::write(
+        dir.join("halb.toml"),
+        example.replace("asn = 65000", "asn = 65001"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(halb_lab::lab::halb_bin())
+        .args(["bird-config", "-c"])
+        .arg(dir.join("halb.toml"))
+        .output()
+        .expect("halb");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("bird.conf"), &out.stdout).expect("write");
+    let ibgp = dir.join("bird.conf");
+    for f in [
+        root.join("deploy/bird/bird-lb1.conf"),
+        root.join("deploy/bird/bird-router.conf"),
+        ibgp,
+    ] {
         let out = std::process::Command::new("bird")
             .arg("-p")
             .arg("-c")
-            .arg(root.join(f))
+            .arg(&f)
             .output()
             .expect("bird");
         assert!(
             out.status.success(),
-            "{f}: {}",
+            "{}: {}",
+            f.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }

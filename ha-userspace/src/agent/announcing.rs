@@ -16,6 +16,9 @@ use crate::api::model::{Announcement, BgpSession, BgpStatus};
 use crate::config::Bgp;
 use crate::net::Netlink;
 
+/// Per VIP address, names of services.
+type AddressFacts = std::collections::BTreeMap<std::net::Ipv4Addr, Vec<String>>;
+
 /// The daemon's sessions as last read, or why they could not be.
 pub type Sessions = Result<Vec<Protocol>, String>;
 
@@ -45,9 +48,6 @@ impl Announcing {
     ) -> Result<Self, DeviceError> {
         let device =
             Device::create(netlink, bgp.device.get_ref(), bgp.table, bgp.route_protocol).await?;
-        // Routes a previous agent's device held died with it; any others
-        // of this protocol in the table are not ours to keep.
-        device.set(&BTreeSet::new()).await?;
         tracing::info!(
             device = device.name(),
             table = bgp.table,
@@ -93,15 +93,13 @@ impl Announcing {
 
     /// Applies the facts now: every change is logged with its reason, and
     /// the table made to hold exactly what the gate announces.
-    pub async fn update(
-        &mut self,
-        addresses: std::collections::BTreeMap<std::net::Ipv4Addr, Vec<String>>,
-    ) {
+    pub async fn update(&mut self, (addresses, pending): (AddressFacts, AddressFacts)) {
         let facts = Facts {
             dataplane: self.dataplane,
             drained: self.drained,
             stopping: self.stopping,
             addresses,
+            pending,
         };
         for c in self.gate.update(self.epoch.elapsed(), &facts) {
             let reason = c.reason.describe();

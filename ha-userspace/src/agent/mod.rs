@@ -383,6 +383,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                     if let Err(e) = agent.sync("neighbour change") {
                         tracing::error!("{e}");
                     }
+                    agent.announce_update().await;
                 }
             }
             _ = sample.tick() => {
@@ -653,9 +654,9 @@ impl Agent {
         if self.announcing.is_none() {
             return;
         }
-        let addresses = self.runtime.unserved_by_address(&self.cfg);
+        let facts = self.runtime.serving_by_address(&self.cfg, &self.macs);
         if let Some(a) = self.announcing.as_mut() {
-            a.update(addresses).await;
+            a.update(facts).await;
         }
     }
 

@@ -520,7 +520,7 @@ impl Runtime {
         cfg.bgp.as_ref()?;
         cfg.vips()
             .flat_map(|v| {
-                let settle = Duration::from_millis(v.health.interval_ms as u64);
+                let settle = settle_time(v);
                 v.backends.iter().filter_map(move |b| {
                     let st = self.get(v.name.get_ref(), b.name.get_ref())?;
                     st.settling(now, settle)
@@ -531,27 +531,51 @@ impl Runtime {
             .min()
     }
 
-    /// Every VIP address, with the names of its services that cannot take
-    /// a new connection: no backend of weight above 0 whose health check has
-    /// passed (a backend not checked yet does not count: an address is
-    /// announced on evidence, not on hope).
-    pub fn unserved_by_address(&self, cfg: &Config) -> BTreeMap<Ipv4Addr, Vec<String>> {
-        let mut out: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+    /// Per VIP address, the services that cannot take a new connection, and
+    /// those still waiting for their first checks (BGP mode's gate). A
+    /// backend serves when its weight is above 0, its MAC is known (else the
+    /// data plane leaves it out) and its check passed; a service with none
+    /// that serves but one not checked yet is pending (evidence, not hope,
+    /// announces an address; a reload that resets a check withdraws none).
+    pub fn serving_by_address(
+        &self,
+        cfg: &Config,
+        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+    ) -> (
+        BTreeMap<Ipv4Addr, Vec<String>>,
+        BTreeMap<Ipv4Addr, Vec<String>>,
+    ) {
+        let mut down: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+        let mut pending: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
         for v in cfg.vips() {
             let vn = v.name.get_ref();
-            let serves = v.backends.iter().any(|b| {
-                let bn = b.name.get_ref();
-                let checked_up = self
-                    .get(vn, bn)
-                    .is_none_or(|s| s.health.as_ref().is_none_or(|h| h.is_known() && h.is_up()));
-                checked_up && self.weight(vn, bn, b.weight) > 0
-            });
-            let e = out.entry(v.address).or_default();
-            if !serves {
-                e.push(vn.clone());
+            let usable = |b: &&crate::config::Backend| {
+                self.weight(vn, b.name.get_ref(), b.weight) > 0
+                    && macs.contains_key(b.address.get_ref())
+            };
+            let health = |b: &crate::config::Backend| {
+                self.get(vn, b.name.get_ref())
+                    .and_then(|s| s.health.as_ref())
+                    .map(|h| (h.is_known(), h.is_up()))
+            };
+            let serves = v
+                .backends
+                .iter()
+                .filter(usable)
+                .any(|b| health(b).is_none_or(|(known, up)| known && up));
+            let unchecked = v
+                .backends
+                .iter()
+                .filter(usable)
+                .any(|b| health(b).is_some_and(|(known, _)| !known));
+            down.entry(v.address).or_default();
+            if !serves && unchecked {
+                pending.entry(v.address).or_default().push(vn.clone());
+            } else if !serves {
+                down.entry(v.address).or_default().push(vn.clone());
             }
         }
-        out
+        (down, pending)
     }
 
     /// Names of VIPs that have backends but none healthy.
@@ -576,7 +600,7 @@ impl Runtime {
     }
 
     /// [`Runtime::specs`] at `now`. In the BGP mode a backend that went
-    /// down stays in the data plane for one check interval (it settles):
+    /// down stays in the data plane for one check interval and timeout (it settles):
     /// when this node's own view fails (its path or its probes), every
     /// backend goes down within that interval, the VIP is withdrawn and
     /// fails open before any partial change reaches the data plane, so a
@@ -591,7 +615,7 @@ impl Runtime {
         cfg.vips()
             .map(|v| {
                 let key = VipKey::new(v.address.octets(), v.port, v.protocol.number());
-                let settle = Duration::from_millis(v.health.interval_ms as u64);
+                let settle = settle_time(v);
                 let mut backends: Vec<BackendSpec> = v
                     .backends
                     .iter()
@@ -615,8 +639,14 @@ impl Runtime {
                 // a node-local failure (its path to the backends, its
                 // probes) is the likelier cause, and other nodes serve.
                 if cfg.bgp.is_some() && !backends.iter().any(|b| b.healthy && b.weight > 0) {
-                    for b in &mut backends {
-                        b.healthy = true;
+                    // Only to the backends that served until moments ago
+                    // (the other nodes' tables hold the same ones); one
+                    // that died long ago stays out.
+                    for (b, cb) in backends.iter_mut().zip(&v.backends) {
+                        let recent = self
+                            .get(v.name.get_ref(), cb.name.get_ref())
+                            .is_some_and(|s| s.settling(now, settle + FAIL_OPEN_WINDOW));
+                        b.healthy |= recent;
                     }
                 }
                 for ((vn, _), r) in &self.removing {
@@ -638,6 +668,16 @@ impl Runtime {
             .collect()
     }
 }
+
+/// How long a backend that went down stays in the data plane in the BGP
+/// mode: one check interval and its timeout (see [`Runtime::specs_at`]).
+fn settle_time(v: &Vip) -> Duration {
+    Duration::from_millis(v.health.interval_ms as u64 + v.health.timeout_ms as u64)
+}
+
+/// How long after its settle time a backend that went down is still one
+/// to fail open to (the router converges within this).
+pub const FAIL_OPEN_WINDOW: Duration = Duration::from_secs(5);
 
 /// The probes `cfg` asks for, and those of the backends still removing.
 pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {

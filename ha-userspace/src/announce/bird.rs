@@ -63,6 +63,7 @@ pub fn render(bgp: &Bgp, node: &str, router_id: Ipv4Addr) -> String {
             "\nprotocol bgp {name} {{\n\
              \x20   local as {local};\n\
              \x20   neighbor {addr} as {asn};\n\
+             \x20   direct;         # the router is on the node's segment (also for iBGP)\n\
              \x20   bfd {bfd};\n\
              \x20   connect delay time 1;\n\
              \x20   connect retry time 2;\n\
@@ -279,7 +280,8 @@ mod tests {
         assert!(c.contains("kernel table 4077;"));
         assert!(c.contains("if krt_source = 77 && net.len = 32 then accept;"));
         assert!(c.contains("protocol bgp halb_10_77_0_1 {"));
-        assert!(c.contains("neighbor 10.77.0.5 as 65000;\n    bfd off;"));
+        assert!(c.contains("neighbor 10.77.0.5 as 65000;\n    direct;"));
+        assert!(c.contains("    bfd off;"));
         assert!(c.contains("min rx interval 50 ms;"));
     }
 }

@@ -49,10 +49,9 @@ pub struct Device {
 }
 
 impl Device {
-    /// Creates the device `name` (it must not exist), sets it up and clears
-    /// `table` of routes with `proto` (left by an agent that stopped while
-    /// another device of that name held them: cannot happen, the kernel
-    /// removed them, but a daemon's or an operator's could be there).
+    /// Creates the device `name`, which must not exist, and sets it up;
+    /// refuses when `table` holds routes of `proto` already (an agent's
+    /// routes die with its device, so they are someone else's).
     pub async fn create(
         netlink: &Netlink,
         name: &str,
@@ -65,6 +64,34 @@ impl Device {
         };
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(err("the name must be 1-15 bytes".into()));
+        }
+        // A device of that name that is not ours (a persistent TUN, another
+        // program's) would outlive the agent, and its routes with it.
+        match netlink.link(name).await {
+            Ok(_) => {
+                return Err(err(
+                    "a device of that name exists already (a persistent TUN or another \
+                     program's); the announce device must be the agent's own, gone with it"
+                        .into(),
+                ))
+            }
+            Err(NetError::NoSuchLink(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Routes of our protocol in our table through anything else would
+        // be exported by the daemon whatever the agent decides.
+        let foreign: Vec<String> = netlink
+            .routes(table, proto)
+            .await?
+            .into_iter()
+            .map(|(a, plen, _)| format!("{a}/{plen}"))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(err(format!(
+                "table {table} holds routes of protocol {proto} that are not the agent's \
+                 ({}): remove them (ip route flush table {table} proto {proto})",
+                foreign.join(", ")
+            )));
         }
         let fd = std::fs::OpenOptions::new()
             .read(true)
@@ -119,8 +146,8 @@ impl Device {
             .routes(self.table, self.proto)
             .await?
             .into_iter()
-            .filter(|(_, plen)| *plen == 32)
-            .map(|(a, _)| a)
+            .filter(|(_, plen, oif)| *plen == 32 && *oif == self.index)
+            .map(|(a, _, _)| a)
             .collect();
         let mut added = Vec::new();
         for a in wanted.difference(&have) {

@@ -27,6 +27,10 @@ pub enum Reason {
     HoldDown(Duration),
     /// Its VIPs left the config.
     Removed,
+    /// These services have no backend whose check passed yet, but some not
+    /// checked yet (after a start or a reload that changed their check): an
+    /// address not yet announced waits for them; one announced stays.
+    ChecksPending(Vec<String>),
 }
 
 impl Reason {
@@ -40,6 +44,7 @@ impl Reason {
             Reason::Stopping => "agent stopping".into(),
             Reason::HoldDown(_) => "hold-down after a withdrawal".into(),
             Reason::Removed => "removed from the config".into(),
+            Reason::ChecksPending(v) => format!("health checks pending ({})", v.join(", ")),
         }
     }
 }
@@ -56,6 +61,9 @@ pub struct Facts {
     /// Every VIP address, with the names of its services that cannot serve
     /// (empty: all can).
     pub addresses: BTreeMap<Ipv4Addr, Vec<String>>,
+    /// Per address, the services whose backends are not checked yet (none
+    /// passed, none failed for good); missing or empty: none.
+    pub pending: BTreeMap<Ipv4Addr, Vec<String>>,
 }
 
 /// One address's announcement.
@@ -150,6 +158,12 @@ impl Gate {
                     e.reason = reason;
                 }
                 None => {
+                    let pending = facts.pending.get(addr).filter(|p| !p.is_empty());
+                    if let (Some(p), false) = (pending, e.announced) {
+                        // Not announced yet: wait for evidence (no damping).
+                        e.reason = Reason::ChecksPending(p.clone());
+                        continue;
+                    }
                     let ok = *e.ok_since.get_or_insert(now);
                     if e.announced {
                         e.reason = Reason::Serving;
@@ -279,6 +293,23 @@ mod tests {
         f.stopping = true;
         assert_eq!(changes(&g.update(s(5000), &f)), [(A, false), (B, false)]);
         assert!(g.announced().is_empty());
+    }
+
+    #[test]
+    fn pending_checks_hold_a_new_address_back_but_never_withdraw_one() {
+        let mut g = Gate::new(s(3000));
+        let mut f = facts(&[]);
+        f.pending.insert(A, vec!["web".into()]);
+        assert_eq!(changes(&g.update(s(0), &f)), [(B, true)]);
+        assert_eq!(
+            g.entries().next().map(|(_, e)| e.reason.clone()),
+            Some(Reason::ChecksPending(vec!["web".into()]))
+        );
+        // Checked: announced at once, no hold-down.
+        assert_eq!(changes(&g.update(s(100), &facts(&[]))), [(A, true)]);
+        // A reload resets the check: pending again, still announced.
+        assert!(g.update(s(200), &f).is_empty());
+        assert_eq!(g.announced(), [A, B]);
     }
 
     #[test]

@@ -718,6 +718,32 @@ fn de_bgp_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
             "route_protocol must be between 5 and 254 (0-4 are the kernel's own), got {v}"
         )));
     }
+    // iproute2's rt_protos: a daemon treats routes of its own number as its
+    // own (BIRD removes kernel routes of protocol 12 it did not export).
+    const TAKEN: &[(i64, &str)] = &[
+        (8, "gated"),
+        (9, "ra"),
+        (10, "mrt"),
+        (11, "zebra (FRR)"),
+        (12, "bird"),
+        (13, "dnrouted"),
+        (14, "xorp"),
+        (15, "ntk"),
+        (16, "dhcp"),
+        (18, "keepalived"),
+        (42, "babel"),
+        (99, "openr"),
+        (186, "bgp (FRR)"),
+        (187, "isis (FRR)"),
+        (188, "ospf (FRR)"),
+        (189, "rip (FRR)"),
+        (192, "eigrp (FRR)"),
+    ];
+    if let Some((_, who)) = TAKEN.iter().find(|(n, _)| *n == v) {
+        return Err(serde::de::Error::custom(format!(
+            "route_protocol {v} is {who}'s: pick a number no routing daemon uses (default 77)"
+        )));
+    }
     Ok(v as u8)
 }
 bounded!(de_hold_down, u64, 0, 3_600_000, "hold_down_ms");

@@ -555,6 +555,16 @@ fn bgp_errors_are_located() {
             "listed twice",
         ),
         (
+            BGP.replace("hold_down_ms = 2000", "route_protocol = 12"),
+            (7, 18),
+            "is bird's",
+        ),
+        (
+            BGP.replace("hold_down_ms = 2000", "device = \"lo\""),
+            (7, 10),
+            "exists already",
+        ),
+        (
             BGP.replace("hold_down_ms = 2000", "table = 254"),
             (7, 9),
             "253-255",

@@ -285,6 +285,11 @@ fn bgp(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
             b.device.span(),
             format!("device must be a Linux interface name (1-15 characters), got {dev:?}"),
         ));
+    } else if dev == "lo" {
+        out.push((
+            b.device.span(),
+            "device \"lo\" exists already: the announce device is one the agent creates".into(),
+        ));
     } else if dev == config.node.interface.get_ref() {
         out.push((
             b.device.span(),

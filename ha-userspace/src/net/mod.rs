@@ -357,8 +357,12 @@ impl Netlink {
     }
 
     /// The IPv4 routes of routing table `table` made with protocol `proto`:
-    /// (destination, prefix length).
-    pub async fn routes(&self, table: u32, proto: u8) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+    /// (destination, prefix length, output interface index or 0).
+    pub async fn routes(
+        &self,
+        table: u32,
+        proto: u8,
+    ) -> Result<Vec<(Ipv4Addr, u8, u32)>, NetError> {
         limit(|| format!("dump routes of table {table}"), async {
             let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
                 .table_id(table)
@@ -369,9 +373,17 @@ impl Netlink {
                 if route_table(&m) != table || u8::from(m.header.protocol) != proto {
                     continue;
                 }
+                let oif = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
                 for a in &m.attributes {
                     if let RouteAttribute::Destination(RouteAddress::Inet(d)) = a {
-                        out.push((*d, m.header.destination_prefix_length));
+                        out.push((*d, m.header.destination_prefix_length, oif));
                     }
                 }
             }

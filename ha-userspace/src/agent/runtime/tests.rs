@@ -418,30 +418,44 @@ fn bgp_mode_announces_on_evidence_settles_downs_and_fails_open() {
     let mut rt = Runtime::new(&c);
     let web: Ipv4Addr = "10.77.0.100".parse().expect("addr");
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-    // Not checked yet: not announced (the dns VIP has no check: it is).
-    let u = rt.unserved_by_address(&c);
-    assert_eq!(u[&web], ["web"]);
-    assert!(u[&"10.77.0.101".parse::<Ipv4Addr>().expect("addr")].is_empty());
+    // Not checked yet: pending (the dns VIP has no check: it serves).
+    let (down, pending) = rt.serving_by_address(&c, &macs());
+    assert_eq!(pending[&web], ["web"]);
+    assert!(down[&web].is_empty());
+    assert!(down[&"10.77.0.101".parse::<Ipv4Addr>().expect("addr")].is_empty());
+    assert!(!pending.contains_key(&"10.77.0.101".parse::<Ipv4Addr>().expect("addr")));
+    // A backend without a MAC does not count: the data plane leaves it out.
+    let mut no_mac = macs();
+    no_mac.remove(&"10.77.0.21".parse().expect("addr"));
+    no_mac.remove(&"10.77.0.22".parse().expect("addr"));
     for b in ["web1", "web2"] {
         rt.record("web", b, ok(true), t0);
     }
-    assert!(rt.unserved_by_address(&c)[&web].is_empty());
+    assert_eq!(rt.serving_by_address(&c, &no_mac).0[&web], ["web"]);
+    let (down, pending) = rt.serving_by_address(&c, &macs());
+    assert!(down[&web].is_empty() && pending.is_empty());
     // web1 goes down: out of the gate's view at once, in the data plane for
-    // one interval (1 s) more.
+    // one interval and timeout (1.5 s) more.
     rt.record("web", "web1", ok(false), t0);
     assert_eq!(rt.record("web", "web1", ok(false), t0), Some(false));
     let half = t0 + Duration::from_millis(500);
     assert_eq!(healthy_in_dataplane(&rt, &c, half), [true, true]);
-    assert_eq!(rt.next_settle(&c, half), Some(t0 + Duration::from_secs(1)));
-    let later = t0 + Duration::from_millis(1001);
+    assert_eq!(
+        rt.next_settle(&c, half),
+        Some(t0 + Duration::from_millis(1500))
+    );
+    let later = t0 + Duration::from_millis(1501);
     assert_eq!(healthy_in_dataplane(&rt, &c, later), [false, true]);
     assert_eq!(rt.next_settle(&c, later), None);
-    // web2 too: nothing serves (withdrawn), the data plane fails open.
+    // web2 too: nothing serves (withdrawn), the data plane fails open to
+    // the backends that served until moments ago, not to long-dead ones.
     rt.record("web", "web2", ok(false), later);
     rt.record("web", "web2", ok(false), later);
-    assert_eq!(rt.unserved_by_address(&c)[&web], ["web"]);
-    let much_later = later + Duration::from_secs(10);
-    assert_eq!(healthy_in_dataplane(&rt, &c, much_later), [true, true]);
+    assert_eq!(rt.serving_by_address(&c, &macs()).0[&web], ["web"]);
+    let soon = later + Duration::from_secs(3);
+    assert_eq!(healthy_in_dataplane(&rt, &c, soon), [true, true]);
+    let much_later = later + Duration::from_secs(60);
+    assert_eq!(healthy_in_dataplane(&rt, &c, much_later), [false, false]);
     // Without [bgp] none of this: downs leave at once, no fail-open.
     let v = cfg(BASE);
     let mut rt = Runtime::new(&v);
