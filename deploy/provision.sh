@@ -54,6 +54,9 @@ case "$role" in
         fi
         if [ "$packages" = 1 ] && [ -d /etc/systemd/system ]; then
             install -m 0644 "$here/halb.service" /etc/systemd/system/halb.service
+            if grep -qs '^\[bgp\]' /etc/halb/halb.toml; then
+                install -D -m 0644 "$here/halb-bgp.conf" /etc/systemd/system/halb.service.d/bgp.conf
+            fi
         fi
         ;;
     backend)

@@ -195,13 +195,14 @@ impl ScaleOut {
             "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\n\
              bpf_dir = \"{}\"\nflow_hash_seed = 4242\n\n\
              [bgp]\nlocal_asn = {NODE_ASN}\nhold_down_ms = {}\nshutdown_grace_ms = {}\n\
-             bird_socket = \"{}\"\n\n  [[bgp.neighbor]]\n  address = \"{ROUTER}\"\n  asn = {ROUTER_ASN}\n\n\
+             bird_socket = \"{}\"\nstate_dir = \"{}\"\n\n  [[bgp.neighbor]]\n  address = \"{ROUTER}\"\n  asn = {ROUTER_ASN}\n\n\
              [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\n\
              \x20 [vip.health]\n  kind = \"tcp\"\n  interval_ms = {}\n  timeout_ms = {}\n  rise = 1\n  fall = 2\n",
             self.lab.pin_dir(&node).display(),
             o.hold_down_ms,
             o.grace_ms,
             bird_socket(&self.lab, &node).display(),
+            self.lab.dir.display(),
             o.check_ms,
             o.check_ms / 2,
         );

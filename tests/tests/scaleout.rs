@@ -185,6 +185,32 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
         "{table}"
     );
     assert!(table.contains("bgp: node DRAINED"), "{table}");
+    // The drain outlives the agent: killed and restarted, lb1 stays out.
+    let mut p = s.lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    s.start_node(1).expect("restart");
+    s.lab
+        .wait_for(
+            "the restarted agent's checks",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || {
+                let st = status(&s, 1);
+                st.bgp
+                    .is_some_and(|b| b.drained && b.announcements.iter().all(|a| !a.announced))
+                    && st
+                        .vips
+                        .iter()
+                        .all(|v| v.backends.iter().all(|b| b.health == "up"))
+            },
+        )
+        .expect("restarted drained, checks passed, nothing announced");
+    assert_eq!(
+        s.paths().len(),
+        2,
+        "a drained node stays withdrawn after a restart"
+    );
     let out = node_cmd(&s, 1, "enable");
     assert!(
         out.contains("node enabled; announced: 10.77.0.100"),

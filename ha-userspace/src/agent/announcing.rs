@@ -31,6 +31,8 @@ pub struct Announcing {
     pub settings: Bgp,
     /// The operator drained the node.
     pub drained: bool,
+    /// Where a drain is kept across restarts.
+    drain_file: std::path::PathBuf,
     /// The agent is stopping.
     pub stopping: bool,
     /// The XDP program was attached at the last look.
@@ -43,6 +45,7 @@ impl Announcing {
     /// `[bgp] bird_socket`, the task that reads the daemon's sessions.
     pub async fn start(
         bgp: &Bgp,
+        node: &str,
         netlink: &Netlink,
         tasks: &mut Supervised,
     ) -> Result<Self, DeviceError> {
@@ -79,12 +82,22 @@ impl Announcing {
             });
             rx
         });
+        let drain_file = bgp.state_dir.join(format!("{node}.drained"));
+        let drained = drain_file.exists();
+        if drained {
+            tracing::warn!(
+                file = %drain_file.display(),
+                "the node was drained before this agent started and stays drained: \
+                 `halb node enable` announces again"
+            );
+        }
         Ok(Self {
             device,
             gate: Gate::new(Duration::from_millis(bgp.hold_down_ms)),
             epoch: Instant::now(),
             settings: bgp.clone(),
-            drained: false,
+            drain_file,
+            drained,
             stopping: false,
             dataplane: true,
             sessions,
@@ -117,6 +130,25 @@ impl Announcing {
             Ok(_) => {}
             Err(e) => tracing::error!("announce table: {e}"),
         }
+    }
+
+    /// Drains (or enables) the node, and keeps that across agent restarts;
+    /// when it cannot be kept, nothing changes.
+    pub fn set_drained(&mut self, drain: bool) -> Result<(), String> {
+        let f = &self.drain_file;
+        let r = if drain {
+            f.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(f, "drained by `halb node drain`\n"))
+        } else {
+            match std::fs::remove_file(f) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        };
+        r.map_err(|e| format!("cannot keep the drain in {}: {e}", f.display()))?;
+        self.drained = drain;
+        Ok(())
     }
 
     /// The addresses announced now.

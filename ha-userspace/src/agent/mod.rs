@@ -321,7 +321,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     } else if let Some(bgp) = agent.cfg.bgp.clone() {
         // Scale-out: the VIPs are routed to this node, not held by it; what
         // is announced follows the gate (health, data plane, drain).
-        match announcing::Announcing::start(bgp.get_ref(), &agent.netlink, &mut tasks).await {
+        let node = node_name(&agent.cfg);
+        match announcing::Announcing::start(bgp.get_ref(), &node, &agent.netlink, &mut tasks).await
+        {
             Ok(a) => agent.announcing = Some(a),
             Err(e) => return Err(agent.abandon(AgentError::Announce(e)).await),
         }
@@ -785,15 +787,17 @@ impl Agent {
                          in a VRRP pair, stop the agent or lower its priority"
                             .into(),
                     )),
-                    Some(a) => {
-                        a.drained = drain;
-                        tracing::warn!(
-                            drained = drain,
-                            "operator: node {}",
-                            if drain { "drained" } else { "enabled" }
-                        );
-                        Ok(())
-                    }
+                    Some(a) => match a.set_drained(drain) {
+                        Ok(()) => {
+                            tracing::warn!(
+                                drained = drain,
+                                "operator: node {}",
+                                if drain { "drained" } else { "enabled" }
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(CommandError::Failed(e)),
+                    },
                 };
                 if r.is_ok() {
                     self.announce_update().await;

@@ -75,6 +75,10 @@ pub struct Bgp {
     /// BIRD's control socket, read for the sessions' state (status only).
     #[serde(default)]
     pub bird_socket: Option<PathBuf>,
+    /// Where the agent keeps what must outlive it (a node drain: a drained
+    /// node that restarts stays drained).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// BFD timers for the daemon's sessions.
     #[serde(default)]
     pub bfd: Bfd,
@@ -679,6 +683,9 @@ fn default_bgp_protocol() -> u8 {
 fn default_bgp_device() -> Spanned<String> {
     Spanned::new(0..0, "halb-announce".into())
 }
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/halb")
+}
 fn default_hold_down_ms() -> u64 {
     3000
 }
@@ -747,7 +754,7 @@ fn de_bgp_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     Ok(v as u8)
 }
 bounded!(de_hold_down, u64, 0, 3_600_000, "hold_down_ms");
-bounded!(de_grace, u64, 0, 600_000, "shutdown_grace_ms");
+bounded!(de_grace, u64, 0, 60_000, "shutdown_grace_ms");
 bounded!(de_bfd_interval, u32, 10, 10_000, "bfd interval_ms");
 bounded!(de_bfd_mult, u8, 1, 255, "bfd multiplier");
 
