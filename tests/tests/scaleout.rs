@@ -319,6 +319,20 @@ fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
         .expect("lb2 withdrawn on SIGTERM");
     let withdrawn = t1.elapsed();
     let mut p2 = s.lab.take_proc("halb-lb2").expect("halb");
+    // Withdrawn, and still forwarding whatever arrives: the program stays
+    // attached through the grace period.
+    assert!(
+        p2.try_wait().is_none(),
+        "still running after the withdrawal"
+    );
+    let link = s
+        .lab
+        .ip("lb2", &["link", "show", "dev", "eth0"])
+        .expect("ip");
+    assert!(
+        link.contains("xdp"),
+        "XDP attached during the grace period: {link}"
+    );
     p2.wait_exit(Duration::from_secs(10)).expect("lb2 stops");
     let stopped = t1.elapsed();
     eprintln!("SIGTERM: withdrawn after {withdrawn:?}, stopped after {stopped:?}");
@@ -417,6 +431,41 @@ fn the_stats_page_shows_the_announcements_and_drains_the_node() {
 #[test]
 fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
     let mut s = lab("srl");
+    // A reload that changes the health check on every node (the backends
+    // start over as not checked yet) withdraws nothing.
+    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    probes.wait_ok(&s.lab, 20).expect("probes pass");
+    for n in 1..=3u8 {
+        let path = s.lab.dir.join(format!("halb-lb{n}.toml"));
+        let cfg = s
+            .node_config(n)
+            .replace("timeout_ms = 100", "timeout_ms = 150");
+        assert_ne!(cfg, s.node_config(n));
+        std::fs::write(&path, cfg).expect("config");
+        let p = s.lab.proc_mut(&format!("halb-lb{n}")).expect("halb");
+        p.signal(libc::SIGHUP);
+        p.wait_log("configuration reloaded", Duration::from_secs(10))
+            .expect("reloaded");
+    }
+    s.lab
+        .wait_for(
+            "the new checks to pass everywhere",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || {
+                (1..=3).all(|n| {
+                    status(&s, n)
+                        .vips
+                        .iter()
+                        .all(|v| v.backends.iter().all(|b| b.health == "up"))
+                })
+            },
+        )
+        .expect("checked again");
+    assert_eq!(s.paths().len(), 3, "still announced by every node");
+    let seen = probes.finish();
+    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!(failed, 0, "no request failed across the reloads");
     let vip2 = halb_lab::lab::VIP2;
     s.lab
         .add_vip_on_backends(vip2, 3)

@@ -33,6 +33,8 @@ pub struct Announcing {
     pub drained: bool,
     /// Where a drain is kept across restarts.
     drain_file: std::path::PathBuf,
+    /// The last table update succeeded.
+    in_sync: bool,
     /// The agent is stopping.
     pub stopping: bool,
     /// The XDP program was attached at the last look.
@@ -97,6 +99,7 @@ impl Announcing {
             epoch: Instant::now(),
             settings: bgp.clone(),
             drain_file,
+            in_sync: true,
             drained,
             stopping: false,
             dataplane: true,
@@ -124,11 +127,16 @@ impl Announcing {
         }
         let wanted: BTreeSet<_> = self.gate.announced().into_iter().collect();
         match self.device.set(&wanted).await {
-            Ok((added, deleted)) if !added.is_empty() || !deleted.is_empty() => {
-                tracing::debug!(?added, ?deleted, "announce table updated");
+            Ok((added, deleted)) => {
+                if !added.is_empty() || !deleted.is_empty() {
+                    tracing::debug!(?added, ?deleted, "announce table updated");
+                }
+                self.in_sync = true;
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!("announce table: {e}"),
+            Err(e) => {
+                tracing::error!("announce table: {e}");
+                self.in_sync = false;
+            }
         }
     }
 
@@ -149,6 +157,25 @@ impl Announcing {
         r.map_err(|e| format!("cannot keep the drain in {}: {e}", f.display()))?;
         self.drained = drain;
         Ok(())
+    }
+
+    /// When a hold-down ends next, as a timer instant.
+    pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let t = self.gate.next_deadline()?;
+        let left = t.saturating_sub(self.epoch.elapsed());
+        Some(tokio::time::Instant::now() + left + Duration::from_millis(1))
+    }
+
+    /// Withdraws everything at once by removing the device (the kernel
+    /// deletes its routes): for a stop whose table update failed.
+    pub fn withdraw_by_closing(self) {
+        tracing::warn!(device = self.device.name(), "removing the announce device");
+        drop(self);
+    }
+
+    /// The table holds exactly what the gate announces (as last written).
+    pub fn in_sync(&self) -> bool {
+        self.in_sync
     }
 
     /// The addresses announced now.
@@ -200,6 +227,7 @@ impl Announcing {
             announcements,
             sessions,
             daemon_error,
+            table_in_sync: self.in_sync,
         }
     }
 }

@@ -369,6 +369,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                     agent.publish(&status_tx);
                 }
             }
+            _ = sleep_until_opt(agent.announce_deadline()) => {
+                agent.announce_update().await;
+                agent.publish(&status_tx);
+            }
             _ = sleep_until_opt(agent.settle_at) => {
                 agent.settle_at = None;
                 if let Err(e) = agent.sync("a backend that went down settled") {
@@ -412,6 +416,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         a.stopping = true;
         let grace = Duration::from_millis(a.settings.shutdown_grace_ms);
         agent.announce_update().await;
+        if agent.announcing.as_ref().is_some_and(|a| !a.in_sync()) {
+            // The routes could not be deleted: the device goes, and they with it.
+            if let Some(a) = agent.announcing.take() {
+                a.withdraw_by_closing();
+            }
+        }
         tracing::info!(
             ?grace,
             "every VIP withdrawn; forwarding through the grace period"
@@ -605,6 +615,14 @@ impl Agent {
         self.health_beat.beat();
         let (vip, backend) = (r.target.vip.clone(), r.target.backend.clone());
         let detail = r.outcome.detail.clone();
+        // A first result that confirms the optimistic start is no change for
+        // the data plane, but it is evidence for the announcement gate.
+        let first = self.announcing.is_some()
+            && self
+                .runtime
+                .get(&vip, &backend)
+                .and_then(|s| s.health.as_ref())
+                .is_some_and(|h| !h.is_known());
         match self
             .runtime
             .record(&vip, &backend, r.outcome, SystemTime::now())
@@ -623,7 +641,7 @@ impl Agent {
                 }
                 true
             }
-            None => false,
+            None => first,
         }
     }
 
@@ -649,6 +667,11 @@ impl Agent {
             let d = t.duration_since(now).unwrap_or_default();
             tokio::time::Instant::now() + d + Duration::from_millis(1)
         });
+    }
+
+    /// When a hold-down ends (BGP mode): the gate must look again then.
+    fn announce_deadline(&self) -> Option<tokio::time::Instant> {
+        self.announcing.as_ref()?.next_deadline()
     }
 
     /// Feeds the announcement gate the facts now (BGP mode).

@@ -49,6 +49,10 @@ pub struct BgpStatus {
     pub sessions: Vec<BgpSession>,
     /// Why the sessions could not be read, if they could not.
     pub daemon_error: Option<String>,
+    /// The kernel table holds what `announcements` says (false: the last
+    /// update failed, see the log; it is retried every second).
+    #[serde(default)]
+    pub table_in_sync: bool,
 }
 
 /// One VIP address in `bgp.announcements`.
