@@ -40,6 +40,9 @@ fn router(rt: &tokio::runtime::Runtime, token: Option<&str>) -> axum::Router {
                 Command::Reload { reply } => {
                     let _ = reply.send(Err(vec!["fuzz".into()]));
                 }
+                Command::Node { reply, .. } => {
+                    let _ = reply.send(Err(api::CommandError::BadRequest("fuzz".into())));
+                }
             }
         }
     });
