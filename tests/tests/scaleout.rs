@@ -518,3 +518,70 @@ fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
     );
     assert_eq!(s.paths().len(), 3);
 }
+
+#[test]
+fn a_replaced_xdp_program_withdraws_the_node() {
+    let s = lab("sxp");
+    let obj = halb_lab::lab::ebpf_dir().join("halb-pass");
+    let obj = obj.to_str().expect("path");
+    // Someone else's program in place of halb's: this node forwards nothing
+    // for the VIP any more, and must not attract it. halb's program hangs on
+    // a BPF link: detach that link, then attach another program the way
+    // anyone could.
+    let link = s
+        .lab
+        .ip("lb1", &["-d", "link", "show", "dev", "eth0"])
+        .expect("ip");
+    let prog: u64 = link
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program id in {link}"));
+    let links =
+        halb_lab::lab::run(std::process::Command::new("bpftool").args(["-j", "link", "show"]))
+            .expect("bpftool");
+    let links: serde_json::Value = serde_json::from_str(&links).expect("json");
+    let id = links
+        .as_array()
+        .and_then(|v| v.iter().find(|l| l["prog_id"].as_u64() == Some(prog)))
+        .and_then(|l| l["id"].as_u64())
+        .expect("the program's BPF link");
+    halb_lab::lab::run(std::process::Command::new("bpftool").args([
+        "link",
+        "detach",
+        "id",
+        &id.to_string(),
+    ]))
+    .expect("detach");
+    s.lab
+        .ip(
+            "lb1",
+            &[
+                "link", "set", "dev", "eth0", "xdpdrv", "obj", obj, "sec", "xdp",
+            ],
+        )
+        .expect("attach another program");
+    let t0 = Instant::now();
+    s.wait_paths(&[2, 3], Duration::from_secs(3))
+        .expect("withdrawn");
+    eprintln!("replaced program: withdrawn after {:?}", t0.elapsed());
+    // Two seconds of the agent's own uptime later (two data-plane looks,
+    // past the 1 s hold-down), the foreign program still does not count.
+    let since = status(&s, 1).node.uptime_s;
+    s.lab
+        .wait_for(
+            "two more seconds of the agent",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || status(&s, 1).node.uptime_s > since + 2.0,
+        )
+        .expect("agent alive");
+    let b = status(&s, 1).bgp.expect("bgp");
+    assert!(
+        !b.dataplane_attached,
+        "a foreign program is no data plane of ours"
+    );
+    assert_eq!(b.announcements[0].reason, "XDP program not attached");
+    assert_eq!(s.paths().len(), 2, "still withdrawn");
+}

@@ -39,6 +39,8 @@ pub struct Announcing {
     pub stopping: bool,
     /// The XDP program was attached at the last look.
     pub dataplane: bool,
+    /// Id of the XDP program the agent attached or adopted.
+    pub program: Option<u32>,
     sessions: Option<watch::Receiver<Sessions>>,
 }
 
@@ -103,6 +105,7 @@ impl Announcing {
             drained,
             stopping: false,
             dataplane: true,
+            program: None,
             sessions,
         })
     }

@@ -324,7 +324,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         let node = node_name(&agent.cfg);
         match announcing::Announcing::start(bgp.get_ref(), &node, &agent.netlink, &mut tasks).await
         {
-            Ok(a) => agent.announcing = Some(a),
+            Ok(mut a) => {
+                // The program this agent attached or adopted: another one
+                // in its place is no data plane of ours.
+                a.program = agent
+                    .netlink
+                    .link(&agent.link.name)
+                    .await
+                    .ok()
+                    .and_then(|l| l.xdp_prog);
+                agent.announcing = Some(a);
+            }
             Err(e) => return Err(agent.abandon(AgentError::Announce(e)).await),
         }
     } else {
@@ -394,10 +404,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             }
             _ = sample.tick() => {
                 agent.census_tick();
+                agent.announce_tick().await;
                 agent.publish(&status_tx);
                 agent.watchdog_tick();
                 agent.reconcile_owned().await;
-                agent.announce_tick().await;
             }
             Some(()) = roles_rx.recv() => {
                 // A new role, priority or master is published at once (the
@@ -692,7 +702,13 @@ impl Agent {
             return;
         }
         let attached = match self.netlink.link(&self.link.name).await {
-            Ok(l) => Some(l.xdp_prog.is_some()),
+            Ok(l) => Some(
+                l.xdp_prog.is_some()
+                    && self
+                        .announcing
+                        .as_ref()
+                        .is_none_or(|a| a.program.is_none() || a.program == l.xdp_prog),
+            ),
             Err(crate::net::NetError::NoSuchLink(_)) => Some(false),
             Err(e) => {
                 tracing::debug!("XDP state unknown: {e}");
@@ -704,7 +720,10 @@ impl Agent {
                 if att {
                     tracing::info!("XDP program attached again");
                 } else {
-                    tracing::error!("XDP program no longer attached: withdrawing every VIP");
+                    tracing::error!(
+                        "halb's XDP program is no longer attached (detached or replaced): \
+                         withdrawing every VIP"
+                    );
                 }
                 a.dataplane = att;
             }
