@@ -175,10 +175,17 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
     for want in [
         "halb_bgp_announced{node=\"lb1\",address=\"10.77.0.100\"} 0\n",
         "halb_node_drained{node=\"lb1\"} 1\n",
+        "halb_bgp_table_in_sync{node=\"lb1\"} 1\n",
         "halb_bgp_session_up{node=\"lb1\",session=\"halb_10_77_0_1\"} 1\n",
     ] {
         assert!(metrics.contains(want), "{want} in\n{metrics}");
     }
+    let changes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("halb_bgp_announcement_changes_total{node=\"lb1\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the change counter");
+    assert!(changes >= 2, "announced, then withdrawn: {changes}");
     let table = node_cmd_status(&s, 1);
     assert!(
         table.contains("withdrawn 10.77.0.100: node drained"),

@@ -35,6 +35,8 @@ pub struct Announcing {
     drain_file: std::path::PathBuf,
     /// The last table update succeeded.
     in_sync: bool,
+    /// Announcements and withdrawals so far.
+    changes: u64,
     /// The agent is stopping.
     pub stopping: bool,
     /// The XDP program was attached at the last look.
@@ -102,6 +104,7 @@ impl Announcing {
             settings: bgp.clone(),
             drain_file,
             in_sync: true,
+            changes: 0,
             drained,
             stopping: false,
             dataplane: true,
@@ -121,6 +124,7 @@ impl Announcing {
             pending,
         };
         for c in self.gate.update(self.epoch.elapsed(), &facts) {
+            self.changes += 1;
             let reason = c.reason.describe();
             if c.announce {
                 tracing::info!(address = %c.addr, %reason, "announcing VIP");
@@ -231,6 +235,7 @@ impl Announcing {
             sessions,
             daemon_error,
             table_in_sync: self.in_sync,
+            changes: self.changes,
         }
     }
 }

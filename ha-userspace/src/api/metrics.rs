@@ -175,6 +175,26 @@ pub fn render(s: &Status) -> String {
             );
         }
         o.family(
+            "halb_bgp_announcement_changes_total",
+            "counter",
+            "VIP announcements and withdrawals since the agent started (reasons in the log and the status).",
+        );
+        o.sample(
+            "halb_bgp_announcement_changes_total",
+            &[("node", node)],
+            b.changes as f64,
+        );
+        o.family(
+            "halb_bgp_table_in_sync",
+            "gauge",
+            "1 while the kernel table holds what the agent announces (0: the last update failed).",
+        );
+        o.sample(
+            "halb_bgp_table_in_sync",
+            &[("node", node)],
+            if b.table_in_sync { 1.0 } else { 0.0 },
+        );
+        o.family(
             "halb_node_drained",
             "gauge",
             "1 while the node is drained (halb node drain): nothing announced.",

@@ -53,6 +53,9 @@ pub struct BgpStatus {
     /// update failed, see the log; it is retried every second).
     #[serde(default)]
     pub table_in_sync: bool,
+    /// Announcements and withdrawals since the agent started.
+    #[serde(default)]
+    pub changes: u64,
 }
 
 /// One VIP address in `bgp.announcements`.
