@@ -90,15 +90,11 @@ fn every_example_config_passes_check_config() {
     assert!(n >= 4, "{n} example configs");
 }
 
-/// The BIRD configuration shipped in deploy/bird is what `halb bird-config`
-/// renders from the shipped scale-out example, and BIRD itself parses it
-/// (and the router's).
-#[test]
-fn the_shipped_bird_configs_are_current_and_parse() {
-    let root = halb_lab::lab::workspace();
+/// `halb bird-config -c config`, which must succeed.
+fn bird_config(config: &std::path::Path) -> String {
     let out = std::process::Command::new(halb_lab::lab::halb_bin())
         .args(["bird-config", "-c"])
-        .arg(root.join("deploy/examples/scale-out/halb-lb1.toml"))
+        .arg(config)
         .output()
         .expect("halb");
     assert!(
@@ -106,10 +102,19 @@ fn the_shipped_bird_configs_are_current_and_parse() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The BIRD configuration shipped in deploy/bird is what `halb bird-config`
+/// renders from the shipped scale-out example, and BIRD itself parses it
+/// (and the router's).
+#[test]
+fn the_shipped_bird_configs_are_current_and_parse() {
+    let root = halb_lab::lab::workspace();
+    let rendered = bird_config(&root.join("deploy/examples/scale-out/halb-lb1.toml"));
     let shipped = std::fs::read_to_string(root.join("deploy/bird/bird-lb1.conf")).expect("file");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        shipped,
+        rendered, shipped,
         "deploy/bird/bird-lb1.conf is stale: regenerate it with halb bird-config"
     );
     // iBGP (the router in the node's AS) with BFD renders a file BIRD takes.
@@ -122,17 +127,7 @@ fn the_shipped_bird_configs_are_current_and_parse() {
         example.replace("asn = 65000", "asn = 65001"),
     )
     .expect("write");
-    let out = std::process::Command::new(halb_lab::lab::halb_bin())
-        .args(["bird-config", "-c"])
-        .arg(dir.join("halb.toml"))
-        .output()
-        .expect("halb");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(dir.join("bird.conf"), &out.stdout).expect("write");
+    std::fs::write(dir.join("bird.conf"), bird_config(&dir.join("halb.toml"))).expect("write");
     let ibgp = dir.join("bird.conf");
     for f in [
         root.join("deploy/bird/bird-lb1.conf"),
