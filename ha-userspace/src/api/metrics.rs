@@ -40,6 +40,29 @@ impl Out {
             let _ = writeln!(self.0, " {value}");
         }
     }
+
+    /// A family with one sample, labelled with the node only.
+    fn single(&mut self, name: &str, kind: &str, help: &str, node: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[("node", node)], value);
+    }
+
+    /// One sample per VRRP state, 1 for `current` (label `state` appended).
+    fn states(&mut self, name: &str, labels: &[(&str, &str)], current: &str) {
+        for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+            let mut l = labels.to_vec();
+            l.push(("state", st));
+            self.sample(name, &l, flag(current == st));
+        }
+    }
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 /// Renders `s`.
@@ -47,22 +70,25 @@ pub fn render(s: &Status) -> String {
     let mut o = Out(String::with_capacity(4096 + s.vips.len() * 2048));
     let node = s.node.name.as_str();
 
-    o.family("halb_up", "gauge", "The halb agent is running (always 1).");
-    o.sample("halb_up", &[("node", node)], 1.0);
-    o.family(
+    o.single(
+        "halb_up",
+        "gauge",
+        "The halb agent is running (always 1).",
+        node,
+        1.0,
+    );
+    o.single(
         "halb_uptime_seconds",
         "gauge",
         "Seconds since the agent started.",
+        node,
+        s.node.uptime_s,
     );
-    o.sample("halb_uptime_seconds", &[("node", node)], s.node.uptime_s);
-    o.family(
+    o.single(
         "halb_api_refused_connections_total",
         "counter",
         "API connections closed at once because the connection limit was reached.",
-    );
-    o.sample(
-        "halb_api_refused_connections_total",
-        &[("node", node)],
+        node,
         s.node.api_refused_connections as f64,
     );
 
@@ -75,13 +101,11 @@ pub fn render(s: &Status) -> String {
             "VRRP state of each instance: 1 for the current one (INIT, BACKUP, MASTER, FAULT).",
         );
         for v in &s.vrrp_instances {
-            for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
-                o.sample(
-                    "halb_vrrp_state",
-                    &[("node", node), ("vrrp_instance", &v.name), ("state", st)],
-                    if v.state == st { 1.0 } else { 0.0 },
-                );
-            }
+            o.states(
+                "halb_vrrp_state",
+                &[("node", node), ("vrrp_instance", &v.name)],
+                &v.state,
+            );
         }
         o.family(
             "halb_vrrp_instance_info",
@@ -171,38 +195,29 @@ pub fn render(s: &Status) -> String {
             o.sample(
                 "halb_bgp_announced",
                 &[("node", node), ("address", &a.address)],
-                if a.announced { 1.0 } else { 0.0 },
+                flag(a.announced),
             );
         }
-        o.family(
+        o.single(
             "halb_bgp_announcement_changes_total",
             "counter",
             "VIP announcements and withdrawals since the agent started (reasons in the log and the status).",
-        );
-        o.sample(
-            "halb_bgp_announcement_changes_total",
-            &[("node", node)],
+            node,
             b.changes as f64,
         );
-        o.family(
+        o.single(
             "halb_bgp_table_in_sync",
             "gauge",
             "1 while the kernel table holds what the agent announces (0: the last update failed).",
+            node,
+            flag(b.table_in_sync),
         );
-        o.sample(
-            "halb_bgp_table_in_sync",
-            &[("node", node)],
-            if b.table_in_sync { 1.0 } else { 0.0 },
-        );
-        o.family(
+        o.single(
             "halb_node_drained",
             "gauge",
             "1 while the node is drained (halb node drain): nothing announced.",
-        );
-        o.sample(
-            "halb_node_drained",
-            &[("node", node)],
-            if b.drained { 1.0 } else { 0.0 },
+            node,
+            flag(b.drained),
         );
         o.family(
             "halb_bgp_session_up",
@@ -213,7 +228,7 @@ pub fn render(s: &Status) -> String {
             o.sample(
                 "halb_bgp_session_up",
                 &[("node", node), ("session", &x.name)],
-                if x.established { 1.0 } else { 0.0 },
+                flag(x.established),
             );
         }
     }
@@ -224,13 +239,11 @@ pub fn render(s: &Status) -> String {
             "State of each sync group: 1 for the current one.",
         );
         for g in &s.sync_groups {
-            for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
-                o.sample(
-                    "halb_vrrp_sync_group_state",
-                    &[("node", node), ("sync_group", &g.name), ("state", st)],
-                    if g.state == st { 1.0 } else { 0.0 },
-                );
-            }
+            o.states(
+                "halb_vrrp_sync_group_state",
+                &[("node", node), ("sync_group", &g.name)],
+                &g.state,
+            );
         }
     }
 
@@ -260,10 +273,11 @@ pub fn render(s: &Status) -> String {
             *n as f64,
         );
     }
-    o.family("halb_dataplane_flows", "gauge", "Flows in the flow table.");
-    o.sample(
+    o.single(
         "halb_dataplane_flows",
-        &[("node", node)],
+        "gauge",
+        "Flows in the flow table.",
+        node,
         s.dataplane.flows as f64,
     );
 
@@ -273,13 +287,7 @@ pub fn render(s: &Status) -> String {
             "halb_backend_up",
             "gauge",
             "Backend health: 1 up (or no check), 0 down.",
-            |b| {
-                if b.health == "down" {
-                    0.0
-                } else {
-                    1.0
-                }
-            },
+            |b| flag(b.health != "down"),
         ),
         (
             "halb_backend_weight",
@@ -291,25 +299,13 @@ pub fn render(s: &Status) -> String {
             "halb_backend_drained",
             "gauge",
             "Backend drained by the operator.",
-            |b| {
-                if b.drained {
-                    1.0
-                } else {
-                    0.0
-                }
-            },
+            |b| flag(b.drained),
         ),
         (
             "halb_backend_removing",
             "gauge",
             "Backend removed by a reload, finishing its flows (no new ones).",
-            |b| {
-                if b.removing {
-                    1.0
-                } else {
-                    0.0
-                }
-            },
+            |b| flag(b.removing),
         ),
         (
             "halb_backend_flows",
