@@ -65,6 +65,28 @@ async fn limit<T>(
     }
 }
 
+/// Runs one netlink request with the [`TIMEOUT`]; the kernel's answer
+/// `-errno` for an errno in `fine` counts as done (already there, absent).
+async fn request(
+    what: impl Fn() -> String,
+    fine: &[i32],
+    fut: impl std::future::Future<Output = Result<(), rtnetlink::Error>>,
+) -> Result<(), NetError> {
+    limit(&what, async {
+        match fut.await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if fine.iter().any(|f| e.raw_code() == -f) => {
+                Ok(())
+            }
+            Err(source) => Err(NetError::Request {
+                what: what(),
+                source,
+            }),
+        }
+    })
+    .await
+}
+
 /// Facts about one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -215,33 +237,13 @@ impl Netlink {
         addr: Ipv4Addr,
         plen: u8,
     ) -> Result<(), NetError> {
-        limit(
+        let req = self.handle.address().add(ifindex, IpAddr::V4(addr), plen);
+        request(
             || format!("add address {addr}/{plen}"),
-            self.add_address_inner(ifindex, addr, plen),
+            &[libc::EEXIST],
+            req.execute(),
         )
         .await
-    }
-
-    async fn add_address_inner(
-        &self,
-        ifindex: u32,
-        addr: Ipv4Addr,
-        plen: u8,
-    ) -> Result<(), NetError> {
-        match self
-            .handle
-            .address()
-            .add(ifindex, IpAddr::V4(addr), plen)
-            .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
-            Err(source) => Err(NetError::Request {
-                what: format!("add address {addr}/{plen}"),
-                source,
-            }),
-        }
     }
 
     /// Removes `addr/plen` from `ifindex`; absent is fine.
@@ -318,14 +320,6 @@ impl Netlink {
     /// kernel's own neighbour state machine, `NTF_USE`); the answer shows up
     /// in [`Netlink::neighbours`] once the neighbour replies.
     pub async fn probe_neighbour(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetError> {
-        limit(
-            || format!("probe neighbour {addr}"),
-            self.probe_inner(ifindex, addr),
-        )
-        .await
-    }
-
-    async fn probe_inner(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetError> {
         let req = self
             .handle
             .neighbours()
@@ -333,27 +327,16 @@ impl Netlink {
             .state(NeighbourState::None)
             .flags(NeighbourFlags::Use)
             .replace();
-        req.execute().await.map_err(|source| NetError::Request {
-            what: format!("probe neighbour {addr}"),
-            source,
-        })
+        request(|| format!("probe neighbour {addr}"), &[], req.execute()).await
     }
 
     /// Sets `ifindex` administratively up.
     pub async fn set_up(&self, ifindex: u32) -> Result<(), NetError> {
-        let what = || format!("set link {ifindex} up");
-        limit(what, async {
-            self.handle
-                .link()
-                .set(rtnetlink::LinkUnspec::new_with_index(ifindex).up().build())
-                .execute()
-                .await
-                .map_err(|source| NetError::Request {
-                    what: what(),
-                    source,
-                })
-        })
-        .await
+        let req = self
+            .handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(ifindex).up().build());
+        request(|| format!("set link {ifindex} up"), &[], req.execute()).await
     }
 
     /// The IPv4 routes of routing table `table` made with protocol `proto`:
@@ -401,19 +384,16 @@ impl Netlink {
         addr: Ipv4Addr,
         ifindex: u32,
     ) -> Result<(), NetError> {
-        let what = || format!("add route {addr}/32 table {table}");
-        limit(what, async {
-            self.handle
-                .route()
-                .add(host_route(table, proto, addr, ifindex))
-                .replace()
-                .execute()
-                .await
-                .map_err(|source| NetError::Request {
-                    what: what(),
-                    source,
-                })
-        })
+        let req = self
+            .handle
+            .route()
+            .add(host_route(table, proto, addr, ifindex))
+            .replace();
+        request(
+            || format!("add route {addr}/32 table {table}"),
+            &[],
+            req.execute(),
+        )
         .await
     }
 
@@ -425,27 +405,15 @@ impl Netlink {
         addr: Ipv4Addr,
         ifindex: u32,
     ) -> Result<(), NetError> {
-        let what = || format!("delete route {addr}/32 table {table}");
-        limit(what, async {
-            match self
-                .handle
-                .route()
-                .del(host_route(table, proto, addr, ifindex))
-                .execute()
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(rtnetlink::Error::NetlinkError(e))
-                    if e.raw_code() == -libc::ESRCH || e.raw_code() == -libc::ENOENT =>
-                {
-                    Ok(())
-                }
-                Err(source) => Err(NetError::Request {
-                    what: what(),
-                    source,
-                }),
-            }
-        })
+        let req = self
+            .handle
+            .route()
+            .del(host_route(table, proto, addr, ifindex));
+        request(
+            || format!("delete route {addr}/32 table {table}"),
+            &[libc::ESRCH, libc::ENOENT],
+            req.execute(),
+        )
         .await
     }
 }
