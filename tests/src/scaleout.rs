@@ -248,6 +248,31 @@ impl ScaleOut {
         self.start_bird(&node, &conf)
     }
 
+    /// Writes `cfg` as node `n`'s config and reloads it (SIGHUP); returns
+    /// once the agent logged that this reload was taken.
+    pub fn reload(&mut self, n: u8, cfg: &str) -> Result<()> {
+        const DONE: &str = "configuration reloaded";
+        let name = format!("halb-lb{n}");
+        std::fs::write(self.lab.dir.join(format!("{name}.toml")), cfg)?;
+        let p = self.lab.proc_mut(&name).context("halb")?;
+        let before = p.log_text().matches(DONE).count();
+        p.signal(libc::SIGHUP);
+        let log = p.log.clone();
+        self.lab.wait_for(
+            &format!("{name} to reload"),
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .matches(DONE)
+                    .count()
+                    > before
+            },
+        )?;
+        Ok(())
+    }
+
     /// The next hops the router's kernel uses for the VIP, sorted.
     pub fn paths(&self) -> Vec<Ipv4Addr> {
         let out = self
@@ -397,23 +422,23 @@ impl Drop for Probes {
     }
 }
 
+/// How many of `probes` failed.
+pub fn failures(probes: &[(std::time::Instant, bool)]) -> usize {
+    probes.iter().filter(|(_, ok)| !ok).count()
+}
+
 /// What the probes saw around an event at `t0`: (failed probes, outage).
 /// The outage runs from the event to the start of the last failed probe
 /// (plus one probe period): after it, no flow was black-holed. Zero when
 /// no probe failed.
 pub fn outage(probes: &[(std::time::Instant, bool)], t0: std::time::Instant) -> (usize, Duration) {
-    let failed: Vec<std::time::Instant> = probes
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(t, _)| *t)
-        .collect();
-    let last = failed.iter().max().copied();
+    let last = probes.iter().filter(|(_, ok)| !ok).map(|(t, _)| *t).max();
     let out = match last {
         None => Duration::ZERO,
         Some(t) if t <= t0 => Duration::from_millis(10),
         Some(t) => t - t0 + Duration::from_millis(10),
     };
-    (failed.len(), out)
+    (failures(probes), out)
 }
 
 /// A long download through the VIP, started (first bytes in) when returned.

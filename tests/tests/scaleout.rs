@@ -111,6 +111,13 @@ fn node_cmd_status(s: &ScaleOut, n: u8) -> String {
     halb_lab::lab::run(&mut c).expect("halb status")
 }
 
+/// Every backend of every VIP is up in `st`.
+fn all_up(st: &halb::api::model::Status) -> bool {
+    st.vips
+        .iter()
+        .all(|v| v.backends.iter().all(|b| b.health == "up"))
+}
+
 fn status(s: &ScaleOut, n: u8) -> halb::api::model::Status {
     s.lab
         .in_ns(&format!("lb{n}"), || {
@@ -153,7 +160,7 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
     assert!(!bgp.announcements[0].announced);
     let (whole, gap) = scaleout::survived(streams);
     let seen = probes.finish();
-    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    let failed = scaleout::failures(&seen);
     eprintln!(
         "drain: {whole}/30 whole, longest pause {gap:?}, {failed} of {} probes failed",
         seen.len()
@@ -205,11 +212,9 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
             || {
                 let st = status(&s, 1);
                 st.bgp
+                    .as_ref()
                     .is_some_and(|b| b.drained && b.announcements.iter().all(|a| !a.announced))
-                    && st
-                        .vips
-                        .iter()
-                        .all(|v| v.backends.iter().all(|b| b.health == "up"))
+                    && all_up(&st)
             },
         )
         .expect("restarted drained, checks passed, nothing announced");
@@ -280,7 +285,7 @@ fn the_health_gate_withdraws_a_node_that_cannot_reach_its_backends() {
         "the hold-down applies: {back:?}"
     );
     let seen = probes.finish();
-    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    let failed = scaleout::failures(&seen);
     assert_eq!(
         failed,
         0,
@@ -349,7 +354,7 @@ fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
     );
     let (whole, _) = scaleout::survived(streams);
     let seen = probes.finish();
-    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    let failed = scaleout::failures(&seen);
     assert_eq!(whole, 12, "every stream survives");
     assert_eq!(failed, 0, "no request fails ({} probes)", seen.len());
 }
@@ -394,7 +399,7 @@ fn a_bird_restart_and_a_session_flap_move_traffic_to_the_other_nodes() {
         )
         .unwrap_or_else(|e| panic!("{e}: {:?}", bgp.sessions));
     let seen = probes.finish();
-    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    let failed = scaleout::failures(&seen);
     assert_eq!(
         failed,
         0,
@@ -443,35 +448,23 @@ fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
     let probes = scaleout::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     for n in 1..=3u8 {
-        let path = s.lab.dir.join(format!("halb-lb{n}.toml"));
         let cfg = s
             .node_config(n)
             .replace("timeout_ms = 100", "timeout_ms = 150");
         assert_ne!(cfg, s.node_config(n));
-        std::fs::write(&path, cfg).expect("config");
-        let p = s.lab.proc_mut(&format!("halb-lb{n}")).expect("halb");
-        p.signal(libc::SIGHUP);
-        p.wait_log("configuration reloaded", Duration::from_secs(10))
-            .expect("reloaded");
+        s.reload(n, &cfg).expect("reloaded");
     }
     s.lab
         .wait_for(
             "the new checks to pass everywhere",
             Duration::from_secs(5),
             Duration::from_millis(20),
-            || {
-                (1..=3).all(|n| {
-                    status(&s, n)
-                        .vips
-                        .iter()
-                        .all(|v| v.backends.iter().all(|b| b.health == "up"))
-                })
-            },
+            || (1..=3).all(|n| all_up(&status(&s, n))),
         )
         .expect("checked again");
     assert_eq!(s.paths().len(), 3, "still announced by every node");
     let seen = probes.finish();
-    let failed = seen.iter().filter(|(_, ok)| !ok).count();
+    let failed = scaleout::failures(&seen);
     assert_eq!(failed, 0, "no request failed across the reloads");
     let vip2 = halb_lab::lab::VIP2;
     s.lab
@@ -489,12 +482,7 @@ fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
         web.replace("name = \"web\"", "name = \"api\"")
             .replace("10.77.0.100", &vip2.to_string())
     );
-    let path = s.lab.dir.join("halb-lb1.toml");
-    std::fs::write(&path, &added).expect("config");
-    let p = s.lab.proc_mut("halb-lb1").expect("halb");
-    p.signal(libc::SIGHUP);
-    p.wait_log("configuration reloaded", Duration::from_secs(10))
-        .expect("reloaded");
+    s.reload(1, &added).expect("reloaded");
     s.lab
         .wait_for(
             "lb1 to announce VIP2",
@@ -504,9 +492,8 @@ fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
         )
         .expect("VIP2 announced after its checks passed");
     assert_eq!(s.paths().len(), 3, "the first VIP is untouched");
-    std::fs::write(&path, s.node_config(1)).expect("config");
-    let p = s.lab.proc_mut("halb-lb1").expect("halb");
-    p.signal(libc::SIGHUP);
+    let cfg = s.node_config(1);
+    s.reload(1, &cfg).expect("reloaded");
     s.lab
         .wait_for(
             "VIP2 withdrawn",
