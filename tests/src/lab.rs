@@ -414,6 +414,24 @@ impl Lab {
         })?
     }
 
+    /// Starts `n` downloads of `/big` from the client through `vip`; returns
+    /// once each has its first bytes.
+    pub fn streams(&self, vip: Ipv4Addr, n: usize) -> Result<Vec<Stream>> {
+        (0..n)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let h = self.spawn_in_ns("client", move || {
+                    crate::client::download(vip, "/big", move |p| {
+                        let _ = tx.send(p);
+                    })
+                })?;
+                rx.recv_timeout(Duration::from_secs(5))
+                    .context("a download did not start")?;
+                Ok(h)
+            })
+            .collect()
+    }
+
     /// Starts `cmd` with output to a log file; the lab kills it when dropped.
     pub fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<&mut Proc> {
         let log = self.dir.join(format!("{name}.log"));
@@ -810,6 +828,24 @@ impl Lab {
             std::thread::sleep(step);
         }
     }
+}
+
+/// A long download started by [`Lab::streams`].
+pub type Stream = std::thread::JoinHandle<Result<Result<crate::client::Stream>>>;
+
+/// How many of `streams` completed whole, and the longest pause any had.
+pub fn survived(streams: Vec<Stream>) -> (usize, Duration) {
+    let mut whole = 0;
+    let mut gap = Duration::ZERO;
+    for s in streams {
+        if let Ok(Ok(Ok(d))) = s.join() {
+            gap = gap.max(d.max_gap);
+            if d.bytes == BIG_SIZE {
+                whole += 1;
+            }
+        }
+    }
+    (whole, gap)
 }
 
 /// The MAC address `host`'s neighbour table holds for `addr` (read from

@@ -8,10 +8,10 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::client;
 use crate::failover::{crash_procs, start_keepalived};
@@ -179,31 +179,13 @@ fn event(lab: &mut Lab, stack: Stack, death: Death) -> Result<Event> {
             let _ = p.join();
         }
     })?;
-    let mut streams = Vec::new();
-    for _ in 0..STREAMS {
-        let (tx, rx) = mpsc::channel();
-        let h = lab.spawn_in_ns("client", move || {
-            client::download(VIP, "/big", move |p| {
-                let _ = tx.send(p);
-            })
-        })?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .context("stream did not start")?;
-        streams.push(h);
-    }
+    let streams = lab.streams(VIP, STREAMS)?;
     let t0 = Instant::now();
     crash_node(lab, stack, "lb1")?;
     if death == Death::NodeDown {
         lab.ip("lb1", &["link", "set", "eth0", "down"])?;
     }
-    let mut survived = 0;
-    for h in streams {
-        if let Ok(Ok(Ok(s))) = h.join() {
-            if s.bytes == BIG_SIZE {
-                survived += 1;
-            }
-        }
-    }
+    let (survived, _) = crate::lab::survived(streams);
     // Probes go on until well after the takeover.
     while t0.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(50));

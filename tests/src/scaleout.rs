@@ -441,41 +441,6 @@ pub fn outage(probes: &[(std::time::Instant, bool)], t0: std::time::Instant) -> 
     (failures(probes), out)
 }
 
-/// A long download through the VIP, started (first bytes in) when returned.
-pub type Stream = std::thread::JoinHandle<Result<Result<crate::client::Stream>>>;
-
-/// Starts `n` downloads of `/big` through the VIP.
-pub fn streams(lab: &Lab, n: usize) -> Result<Vec<Stream>> {
-    (0..n)
-        .map(|_| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = lab.spawn_in_ns("client", move || {
-                crate::client::download(VIP, "/big", move |p| {
-                    let _ = tx.send(p);
-                })
-            })?;
-            rx.recv_timeout(Duration::from_secs(5))
-                .context("a download did not start")?;
-            Ok(h)
-        })
-        .collect()
-}
-
-/// How many of `streams` completed whole, and the longest pause any had.
-pub fn survived(streams: Vec<Stream>) -> (usize, Duration) {
-    let mut whole = 0;
-    let mut gap = Duration::ZERO;
-    for s in streams {
-        if let Ok(Ok(Ok(d))) = s.join() {
-            gap = gap.max(d.max_gap);
-            if d.bytes == crate::lab::BIG_SIZE {
-                whole += 1;
-            }
-        }
-    }
-    (whole, gap)
-}
-
 /// The node the router picks for a client flow from each of `ports` (its
 /// own FIB lookup with the layer-4 hash, `ip route get ... iif eth1`).
 pub fn choices(s: &ScaleOut, ports: std::ops::Range<u16>) -> Result<Vec<Option<Ipv4Addr>>> {
@@ -584,7 +549,7 @@ pub fn measure(rounds: usize) -> Result<Vec<Measured>> {
                 s.wait_paths(&[2, 3], Duration::from_secs(5))?;
             }
             let before = choices(&s, SAMPLE_PORTS)?;
-            let streams = streams(&s.lab, STREAMS_PER_EVENT)?;
+            let streams = s.lab.streams(VIP, STREAMS_PER_EVENT)?;
             let probes = Probes::start(&s.lab)?;
             probes.wait_ok(&s.lab, 20)?;
             let t0 = std::time::Instant::now();
@@ -617,7 +582,7 @@ pub fn measure(rounds: usize) -> Result<Vec<Measured>> {
             let route = s.wait_paths(after_set, Duration::from_secs(5))?;
             let after = choices(&s, SAMPLE_PORTS)?;
             let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
-            let (whole, _) = survived(streams);
+            let (whole, _) = crate::lab::survived(streams);
             let seen = probes.finish();
             let (failed, outage) = outage(&seen, t0);
             out.push(Measured {

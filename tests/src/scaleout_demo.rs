@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 
 use crate::lab::{halb_bin, interrupted, lb_addr, run, Lab, BIG_SIZE, VIP};
-use crate::scaleout::{self, birdc, ScaleOut, CLIENT, ROUTER};
+use crate::scaleout::{birdc, ScaleOut, CLIENT, ROUTER};
 
 fn step(n: u32, text: &str) -> Result<()> {
     if interrupted() {
@@ -107,7 +107,7 @@ pub fn demo() -> Result<()> {
         4,
         "six long downloads, then lb2 dies (link down, agent killed)",
     )?;
-    let streams = scaleout::streams(&s.lab, 6)?;
+    let streams = s.lab.streams(VIP, 6)?;
     println!("   {} downloads of {} MiB running", 6, BIG_SIZE >> 20);
     let t0 = Instant::now();
     s.lab.ip("lb2", &["link", "set", "eth0", "down"])?;
@@ -120,7 +120,7 @@ pub fn demo() -> Result<()> {
         "   the router's BFD session noticed: lb2 left the ECMP set {} ms after its link went down",
         t0.elapsed().as_millis()
     );
-    let (whole, gap) = scaleout::survived(streams);
+    let (whole, gap) = crate::lab::survived(streams);
     ensure!(whole == 6, "only {whole} of 6 downloads survived");
     println!(
         "   every download survived ({whole}/6, longest pause {} ms): lb1 and lb3 build the same Maglev table",
@@ -144,11 +144,11 @@ pub fn demo() -> Result<()> {
         6,
         "draining lb3 (`halb node drain`): withdrawn, still forwarding what arrives",
     )?;
-    let streams = scaleout::streams(&s.lab, 6)?;
+    let streams = s.lab.streams(VIP, 6)?;
     println!("   {}", node(&s, 3, "drain")?.trim());
     s.wait_paths(&[1, 2], Duration::from_secs(3))?;
     println!("{}", route(&s));
-    let (whole, _) = scaleout::survived(streams);
+    let (whole, _) = crate::lab::survived(streams);
     ensure!(whole == 6, "only {whole} of 6 downloads survived the drain");
     println!("   the six downloads running across the drain finished whole");
     println!("   {}", node(&s, 3, "enable")?.trim());

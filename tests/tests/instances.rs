@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use halb::api::client::Client;
 use halb::api::model::Status;
 use halb_lab::failover::{start_keepalived_instances, KaInstance};
-use halb_lab::lab::{active_active_config, Lab, BIG_SIZE, VIP, VIP2};
+use halb_lab::lab::{active_active_config, Lab, VIP, VIP2};
 
 const BACKENDS: u8 = 3;
 
@@ -67,32 +67,12 @@ fn requests(lab: &Lab, vip: Ipv4Addr, n: usize) -> usize {
     .expect("ns")
 }
 
-type Stream = std::thread::JoinHandle<anyhow::Result<anyhow::Result<halb_lab::client::Stream>>>;
-
-fn streams(lab: &Lab, vip: Ipv4Addr, n: usize) -> Vec<Stream> {
-    (0..n)
-        .map(|_| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = lab
-                .spawn_in_ns("client", move || {
-                    halb_lab::client::download(vip, "/big", move |p| {
-                        let _ = tx.send(p);
-                    })
-                })
-                .expect("stream");
-            rx.recv_timeout(Duration::from_secs(5))
-                .expect("stream started");
-            h
-        })
-        .collect()
+fn streams(lab: &Lab, vip: Ipv4Addr, n: usize) -> Vec<halb_lab::lab::Stream> {
+    lab.streams(vip, n).expect("streams")
 }
 
-fn whole(streams: Vec<Stream>) -> usize {
-    streams
-        .into_iter()
-        .map(|s| s.join().expect("join").expect("ns"))
-        .filter(|r| r.as_ref().is_ok_and(|d| d.bytes == BIG_SIZE))
-        .count()
+fn whole(streams: Vec<halb_lab::lab::Stream>) -> usize {
+    halb_lab::lab::survived(streams).0
 }
 
 /// Packets the node's XDP program sent on (TX), from its status.

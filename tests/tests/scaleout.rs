@@ -64,7 +64,7 @@ fn flows_spread_over_every_node_and_backend() {
 #[test]
 fn a_node_loss_keeps_every_stream_and_blackholes_for_at_most_300_ms() {
     let mut s = lab("sol");
-    let streams = scaleout::streams(&s.lab, 30).expect("30 streams");
+    let streams = s.lab.streams(VIP, 30).expect("30 streams");
     let probes = scaleout::Probes::start(&s.lab).expect("probes");
     probes
         .wait_ok(&s.lab, 20)
@@ -80,7 +80,7 @@ fn a_node_loss_keeps_every_stream_and_blackholes_for_at_most_300_ms() {
     s.wait_paths(&[2, 3], Duration::from_secs(3))
         .expect("lb1 out of the ECMP set");
     let left = t0.elapsed();
-    let (whole, gap) = scaleout::survived(streams);
+    let (whole, gap) = halb_lab::lab::survived(streams);
     let seen = probes.finish();
     let (failed, out) = scaleout::outage(&seen, t0);
     eprintln!(
@@ -138,15 +138,15 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
     s.wait_paths(&[1, 2], Duration::from_secs(30))
         .expect("two nodes");
     // A node joins under 30 streams.
-    let streams = scaleout::streams(&s.lab, 30).expect("streams");
+    let streams = s.lab.streams(VIP, 30).expect("streams");
     s.start_node(3).expect("lb3");
     s.wait_paths(&[1, 2, 3], Duration::from_secs(10))
         .expect("lb3 joined");
-    let (whole, gap) = scaleout::survived(streams);
+    let (whole, gap) = halb_lab::lab::survived(streams);
     eprintln!("join: {whole}/30 whole, longest pause {gap:?}");
     assert_eq!(whole, 30, "every stream survives a join");
     // lb1 is drained under 30 streams and a probe every 10 ms.
-    let streams = scaleout::streams(&s.lab, 30).expect("streams");
+    let streams = s.lab.streams(VIP, 30).expect("streams");
     let probes = scaleout::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     let out = node_cmd(&s, 1, "drain");
@@ -158,7 +158,7 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
     assert!(bgp.drained);
     assert_eq!(bgp.announcements[0].reason, "node drained");
     assert!(!bgp.announcements[0].announced);
-    let (whole, gap) = scaleout::survived(streams);
+    let (whole, gap) = halb_lab::lab::survived(streams);
     let seen = probes.finish();
     let failed = scaleout::failures(&seen);
     eprintln!(
@@ -297,7 +297,7 @@ fn the_health_gate_withdraws_a_node_that_cannot_reach_its_backends() {
 #[test]
 fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
     let mut s = lab("scr");
-    let streams = scaleout::streams(&s.lab, 12).expect("streams");
+    let streams = s.lab.streams(VIP, 12).expect("streams");
     let probes = scaleout::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     // SIGKILL only: the node stays on the wire, its BIRD runs on. The
@@ -352,7 +352,7 @@ fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
         stopped >= Duration::from_millis(2000),
         "forwarded through the grace period"
     );
-    let (whole, _) = scaleout::survived(streams);
+    let (whole, _) = halb_lab::lab::survived(streams);
     let seen = probes.finish();
     let failed = scaleout::failures(&seen);
     assert_eq!(whole, 12, "every stream survives");

@@ -620,21 +620,7 @@ fn a_restarted_agent_reconciles_its_vips_and_streams_survive() {
     start(&mut lab, "lb1", &VrrpOpts::v3(150));
     start(&mut lab, "lb2", &VrrpOpts::v3(100));
     wait_owner(&lab, "lb1", Duration::from_secs(3));
-    let streams: Vec<_> = (0..8)
-        .map(|_| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = lab
-                .spawn_in_ns("client", move || {
-                    halb_lab::client::download(VIP, "/big", move |p| {
-                        let _ = tx.send(p);
-                    })
-                })
-                .expect("stream");
-            rx.recv_timeout(Duration::from_secs(5))
-                .expect("stream started");
-            h
-        })
-        .collect();
+    let streams = lab.streams(VIP, 8).expect("streams");
     // The master's agent dies (its data plane keeps forwarding, its VIP
     // address stays behind); the peer takes over.
     let mut p = lab.take_proc("halb-lb1").expect("halb");
