@@ -830,6 +830,87 @@ impl Lab {
     }
 }
 
+/// New-connection probes from the client through the VIP, one every 10 ms
+/// on a thread of its own; a probe fails unless it completes within 100 ms.
+/// A success says the path worked when the probe started (a SYN lost and
+/// retransmitted a second later does not count). Through an ECMP router
+/// every probe is a new flow, hashed anew: after a node dies, the probes
+/// hashed to it fail until the router stops using it.
+pub struct Probes {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    results: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, bool)>>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Probes {
+    /// Starts probing.
+    pub fn start(lab: &Lab) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::Instant;
+        let stop = Arc::new(AtomicBool::new(false));
+        let results: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+        let (s2, r2) = (stop.clone(), results.clone());
+        let thread = lab.spawn_in_ns("client", move || {
+            let mut probes = Vec::new();
+            while !s2.load(Ordering::SeqCst) {
+                let r3 = r2.clone();
+                probes.push(std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let limit = Duration::from_millis(100);
+                    let ok = crate::client::http_get(VIP, 80, "/", limit).is_ok()
+                        && start.elapsed() < limit;
+                    if let Ok(mut v) = r3.lock() {
+                        v.push((start, ok));
+                    }
+                }));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for p in probes {
+                let _ = p.join();
+            }
+        })?;
+        Ok(Self {
+            stop,
+            results,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until `n` probes have succeeded (the path works before an event).
+    pub fn wait_ok(&self, lab: &Lab, n: usize) -> Result<()> {
+        lab.wait_for(
+            &format!("{n} successful probes"),
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || {
+                self.results
+                    .lock()
+                    .map(|v| v.iter().filter(|(_, ok)| *ok).count() >= n)
+                    .unwrap_or(false)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Stops and returns every probe's (start, success), in start order.
+    pub fn finish(mut self) -> Vec<(std::time::Instant, bool)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut v = self.results.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_by_key(|(t, _)| *t);
+        v
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A long download started by [`Lab::streams`].
 pub type Stream = std::thread::JoinHandle<Result<Result<crate::client::Stream>>>;
 

@@ -7,8 +7,6 @@
 //! for keepalived + HAProxy, with the same advert interval in the same lab.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -152,33 +150,7 @@ pub fn measure(stack: Stack, events: usize, advert_ms: u32) -> Result<(Vec<Event
 }
 
 fn event(lab: &mut Lab, stack: Stack, death: Death) -> Result<Event> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let oks: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
-    let (s2, o2) = (stop.clone(), oks.clone());
-    // A probe starts every 10 ms on a thread of its own (threads inherit the
-    // client's namespace) and counts only if it completes within 100 ms, so
-    // a success says the path worked when the probe started (a SYN lost and
-    // retransmitted a second later does not count).
-    let prober = lab.spawn_in_ns("client", move || {
-        let mut probes = Vec::new();
-        while !s2.load(Ordering::SeqCst) {
-            let o3 = o2.clone();
-            probes.push(std::thread::spawn(move || {
-                let start = Instant::now();
-                let ok = client::http_get(VIP, 80, "/", Duration::from_millis(100)).is_ok()
-                    && start.elapsed() < Duration::from_millis(100);
-                if ok {
-                    if let Ok(mut v) = o3.lock() {
-                        v.push(start);
-                    }
-                }
-            }));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for p in probes {
-            let _ = p.join();
-        }
-    })?;
+    let probes = crate::lab::Probes::start(lab)?;
     let streams = lab.streams(VIP, STREAMS)?;
     let t0 = Instant::now();
     crash_node(lab, stack, "lb1")?;
@@ -190,13 +162,11 @@ fn event(lab: &mut Lab, stack: Stack, death: Death) -> Result<Event> {
     while t0.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::SeqCst);
-    let _ = prober.join();
-    let mut oks = oks.lock().map(|v| v.clone()).unwrap_or_default();
-    oks.sort();
-    let window: Vec<Instant> = oks
+    let window: Vec<Instant> = probes
+        .finish()
         .into_iter()
-        .filter(|t| *t + Duration::from_secs(1) >= t0)
+        .filter(|(t, ok)| *ok && *t + Duration::from_secs(1) >= t0)
+        .map(|(t, _)| t)
         .collect();
     let mut outage = Duration::ZERO;
     for w in window.windows(2) {

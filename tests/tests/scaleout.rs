@@ -65,7 +65,7 @@ fn flows_spread_over_every_node_and_backend() {
 fn a_node_loss_keeps_every_stream_and_blackholes_for_at_most_300_ms() {
     let mut s = lab("sol");
     let streams = s.lab.streams(VIP, 30).expect("30 streams");
-    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    let probes = halb_lab::lab::Probes::start(&s.lab).expect("probes");
     probes
         .wait_ok(&s.lab, 20)
         .expect("probes pass before the event");
@@ -147,7 +147,7 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
     assert_eq!(whole, 30, "every stream survives a join");
     // lb1 is drained under 30 streams and a probe every 10 ms.
     let streams = s.lab.streams(VIP, 30).expect("streams");
-    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    let probes = halb_lab::lab::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     let out = node_cmd(&s, 1, "drain");
     assert!(out.contains("node drained; announced: nothing"), "{out}");
@@ -235,7 +235,7 @@ fn a_drain_moves_every_flow_without_a_failed_request_and_a_join_keeps_them() {
 #[test]
 fn the_health_gate_withdraws_a_node_that_cannot_reach_its_backends() {
     let s = lab("shg");
-    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    let probes = halb_lab::lab::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     // lb1's own probes to the backends are dropped (its XDP forwarding is
     // not: XDP_TX never meets nftables).
@@ -298,7 +298,7 @@ fn the_health_gate_withdraws_a_node_that_cannot_reach_its_backends() {
 fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
     let mut s = lab("scr");
     let streams = s.lab.streams(VIP, 12).expect("streams");
-    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    let probes = halb_lab::lab::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     // SIGKILL only: the node stays on the wire, its BIRD runs on. The
     // kernel removes the agent's announce device and its routes with it.
@@ -362,7 +362,7 @@ fn a_crashed_agent_withdraws_at_once_and_traffic_keeps_flowing() {
 #[test]
 fn a_bird_restart_and_a_session_flap_move_traffic_to_the_other_nodes() {
     let mut s = lab("sbr");
-    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    let probes = halb_lab::lab::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     // BIRD on lb1 dies: the router loses the session and the path.
     let mut b = s.lab.take_proc("bird-lb1").expect("bird");
@@ -445,7 +445,7 @@ fn a_reload_announces_added_vips_and_withdraws_removed_ones() {
     let mut s = lab("srl");
     // A reload that changes the health check on every node (the backends
     // start over as not checked yet) withdraws nothing.
-    let probes = scaleout::Probes::start(&s.lab).expect("probes");
+    let probes = halb_lab::lab::Probes::start(&s.lab).expect("probes");
     probes.wait_ok(&s.lab, 20).expect("probes pass");
     for n in 1..=3u8 {
         let cfg = s
