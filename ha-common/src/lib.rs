@@ -494,6 +494,63 @@ pub const fn vip_filter_bit(addr: u32) -> u32 {
     addr.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_BITS.trailing_zeros())
 }
 
+/// Layouts of the live-frames bench programs (`cargo xtask bench live`):
+/// the frame generator's settings and the reference balancer's values.
+/// Not part of the data plane's ABI.
+pub mod bench {
+    /// Generator mode: flow `seq % flows` (established flows, round robin).
+    pub const GEN_CYCLE: u32 = 0;
+    /// Generator mode: every frame a flow never seen before.
+    pub const GEN_STORM: u32 = 1;
+
+    /// Settings of the frame generator (one element of `GEN_CONFIG`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct GenConfig {
+        /// Destination MAC (the node's interface).
+        pub dst_mac: [u8; 6],
+        /// Source MAC (the generator's interface).
+        pub src_mac: [u8; 6],
+        /// Destination (VIP) address, raw.
+        pub daddr: u32,
+        /// Destination port, raw.
+        pub dport: u16,
+        /// IP protocol (TCP or UDP).
+        pub proto: u8,
+        /// TCP flags of every frame (ACK for established flows, SYN for a storm).
+        pub tcp_flags: u8,
+        /// Concurrent flows in [`GEN_CYCLE`] mode.
+        pub flows: u32,
+        /// [`GEN_CYCLE`] or [`GEN_STORM`].
+        pub mode: u32,
+        /// Generator cores: core `k` sends the flows `i` with `i % cores == k`,
+        /// as receive-side scaling would spread them.
+        pub cores: u32,
+    }
+
+    /// A flow of the generator: source address (raw) and the L4 ports word
+    /// (raw, as [`crate::ports_raw`]) of flow `i`. Sources are 172.16.0.0/12,
+    /// 16,384 ports each.
+    #[inline(always)]
+    pub const fn gen_flow(i: u32, dport_raw: u16) -> (u32, u32) {
+        let saddr = (0xac10_0000u32 | ((i >> 14) & 0x000f_ffff)).to_be();
+        let sport = (1024 + (i & 0x3fff)) as u16;
+        let s = sport.to_be_bytes();
+        let d = dport_raw.to_ne_bytes();
+        (saddr, u32::from_ne_bytes([s[0], s[1], d[0], d[1]]))
+    }
+
+    /// Value of the reference balancer's VIP map.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct RefVip {
+        /// Index of the VIP's ring.
+        pub ring: u32,
+        /// Entries of the ring in use.
+        pub ring_size: u32,
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (all): plain `#[repr(C)]` structs of integers with explicit padding
@@ -509,6 +566,8 @@ mod pod {
     unsafe impl aya::Pod for super::BackendCounter {}
     unsafe impl aya::Pod for super::Meta {}
     unsafe impl aya::Pod for super::VipFilter {}
+    unsafe impl aya::Pod for super::bench::GenConfig {}
+    unsafe impl aya::Pod for super::bench::RefVip {}
 }
 
 #[cfg(test)]
@@ -528,6 +587,8 @@ mod tests {
         assert_eq!(size_of::<BackendCounter>(), 32);
         assert_eq!(size_of::<Meta>(), 24);
         assert_eq!(size_of::<Ring>(), RING_MAX * 2);
+        assert_eq!(size_of::<bench::GenConfig>(), 32);
+        assert_eq!(size_of::<bench::RefVip>(), 8);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod harness;
 pub mod lab;
 pub mod labcmd;
+pub mod live;
 pub mod outage;
 pub mod rolling;
 pub mod scaleout;

@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: what `.ci/run` runs after installing the toolchain:
 //! formatting, clippy, the eBPF and userspace builds, unit tests, the
 //! privileged end-to-end tests (CI runs as root; nothing is skipped), a
-//! short fuzz run of every target, and the two-VM test.
+//! smoke run of the live-frames bench, a short fuzz run of every target, and the two-VM test.
 
 use std::process::Command;
 
@@ -59,6 +59,15 @@ pub fn run_all() -> Result<()> {
         .env("HALB_EBPF_DIR", build::ebpf_dir())
         .env("HALB_BIN", &bins.halb);
     run(test)?;
+
+    // The live-frames bench, short: every program sends real frames through
+    // the native driver path, and every frame must come back rewritten.
+    let lab = build::lab_driver(false)?;
+    let mut live = Command::new(lab);
+    live.args(["bench-live", "--smoke", "--out"])
+        .arg(build::target_dir().join("halb-report"))
+        .env("HALB_BIN", &bins.halb);
+    run(live)?;
 
     // Every parser under libFuzzer for 30 s (the corpus is in fuzz/corpus).
     crate::fuzz::run_targets(30, &[])?;

@@ -59,6 +59,9 @@ enum Task {
         /// What to measure (default: halb against HAProxy and the backends).
         #[arg(value_enum, default_value = "compare")]
         what: BenchWhat,
+        /// `live`: the short run CI does (seconds).
+        #[arg(long)]
+        smoke: bool,
     },
     /// Failover measurements against keepalived + HAProxy; writes target/halb-report/.
     Failover {
@@ -97,6 +100,9 @@ enum BenchWhat {
     Compare,
     /// Per-packet cost through BPF_PROG_TEST_RUN, and Maglev build time.
     Dataplane,
+    /// Real frames through the native XDP driver path on veth: the empty
+    /// program, an LRU-hash reference and halb (live.md, live.json, live.png).
+    Live,
     /// API latency under load and /metrics with 1000 backends.
     Api,
     /// A rolling update by reload under 64 clients and 10 downloads (rolling.md).
@@ -149,7 +155,7 @@ fn main() -> Result<()> {
             }
             util::run(cmd)
         }
-        Task::Bench { what } => {
+        Task::Bench { what, smoke } => {
             setup::all()?;
             let bins = build::all(true)?;
             let lab = build::lab_driver(true)?;
@@ -164,6 +170,15 @@ fn main() -> Result<()> {
                 }
                 BenchWhat::Dataplane => {
                     cmd.arg("bench-dataplane").arg("--out").arg(out);
+                }
+                BenchWhat::Live => {
+                    cmd.arg("bench-live")
+                        .arg("--out")
+                        .arg(out)
+                        .env("HALB_BIN", &bins.halb);
+                    if smoke {
+                        cmd.arg("--smoke");
+                    }
                 }
                 BenchWhat::Rolling => {
                     cmd.arg("bench-rolling")

@@ -27,6 +27,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Real frames through the native driver path: empty, LRU reference, halb.
+    BenchLive {
+        /// The short run CI does (seconds).
+        #[arg(long)]
+        smoke: bool,
+        /// Where to write `live.md`, `live.json` and `live.png`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The demo: an active-active pair (or, with --scale-out, three nodes
     /// behind an ECMP router), three nginx backends, a client.
     Demo {
@@ -140,6 +149,24 @@ fn main() -> Result<()> {
                     ),
                 )?;
                 println!("written to {}", path.display());
+            }
+            Ok(())
+        }
+        Command::BenchLive { smoke, out } => {
+            let opts = if smoke {
+                halb_lab::live::Opts::smoke()
+            } else {
+                halb_lab::live::Opts::full()
+            };
+            let rows = halb_lab::live::run_bench(&opts)?;
+            let md = halb_lab::live::markdown(&rows);
+            println!("{md}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("live.md"), &md)?;
+                std::fs::write(dir.join("live.json"), serde_json::to_string_pretty(&rows)?)?;
+                halb_lab::live::plot(&rows, &dir)?;
+                println!("written to {}", dir.join("live.md").display());
             }
             Ok(())
         }

@@ -1,0 +1,104 @@
+//! The live-frames generator of `cargo xtask bench live`: run with
+//! `BPF_PROG_TEST_RUN` in live-frames mode on the generator's veth end, it
+//! writes a whole Ethernet/IPv4/UDP or TCP header into every frame (a
+//! recycled page keeps the bytes the last program wrote, so nothing is left
+//! to the template) and sends it with `XDP_TX` to the node under test.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_get_smp_processor_id,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use ha_common::bench::{gen_flow, GenConfig, GEN_STORM};
+use ha_common::IPPROTO_TCP;
+
+/// The settings (one element, written by the bench).
+#[map(name = "GEN_CONFIG")]
+static CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+
+/// Frames written so far on each CPU.
+#[map(name = "GEN_SEQ")]
+static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const FRAME: usize = 60;
+
+/// # Safety
+/// `addr .. addr + size_of::<T>()` is inside the checked frame.
+#[inline(always)]
+unsafe fn store<T>(addr: usize, v: T) {
+    unsafe { core::ptr::write_unaligned(addr as *mut T, v) }
+}
+
+#[xdp]
+pub fn halb_bench_gen(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    if data + FRAME > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let (Some(c), Some(seq)) = (CONFIG.get(0), SEQ.get_ptr_mut(0)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU value; this CPU's only writer.
+    let n = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n
+    };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let cores = if c.cores == 0 { 1 } else { c.cores };
+    let core = cpu % cores;
+    let i = if c.mode == GEN_STORM {
+        // A new flow every frame, distinct between the cores.
+        (n as u32).wrapping_mul(cores) + core
+    } else {
+        let per_core = (c.flows / cores).max(1) as u64;
+        ((n % per_core) as u32) * cores + core
+    };
+    let (saddr, ports) = gen_flow(i, c.dport);
+    let tcp = c.proto == IPPROTO_TCP;
+    // SAFETY (all stores): inside the FRAME bytes checked above.
+    unsafe {
+        store(data, c.dst_mac);
+        store(data + 6, c.src_mac);
+        store(data + 12, 0x0800u16.to_be());
+        let ip = data + 14;
+        store(ip, 0x45u8);
+        store(ip + 1, 0u8);
+        store(ip + 2, ((FRAME - 14) as u16).to_be());
+        store(ip + 4, 0u32);
+        store(ip + 8, 64u8);
+        store(ip + 9, c.proto);
+        store(ip + 10, 0u16);
+        store(ip + 12, saddr);
+        store(ip + 16, c.daddr);
+        let l4 = ip + 20;
+        store(l4, ports);
+        if tcp {
+            store(l4 + 4, n as u32);
+            store(l4 + 8, 0u32);
+            store(l4 + 12, 0x50u8);
+            store(l4 + 13, c.tcp_flags);
+            store(l4 + 14, 0xffffu16);
+            store(l4 + 16, 0u32);
+        } else {
+            store(l4 + 4, ((FRAME - 34) as u16).to_be());
+            store(l4 + 6, 0u16);
+        }
+    }
+    xdp_action::XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,873 @@
+//! `cargo xtask bench live`: real frames through the native XDP driver path
+//! on veth, for the empty `XDP_TX` program, an LRU-hash reference balancer
+//! and halb with its agent, in one run.
+//!
+//! The bed: two namespaces joined by a veth pair (two queues each). On the
+//! generator's end (`ga`) a generator program runs under `BPF_PROG_TEST_RUN`
+//! in live-frames mode and sends each frame with `XDP_TX`; the node's end
+//! (`lb0`) runs the program under test, attached natively, whose `XDP_TX`
+//! returns the frame to `ga`, where a counting sink, attached natively,
+//! drops it. The sink counts frames by destination MAC, so a run proves
+//! that every frame came back rewritten by the program under test (the
+//! backends' addresses live on `ga`, so their MAC is `ga`'s). Throughput is
+//! the sink's count over the wall time of the run. One generator thread
+//! per core, pinned; with two, flows are split between the cores as
+//! receive-side scaling would split them. Every case of a program is
+//! measured back to back, three rounds, median reported; the ratio is to
+//! the empty program's median for the same case in the same run.
+//!
+//! Established flows are warmed first (one pass over every flow), so that
+//! the measured frames find their state; a new-flow storm sends a flow never
+//! seen before in every frame (TCP SYN, or UDP). Writes `live.md`,
+//! `live.json` and `live.png`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use ha_common::bench::{GenConfig, RefVip, GEN_CYCLE, GEN_STORM};
+use ha_common::{Ring, VipKey, DEFAULT_RING_SIZE, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, RING_MAX};
+use halb::dataplane::maglev::{self, Member};
+use serde::Serialize;
+
+use crate::lab::{ebpf_dir, run, Lab};
+
+const VIP: [u8; 4] = [10, 77, 0, 100];
+const PORT: u16 = 9;
+const FRAME: usize = 60;
+const BACKENDS: u8 = 4;
+
+/// One measured figure (a row of `live.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `empty`, `lru-reference` or `halb`.
+    pub program: String,
+    /// `established` or `new-flow-storm`.
+    pub case: String,
+    /// Concurrent flows (0 for a storm: every frame is new).
+    pub flows: u64,
+    /// Flow-table capacity the program ran with.
+    pub flow_table: u64,
+    /// `udp` or `tcp`.
+    pub proto: String,
+    /// `ipv4`.
+    pub family: String,
+    /// Generator cores.
+    pub cores: u32,
+    /// Million frames per second that came back (median of the rounds).
+    pub mpps: f64,
+    /// `mpps` over the empty program's for the same case.
+    pub ratio_to_empty: f64,
+    /// halb only: the share of measured frames per data-plane reason.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, f64>,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Established cases: concurrent flows.
+    pub flows: Vec<u32>,
+    /// Protocols.
+    pub protos: Vec<u8>,
+    /// Generator cores (1, 2).
+    pub cores: Vec<u32>,
+    /// Frames per core in one measured round.
+    pub frames: u32,
+    /// Rounds per case (median reported).
+    pub rounds: usize,
+    /// Whether to run the new-flow storm.
+    pub storm: bool,
+}
+
+impl Opts {
+    /// The full run.
+    pub fn full() -> Self {
+        Self {
+            flows: vec![1, 10_000, 1_000_000, 10_000_000],
+            protos: vec![IPPROTO_UDP, IPPROTO_TCP],
+            cores: vec![1, 2],
+            frames: 4_000_000,
+            rounds: 3,
+            storm: true,
+        }
+    }
+
+    /// The CI smoke run: seconds, every program and both kinds of case.
+    pub fn smoke() -> Self {
+        Self {
+            flows: vec![1, 10_000],
+            protos: vec![IPPROTO_UDP],
+            cores: vec![1],
+            frames: 1_000_000,
+            rounds: 1,
+            storm: true,
+        }
+    }
+}
+
+/// Flow-table capacity for `flows` concurrent flows: the default, or the
+/// next power of two that holds them.
+fn table_for(flows: u32) -> u32 {
+    flows
+        .max(ha_common::DEFAULT_FLOW_TABLE_SIZE)
+        .next_power_of_two()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Program {
+    Empty,
+    Lru,
+    Halb,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Empty => "empty",
+            Program::Lru => "lru-reference",
+            Program::Halb => "halb",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    storm: bool,
+    flows: u32,
+    proto: u8,
+    cores: u32,
+}
+
+impl Case {
+    fn table(&self) -> u32 {
+        table_for(if self.storm { 0 } else { self.flows })
+    }
+}
+
+fn proto_name(p: u8) -> &'static str {
+    if p == IPPROTO_TCP {
+        "tcp"
+    } else {
+        "udp"
+    }
+}
+
+fn load(name: &str, max: &[(&str, u32)]) -> Result<Ebpf> {
+    let path = ebpf_dir().join(name);
+    let obj = std::fs::read(&path)
+        .with_context(|| format!("{}: run `cargo xtask build`", path.display()))?;
+    let mut loader = EbpfLoader::new();
+    for (map, n) in max {
+        loader.map_max_entries(map, *n);
+    }
+    let mut ebpf = loader.load(&obj).with_context(|| format!("load {name}"))?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(&name.replace('-', "_"))
+        .context("program")?
+        .try_into()?;
+    prog.load().with_context(|| format!("verifier: {name}"))?;
+    Ok(ebpf)
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    Ok(ebpf
+        .program_mut(&name.replace('-', "_"))
+        .context("program")?
+        .try_into()?)
+}
+
+fn mac_of(lab: &Lab, host: &str, dev: &str) -> Result<[u8; 6]> {
+    let out = lab.ip(host, &["-o", "link", "show", dev])?;
+    let text = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("no MAC")?;
+    let mut mac = [0u8; 6];
+    for (i, part) in text.split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(part, 16)?;
+    }
+    Ok(mac)
+}
+
+fn ifindex_of(lab: &Lab, host: &str, dev: &str) -> Result<u32> {
+    let out = lab.ip(host, &["-o", "link", "show", dev])?;
+    out.split(':')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .context("no ifindex")
+}
+
+fn pin_cpu(cpu: usize) {
+    // SAFETY: sched_setaffinity on this thread with a zeroed, then filled, set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn enter(ns: &File) -> Result<()> {
+    // SAFETY: setns on a valid namespace fd, affecting only this thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The bed: namespaces, veth, generator and sink.
+struct Bed {
+    lab: Lab,
+    gen_ns: File,
+    lb_ns: File,
+    ga_index: u32,
+    ga_mac: [u8; 6],
+    lb_mac: [u8; 6],
+    generator: Ebpf,
+    sink: Ebpf,
+}
+
+impl Bed {
+    fn new() -> Result<Self> {
+        let mut lab = Lab::new("lv")?;
+        lab.add_namespace("gen")?;
+        lab.add_namespace("lb")?;
+        let lb_ns_name = lab.ns("lb");
+        lab.ip(
+            "gen",
+            &[
+                "link",
+                "add",
+                "ga",
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lb0",
+                "netns",
+                &lb_ns_name,
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+            ],
+        )?;
+        lab.ip("lb", &["addr", "add", "10.77.0.2/24", "dev", "lb0"])?;
+        lab.ip("gen", &["addr", "add", "10.77.0.1/24", "dev", "ga"])?;
+        for i in 1..=BACKENDS {
+            lab.ip(
+                "gen",
+                &[
+                    "addr",
+                    "add",
+                    &format!("10.77.0.{}/32", 10 + i),
+                    "dev",
+                    "ga",
+                ],
+            )?;
+        }
+        lab.ip("gen", &["link", "set", "ga", "up"])?;
+        lab.ip("lb", &["link", "set", "lb0", "up"])?;
+        let gen_ns = File::open(format!("/run/netns/{}", lab.ns("gen")))?;
+        let lb_ns = File::open(format!("/run/netns/{}", lab.ns("lb")))?;
+        let ga_index = ifindex_of(&lab, "gen", "ga")?;
+        let ga_mac = mac_of(&lab, "gen", "ga")?;
+        let lb_mac = mac_of(&lab, "lb", "lb0")?;
+        let generator = load("halb-bench-gen", &[])?;
+        let mut sink = load("halb-bench-sink", &[])?;
+        let gen_ns2 = gen_ns.try_clone()?;
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<()> {
+                enter(&gen_ns2)?;
+                xdp(&mut sink, "halb-bench-sink")?
+                    .attach("ga", XdpMode::Driver)
+                    .context("attach the sink natively on ga")?;
+                Ok(())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+        })?;
+        Ok(Self {
+            lab,
+            gen_ns,
+            lb_ns,
+            ga_index,
+            ga_mac,
+            lb_mac,
+            generator,
+            sink,
+        })
+    }
+
+    fn set_sink_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        let mut m: Array<_, [u8; 8]> =
+            Array::try_from(self.sink.map_mut("SINK_MAC").context("SINK_MAC")?)?;
+        let mut v = [0u8; 8];
+        v[..6].copy_from_slice(&mac);
+        m.set(0, v, 0)?;
+        Ok(())
+    }
+
+    /// (frames with the expected MAC, frames with another).
+    fn sink_counts(&self) -> Result<(u64, u64)> {
+        let m: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.sink.map("SINK_COUNT").context("SINK_COUNT")?)?;
+        let good: u64 = m.get(&0, 0)?.iter().sum();
+        let other: u64 = m.get(&1, 0)?.iter().sum();
+        Ok((good, other))
+    }
+
+    fn configure(&mut self, case: &Case) -> Result<()> {
+        let mut m: Array<_, GenConfig> =
+            Array::try_from(self.generator.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
+        let tcp = case.proto == IPPROTO_TCP;
+        m.set(
+            0,
+            GenConfig {
+                dst_mac: self.lb_mac,
+                src_mac: self.ga_mac,
+                daddr: u32::from_ne_bytes(VIP),
+                dport: PORT.to_be(),
+                proto: case.proto,
+                tcp_flags: match (tcp, case.storm) {
+                    (false, _) => 0,
+                    (true, true) => 0x02,
+                    (true, false) => 0x10,
+                },
+                flows: case.flows.max(1),
+                mode: if case.storm { GEN_STORM } else { GEN_CYCLE },
+                cores: case.cores,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Sends `frames` per core; returns (frames back with the expected MAC, seconds).
+    fn send(&self, cores: u32, frames: u32) -> Result<(u64, f64)> {
+        let prog: &Xdp = self
+            .generator
+            .program("halb_bench_gen")
+            .context("program")?
+            .try_into()?;
+        let before = self.sink_counts()?;
+        let barrier = Barrier::new(cores as usize);
+        let ifindex = self.ga_index;
+        let times: Vec<Result<(Instant, Instant)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cores)
+                .map(|core| {
+                    let ns = &self.gen_ns;
+                    let barrier = &barrier;
+                    s.spawn(move || -> Result<(Instant, Instant)> {
+                        enter(ns)?;
+                        pin_cpu(core as usize);
+                        let mut ctx = [0u8; 24];
+                        ctx[4..8].copy_from_slice(&(FRAME as u32).to_ne_bytes());
+                        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+                        ctx[16..20].copy_from_slice(&core.to_ne_bytes());
+                        let data = [0u8; FRAME];
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        let r = prog.test_run(TestRunOptions {
+                            data_in: Some(&data),
+                            ctx_in: Some(&ctx),
+                            repeat: frames,
+                            attrs: TestRunAttrs::new().xdp_live_frames(64),
+                            ..Default::default()
+                        });
+                        let t1 = Instant::now();
+                        r.context("live-frames test run")?;
+                        Ok((t0, t1))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
+                })
+                .collect()
+        });
+        let mut start = None::<Instant>;
+        let mut end = None::<Instant>;
+        for t in times {
+            let (a, b) = t?;
+            start = Some(start.map_or(a, |s| s.min(a)));
+            end = Some(end.map_or(b, |e| e.max(b)));
+        }
+        let secs = match (start, end) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => bail!("no generator ran"),
+        };
+        // Frames still in flight when the last run returned: wait until the
+        // sink's count stops moving.
+        let mut last = self.sink_counts()?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = self.sink_counts()?;
+            if now == last || Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
+        let after = self.sink_counts()?;
+        let good = after.0 - before.0;
+        let other = after.1 - before.1;
+        let sent = cores as u64 * frames as u64;
+        if other > sent / 1000 {
+            bail!("{other} of {sent} frames came back without the program's rewrite");
+        }
+        Ok((good, secs))
+    }
+
+    /// Attaches `ebpf`'s program natively on lb0.
+    fn attach_under_test(&self, ebpf: &mut Ebpf, name: &str) -> Result<()> {
+        let ns = &self.lb_ns;
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<()> {
+                enter(ns)?;
+                xdp(ebpf, name)?
+                    .attach("lb0", XdpMode::Driver)
+                    .with_context(|| format!("attach {name} natively on lb0"))?;
+                Ok(())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+        })
+    }
+}
+
+fn ring() -> Result<Vec<u16>> {
+    let members: Vec<Member> = (1..=BACKENDS)
+        .map(|i| Member {
+            key: u64::from(u32::from(Ipv4Addr::new(10, 77, 0, 10 + i))),
+            weight: 1,
+        })
+        .collect();
+    Ok(maglev::build(&members, DEFAULT_RING_SIZE)
+        .into_iter()
+        .map(|e| {
+            if e == maglev::EMPTY {
+                NO_BACKEND
+            } else {
+                e as u16
+            }
+        })
+        .collect())
+}
+
+fn lru_reference(bed: &Bed, table: u32) -> Result<Ebpf> {
+    let mut ebpf = load("halb-bench-lru", &[("REF_FLOWS", table)])?;
+    let entries = ring()?;
+    let mut r = Ring {
+        entries: [NO_BACKEND; RING_MAX],
+    };
+    r.entries[..entries.len()].copy_from_slice(&entries);
+    let mut rings: Array<_, Ring> =
+        Array::try_from(ebpf.map_mut("REF_RINGS").context("REF_RINGS")?)?;
+    rings.set(0, r, 0)?;
+    let mut backends: Array<_, [u8; 8]> =
+        Array::try_from(ebpf.map_mut("REF_BACKENDS").context("REF_BACKENDS")?)?;
+    let mut mac = [0u8; 8];
+    mac[..6].copy_from_slice(&bed.ga_mac);
+    for i in 0..BACKENDS as u32 {
+        backends.set(i, mac, 0)?;
+    }
+    let mut vips: BpfHashMap<_, VipKey, RefVip> =
+        BpfHashMap::try_from(ebpf.map_mut("REF_VIPS").context("REF_VIPS")?)?;
+    for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+        vips.insert(
+            VipKey::new(VIP, PORT, proto),
+            RefVip {
+                ring: 0,
+                ring_size: DEFAULT_RING_SIZE,
+            },
+            0,
+        )?;
+    }
+    Ok(ebpf)
+}
+
+fn halb_config(lab: &Lab, table: u32) -> String {
+    let mut c = format!(
+        "[node]\nname = \"lb\"\ninterface = \"lb0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\
+         flow_table_size = {table}\n\n",
+        lab.pin_dir("lb").display()
+    );
+    for proto in ["udp", "tcp"] {
+        c.push_str(&format!(
+            "[[vip]]\nname = \"{proto}\"\naddress = \"10.77.0.100\"\nport = {PORT}\n\
+             protocol = \"{proto}\"\nmode = \"dsr\"\n"
+        ));
+        for i in 1..=BACKENDS {
+            c.push_str(&format!(
+                "  [[vip.backend]]\n  name = \"b{i}\"\n  address = \"10.77.0.{}\"\n",
+                10 + i
+            ));
+        }
+        c.push('\n');
+    }
+    c
+}
+
+fn halb_status(bed: &Bed) -> Result<serde_json::Value> {
+    let reply = bed.lab.in_ns("lb", || {
+        crate::client::http_get(
+            Ipv4Addr::LOCALHOST,
+            8480,
+            "/api/v1/status",
+            Duration::from_secs(2),
+        )
+    })??;
+    Ok(serde_json::from_str(&reply.body)?)
+}
+
+/// Starts the agent and waits until every backend has a MAC.
+fn start_halb(bed: &mut Bed, table: u32) -> Result<()> {
+    let config = halb_config(&bed.lab, table);
+    bed.lab.start_halb("lb", &config, &[])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = halb_status(bed) {
+            let backends: Vec<&serde_json::Value> = s["vips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|v| v["backends"].as_array().into_iter().flatten())
+                .collect();
+            if backends.len() == 2 * BACKENDS as usize
+                && backends.iter().all(|b| b["mac"].is_string())
+            {
+                return Ok(());
+            }
+        }
+        if let Some(p) = bed.lab.proc_mut("halb-lb") {
+            if let Some(st) = p.try_wait() {
+                bail!("halb exited ({st}):\n{}", p.log_text());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("halb's backends did not all get a MAC within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop_halb(bed: &mut Bed) -> Result<()> {
+    if let Some(mut p) = bed.lab.take_proc("halb-lb") {
+        p.signal(libc::SIGTERM);
+        if p.wait_exit(Duration::from_secs(20)).is_none() {
+            p.kill();
+        }
+    }
+    halb::dataplane::remove_pins(&bed.lab.pin_dir("lb"))?;
+    Ok(())
+}
+
+fn halb_reasons(bed: &Bed) -> Result<BTreeMap<String, u64>> {
+    // The pinned stats map itself: the status API's counters are a snapshot
+    // taken once a second, too coarse for a run of a second.
+    let maps = halb::dataplane::maps::Maps::open_pinned(&bed.lab.pin_dir("lb"))?;
+    Ok(maps
+        .stats()?
+        .into_iter()
+        .map(|(stat, c)| (stat.name().to_string(), c.packets))
+        .collect())
+}
+
+/// Median Mpps of a case (after its warm-up), and halb's reason shares.
+fn measure(
+    bed: &mut Bed,
+    program: Program,
+    case: &Case,
+    opts: &Opts,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    bed.configure(case)?;
+    // Warm-up: every flow once (established), or a short storm.
+    let warm = if case.storm {
+        opts.frames / 4
+    } else {
+        (case.flows / case.cores).max(1).saturating_add(10_000)
+    };
+    bed.send(case.cores, warm)?;
+    let mut rates = Vec::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for _ in 0..opts.rounds {
+        let before = if program == Program::Halb {
+            halb_reasons(bed)?
+        } else {
+            BTreeMap::new()
+        };
+        let (good, secs) = bed.send(case.cores, opts.frames)?;
+        let sent = case.cores as u64 * opts.frames as u64;
+        if good < sent * 9 / 10 {
+            bail!("{}: only {good} of {sent} frames came back", program.name());
+        }
+        rates.push(good as f64 / secs / 1e6);
+        if program == Program::Halb {
+            for (k, v) in halb_reasons(bed)? {
+                let d = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
+                *reasons.entry(k).or_default() += d;
+            }
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    let total: u64 = reasons.values().sum();
+    let shares = reasons
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| (k, v as f64 / total.max(1) as f64))
+        .collect();
+    Ok((rates[rates.len() / 2], shares))
+}
+
+/// Runs the bench.
+pub fn run_bench(opts: &Opts) -> Result<Vec<Row>> {
+    let mut bed = Bed::new()?;
+    let mut cases = Vec::new();
+    for &cores in &opts.cores {
+        for &proto in &opts.protos {
+            for &flows in &opts.flows {
+                cases.push(Case {
+                    storm: false,
+                    flows,
+                    proto,
+                    cores,
+                });
+            }
+            if opts.storm {
+                cases.push(Case {
+                    storm: true,
+                    flows: 0,
+                    proto,
+                    cores,
+                });
+            }
+        }
+    }
+    let mut tables: Vec<u32> = cases.iter().map(Case::table).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut results: Vec<(Program, Case, f64, BTreeMap<String, f64>)> = Vec::new();
+    for table in tables {
+        let these: Vec<Case> = cases
+            .iter()
+            .copied()
+            .filter(|c| c.table() == table)
+            .collect();
+        for program in [Program::Empty, Program::Lru, Program::Halb] {
+            let mut held = match program {
+                Program::Empty => {
+                    bed.set_sink_mac(bed.lb_mac)?;
+                    let mut e = load("halb-bench-tx", &[])?;
+                    bed.attach_under_test(&mut e, "halb-bench-tx")?;
+                    Some(e)
+                }
+                Program::Lru => {
+                    bed.set_sink_mac(bed.ga_mac)?;
+                    let mut e = lru_reference(&bed, table)?;
+                    bed.attach_under_test(&mut e, "halb-bench-lru")?;
+                    Some(e)
+                }
+                Program::Halb => {
+                    bed.set_sink_mac(bed.ga_mac)?;
+                    start_halb(&mut bed, table)?;
+                    None
+                }
+            };
+            for case in &these {
+                eprintln!(
+                    "live: {} {} {} flows={} cores={} table={table}",
+                    program.name(),
+                    if case.storm { "storm" } else { "established" },
+                    proto_name(case.proto),
+                    case.flows,
+                    case.cores
+                );
+                let (mpps, reasons) = measure(&mut bed, program, case, opts)?;
+                results.push((program, *case, mpps, reasons));
+            }
+            if program == Program::Halb {
+                stop_halb(&mut bed)?;
+            }
+            // Dropping the object detaches its program.
+            held.take();
+        }
+    }
+    let key = |c: &Case| (c.storm, c.flows, c.proto, c.cores);
+    let rows = results
+        .iter()
+        .map(|(program, case, mpps, reasons)| {
+            let empty = results
+                .iter()
+                .find(|(p, c, _, _)| *p == Program::Empty && key(c) == key(case))
+                .map(|r| r.2)
+                .unwrap_or(f64::NAN);
+            Row {
+                program: program.name().into(),
+                case: if case.storm {
+                    "new-flow-storm"
+                } else {
+                    "established"
+                }
+                .into(),
+                flows: case.flows as u64,
+                flow_table: case.table() as u64,
+                proto: proto_name(case.proto).into(),
+                family: "ipv4".into(),
+                cores: case.cores,
+                mpps: *mpps,
+                ratio_to_empty: mpps / empty,
+                reasons: reasons.clone(),
+            }
+        })
+        .collect();
+    drop(bed);
+    Ok(rows)
+}
+
+fn flows_label(n: u64) -> String {
+    match n {
+        0 => "every frame new".into(),
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+/// `live.md`: one line per case, the three programs side by side.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "# Live frames through the native XDP driver path (veth)\n\n\
+         `cargo xtask bench live`: 60-byte frames (64 on a wire) from a live-frames generator,\n\
+         through the program under test attached natively, back to a counting sink.\n\
+         Mpps is the median of the rounds; the ratio is to the empty `XDP_TX` program\n\
+         measured in the same run for the same case.\n\n\
+         | case | proto | concurrent flows (flow table) | cores | empty Mpps | LRU reference Mpps (ratio) | halb Mpps (ratio) | halb's path |\n\
+         |---|---|---|---:|---:|---:|---:|---|\n",
+    );
+    let mut cases: Vec<&Row> = rows.iter().filter(|r| r.program == "empty").collect();
+    cases.sort_by_key(|r| {
+        (
+            r.cores,
+            r.proto.clone(),
+            r.case == "new-flow-storm",
+            r.flows,
+        )
+    });
+    for e in cases {
+        let find = |p: &str| {
+            rows.iter().find(|r| {
+                r.program == p
+                    && r.case == e.case
+                    && r.flows == e.flows
+                    && r.proto == e.proto
+                    && r.cores == e.cores
+            })
+        };
+        let cell = |r: Option<&Row>| {
+            r.map(|r| format!("{:.2} ({:.2})", r.mpps, r.ratio_to_empty))
+                .unwrap_or_else(|| "—".into())
+        };
+        let path = find("halb")
+            .map(|r| {
+                r.reasons
+                    .iter()
+                    .filter(|(_, v)| **v >= 0.005)
+                    .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} ({}) | {} | {:.2} | {} | {} | {} |",
+            e.case,
+            e.proto,
+            flows_label(e.flows),
+            flows_label(e.flow_table),
+            e.cores,
+            e.mpps,
+            cell(find("lru-reference")),
+            cell(find("halb")),
+            path
+        );
+    }
+    s
+}
+
+/// `live.png` with gnuplot: each case's ratio to the empty program.
+pub fn plot(rows: &[Row], dir: &Path) -> Result<()> {
+    let mut data = String::from("case lru halb\n");
+    let mut cases: Vec<&Row> = rows.iter().filter(|r| r.program == "empty").collect();
+    cases.sort_by_key(|r| {
+        (
+            r.cores,
+            r.proto.clone(),
+            r.case == "new-flow-storm",
+            r.flows,
+        )
+    });
+    for e in cases {
+        let ratio = |p: &str| {
+            rows.iter()
+                .find(|r| {
+                    r.program == p
+                        && r.case == e.case
+                        && r.flows == e.flows
+                        && r.proto == e.proto
+                        && r.cores == e.cores
+                })
+                .map(|r| r.ratio_to_empty)
+                .unwrap_or(0.0)
+        };
+        let label = if e.case == "new-flow-storm" {
+            "storm".to_string()
+        } else {
+            flows_label(e.flows)
+        };
+        let _ = writeln!(
+            data,
+            "\"{} {} {}c\" {:.3} {:.3}",
+            e.proto,
+            label,
+            e.cores,
+            ratio("lru-reference"),
+            ratio("halb")
+        );
+    }
+    let dat = dir.join("live.dat");
+    std::fs::write(&dat, data)?;
+    let gp = dir.join("live.gp");
+    std::fs::write(
+        &gp,
+        format!(
+            "set terminal pngcairo size 1200,500 font ',10'\nset output '{}'\n\
+             set title 'live frames: throughput relative to the empty XDP_TX program (higher is better)'\n\
+             set style data histogram\nset style histogram cluster gap 1\nset style fill solid border -1\n\
+             set yrange [0:1.2]\nset xtics rotate by -45\nset key top right\n\
+             plot '{}' using 2:xtic(1) title 'LRU-hash reference' lc rgb '#9e9e9e', '' using 3 title 'halb' lc rgb '#1565c0'\n",
+            dir.join("live.png").display(),
+            dat.display()
+        ),
+    )?;
+    run(Command::new("gnuplot").arg(&gp))?;
+    Ok(())
+}
