@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -27,8 +27,9 @@ pub const DEFAULT_RING_SIZE: u32 = 65537;
 pub const NO_BACKEND: u16 = u16::MAX;
 /// Default flow-table capacity (flows).
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
-/// Entries per flow-table set (the table is set-associative).
-pub const FLOW_WAYS: usize = 8;
+/// Entries per flow-table set (the table is set-associative; a set is one
+/// 64-byte cache line).
+pub const FLOW_WAYS: usize = 4;
 /// Sets of the default flow table (a power of two).
 pub const DEFAULT_FLOW_SETS: u32 = DEFAULT_FLOW_TABLE_SIZE / FLOW_WAYS as u32;
 /// Slots in the VIP address pre-filter (one byte each).
@@ -52,8 +53,10 @@ pub mod maps {
     pub const BACKEND_STATS: &str = "HALB_BACKEND_STATS";
     /// `ARRAY` of one [`crate::Meta`]: ABI version and attach facts of the pinned data plane.
     pub const META: &str = "HALB_META";
+    /// `PERCPU_ARRAY` [`crate::FlowStat`] index → `u64`: flow-table events.
+    pub const FLOW_STATS: &str = "HALB_FLOW_STATS";
     /// Every map that is pinned (all of them).
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         VIPS,
         VIP_FILTER,
         RINGS,
@@ -62,6 +65,7 @@ pub mod maps {
         STATS,
         BACKEND_STATS,
         META,
+        FLOW_STATS,
     ];
 }
 
@@ -149,12 +153,50 @@ pub const fn ring_index(vip_id: u32, slot: u32) -> u32 {
     vip_id * 2 + (slot & 1)
 }
 
-/// One Maglev lookup table: backend ids, [`NO_BACKEND`] where empty.
+/// Words of a ring's changed-slot bitmap.
+pub const RING_WORDS: usize = RING_MAX.div_ceil(64);
+
+/// One Maglev lookup table, with what the flow table needs to know about it.
+///
+/// Slot `i` of a flow is `flow_hash % ring_size`. A slot whose bit in
+/// `changed` is clear has named the same backend since every live flow in
+/// it began, so a packet there is sent to `entries[i]` without touching the
+/// flow table. A changed slot (set by the agent when a new table gives the
+/// slot another backend) consults the flow table: a known flow keeps its
+/// backend; a TCP SYN takes `entries[i]` and is recorded; any other packet
+/// of an unknown flow began before the change, so it takes `previous[i]`
+/// (the slot's backend before the change, while usable) and is recorded.
+/// The agent clears a slot's bit once every flow that began before the
+/// change has been idle past the flow idle timeout and no live entry in
+/// the slot names another backend than `entries[i]`. The whole value is
+/// swapped at once, so a packet sees one consistent table.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Ring {
-    /// Entries `0..ring_size` are meaningful.
+    /// Changed-slot bitmap: bit `i % 64` of word `i / 64`.
+    pub changed: [u64; RING_WORDS],
+    /// Backend of each slot; entries `0..ring_size` are meaningful.
     pub entries: [u16; RING_MAX],
+    /// Backend of each changed slot before its change ([`NO_BACKEND`]: none).
+    pub previous: [u16; RING_MAX],
+    /// Zero.
+    pub pad: [u16; 2],
+}
+
+impl Ring {
+    /// A ring with no backend and no changed slot.
+    pub const EMPTY: Ring = Ring {
+        changed: [0; RING_WORDS],
+        entries: [NO_BACKEND; RING_MAX],
+        previous: [NO_BACKEND; RING_MAX],
+        pad: [0; 2],
+    };
+
+    /// Whether slot `i` is marked changed.
+    #[inline(always)]
+    pub const fn is_changed(&self, i: usize) -> bool {
+        i < RING_MAX && self.changed[i / 64] & (1 << (i % 64)) != 0
+    }
 }
 
 /// [`BackendInfo::flags`]: the backend is healthy and may keep or get flows.
@@ -220,28 +262,36 @@ impl FlowKey {
     }
 }
 
-/// One flow-table entry: a flow and the backend it is pinned to.
+/// One flow-table entry (16 bytes): a flow and the backend it is pinned to.
+///
+/// The entry keeps the source address and the ports; the destination
+/// address and protocol are those of the backend's service (a backend serves
+/// exactly one), and the check covers the high half of the full 5-tuple
+/// hash, so two flows that differ only in VIP address or protocol do not
+/// match each other's entries (and when they would, the backend's service
+/// does not match the packet's, and the packet is treated as unknown).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowEntry {
-    /// The flow.
-    pub key: FlowKey,
+    /// Source address, raw.
+    pub saddr: u32,
+    /// Source and destination port as in [`FlowKey::ports`].
+    pub ports: u32,
     /// Backend id the flow is pinned to.
-    pub backend: u32,
-    /// VIP id of the flow.
-    pub vip_id: u32,
-    /// [`flow_check`] of the fields above; an entry whose check does not
-    /// match is empty (all zeros) or torn by a concurrent write, and ignored.
-    pub check: u32,
-    /// [`FLOW_REFERENCED`] (set on a hit, cleared by the eviction hand:
-    /// CLOCK replacement), [`FLOW_CLOSING`] (the client sent FIN or RST),
-    /// and above [`FLOW_TIME_SHIFT`] the time of the flow's last packet in
-    /// [`flow_time`] units. The program rewrites it only when a bit or the
-    /// time unit changes: at most about once a second per flow.
+    pub backend: u16,
+    /// [`flow_check`] of the flow's hash and backend; 0 is an empty entry,
+    /// and an entry whose check does not match (torn by a concurrent write)
+    /// is ignored.
+    pub check: u16,
+    /// [`FLOW_REFERENCED`] (set on a hit), [`FLOW_CLOSING`] (the client
+    /// sent FIN or RST), and above [`FLOW_TIME_SHIFT`] the time of the
+    /// flow's last packet in [`flow_time`] units. The program rewrites it
+    /// only when a bit or the time unit changes: at most about once a
+    /// second per flow.
     pub stamp: u32,
 }
 
-/// [`FlowEntry::stamp`]: the entry was used since the CLOCK hand passed.
+/// [`FlowEntry::stamp`]: the entry was hit since it was recorded.
 pub const FLOW_REFERENCED: u32 = 1;
 /// [`FlowEntry::stamp`]: the client sent a FIN or RST on this flow.
 pub const FLOW_CLOSING: u32 = 2;
@@ -275,46 +325,94 @@ impl FlowEntry {
     }
 }
 
-/// A set of the flow table.
+/// A set of the flow table: one 64-byte cache line.
 ///
 /// The flow table is a set-associative cache in one `ARRAY` map, managed by
-/// the program itself: the set is `flow_hash & (sets - 1)`; a hit is a key
-/// match with a valid check; a new flow takes an invalid entry of its set, or
-/// else the first unreferenced one under the CLOCK hand. This replaces a
-/// kernel LRU hash, whose insert costs ~180 ns per new flow on the
-/// project's machines (locks with interrupts off), with plain memory writes.
-/// Writes from two CPUs to one entry at once can tear it; the check turns
-/// a torn entry into a miss (the flow then follows Maglev, which is where it
-/// was going anyway unless the table changed at that very moment).
-#[repr(C)]
+/// the program itself: the set is `flow_hash & (sets - 1)`; a hit is a
+/// source address and ports match with a valid check; a new flow takes an
+/// empty entry of its set, or else the one whose last packet is oldest.
+/// This replaces a kernel LRU hash, whose insert costs ~180 ns per new flow
+/// on the project's machines (locks with interrupts off), with plain memory
+/// writes, and a lookup touches one cache line. The map is
+/// `BPF_F_MMAPABLE`, so its values start page-aligned and no set straddles
+/// two lines. Writes from two CPUs to one entry at once can tear it; the
+/// check turns a torn entry into a miss. Only flows in changed ring slots
+/// are recorded (see [`Ring`]).
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowSet {
     /// Entries.
     pub entries: [FlowEntry; FLOW_WAYS],
-    /// CLOCK hand: next entry considered for eviction.
-    pub hand: u32,
-    /// Zero.
-    pub pad: u32,
 }
 
 /// The check value of a flow entry (see [`FlowEntry::check`]); `hash` is the
-/// flow's [`flow_hash`].
+/// flow's [`flow_hash`]. Never zero.
 #[inline(always)]
-pub const fn flow_check(hash: u32, backend: u32, vip_id: u32) -> u32 {
-    hash ^ backend ^ (vip_id << 16) ^ 0x5bd1_e995
+pub const fn flow_check(hash: u32, backend: u16) -> u16 {
+    (((hash >> 16) as u16) ^ backend.wrapping_mul(0x9e37) ^ 0x5bd1) | 1
 }
 
 impl FlowEntry {
-    /// Whether this entry holds a flow (its check matches) under hash `seed`.
-    pub fn is_valid(&self, seed: u32) -> bool {
-        let k = &self.key;
+    /// The flow's 5-tuple, given the service of its backend.
+    pub const fn key(&self, service: &VipKey) -> FlowKey {
+        FlowKey {
+            saddr: self.saddr,
+            daddr: service.addr,
+            ports: self.ports,
+            proto: service.proto as u32,
+        }
+    }
+
+    /// Whether this entry holds a flow (its check matches) under hash
+    /// `seed`, given the service of its backend.
+    pub const fn is_valid(&self, seed: u32, service: &VipKey) -> bool {
         self.check != 0
             && self.check
                 == flow_check(
-                    flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto),
+                    flow_hash(
+                        seed,
+                        self.saddr,
+                        service.addr,
+                        self.ports,
+                        service.proto as u32,
+                    ),
                     self.backend,
-                    self.vip_id,
                 )
+    }
+}
+
+/// Flow-table events, counted per CPU in the `FLOW_STATS` map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlowStat {
+    /// A flow was recorded (a new entry written).
+    Recorded = 0,
+    /// Recording took the entry of a flow that was still live (its last
+    /// packet within the idle timeout): the table is too small for the
+    /// flows in changed slots.
+    EvictedLive = 1,
+    /// Recording took the entry of a flow idle past the timeout.
+    EvictedIdle = 2,
+}
+
+/// Number of [`FlowStat`] entries.
+pub const FLOW_STAT_COUNT: u32 = 3;
+
+impl FlowStat {
+    /// All, in index order.
+    pub const ALL: [FlowStat; FLOW_STAT_COUNT as usize] = [
+        FlowStat::Recorded,
+        FlowStat::EvictedLive,
+        FlowStat::EvictedIdle,
+    ];
+
+    /// Name used in JSON and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlowStat::Recorded => "recorded",
+            FlowStat::EvictedLive => "evicted_live",
+            FlowStat::EvictedIdle => "evicted_idle",
+        }
     }
 }
 
@@ -361,6 +459,11 @@ pub struct Meta {
     /// Seed of [`flow_hash`] (`[node] flow_hash_seed`; the same on every
     /// node of a site, so that they pick the same backends).
     pub hash_seed: u32,
+    /// The flow idle timeout in [`flow_time`] units: an entry idle for less
+    /// is live, and recording over it counts [`FlowStat::EvictedLive`].
+    pub live_units: u32,
+    /// Zero.
+    pub pad2: u32,
 }
 
 /// [`Meta::mode`]: generic (SKB) mode.
@@ -374,9 +477,10 @@ pub const XDP_MODE_NATIVE: u32 = 2;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stat {
-    /// Forwarded on an existing flow-table entry.
+    /// Changed ring slot: forwarded on the flow's flow-table entry.
     TxFlowHit = 0,
-    /// Forwarded on a new flow (Maglev lookup, flow recorded).
+    /// A TCP SYN: forwarded to the ring's backend (and recorded when its
+    /// slot has changed).
     TxNewFlow = 1,
     /// Not IPv4 (ARP, IPv6, LLDP, ...): passed.
     PassNotIpv4 = 2,
@@ -397,10 +501,17 @@ pub enum Stat {
     DropNoBackend = 8,
     /// Inconsistent maps (cannot happen unless maps are edited by hand): aborted.
     Aborted = 9,
+    /// Unchanged ring slot, not a TCP SYN: forwarded to the ring's backend
+    /// without a flow-table access.
+    TxRing = 11,
+    /// Changed ring slot, not a TCP SYN, no entry: the flow began before
+    /// the change, so it went to the slot's previous backend (or, when that
+    /// one is unusable, the current one), and was recorded.
+    TxFlowMiss = 12,
 }
 
 /// Number of [`Stat`] entries (size of the stats map).
-pub const STAT_COUNT: u32 = 11;
+pub const STAT_COUNT: u32 = 13;
 
 /// The XDP action a [`Stat`] belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -429,12 +540,14 @@ impl Stat {
         Stat::DropNoBackend,
         Stat::Aborted,
         Stat::PassOtherHost,
+        Stat::TxRing,
+        Stat::TxFlowMiss,
     ];
 
     /// Action taken for packets counted here.
     pub const fn action(self) -> Action {
         match self {
-            Stat::TxFlowHit | Stat::TxNewFlow => Action::Tx,
+            Stat::TxFlowHit | Stat::TxNewFlow | Stat::TxRing | Stat::TxFlowMiss => Action::Tx,
             Stat::PassNotIpv4
             | Stat::PassNotVip
             | Stat::PassVipOtherProto
@@ -459,6 +572,8 @@ impl Stat {
             Stat::DropMalformed => "drop_malformed",
             Stat::DropNoBackend => "drop_no_backend",
             Stat::Aborted => "aborted",
+            Stat::TxRing => "tx_ring",
+            Stat::TxFlowMiss => "tx_flow_miss",
         }
     }
 }
@@ -581,12 +696,13 @@ mod tests {
         assert_eq!(size_of::<VipInfo>(), 16);
         assert_eq!(size_of::<BackendInfo>(), 24);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<FlowEntry>(), 32);
-        assert_eq!(size_of::<FlowSet>(), 32 * FLOW_WAYS + 8);
+        assert_eq!(size_of::<FlowEntry>(), 16);
+        assert_eq!(size_of::<FlowSet>(), 64, "a set is one cache line");
+        assert_eq!(core::mem::align_of::<FlowSet>(), 64);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<BackendCounter>(), 32);
-        assert_eq!(size_of::<Meta>(), 24);
-        assert_eq!(size_of::<Ring>(), RING_MAX * 2);
+        assert_eq!(size_of::<Meta>(), 32);
+        assert_eq!(size_of::<Ring>(), RING_WORDS * 8 + RING_MAX * 4 + 4);
         assert_eq!(size_of::<bench::GenConfig>(), 32);
         assert_eq!(size_of::<bench::RefVip>(), 8);
     }
@@ -662,6 +778,40 @@ mod tests {
         assert!(e.closing());
         assert_eq!(e.idle_units(7), 2);
         assert_eq!(e.idle_units(5), 0);
+    }
+
+    #[test]
+    fn flow_checks_are_never_empty_and_name_the_backend() {
+        for h in [0u32, 0x5bd1_0000, u32::MAX, 0x1234_5678] {
+            for b in [0u16, 1, 7, 4095] {
+                assert_ne!(flow_check(h, b), 0);
+            }
+            assert_ne!(flow_check(h, 1), flow_check(h, 2));
+        }
+        let service = VipKey::new([10, 77, 0, 100], 80, IPPROTO_TCP);
+        let (saddr, ports) = (u32::from_ne_bytes([10, 0, 0, 1]), ports_raw(40000, 80));
+        let h = flow_hash(3, saddr, service.addr, ports, IPPROTO_TCP as u32);
+        let e = FlowEntry {
+            saddr,
+            ports,
+            backend: 5,
+            check: flow_check(h, 5),
+            stamp: 0,
+        };
+        assert!(e.is_valid(3, &service));
+        assert!(!e.is_valid(4, &service), "another seed");
+        let other = VipKey::new([10, 77, 0, 100], 80, IPPROTO_UDP);
+        assert!(!e.is_valid(3, &other), "another protocol");
+        assert_eq!(e.key(&service).ports, ports);
+    }
+
+    #[test]
+    fn ring_changed_bits() {
+        let mut r = Ring::EMPTY;
+        r.changed[1] |= 1 << 3;
+        assert!(r.is_changed(67));
+        assert!(!r.is_changed(66));
+        assert!(!r.is_changed(RING_MAX), "out of range is unchanged");
     }
 
     #[test]

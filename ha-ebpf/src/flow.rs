@@ -1,11 +1,12 @@
 //! The flow table (see `ha_common::FlowSet`): finding a flow's entry,
-//! refreshing its stamp on a hit, and recording a new flow with CLOCK
-//! eviction.
+//! refreshing its stamp on a hit, and recording a flow over an empty entry
+//! or the one idle longest, counting what recording displaced.
 
 use ha_common::{
-    flow_check, FlowEntry, FlowKey, FlowSet, FLOW_CLOSING, FLOW_REFERENCED, FLOW_TIME_SHIFT,
-    FLOW_WAYS,
+    flow_check, FlowEntry, FlowSet, FlowStat, FLOW_CLOSING, FLOW_REFERENCED, FLOW_TIME_SHIFT,
 };
+
+use crate::maps::FLOW_STATS;
 
 /// The stamp a packet leaves on its flow's entry: now, the closing bit
 /// kept or newly set, and referenced.
@@ -15,61 +16,77 @@ pub fn stamp_for(old: u32, now: u32, closing: bool) -> u32 {
     (now << FLOW_TIME_SHIFT) | (old & FLOW_CLOSING) | c | FLOW_REFERENCED
 }
 
-/// Index of `flow`'s entry in `set`, if it has one (check value intact).
+/// Index of the entry of the flow (`saddr`, `ports`, `hash`) in `set`, if
+/// it has one (check value intact).
 #[inline(always)]
-pub fn find(set: &FlowSet, flow: &FlowKey, hash: u32) -> Option<usize> {
+pub fn find(set: &FlowSet, saddr: u32, ports: u32, hash: u32) -> Option<usize> {
     for (i, e) in set.entries.iter().enumerate() {
-        if e.key == *flow && e.check == flow_check(hash, e.backend, e.vip_id) {
+        if e.saddr == saddr && e.ports == ports && e.check == flow_check(hash, e.backend) {
             return Some(i);
         }
     }
     None
 }
 
+fn count(stat: FlowStat) {
+    if let Some(c) = FLOW_STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU value; no other writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
 /// Records a flow in its set: in `slot` when the flow already had an entry,
-/// else in an empty entry, else in the first unreferenced one under the
-/// CLOCK hand (clearing reference bits as the hand passes).
+/// else in an empty entry, else over the entry whose last packet is oldest.
+/// Taking a flow's entry while it is live (idle below `live_units`) is
+/// counted as such: the table is too small.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     set: &mut FlowSet,
     slot: Option<usize>,
-    key: FlowKey,
+    saddr: u32,
+    ports: u32,
     hash: u32,
-    backend: u32,
-    vip_id: u32,
+    backend: u16,
     now: u32,
     closing: bool,
+    live_units: u32,
 ) {
-    let mut victim = slot.unwrap_or(FLOW_WAYS);
-    if victim >= FLOW_WAYS {
-        for (i, e) in set.entries.iter().enumerate() {
-            if e.check == 0 {
-                victim = i;
-                break;
+    let victim = match slot {
+        Some(i) => i,
+        None => {
+            let mut victim = 0;
+            let mut oldest = 0;
+            for (i, e) in set.entries.iter().enumerate() {
+                if e.check == 0 {
+                    victim = i;
+                    oldest = u32::MAX;
+                    break;
+                }
+                let idle = e.idle_units(now);
+                if i == 0 || idle > oldest {
+                    victim = i;
+                    oldest = idle;
+                }
             }
-        }
-    }
-    if victim >= FLOW_WAYS {
-        let mut hand = set.hand as usize % FLOW_WAYS;
-        for _ in 0..FLOW_WAYS {
-            let e = &mut set.entries[hand];
-            if e.stamp & FLOW_REFERENCED == 0 {
-                break;
+            if oldest != u32::MAX {
+                count(if oldest < live_units {
+                    FlowStat::EvictedLive
+                } else {
+                    FlowStat::EvictedIdle
+                });
             }
-            e.stamp &= !FLOW_REFERENCED;
-            hand = (hand + 1) % FLOW_WAYS;
+            victim
         }
-        victim = hand;
-        set.hand = ((hand + 1) % FLOW_WAYS) as u32;
-    }
+    };
     if let Some(e) = set.entries.get_mut(victim) {
         *e = FlowEntry {
-            key,
+            saddr,
+            ports,
             backend,
-            vip_id,
-            check: flow_check(hash, backend, vip_id),
+            check: flow_check(hash, backend),
             stamp: stamp_for(0, now, closing) & !FLOW_REFERENCED,
         };
     }
+    count(FlowStat::Recorded);
 }

@@ -1,5 +1,5 @@
-//! The halb XDP program: parse → VIP filter → flow table → VIP lookup →
-//! Maglev ring → MAC rewrite → `XDP_TX`. The pieces live beside it, split
+//! The halb XDP program: parse → VIP filter → VIP lookup → Maglev ring →
+//! (changed slots only) flow table → MAC rewrite → `XDP_TX`. The pieces live beside it, split
 //! by concern as Katran splits its balancer: `parse` (headers and bounds),
 //! `maps` (map definitions), `flow` (the flow table) and `forward` (the DSR
 //! rewrite and counters). This file is the pipeline.
@@ -18,8 +18,10 @@
 //! | VIP address, version ≠ 4, IHL < 5, total length < IHL or beyond the frame | `XDP_DROP` | `DropMalformed` |
 //! | VIP address, TCP/UDP, total length < IHL + L4 header, or L4 header cut short | `XDP_DROP` | `DropMalformed` |
 //! | VIP service, no usable backend | `XDP_DROP` | `DropNoBackend` |
-//! | VIP service, flow known (not a TCP SYN) | `XDP_TX` | `TxFlowHit` |
-//! | VIP service, new flow or TCP SYN | `XDP_TX` | `TxNewFlow` |
+//! | VIP service, TCP SYN | `XDP_TX` to the ring's backend (recorded if the slot changed) | `TxNewFlow` |
+//! | VIP service, unchanged ring slot | `XDP_TX` to the ring's backend | `TxRing` |
+//! | VIP service, changed slot, flow recorded | `XDP_TX` to the flow's backend | `TxFlowHit` |
+//! | VIP service, changed slot, flow not recorded | `XDP_TX` to the slot's previous backend (current if that one is unusable), recorded | `TxFlowMiss` |
 //!
 //! IP options are legal: the L4 header is found after them and the frame is
 //! forwarded like any other (DSR rewrites only MAC addresses). Ethernet
@@ -27,11 +29,13 @@
 //!
 //! The non-VIP path costs one inlined array read (the address bitmap), no
 //! hash lookup; the exact address check (a hash lookup) is only done for
-//! frames that hit the bitmap and cannot be matched to a service. An
-//! established flow costs one flow-table set read (an inlined array read,
-//! no hash map) and, about once a second, a write of its stamp; a new flow
-//! adds the VIP hash lookup, the Maglev ring read and a plain write into
-//! the flow table.
+//! frames that hit the bitmap and cannot be matched to a service. A VIP
+//! packet costs the VIP hash lookup and two reads of the VIP's ring (the
+//! changed-slot word, the backend): memory that stays in cache however many
+//! flows there are, and no write but per-CPU counters. Only in a slot that
+//! a table change gave another backend (see `ha_common::Ring`) is the flow
+//! table read: one 64-byte set, and a write of a stamp about once a second
+//! per flow, or of a new entry.
 #![no_std]
 #![no_main]
 
@@ -44,8 +48,8 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
 use ha_common::{
-    flow_hash, flow_time, ring_index, vip_filter_bit, FlowKey, Stat, VipKey, IPPROTO_TCP,
-    NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    flow_hash, flow_time, ring_index, vip_filter_bit, Stat, VipKey, IPPROTO_TCP, NO_BACKEND,
+    RING_MAX, VIP_FILTER_BITS,
 };
 
 use forward::{forward, usable_backend};
@@ -137,56 +141,12 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if !same {
         return pass(Stat::PassOtherHost);
     }
-    let flow = FlowKey {
-        saddr: p.saddr,
-        daddr,
-        ports: p.ports,
-        proto: p.proto as u32,
-    };
     let service = VipKey {
         addr: daddr,
         port: (p.ports >> 16) as u16,
         proto: p.proto,
         pad: 0,
     };
-
-    // The flow table (see `ha_common::FlowSet`). A TCP SYN always starts a
-    // new flow: a client that reuses a port after a backend was drained must
-    // not stick to it.
-    let hash = flow_hash(meta.hash_seed, flow.saddr, daddr, flow.ports, flow.proto);
-    // SAFETY: a plain read of a read-only global the loader sets.
-    let sets = unsafe { core::ptr::read_volatile(&FLOW_SETS) };
-    let set = FLOWS.get_ptr_mut(hash & sets.wrapping_sub(1));
-    let tcp = p.proto == IPPROTO_TCP;
-    let syn = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let closing = tcp && p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-    // SAFETY: a helper without arguments.
-    let now = flow_time(unsafe { bpf_ktime_get_coarse_ns() });
-    let mut slot = None;
-    if let Some(set) = set {
-        // SAFETY: `set` points at a map value that lives for this run.
-        let set = unsafe { &mut *set };
-        if let Some(i) = flow::find(set, &flow, hash) {
-            if let Some(e) = set.entries.get_mut(i) {
-                // Established: no VIP lookup. The entry is trusted only while
-                // its backend is up and serves exactly this service (ids of
-                // removed VIPs and backends are reused).
-                if !syn {
-                    if let Some(b) = usable_backend(e.backend, &service) {
-                        let stamp = flow::stamp_for(e.stamp, now, closing);
-                        if e.stamp != stamp {
-                            e.stamp = stamp;
-                        }
-                        let id = e.backend;
-                        return forward(data, b, id, len, Stat::TxFlowHit);
-                    }
-                }
-            }
-            slot = Some(i);
-        }
-    }
-
-    // New flow (or one whose backend went away): VIP, then Maglev.
     let vip = match VIPS.get_ptr(&service) {
         // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
         Some(v) => unsafe { *v },
@@ -198,26 +158,89 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if vip.ring_size == 0 {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     }
+    let hash = flow_hash(meta.hash_seed, p.saddr, daddr, p.ports, p.proto as u32);
     let idx = (hash % vip.ring_size) as usize;
     if idx >= RING_MAX {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     }
-    let entry = ring.entries[idx];
-    if entry == NO_BACKEND {
+    let tcp = p.proto == IPPROTO_TCP;
+    let syn = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let current = ring.entries[idx];
+
+    if !ring.is_changed(idx) {
+        // Every live flow of this slot is on the ring's backend: no state.
+        if current == NO_BACKEND {
+            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        }
+        let Some(b) = usable_backend(current as u32, &service) else {
+            // The ring still names a backend that just went down: the new
+            // ring is on its way; do not send to a dead backend meanwhile.
+            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        };
+        let stat = if syn { Stat::TxNewFlow } else { Stat::TxRing };
+        return forward(data, b, current as u32, len, stat);
+    }
+
+    // A changed slot: the flow table decides. A TCP SYN always starts a new
+    // flow: a client that reuses a port after a backend was drained must
+    // not stick to it.
+    // SAFETY: a plain read of a read-only global the loader sets.
+    let sets = unsafe { core::ptr::read_volatile(&FLOW_SETS) };
+    let Some(set) = FLOWS.get_ptr_mut(hash & sets.wrapping_sub(1)) else {
+        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+    };
+    // SAFETY: `set` points at a map value that lives for this run.
+    let set = unsafe { &mut *set };
+    let closing = tcp && p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    // SAFETY: a helper without arguments.
+    let now = flow_time(unsafe { bpf_ktime_get_coarse_ns() });
+    let slot = flow::find(set, p.saddr, p.ports, hash);
+    if let Some(i) = slot {
+        if let Some(e) = set.entries.get_mut(i) {
+            // The entry is trusted only while its backend is up and serves
+            // exactly this service (ids of removed VIPs and backends are
+            // reused).
+            if !syn {
+                if let Some(b) = usable_backend(e.backend as u32, &service) {
+                    let stamp = flow::stamp_for(e.stamp, now, closing);
+                    if e.stamp != stamp {
+                        e.stamp = stamp;
+                    }
+                    let id = e.backend as u32;
+                    return forward(data, b, id, len, Stat::TxFlowHit);
+                }
+            }
+        }
+    }
+    // Unknown here (or its backend went away). Not a SYN: it began before
+    // the slot changed, on the previous backend, if that one can take it.
+    let mut chosen = current;
+    let mut stat = Stat::TxNewFlow;
+    if !syn {
+        stat = Stat::TxFlowMiss;
+        let before = ring.previous[idx];
+        if before != NO_BACKEND && usable_backend(before as u32, &service).is_some() {
+            chosen = before;
+        }
+    }
+    if chosen == NO_BACKEND {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     }
-    let backend_id = entry as u32;
-    let Some(b) = usable_backend(backend_id, &service) else {
-        // The ring still names a backend that just went down: the new
-        // ring is on its way; do not send to a dead backend meanwhile.
+    let Some(b) = usable_backend(chosen as u32, &service) else {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     };
-    if let Some(set) = set {
-        // SAFETY: as above.
-        let set = unsafe { &mut *set };
-        flow::record(set, slot, flow, hash, backend_id, vip.id, now, closing);
-    }
-    forward(data, b, backend_id, len, Stat::TxNewFlow)
+    flow::record(
+        set,
+        slot,
+        p.saddr,
+        p.ports,
+        hash,
+        chosen,
+        now,
+        closing,
+        meta.live_units,
+    );
+    forward(data, b, chosen as u32, len, stat)
 }
 
 #[cfg(not(test))]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use ha_common::{
     BackendCounter, BackendInfo, Counter, FlowSet, Meta, Ring, VipFilter, VipInfo, VipKey,
-    DEFAULT_FLOW_SETS, MAX_BACKENDS, MAX_VIPS, STAT_COUNT,
+    DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS, MAX_VIPS, STAT_COUNT,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -25,7 +25,7 @@ pub static VIPS: HashMap<VipKey, VipInfo> =
 #[map(name = "HALB_VIP_FILTER")]
 pub static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 
-/// Two Maglev rings per VIP.
+/// Two Maglev rings per VIP, each with its changed slots (see `ha_common::Ring`).
 #[map(name = "HALB_RINGS")]
 pub static RINGS: Array<Ring> = Array::with_max_entries(MAX_VIPS * 2, 0);
 
@@ -44,6 +44,10 @@ pub static FLOW_SETS: u32 = DEFAULT_FLOW_SETS;
 /// Per-reason counters.
 #[map(name = "HALB_STATS")]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Flow-table events (`ha_common::FlowStat`).
+#[map(name = "HALB_FLOW_STATS")]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STAT_COUNT, 0);
 
 /// Per-backend counters.
 #[map(name = "HALB_BACKEND_STATS")]

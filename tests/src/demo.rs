@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use ha_common::Stat;
 use halb::dataplane::Maps;
 
 use crate::client::{self, Stream};
@@ -57,7 +56,7 @@ fn forwarded(lab: &Lab, node: &str) -> Result<(u64, usize)> {
     let tx = maps
         .stats()?
         .iter()
-        .filter(|(s, _)| matches!(s, Stat::TxFlowHit | Stat::TxNewFlow))
+        .filter(|(s, _)| s.action() == ha_common::Action::Tx)
         .map(|(_, c)| c.packets)
         .sum();
     Ok((tx, maps.flows()?.len()))

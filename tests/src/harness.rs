@@ -49,6 +49,7 @@ impl Harness {
         let mut maps = Maps::take(&mut ebpf).expect("maps");
         maps.set_meta(&Meta {
             mac: LB_MAC,
+            live_units: 60,
             ..Default::default()
         })
         .expect("meta");
@@ -86,6 +87,15 @@ impl Harness {
         ];
         h.apply();
         h
+    }
+
+    /// Gives the TCP VIP another table size, which marks every slot of its
+    /// ring changed (with no previous backend): from then on its packets go
+    /// through the flow table.
+    pub fn mark_all_changed(&mut self) {
+        self.specs[0].table_size = 65521;
+        self.apply();
+        assert_eq!(self.writer.changed_slots(), 65521);
     }
 
     /// Writes `specs`.

@@ -36,7 +36,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ha_common::bench::{GenConfig, RefVip, GEN_CYCLE, GEN_STORM};
-use ha_common::{Ring, VipKey, DEFAULT_RING_SIZE, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, RING_MAX};
+use ha_common::{Ring, VipKey, DEFAULT_RING_SIZE, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND};
 use halb::dataplane::maglev::{self, Member};
 use serde::Serialize;
 
@@ -476,13 +476,11 @@ fn ring() -> Result<Vec<u16>> {
 fn lru_reference(bed: &Bed, table: u32) -> Result<Ebpf> {
     let mut ebpf = load("halb-bench-lru", &[("REF_FLOWS", table)])?;
     let entries = ring()?;
-    let mut r = Ring {
-        entries: [NO_BACKEND; RING_MAX],
-    };
+    let mut r = halb::dataplane::maps::empty_ring();
     r.entries[..entries.len()].copy_from_slice(&entries);
     let mut rings: Array<_, Ring> =
         Array::try_from(ebpf.map_mut("REF_RINGS").context("REF_RINGS")?)?;
-    rings.set(0, r, 0)?;
+    rings.set(0, *r, 0)?;
     let mut backends: Array<_, [u8; 8]> =
         Array::try_from(ebpf.map_mut("REF_BACKENDS").context("REF_BACKENDS")?)?;
     let mut mac = [0u8; 8];

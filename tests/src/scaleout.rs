@@ -321,9 +321,7 @@ impl ScaleOut {
             .and_then(|m| m.stats())
             .map(|s| {
                 s.iter()
-                    .filter(|(st, _)| {
-                        matches!(st, ha_common::Stat::TxFlowHit | ha_common::Stat::TxNewFlow)
-                    })
+                    .filter(|(st, _)| st.action() == ha_common::Action::Tx)
                     .map(|(_, c)| c.packets)
                     .sum()
             })

@@ -33,7 +33,13 @@ fn health_section() -> String {
 
 /// The node's config with HTTP checks (inserted before the first backend).
 fn config(lab: &Lab) -> String {
-    let base = node_config(lab, "lb1", "native", BACKENDS, None, None);
+    // A short idle timeout: a removed backend's changed slots settle, and
+    // it is released, a few seconds after its last flow ended.
+    let base = node_config(lab, "lb1", "native", BACKENDS, None, None).replacen(
+        "\n\n",
+        "\nflow_idle_timeout_ms = 2000\n\n",
+        1,
+    );
     base.replacen(
         "\n  [[vip.backend]]",
         &format!("{}\n  [[vip.backend]]", health_section()),
@@ -291,18 +297,14 @@ fn drained_backend_keeps_its_long_stream() {
     let port = rx.recv_timeout(Duration::from_secs(5)).expect("started");
     // Which backend carries it?
     let maps = Maps::open_pinned(&lab.pin_dir("lb1")).expect("maps");
-    let entry = maps
-        .flows()
-        .expect("flows")
-        .into_iter()
-        .find(|e| e.key.sport() == port)
-        .expect("flow entry");
-    let addr = Ipv4Addr::from(
-        maps.backend(entry.backend)
-            .expect("backend")
-            .addr
-            .to_ne_bytes(),
-    );
+    let key = ha_common::FlowKey {
+        saddr: u32::from_ne_bytes(CLIENT.octets()),
+        daddr: u32::from_ne_bytes(VIP.octets()),
+        ports: ha_common::ports_raw(port, 80),
+        proto: ha_common::IPPROTO_TCP as u32,
+    };
+    let id = maps.route(&key).expect("route").expect("a backend");
+    let addr = Ipv4Addr::from(maps.backend(id).expect("backend").addr.to_ne_bytes());
     let name = (1..=BACKENDS)
         .find(|&i| backend_addr(i) == addr)
         .map(|i| format!("web{i}"))
@@ -366,18 +368,14 @@ fn no_healthy_backend_lowers_the_vrrp_priority() {
 /// flow table).
 fn backend_of_flow(lab: &Lab, port: u16) -> String {
     let maps = Maps::open_pinned(&lab.pin_dir("lb1")).expect("maps");
-    let entry = maps
-        .flows()
-        .expect("flows")
-        .into_iter()
-        .find(|e| e.key.sport() == port)
-        .expect("flow entry");
-    let addr = Ipv4Addr::from(
-        maps.backend(entry.backend)
-            .expect("backend")
-            .addr
-            .to_ne_bytes(),
-    );
+    let key = ha_common::FlowKey {
+        saddr: u32::from_ne_bytes(CLIENT.octets()),
+        daddr: u32::from_ne_bytes(VIP.octets()),
+        ports: ha_common::ports_raw(port, 80),
+        proto: ha_common::IPPROTO_TCP as u32,
+    };
+    let id = maps.route(&key).expect("route").expect("a backend");
+    let addr = Ipv4Addr::from(maps.backend(id).expect("backend").addr.to_ne_bytes());
     (1..=BACKENDS)
         .find(|&i| backend_addr(i) == addr)
         .map(|i| format!("web{i}"))

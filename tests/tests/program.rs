@@ -5,8 +5,8 @@
 use std::net::Ipv4Addr;
 
 use ha_common::{
-    flow_hash, ports_raw, FlowKey, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_CLOSING, FLOW_WAYS,
-    IPPROTO_TCP,
+    flow_hash, ports_raw, FlowKey, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_CLOSING, FLOW_TIME_SHIFT,
+    FLOW_WAYS, IPPROTO_TCP,
 };
 use halb::dataplane::{BackendSpec, VipSpec};
 use halb_lab::frame::{self, Frame};
@@ -27,7 +27,7 @@ fn vip_tcp_and_udp_are_forwarded_with_rewritten_macs() {
         Frame::udp([10, 77, 0, 10], VIP, 40001, 53).macs(CLIENT_MAC, LB_MAC),
     ] {
         let data = f.build();
-        let out = h.expect(&data, XDP_TX, Stat::TxNewFlow);
+        let out = h.expect(&data, XDP_TX, Stat::TxRing);
         let dst: [u8; 6] = out[0..6].try_into().expect("mac");
         assert!(
             (1..=3).any(|i| dst == backend_mac(i)),
@@ -44,16 +44,8 @@ fn same_flow_same_backend_and_flows_spread() {
     let mut seen = std::collections::HashMap::new();
     for sport in 1000..1300u16 {
         let data = tcp_to(VIP, 80, sport).build();
-        let (rc, first) = h.run(&data);
-        assert_eq!(rc, XDP_TX);
-        let hits = h.stat(Stat::TxFlowHit);
-        let (rc2, second) = h.run(&data);
-        assert_eq!(rc2, XDP_TX);
-        assert_eq!(
-            h.stat(Stat::TxFlowHit),
-            hits + 1,
-            "second packet hits the flow table"
-        );
+        let first = h.expect(&data, XDP_TX, Stat::TxRing);
+        let second = h.expect(&data, XDP_TX, Stat::TxRing);
         assert_eq!(first[0..6], second[0..6], "same flow, same backend");
         *seen.entry(first[5]).or_insert(0) += 1;
     }
@@ -62,6 +54,123 @@ fn same_flow_same_backend_and_flows_spread() {
         seen.values().all(|&n| n >= 60),
         "300 flows spread over 3 backends: {seen:?}"
     );
+    // No slot changed: no flow needed recording.
+    assert_eq!(h.writer.store().flows().expect("flows").len(), 0);
+    assert_eq!(h.stat(Stat::TxFlowHit) + h.stat(Stat::TxFlowMiss), 0);
+}
+
+#[test]
+fn flows_that_began_before_a_change_keep_their_backend_and_are_recorded() {
+    let mut h = Harness::new();
+    let flows: Vec<(Vec<u8>, [u8; 6])> = (2000..2300u16)
+        .map(|sport| {
+            let d = tcp_to(VIP, 80, sport).build();
+            let out = h.expect(&d, XDP_TX, Stat::TxRing);
+            (d, out[0..6].try_into().expect("mac"))
+        })
+        .collect();
+    // A fourth backend takes about a quarter of the slots.
+    h.specs[0].backends.push(BackendSpec {
+        addr: Ipv4Addr::new(10, 77, 0, 24),
+        mac: Some(backend_mac(4)),
+        weight: 1,
+        healthy: true,
+    });
+    h.apply();
+    let changed = h.writer.changed_slots();
+    assert!(
+        (65537 / 5..65537 / 3).contains(&changed),
+        "{changed} slots changed"
+    );
+    let mut missed = 0;
+    for (d, mac) in &flows {
+        let misses = h.stat(Stat::TxFlowMiss);
+        let (rc, out) = h.run(d);
+        assert_eq!(rc, XDP_TX);
+        assert_eq!(out[0..6], mac[..], "an established flow keeps its backend");
+        if h.stat(Stat::TxFlowMiss) == misses + 1 {
+            missed += 1;
+            // Recorded: the next packet hits its entry.
+            h.expect(d, XDP_TX, Stat::TxFlowHit);
+        }
+    }
+    assert!(missed > 30, "{missed} flows were in changed slots");
+    assert_eq!(
+        h.writer.store().flows().expect("flows").len(),
+        missed,
+        "exactly the flows of changed slots were recorded"
+    );
+    // New connections (SYN) in changed slots reach the new backend.
+    let to_new = (3000..3400u16)
+        .filter(|&p| {
+            let out = h.expect(
+                &tcp_to(VIP, 80, p).tcp_flags(0x02).build(),
+                XDP_TX,
+                Stat::TxNewFlow,
+            );
+            out[0..6] == backend_mac(4)
+        })
+        .count();
+    assert!(to_new > 40, "{to_new} of 400 new flows on the new backend");
+}
+
+#[test]
+fn settled_slots_go_back_to_the_ring_unless_a_live_flow_holds_them() {
+    let mut h = Harness::new();
+    let flows: Vec<(Vec<u8>, [u8; 6])> = (2000..2300u16)
+        .map(|sport| {
+            let d = tcp_to(VIP, 80, sport).build();
+            let (_, out) = h.run(&d);
+            (d, out[0..6].try_into().expect("mac"))
+        })
+        .collect();
+    h.specs[0].backends[0].weight = 0;
+    h.apply();
+    for (d, _) in &flows {
+        h.run(d);
+    }
+    let recorded = h.writer.store().flows().expect("flows");
+    assert!(!recorded.is_empty());
+    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let vip_id = h.writer.vip_info(&key).expect("vip").id;
+    let drained_id = h
+        .writer
+        .backend_id(&key, Ipv4Addr::new(10, 77, 0, 21))
+        .expect("id");
+    assert!(h.writer.previous_backends().contains(&drained_id));
+    // The slots of the recorded flows are held; every other one settles.
+    let pinned: std::collections::HashSet<(u32, u32)> = recorded
+        .iter()
+        .map(|(k, _)| {
+            (
+                vip_id,
+                flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) % 65537,
+            )
+        })
+        .collect();
+    let hold = std::time::Duration::from_secs(60);
+    let later = std::time::Instant::now() + hold;
+    assert_eq!(
+        h.writer
+            .settle(std::time::Instant::now(), hold, &pinned)
+            .expect("settle"),
+        0,
+        "nothing settles before the hold"
+    );
+    let cleared = h.writer.settle(later, hold, &pinned).expect("settle");
+    assert_eq!(h.writer.changed_slots(), pinned.len());
+    assert!(cleared > 1000, "{cleared}");
+    for (d, mac) in &flows {
+        let (_, out) = h.run(d);
+        assert_eq!(out[0..6], mac[..], "held flows keep their backend");
+    }
+    // Once nothing holds them, the last slots settle too, and the drained
+    // backend is no slot's previous backend any more.
+    h.writer
+        .settle(later, hold, &Default::default())
+        .expect("settle");
+    assert_eq!(h.writer.changed_slots(), 0);
+    assert!(h.writer.previous_backends().is_empty());
 }
 
 #[test]
@@ -100,7 +209,7 @@ fn vip_frames_for_another_mac_are_not_forwarded() {
         .macs(CLIENT_MAC, [0x02, 0, 0, 0, 0, 0x03])
         .build();
     h.expect(&other, XDP_PASS, Stat::PassOtherHost);
-    h.expect(&tcp_to(VIP, 80, 7100).build(), XDP_TX, Stat::TxNewFlow);
+    h.expect(&tcp_to(VIP, 80, 7100).build(), XDP_TX, Stat::TxRing);
 }
 
 #[test]
@@ -151,7 +260,7 @@ fn malformed_and_fragmented_frames_have_a_defined_fate() {
     h.expect(
         &tcp_to(VIP, 80, 7006).frag(0x4000).build(),
         XDP_TX,
-        Stat::TxNewFlow,
+        Stat::TxRing,
     );
     // Fragments to others pass.
     h.expect(
@@ -168,7 +277,7 @@ fn ip_options_are_forwarded_intact() {
         .options(vec![1, 1, 1, 1, 0x94, 4, 0, 0])
         .build();
     assert_eq!(data[14] & 0x0f, 7, "IHL 7");
-    let out = h.expect(&data, XDP_TX, Stat::TxNewFlow);
+    let out = h.expect(&data, XDP_TX, Stat::TxRing);
     assert_eq!(out[12..], data[12..]);
     // The ports were read after the options: the same flow without options
     // (different IP header) still hashes on the same 5-tuple.
@@ -206,7 +315,7 @@ fn drained_backend_keeps_its_flows_and_gets_no_new_ones() {
         );
     }
     for sport in 3000..3200u16 {
-        let (rc, out) = h.run(&tcp_to(VIP, 80, sport).build());
+        let (rc, out) = h.run(&tcp_to(VIP, 80, sport).tcp_flags(0x02).build());
         assert_eq!(rc, XDP_TX);
         assert_ne!(out[5], drained, "no new flow for the drained backend");
     }
@@ -251,7 +360,9 @@ fn counters_add_up() {
     let key = VipKey::new(VIP, 80, IPPROTO_TCP);
     let mut bytes = 0u64;
     for sport in 0..50u16 {
+        let flags = if sport < 10 { 0x02 } else { 0x10 };
         let d = tcp_to(VIP, 80, 9000 + sport % 10)
+            .tcp_flags(flags)
             .payload(vec![0; sport as usize])
             .build();
         bytes += d.len() as u64;
@@ -272,9 +383,8 @@ fn counters_add_up() {
     }
     assert_eq!((packets, b_bytes, new_flows), (50, bytes, 10));
     assert_eq!(h.stat(Stat::TxNewFlow), 10);
-    assert_eq!(h.stat(Stat::TxFlowHit), 40);
-    assert_eq!(h.writer.store().flows().expect("flows").len(), 10);
-    assert_eq!(h.stat(Stat::TxNewFlow) + h.stat(Stat::TxFlowHit), 50);
+    assert_eq!(h.stat(Stat::TxRing), 40);
+    assert_eq!(h.writer.store().flows().expect("flows").len(), 0);
 }
 
 fn flow_key(src: [u8; 4], sport: u16) -> FlowKey {
@@ -313,8 +423,9 @@ fn syn_starts_over_on_a_drained_backend() {
 }
 
 #[test]
-fn full_set_evicts_the_unreferenced_flow_first() {
-    let h = Harness::new();
+fn a_full_set_evicts_the_flow_idle_longest_and_counts_it() {
+    let mut h = Harness::new();
+    h.mark_all_changed();
     // FLOW_WAYS + 1 flows that share one set of the flow table.
     let mask = DEFAULT_FLOW_SETS - 1;
     let set_of = |k: &FlowKey| flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) & mask;
@@ -325,42 +436,67 @@ fn full_set_evicts_the_unreferenced_flow_first() {
         .take(FLOW_WAYS + 1)
         .collect();
     assert_eq!(same_set.len(), FLOW_WAYS + 1);
-    let frame =
-        |(src, p): ([u8; 4], u16)| Frame::tcp(src, VIP, p, 80).macs(CLIENT_MAC, LB_MAC).build();
-    let maps = h.writer.store();
+    let frame = |(src, p): ([u8; 4], u16)| {
+        Frame::tcp(src, VIP, p, 80)
+            .macs(CLIENT_MAC, LB_MAC)
+            .tcp_flags(0x02)
+            .build()
+    };
     for &f in &same_set[..FLOW_WAYS] {
         h.expect(&frame(f), XDP_TX, Stat::TxNewFlow);
     }
-    // Touch every flow but the third: they are referenced.
-    for (i, &f) in same_set[..FLOW_WAYS].iter().enumerate() {
-        if i != 2 {
-            h.expect(&frame(f), XDP_TX, Stat::TxFlowHit);
+    // Age the third flow: its last packet 10 flow-time units earlier.
+    let key2 = flow_key(same_set[2].0, same_set[2].1);
+    let index = h.writer.store().flow_set_index(&key2);
+    let mut set = h
+        .writer
+        .store()
+        .flow_view()
+        .expect("view")
+        .set(index as usize)
+        .expect("set");
+    for e in &mut set.entries {
+        if e.saddr == key2.saddr && e.ports == key2.ports {
+            let t = (e.stamp >> FLOW_TIME_SHIFT).wrapping_sub(10);
+            e.stamp = (t << FLOW_TIME_SHIFT) | (e.stamp & 3);
         }
     }
+    h.writer
+        .store_mut()
+        .set_flow_set(index, &set)
+        .expect("write set");
+    let evicted = |h: &Harness| h.writer.store().flow_stats().expect("stats")[1].1;
+    let before = evicted(&h);
     let newcomer = same_set[FLOW_WAYS];
     h.expect(&frame(newcomer), XDP_TX, Stat::TxNewFlow);
+    let maps = h.writer.store();
     let present = |(src, p): ([u8; 4], u16)| maps.flow(&flow_key(src, p)).expect("read").is_some();
     assert!(present(newcomer), "the new flow got an entry");
-    assert!(!present(same_set[2]), "the unreferenced flow was evicted");
+    assert!(!present(same_set[2]), "the flow idle longest was evicted");
     for (i, &f) in same_set[..FLOW_WAYS].iter().enumerate() {
         if i != 2 {
-            assert!(present(f), "referenced flow {i} kept its entry");
+            assert!(present(f), "flow {i} kept its entry");
         }
     }
-    // The evicted flow still reaches a backend (Maglev), as a new flow.
-    h.expect(&frame(same_set[2]), XDP_TX, Stat::TxNewFlow);
+    assert_eq!(evicted(&h), before + 1, "a live flow's eviction is counted");
+    // The evicted flow still reaches a backend (no previous: the ring's).
+    let ack = Frame::tcp(same_set[2].0, VIP, same_set[2].1, 80)
+        .macs(CLIENT_MAC, LB_MAC)
+        .build();
+    h.expect(&ack, XDP_TX, Stat::TxFlowMiss);
 }
 
 #[test]
 fn torn_or_foreign_entries_are_ignored() {
     let mut h = Harness::new();
+    h.mark_all_changed();
     let d = tcp_to(VIP, 80, 6100).build();
-    h.expect(&d, XDP_TX, Stat::TxNewFlow);
+    h.expect(&d, XDP_TX, Stat::TxFlowMiss);
     h.expect(&d, XDP_TX, Stat::TxFlowHit);
-    // Forget the entry as userspace would: the next packet is a new flow again.
+    // Forget the entry as userspace would: the next packet is unknown again.
     let key = flow_key([10, 77, 0, 10], 6100);
     h.writer.store_mut().remove_flow(&key).expect("remove");
-    h.expect(&d, XDP_TX, Stat::TxNewFlow);
+    h.expect(&d, XDP_TX, Stat::TxFlowMiss);
     assert!(h.writer.store().flow(&key).expect("read").is_some());
 }
 
@@ -389,14 +525,19 @@ fn total_length_must_fit_the_frame_and_cover_the_headers() {
     // Ethernet padding after a whole packet is fine.
     let mut padded = tcp_to(VIP, 80, 7104).build();
     padded.extend_from_slice(&[0; 6]);
-    h.expect(&padded, XDP_TX, Stat::TxNewFlow);
+    h.expect(&padded, XDP_TX, Stat::TxRing);
 }
 
 #[test]
 fn a_client_fin_or_rst_marks_its_flow_closing() {
-    let h = Harness::new();
+    let mut h = Harness::new();
+    h.mark_all_changed();
     for (sport, flags) in [(7200u16, 0x11u8), (7201, 0x04), (7202, 0x14)] {
-        h.expect(&tcp_to(VIP, 80, sport).build(), XDP_TX, Stat::TxNewFlow);
+        h.expect(
+            &tcp_to(VIP, 80, sport).tcp_flags(0x02).build(),
+            XDP_TX,
+            Stat::TxNewFlow,
+        );
         let key = flow_key([10, 77, 0, 10], sport);
         let e = h.writer.store().flow(&key).expect("read").expect("entry");
         assert!(!e.closing());
@@ -427,7 +568,7 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
         .map(|p| tcp_to(VIP, 80, p).build())
         .collect();
     for d in &flows {
-        h.expect(d, XDP_TX, Stat::TxNewFlow);
+        h.expect(d, XDP_TX, Stat::TxRing);
     }
     let key80 = VipKey::new(VIP, 80, IPPROTO_TCP);
     let ids80: Vec<u32> = (1..=3u8)
@@ -491,5 +632,5 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
         );
         assert_eq!(&out, d);
     }
-    h.expect(&tcp_to(VIP, 8080, 7300).build(), XDP_TX, Stat::TxNewFlow);
+    h.expect(&tcp_to(VIP, 8080, 7300).build(), XDP_TX, Stat::TxRing);
 }

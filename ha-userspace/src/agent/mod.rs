@@ -28,11 +28,13 @@ pub mod runtime;
 mod snapshot;
 pub mod supervise;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use ha_common::VipKey;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -212,6 +214,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         flow_table_size: cfg.node.flow_table_size,
         mac: link.mac,
         hash_seed: cfg.node.flow_hash_seed,
+        live_units: idle_units(cfg.node.flow_idle_timeout_ms),
         reset: opts.reset_dataplane,
     };
     let dp = DataPlane::start(&dp_opts, lock)?;
@@ -269,6 +272,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         flows: HashMap::new(),
         flows_total: 0,
         census_at: None,
+        changed_slots: 0,
+        evicted_live: 0,
+        evictions_logged: false,
         watchdog: watchdog::interval(),
         stale_logged: false,
         health_beat: watchdog::Beat::new(),
@@ -501,10 +507,56 @@ async fn monitor_ended(m: &mut Option<Monitor>) -> String {
     }
 }
 
-/// One walk of the flow table: flows per backend id, all and live.
+/// One walk of the flow table: flows per backend id, all and live, and the
+/// changed ring slots that live flows still hold (VIP id, slot).
 struct Census {
     at: Instant,
     per_backend: HashMap<u32, (u64, u64)>,
+    pinned: HashSet<(u32, u32)>,
+}
+
+/// Walks the flow table (on its own thread: a 16M-entry table is 256 MB).
+fn census(
+    view: &FlowView,
+    seed: u32,
+    idle_units: u32,
+    services: &HashMap<u16, VipKey>,
+    rings: &HashMap<VipKey, dataplane::writer::RingView>,
+) -> Census {
+    let at = Instant::now();
+    let t = dataplane::maps::flow_now();
+    let mut per_backend: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut pinned = HashSet::new();
+    view.for_each_valid(
+        seed,
+        |b| services.get(&b).copied(),
+        |e, service| {
+            let idle = e.idle_units(t);
+            let live = if e.closing() {
+                idle < CLOSING_IDLE_UNITS
+            } else {
+                idle < idle_units
+            };
+            let c = per_backend.entry(e.backend as u32).or_default();
+            c.0 += 1;
+            c.1 += live as u64;
+            if let Some(r) = rings.get(service).filter(|_| live) {
+                let k = e.key(service);
+                let hash = ha_common::flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto);
+                if !r.table.is_empty() {
+                    let slot = hash % r.table.len() as u32;
+                    if r.changed.contains(&slot) && r.table[slot as usize] != e.backend {
+                        pinned.insert((r.vip_id, slot));
+                    }
+                }
+            }
+        },
+    );
+    Census {
+        at,
+        per_backend,
+        pinned,
+    }
 }
 
 /// Flow-time units a flow of a removed backend may be quiet and still count
@@ -547,6 +599,12 @@ struct Agent {
     flows: HashMap<u32, u64>,
     flows_total: u64,
     census_at: Option<Instant>,
+    /// Ring slots marked changed (after the last census).
+    changed_slots: usize,
+    /// Live-entry evictions seen at the last census, and whether they were
+    /// logged (once per run).
+    evicted_live: u64,
+    evictions_logged: bool,
     watchdog: Option<Duration>,
     stale_logged: bool,
     /// Beaten by every health report (and when the monitor starts).
@@ -1109,11 +1167,52 @@ impl Agent {
             if let Some(Ok(c)) = self.census.take().map(|c| c.join()) {
                 self.flows = c.per_backend.iter().map(|(id, (n, _))| (*id, *n)).collect();
                 self.flows_total = self.flows.values().sum();
+                // Changed slots whose protected flows have aged out go back
+                // to plain ring lookups. The hold is counted up to the
+                // census' start, so a slot marked during the walk waits.
+                let hold = Duration::from_millis(self.cfg.node.flow_idle_timeout_ms) + CENSUS_EVERY;
+                match self.dp.writer().settle(c.at, hold, &c.pinned) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(slots = n, "changed ring slots settled"),
+                    Err(e) => tracing::error!("settling changed ring slots: {e}"),
+                }
+                self.changed_slots = self.dp.writer().changed_slots();
+                let evicted = self
+                    .dp
+                    .maps()
+                    .flow_stats()
+                    .ok()
+                    .and_then(|v| {
+                        v.get(ha_common::FlowStat::EvictedLive as usize)
+                            .map(|x| x.1)
+                    })
+                    .unwrap_or(0);
+                if evicted > self.evicted_live && !self.evictions_logged {
+                    self.evictions_logged = true;
+                    tracing::warn!(
+                        evicted_live = evicted,
+                        capacity = self.dp.maps().flow_sets() as u64 * ha_common::FLOW_WAYS as u64,
+                        "the flow table is evicting live flows: raise [node] flow_table_size \
+                         (logged once; halb_flow_table_events_total{{event=\"evicted_live\"}} counts them)"
+                    );
+                }
+                self.evicted_live = evicted;
+                // A removed backend that a changed slot still names as its
+                // previous backend may have flows that were not seen yet.
+                let previous = self.dp.writer().previous_backends();
                 let dp = &self.dp;
-                let released = self.runtime.settle(c.at, now, |service, addr| {
-                    dp.backend_id(service, addr)
-                        .map(|id| c.per_backend.get(&id).map_or(0, |(_, live)| *live))
-                });
+                let released = self.runtime.settle(
+                    c.at,
+                    now,
+                    |service, addr| {
+                        dp.backend_id(service, addr)
+                            .map(|id| c.per_backend.get(&id).map_or(0, |(_, live)| *live))
+                    },
+                    |service, addr| {
+                        dp.backend_id(service, addr)
+                            .is_some_and(|id| previous.contains(&id))
+                    },
+                );
                 if !released.is_empty() {
                     for ((vip, backend), _, why) in &released {
                         match why {
@@ -1145,23 +1244,11 @@ impl Agent {
             let view = self.flow_view.clone();
             let seed = self.dp.maps().hash_seed();
             let idle_units = idle_units(self.cfg.node.flow_idle_timeout_ms);
+            let services = self.dp.writer().services();
+            let rings = self.dp.writer().ring_views();
             self.census_at = Some(now);
             self.census = Some(std::thread::spawn(move || {
-                let at = Instant::now();
-                let t = dataplane::maps::flow_now();
-                let mut per_backend: HashMap<u32, (u64, u64)> = HashMap::new();
-                view.for_each_valid(seed, |e| {
-                    let idle = e.idle_units(t);
-                    let live = if e.closing() {
-                        idle < CLOSING_IDLE_UNITS
-                    } else {
-                        idle < idle_units
-                    };
-                    let c = per_backend.entry(e.backend).or_default();
-                    c.0 += 1;
-                    c.1 += live as u64;
-                });
-                Census { at, per_backend }
+                census(&view, seed, idle_units, &services, &rings)
             }));
         }
     }

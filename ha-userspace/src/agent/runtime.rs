@@ -433,6 +433,7 @@ impl Runtime {
         counted_at: Instant,
         now: Instant,
         mut live: impl FnMut(&VipKey, Ipv4Addr) -> Option<u64>,
+        held: impl Fn(&VipKey, Ipv4Addr) -> bool,
     ) -> Vec<(BackendRef, Removing, Released)> {
         let mut out = Vec::new();
         let keys: Vec<BackendRef> = self.removing.keys().cloned().collect();
@@ -445,7 +446,7 @@ impl Runtime {
             }
             let why = match r.live_flows {
                 _ if !r.state.healthy() => Some(Released::Down),
-                Some(0) => Some(Released::FlowsEnded),
+                Some(0) if !held(&r.service, r.addr) => Some(Released::FlowsEnded),
                 n if now >= r.deadline => Some(Released::TimedOut(n.unwrap_or(0))),
                 _ => None,
             };

@@ -77,6 +77,10 @@ pub fn build(a: &mut Agent) -> Status {
     // seconds, on a thread of its own).
     dataplane.flows = a.flows_total;
     dataplane.flow_capacity = maps.flow_sets() as u64 * ha_common::FLOW_WAYS as u64;
+    for (stat, n) in maps.flow_stats().unwrap_or_default() {
+        dataplane.flow_table.insert(stat.name().into(), n);
+    }
+    dataplane.changed_slots = a.changed_slots as u64;
 
     // Backends.
     let wall = SystemTime::now();

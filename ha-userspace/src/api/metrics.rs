@@ -276,10 +276,36 @@ pub fn render(s: &Status) -> String {
     o.single(
         "halb_dataplane_flows",
         "gauge",
-        "Flows in the flow table.",
+        "Flows in the flow table (those of changed ring slots).",
         node,
         s.dataplane.flows as f64,
     );
+    o.single(
+        "halb_dataplane_flow_capacity",
+        "gauge",
+        "Flow-table capacity (entries).",
+        node,
+        s.dataplane.flow_capacity as f64,
+    );
+    o.single(
+        "halb_dataplane_changed_slots",
+        "gauge",
+        "Maglev ring slots marked changed: their packets go through the flow table.",
+        node,
+        s.dataplane.changed_slots as f64,
+    );
+    o.family(
+        "halb_flow_table_events_total",
+        "counter",
+        "Flow-table events: flows recorded, live and idle entries evicted.",
+    );
+    for (event, n) in &s.dataplane.flow_table {
+        o.sample(
+            "halb_flow_table_events_total",
+            &[("node", node), ("event", event)],
+            *n as f64,
+        );
+    }
 
     type Pick = fn(&super::model::BackendStatus) -> f64;
     let families: [(&str, &str, &str, Pick); 8] = [

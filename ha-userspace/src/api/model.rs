@@ -277,6 +277,12 @@ pub struct DataplaneStatus {
     pub flows: u64,
     /// Flow-table capacity.
     pub flow_capacity: u64,
+    /// Ring slots marked changed (their flows go through the flow table).
+    #[serde(default)]
+    pub changed_slots: u64,
+    /// Flow-table events: `recorded`, `evicted_live`, `evicted_idle`.
+    #[serde(default)]
+    pub flow_table: BTreeMap<String, u64>,
 }
 
 /// The answer to an operator command on a backend.

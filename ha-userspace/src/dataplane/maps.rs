@@ -8,8 +8,8 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use ha_common::{
-    flow_hash, maps, BackendCounter, BackendInfo, Counter, FlowEntry, FlowKey, FlowSet, Meta, Ring,
-    Stat, VipFilter, VipInfo, VipKey, STAT_COUNT,
+    flow_check, flow_hash, maps, BackendCounter, BackendInfo, Counter, FlowEntry, FlowKey, FlowSet,
+    FlowStat, Meta, Ring, Stat, VipFilter, VipInfo, VipKey, STAT_COUNT,
 };
 
 use super::Error;
@@ -47,6 +47,7 @@ pub struct Maps {
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, BackendCounter>,
     meta: Array<MapData, Meta>,
+    flow_stats: PerCpuArray<MapData, u64>,
     /// The flow hash seed in META (cached: the program and this side must agree).
     seed: u32,
 }
@@ -123,12 +124,23 @@ impl FlowView {
         Some(unsafe { std::ptr::read_volatile(self.ptr.add(i)) })
     }
 
-    /// Calls `f` for every entry whose check holds under `seed`.
-    pub fn for_each_valid(&self, seed: u32, mut f: impl FnMut(&FlowEntry)) {
+    /// Calls `f` for every entry whose check holds under `seed`, with the
+    /// service of its backend (`service_of`; entries naming a backend
+    /// without one are skipped).
+    pub fn for_each_valid(
+        &self,
+        seed: u32,
+        service_of: impl Fn(u16) -> Option<VipKey>,
+        mut f: impl FnMut(&FlowEntry, &VipKey),
+    ) {
         for i in 0..self.sets {
             if let Some(set) = self.set(i) {
-                for e in set.entries.iter().filter(|e| e.is_valid(seed)) {
-                    f(e);
+                for e in set.entries.iter().filter(|e| e.check != 0) {
+                    if let Some(service) = service_of(e.backend) {
+                        if e.is_valid(seed, &service) {
+                            f(e, &service);
+                        }
+                    }
                 }
             }
         }
@@ -156,6 +168,16 @@ pub fn flow_now() -> u32 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ha_common::flow_time(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// A ring with no backend and no changed slot, made on the heap (264 KiB
+/// would not pass through a thread's stack safely).
+pub fn empty_ring() -> Box<Ring> {
+    // SAFETY: `Ring` is plain integers, valid when zeroed.
+    let mut ring: Box<Ring> = unsafe { Box::<Ring>::new_zeroed().assume_init() };
+    ring.entries.fill(ha_common::NO_BACKEND);
+    ring.previous.fill(ha_common::NO_BACKEND);
+    ring
 }
 
 /// The map data pinned at `path`, or None when nothing is pinned there.
@@ -208,6 +230,7 @@ impl Maps {
             stats: typed(ebpf.take_map(maps::STATS), maps::STATS)?,
             backend_stats: typed(ebpf.take_map(maps::BACKEND_STATS), maps::BACKEND_STATS)?,
             meta: typed(ebpf.take_map(maps::META), maps::META)?,
+            flow_stats: typed(ebpf.take_map(maps::FLOW_STATS), maps::FLOW_STATS)?,
             seed: 0,
         };
         maps.seed = maps.meta()?.hash_seed;
@@ -227,6 +250,7 @@ impl Maps {
             stats: typed(open(maps::STATS)?, maps::STATS)?,
             backend_stats: typed(open(maps::BACKEND_STATS)?, maps::BACKEND_STATS)?,
             meta: typed(open(maps::META)?, maps::META)?,
+            flow_stats: typed(open(maps::FLOW_STATS)?, maps::FLOW_STATS)?,
             seed: 0,
         };
         let meta = maps.meta()?;
@@ -307,45 +331,136 @@ impl Maps {
         Ok(sum)
     }
 
-    /// Every valid flow-table entry (walks the whole table: for tools and tests).
-    pub fn flows(&self) -> Result<Vec<FlowEntry>, Error> {
+    /// The service of every assigned backend slot, by id.
+    pub fn services(&self) -> Result<StdHashMap<u16, VipKey>, Error> {
+        Ok(self
+            .backends()?
+            .into_iter()
+            .map(|(id, b)| (id as u16, b.vip))
+            .collect())
+    }
+
+    /// Every valid flow-table entry with its 5-tuple (walks the whole
+    /// table: for tools and tests).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, Error> {
+        let services = self.services()?;
         let mut out = Vec::new();
-        self.flow_view()?
-            .for_each_valid(self.seed, |e| out.push(*e));
+        self.flow_view()?.for_each_valid(
+            self.seed,
+            |b| services.get(&b).copied(),
+            |e, service| out.push((e.key(service), *e)),
+        );
         Ok(out)
     }
 
-    /// Number of live flows per backend id.
+    /// Number of recorded flows per backend id.
     pub fn flows_per_backend(&self) -> Result<StdHashMap<u32, u64>, Error> {
         let mut out = StdHashMap::new();
-        for e in self.flows()? {
-            *out.entry(e.backend).or_default() += 1;
+        for (_, e) in self.flows()? {
+            *out.entry(e.backend as u32).or_default() += 1;
         }
         Ok(out)
     }
 
+    /// Index of `key`'s entry in its set, if it has one.
+    fn find(&self, key: &FlowKey, set: &FlowSet, hash: u32) -> Option<usize> {
+        set.entries.iter().position(|e| {
+            e.check != 0
+                && e.saddr == key.saddr
+                && e.ports == key.ports
+                && e.check == flow_check(hash, e.backend)
+        })
+    }
+
     /// The flow-table entry of `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
-        let (index, _) = self.flow_set_of(key);
+        let (index, hash) = self.flow_set_of(key);
         let set = self.flows.get(&index, 0).map_err(map_err("read FLOWS"))?;
-        Ok(set
-            .entries
-            .iter()
-            .find(|e| e.key == *key && e.is_valid(self.seed))
-            .copied())
+        Ok(self.find(key, &set, hash).map(|i| set.entries[i]))
     }
 
     /// Forgets one flow (benchmarks time new flows this way). Not atomic
     /// against the program: for tools and tests only.
     pub fn remove_flow(&mut self, key: &FlowKey) -> Result<(), Error> {
-        let (index, _) = self.flow_set_of(key);
+        let (index, hash) = self.flow_set_of(key);
         let mut set = self.flows.get(&index, 0).map_err(map_err("read FLOWS"))?;
-        for e in set.entries.iter_mut().filter(|e| e.key == *key) {
-            *e = FlowEntry::default();
+        if let Some(i) = self.find(key, &set, hash) {
+            set.entries[i] = FlowEntry::default();
         }
         self.flows
             .set(index, set, 0)
             .map_err(map_err("write FLOWS"))
+    }
+
+    /// The backend id a packet of `key` (not a TCP SYN) goes to now, as
+    /// the program decides it: the ring in an unchanged slot; in a changed
+    /// one the flow's entry, else the slot's previous backend while it is
+    /// up, else the ring. None when the service has no such backend.
+    pub fn route(&self, key: &FlowKey) -> Result<Option<u32>, Error> {
+        let service = VipKey {
+            addr: key.daddr,
+            port: (key.ports >> 16) as u16,
+            proto: key.proto as u8,
+            pad: 0,
+        };
+        let Some(info) = self.vips.get(&service, 0).ok() else {
+            return Ok(None);
+        };
+        if info.ring_size == 0 {
+            return Ok(None);
+        }
+        let ring = self.ring(ha_common::ring_index(info.id, info.ring_slot))?;
+        let (_, hash) = self.flow_set_of(key);
+        let slot = (hash % info.ring_size) as usize;
+        let usable = |id: u16| -> Result<bool, Error> {
+            let b = self.backend(id as u32)?;
+            Ok(id != ha_common::NO_BACKEND
+                && b.flags & ha_common::BACKEND_F_UP != 0
+                && b.vip == service)
+        };
+        let current = ring
+            .entries
+            .get(slot)
+            .copied()
+            .unwrap_or(ha_common::NO_BACKEND);
+        let chosen = if !ring.is_changed(slot) {
+            current
+        } else if let Some(e) = self
+            .flow(key)?
+            .filter(|e| usable(e.backend).unwrap_or(false))
+        {
+            e.backend
+        } else if usable(ring.previous[slot])? {
+            ring.previous[slot]
+        } else {
+            current
+        };
+        Ok((chosen != ha_common::NO_BACKEND).then_some(chosen as u32))
+    }
+
+    /// Overwrites set `index` of the flow table (for tests: crafted stamps).
+    pub fn set_flow_set(&mut self, index: u32, set: &FlowSet) -> Result<(), Error> {
+        self.flows
+            .set(index, set, 0)
+            .map_err(map_err("write FLOWS"))
+    }
+
+    /// The set `key` falls in.
+    pub fn flow_set_index(&self, key: &FlowKey) -> u32 {
+        self.flow_set_of(key).0
+    }
+
+    /// Flow-table event counters, summed over CPUs, in [`FlowStat`] order.
+    pub fn flow_stats(&self) -> Result<Vec<(FlowStat, u64)>, Error> {
+        let mut out = Vec::new();
+        for stat in FlowStat::ALL {
+            let per_cpu = self
+                .flow_stats
+                .get(&(stat as u32), 0)
+                .map_err(map_err("read FLOW_STATS"))?;
+            out.push((stat, per_cpu.iter().sum()));
+        }
+        Ok(out)
     }
 
     /// Sets in the flow table.
@@ -416,10 +531,43 @@ impl Store for Maps {
     }
 
     fn ring(&self, index: u32) -> Result<Box<Ring>, Error> {
-        self.rings
-            .get(&index, 0)
-            .map(Box::new)
-            .map_err(map_err("read RINGS"))
+        // Straight into the heap: a ring is 264 KiB, too big to pass
+        // through a thread's stack by value (aya's `get` returns values).
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut ring = empty_ring();
+        #[repr(C)]
+        struct Lookup {
+            map_fd: u32,
+            pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let attr = Lookup {
+            map_fd: self.rings.map().fd().as_fd().as_raw_fd() as u32,
+            pad: 0,
+            key: &index as *const u32 as u64,
+            value: &mut *ring as *mut Ring as u64,
+            flags: 0,
+        };
+        const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+        // SAFETY: bpf(2) with a lookup attribute whose key points at a u32
+        // and whose value points at a buffer of the map's value size.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_ELEM,
+                &attr as *const Lookup,
+                std::mem::size_of::<Lookup>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::PinDir {
+                dir: format!("read RINGS[{index}]").into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(ring)
     }
 
     fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error> {

@@ -142,6 +142,8 @@ pub struct Options {
     pub mac: [u8; 6],
     /// Seed of the flow hash (the same on every node of a site).
     pub hash_seed: u32,
+    /// The flow idle timeout in flow-time units (see [`ha_common::Meta::live_units`]).
+    pub live_units: u32,
     /// Remove a pinned data plane first (once the pin directory is locked).
     pub reset: bool,
 }
@@ -365,6 +367,8 @@ impl DataPlane {
             ifindex,
             mode: mode.meta(),
             hash_seed: opts.hash_seed,
+            live_units: opts.live_units,
+            pad2: 0,
         })?;
         let writer = Writer::adopt(maps)?;
         Ok(Self {

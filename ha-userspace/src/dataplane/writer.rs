@@ -16,6 +16,13 @@
 //! - a VIP address enters the pre-filter after its map entries exist, and
 //!   leaves it before they are removed.
 //!
+//! - a slot that a new table gives another backend is marked changed, with
+//!   the backend it had (see [`ha_common::Ring`]): packets of flows that
+//!   began before the change keep going there. [`Writer::settle`] clears
+//!   the mark once the flows it protects have aged out. A backend id that a
+//!   changed slot still names as its previous backend is scrubbed from it
+//!   before the id is given to another backend.
+//!
 //! Unchanged tables are not rewritten: two writers (or a restarted agent)
 //! with the same input produce identical tables, so nothing moves.
 
@@ -104,12 +111,47 @@ impl Report {
     }
 }
 
+/// A changed slot: the backend it had before, and since when it is marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// The slot's backend before the change ([`NO_BACKEND`]: none to keep).
+    pub previous: u16,
+    /// When the slot was marked.
+    pub since: Instant,
+}
+
 struct VipState {
     info: VipInfo,
     /// Live table contents (`info.ring_size` entries).
     table: Vec<u16>,
+    /// The live ring's changed slots.
+    changed: BTreeMap<u32, Changed>,
     /// When the idle ring stopped being live.
     idle_since: Option<Instant>,
+}
+
+/// What the flow census needs of one VIP: its id, table and changed slots.
+#[derive(Debug, Clone)]
+pub struct RingView {
+    /// VIP id.
+    pub vip_id: u32,
+    /// Ring entries in use.
+    pub table: Vec<u16>,
+    /// Changed slots.
+    pub changed: HashSet<u32>,
+}
+
+fn ring_of(table: &[u16], changed: &BTreeMap<u32, Changed>) -> Box<Ring> {
+    let mut ring = super::maps::empty_ring();
+    ring.entries[..table.len()].copy_from_slice(table);
+    for (&slot, c) in changed {
+        let i = slot as usize;
+        if i < RING_MAX {
+            ring.changed[i / 64] |= 1 << (i % 64);
+            ring.previous[i] = c.previous;
+        }
+    }
+    ring
 }
 
 /// The map writer (see the module documentation).
@@ -150,11 +192,26 @@ fn learn<S: Store>(store: &mut S) -> Result<Learned, Error> {
         let size = (info.ring_size as usize).min(RING_MAX);
         let ring = store.ring(ring_index(info.id, info.ring_slot))?;
         by_id.insert(info.id, key);
+        // Marks found in the maps start their hold again: when they were
+        // set is not recorded there.
+        let changed = (0..size)
+            .filter(|&i| ring.is_changed(i))
+            .map(|i| {
+                (
+                    i as u32,
+                    Changed {
+                        previous: ring.previous[i],
+                        since: now,
+                    },
+                )
+            })
+            .collect();
         vips.insert(
             key,
             VipState {
                 info,
                 table: ring.entries[..size].to_vec(),
+                changed,
                 idle_since: Some(now),
             },
         );
@@ -235,6 +292,149 @@ impl<S: Store> Writer<S> {
     /// The live VIP entry of `key`.
     pub fn vip_info(&self, key: &VipKey) -> Option<VipInfo> {
         self.vips.get(key).map(|v| v.info)
+    }
+
+    /// Per VIP service, what the flow census needs to tell which changed
+    /// slots still hold flows pinned elsewhere than the table says.
+    pub fn ring_views(&self) -> HashMap<VipKey, RingView> {
+        self.vips
+            .iter()
+            .map(|(k, v)| {
+                (
+                    *k,
+                    RingView {
+                        vip_id: v.info.id,
+                        table: v.table.clone(),
+                        changed: v.changed.keys().copied().collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The service of every assigned backend id.
+    pub fn services(&self) -> HashMap<u16, VipKey> {
+        self.written
+            .iter()
+            .map(|(id, b)| (*id as u16, b.vip))
+            .collect()
+    }
+
+    /// Changed slots over all VIPs.
+    pub fn changed_slots(&self) -> usize {
+        self.vips.values().map(|v| v.changed.len()).sum()
+    }
+
+    /// Backend ids that some changed slot names as its previous backend:
+    /// flows that began before the change may still be on them.
+    pub fn previous_backends(&self) -> HashSet<u32> {
+        self.vips
+            .values()
+            .flat_map(|v| v.changed.values())
+            .filter(|c| c.previous != NO_BACKEND)
+            .map(|c| c.previous as u32)
+            .collect()
+    }
+
+    /// Clears the changed mark of every slot marked at least `hold` ago
+    /// (the flow idle timeout and a margin: flows that began before the
+    /// change and are still live have been seen, and recorded, by now)
+    /// unless `pinned` holds it: (VIP id, slot) pairs with a live flow-table
+    /// entry that names another backend than the slot's. Returns the slots
+    /// cleared.
+    pub fn settle(
+        &mut self,
+        now: Instant,
+        hold: Duration,
+        pinned: &HashSet<(u32, u32)>,
+    ) -> Result<usize, Error> {
+        let mut cleared = 0;
+        let keys: Vec<VipKey> = self.vips.keys().copied().collect();
+        for key in keys {
+            let Some(v) = self.vips.get(&key) else {
+                continue;
+            };
+            let id = v.info.id;
+            let mut changed = v.changed.clone();
+            changed.retain(|slot, c| {
+                now.saturating_duration_since(c.since) < hold || pinned.contains(&(id, *slot))
+            });
+            let n = v.changed.len() - changed.len();
+            if n > 0 {
+                let (size, table) = (v.info.ring_size, v.table.clone());
+                self.write_ring(key, id, size, table, changed)?;
+                cleared += n;
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// Scrubs backend id `id` from every changed slot that names it as its
+    /// previous backend, before the id goes to another backend.
+    fn scrub_previous(&mut self, id: u32, report: &mut Report) -> Result<(), Error> {
+        let keys: Vec<VipKey> = self
+            .vips
+            .iter()
+            .filter(|(_, v)| v.changed.values().any(|c| c.previous as u32 == id))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(v) = self.vips.get(&key) else {
+                continue;
+            };
+            let mut changed = v.changed.clone();
+            for c in changed.values_mut() {
+                if c.previous as u32 == id {
+                    c.previous = NO_BACKEND;
+                }
+            }
+            let (vip_id, size, table) = (v.info.id, v.info.ring_size, v.table.clone());
+            self.write_ring(key, vip_id, size, table, changed)?;
+            report.tables_swapped += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes a ring into the VIP's idle slot and makes it live.
+    fn write_ring(
+        &mut self,
+        key: VipKey,
+        vip_id: u32,
+        ring_size: u32,
+        table: Vec<u16>,
+        changed: BTreeMap<u32, Changed>,
+    ) -> Result<(), Error> {
+        let slot = match self.vips.get(&key) {
+            Some(v) => {
+                if let Some(since) = v.idle_since {
+                    let waited = since.elapsed();
+                    if waited < RING_QUIESCE {
+                        std::thread::sleep(RING_QUIESCE - waited);
+                    }
+                }
+                1 - (v.info.ring_slot & 1)
+            }
+            None => 0,
+        };
+        let ring = ring_of(&table, &changed);
+        self.store.set_ring(ring_index(vip_id, slot), &ring)?;
+        let info = VipInfo {
+            id: vip_id,
+            ring_slot: slot,
+            ring_size,
+            flags: 0,
+        };
+        self.store.set_vip(&key, &info)?;
+        self.vips.insert(
+            key,
+            VipState {
+                info,
+                table,
+                changed,
+                idle_since: Some(Instant::now()),
+            },
+        );
+        Ok(())
     }
 
     /// Free VIP and backend slots.
@@ -422,6 +622,7 @@ impl<S: Store> Writer<S> {
                         .pop_front()
                         .ok_or_else(|| Error::Capacity("backend ids".into()))?;
                     self.backend_ids.insert((key, b.addr), id);
+                    self.scrub_previous(id, report)?;
                     id
                 }
             };
@@ -464,40 +665,44 @@ impl<S: Store> Writer<S> {
                 }
             })
             .collect();
+        // Changed slots: those marked stay marked (with the backend they
+        // had first); a slot that had a backend and gets another is marked.
+        // A new table size gives every slot a new meaning: all are marked,
+        // with no previous backend (recorded flows keep theirs).
+        let now = Instant::now();
         let current = self.vips.get(&key);
-        if current.is_none_or(|v| v.table != table) {
-            let slot = match current {
-                Some(v) => {
-                    if let Some(since) = v.idle_since {
-                        let waited = since.elapsed();
-                        if waited < RING_QUIESCE {
-                            std::thread::sleep(RING_QUIESCE - waited);
-                        }
+        let changed = match current {
+            None => BTreeMap::new(),
+            Some(v) if v.info.ring_size != spec.table_size => (0..spec.table_size)
+                .map(|i| {
+                    (
+                        i,
+                        Changed {
+                            previous: NO_BACKEND,
+                            since: now,
+                        },
+                    )
+                })
+                .collect(),
+            Some(v) => {
+                let mut changed = v.changed.clone();
+                for (i, (&old, &new)) in v.table.iter().zip(&table).enumerate() {
+                    let i = i as u32;
+                    if old != new && old != NO_BACKEND && !changed.contains_key(&i) {
+                        changed.insert(
+                            i,
+                            Changed {
+                                previous: old,
+                                since: now,
+                            },
+                        );
                     }
-                    1 - (v.info.ring_slot & 1)
                 }
-                None => 0,
-            };
-            let mut ring = Box::new(Ring {
-                entries: [NO_BACKEND; RING_MAX],
-            });
-            ring.entries[..table.len()].copy_from_slice(&table);
-            self.store.set_ring(ring_index(vip_id, slot), &ring)?;
-            let info = VipInfo {
-                id: vip_id,
-                ring_slot: slot,
-                ring_size: spec.table_size,
-                flags: 0,
-            };
-            self.store.set_vip(&key, &info)?;
-            self.vips.insert(
-                key,
-                VipState {
-                    info,
-                    table,
-                    idle_since: Some(Instant::now()),
-                },
-            );
+                changed
+            }
+        };
+        if current.is_none_or(|v| v.table != table || v.changed != changed) {
+            self.write_ring(key, vip_id, spec.table_size, table, changed)?;
             report.tables_swapped += 1;
         }
         if is_new {

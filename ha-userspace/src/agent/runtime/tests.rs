@@ -242,16 +242,33 @@ fn a_removed_backend_keeps_its_flows_until_they_end() {
     // flows keeps it; one with none releases it.
     let web2_addr = Ipv4Addr::new(10, 77, 0, 22);
     let earlier = t0 - Duration::from_millis(1);
-    assert!(rt.settle(earlier, t0, |_, _| Some(0)).is_empty());
     assert!(rt
-        .settle(t0, t0 + Duration::from_secs(1), |_, a| (a == web2_addr)
-            .then_some(3))
+        .settle(earlier, t0, |_, _| Some(0), |_, _| false)
+        .is_empty());
+    assert!(rt
+        .settle(
+            t0,
+            t0 + Duration::from_secs(1),
+            |_, a| (a == web2_addr).then_some(3),
+            |_, _| false
+        )
         .is_empty());
     assert_eq!(rt.removing()[&pair("web", "web2")].live_flows, Some(3));
+    // No live flow recorded, but a changed slot still names it as its
+    // previous backend: flows not seen since may exist; it stays.
+    assert!(rt
+        .settle(
+            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(2),
+            |_, _| Some(0),
+            |_, a| a == web2_addr
+        )
+        .is_empty());
     let gone = rt.settle(
         t0 + Duration::from_secs(2),
         t0 + Duration::from_secs(2),
         |_, _| Some(0),
+        |_, _| false,
     );
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].2, Released::FlowsEnded);
@@ -286,9 +303,11 @@ fn a_removal_times_out_and_a_re_added_backend_comes_back() {
     let t1 = Instant::now();
     reload_at(&mut rt, &base, &next, t1);
     assert_eq!(rt.removing().len(), 1);
-    assert!(rt.settle(t1, t1 + TIMEOUT / 2, |_, _| Some(5)).is_empty());
+    assert!(rt
+        .settle(t1, t1 + TIMEOUT / 2, |_, _| Some(5), |_, _| false)
+        .is_empty());
     let late = t1 + TIMEOUT;
-    let gone = rt.settle(late, late, |_, _| Some(5));
+    let gone = rt.settle(late, late, |_, _| Some(5), |_, _| false);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].2, Released::TimedOut(5));
 }
@@ -379,7 +398,7 @@ fn a_removed_backend_that_dies_gives_its_flows_up_at_once() {
     let mut rt = Runtime::new(&base);
     let t0 = Instant::now();
     reload_at(&mut rt, &base, &next, t0);
-    assert!(rt.settle(t0, t0, |_, _| Some(4)).is_empty());
+    assert!(rt.settle(t0, t0, |_, _| Some(4), |_, _| false).is_empty());
     // Its checks fail (fall = 2).
     rt.record("web", "web2", ok(false), SystemTime::now());
     rt.record("web", "web2", ok(false), SystemTime::now());
@@ -390,7 +409,7 @@ fn a_removed_backend_that_dies_gives_its_flows_up_at_once() {
         .find(|b| b.addr == Ipv4Addr::new(10, 77, 0, 22))
         .expect("spec");
     assert!(!web2.usable(), "a down removing backend carries nothing");
-    let gone = rt.settle(t0, t0, |_, _| Some(4));
+    let gone = rt.settle(t0, t0, |_, _| Some(4), |_, _| false);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].2, Released::Down);
 }

@@ -96,9 +96,9 @@ impl Store for &mut Fake {
     }
     fn ring(&self, index: u32) -> Result<Box<Ring>, Error> {
         Ok(self.rings.get(&index).cloned().unwrap_or_else(|| {
-            Box::new(Ring {
-                entries: [0; RING_MAX],
-            })
+            let mut r = crate::dataplane::maps::empty_ring();
+            r.entries = [0; RING_MAX];
+            r
         }))
     }
     fn set_ring(&mut self, index: u32, ring: &Ring) -> Result<(), Error> {
@@ -501,9 +501,9 @@ impl Fake {
     }
     fn ring_of(&self, index: u32) -> Result<Box<Ring>, Error> {
         Ok(self.rings.get(&index).cloned().unwrap_or_else(|| {
-            Box::new(Ring {
-                entries: [0; RING_MAX],
-            })
+            let mut r = crate::dataplane::maps::empty_ring();
+            r.entries = [0; RING_MAX];
+            r
         }))
     }
 }
