@@ -55,8 +55,11 @@ pub mod maps {
     pub const META: &str = "HALB_META";
     /// `PERCPU_ARRAY` [`crate::FlowStat`] index → `u64`: flow-table events.
     pub const FLOW_STATS: &str = "HALB_FLOW_STATS";
+    /// `ARRAY` of [`crate::ServiceSlot`]: a direct-mapped cache of the
+    /// services in `VIPS`.
+    pub const SERVICES: &str = "HALB_SERVICES";
     /// Every map that is pinned (all of them).
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         VIPS,
         VIP_FILTER,
         RINGS,
@@ -66,6 +69,7 @@ pub mod maps {
         BACKEND_STATS,
         META,
         FLOW_STATS,
+        SERVICES,
     ];
 }
 
@@ -105,6 +109,73 @@ impl VipKey {
     pub const fn address(addr: [u8; 4]) -> Self {
         Self::new(addr, 0, 0)
     }
+}
+
+impl VipKey {
+    /// The key as one integer (how the service cache compares it).
+    pub const fn raw(&self) -> u64 {
+        self.addr as u64 | (self.port as u64) << 32 | (self.proto as u64) << 48
+    }
+}
+
+/// Slots of the service cache (a power of two).
+pub const SERVICE_SLOTS: u32 = 1024;
+
+/// One slot of the service cache: a direct-mapped copy of one service's
+/// [`VipInfo`], so that a VIP packet costs an array read instead of a hash
+/// lookup. The agent writes `state` with single 8-byte atomic stores
+/// through a memory mapping (the map is `BPF_F_MMAPABLE`); `state` carries a
+/// tag of the key, so a reader that sees `key` and `state` of two different
+/// writes rejects the pair. A slot that misses (empty, another service, a
+/// tag mismatch, two services hashing to one slot) falls back to `VIPS`,
+/// which stays the truth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceSlot {
+    /// [`VipKey::raw`] of the service.
+    pub key: u64,
+    /// [`service_state`] of its `VipInfo`, 0 when empty.
+    pub state: u64,
+}
+
+/// [`ServiceSlot::state`]: the slot holds a service.
+pub const SERVICE_VALID: u64 = 1 << 63;
+
+/// The slot of service `raw` ([`VipKey::raw`]).
+#[inline(always)]
+pub const fn service_index(raw: u64) -> u32 {
+    (raw.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SERVICE_SLOTS.trailing_zeros())) as u32
+}
+
+/// A 31-bit tag of service `raw`, kept in its slot's state.
+#[inline(always)]
+pub const fn service_tag(raw: u64) -> u64 {
+    (raw.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> 33) & 0x7fff_ffff
+}
+
+/// The slot state for service `raw` with `info`: valid, tag, ring size,
+/// live ring and VIP id in one word.
+#[inline(always)]
+pub const fn service_state(raw: u64, info: &VipInfo) -> u64 {
+    SERVICE_VALID
+        | service_tag(raw) << 32
+        | (info.ring_size as u64 & 0x3_ffff) << 9
+        | (info.ring_slot as u64 & 1) << 8
+        | (info.id as u64 & 0xff)
+}
+
+/// The `VipInfo` in a slot state that is valid for service `raw`.
+#[inline(always)]
+pub const fn service_info(raw: u64, state: u64) -> Option<VipInfo> {
+    if state & SERVICE_VALID == 0 || (state >> 32) & 0x7fff_ffff != service_tag(raw) {
+        return None;
+    }
+    Some(VipInfo {
+        id: (state & 0xff) as u32,
+        ring_slot: ((state >> 8) & 1) as u32,
+        ring_size: ((state >> 9) & 0x3_ffff) as u32,
+        flags: 0,
+    })
 }
 
 /// [`VipInfo::flags`]: this entry is an address marker, not a service.
@@ -158,7 +229,7 @@ pub const RING_WORDS: usize = RING_MAX.div_ceil(64);
 
 /// One Maglev lookup table, with what the flow table needs to know about it.
 ///
-/// Slot `i` of a flow is `flow_hash % ring_size`. A slot whose bit in
+/// Slot `i` of a flow is [`ring_slot`]`(flow_hash, ring_size)`. A slot whose bit in
 /// `changed` is clear has named the same backend since every live flow in
 /// it began, so a packet there is sent to `entries[i]` without touching the
 /// flow table. A changed slot (set by the agent when a new table gives the
@@ -602,6 +673,14 @@ pub const fn flow_hash(seed: u32, saddr: u32, daddr: u32, ports: u32, proto: u32
     mix32(h ^ ports ^ (proto << 24) ^ seed.rotate_left(16) ^ 0x85eb_ca6b)
 }
 
+/// The ring slot of a flow: `hash` mapped onto `0..size` by a multiply
+/// and a shift (Lemire's fast range) instead of a division. Every node and
+/// the agent use this same function.
+#[inline(always)]
+pub const fn ring_slot(hash: u32, size: u32) -> u32 {
+    ((hash as u64 * size as u64) >> 32) as u32
+}
+
 /// Bit of the VIP address pre-filter that `addr` (raw) sets: Fibonacci
 /// hashing, one multiply and one shift on the hot path.
 #[inline(always)]
@@ -680,6 +759,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::BackendCounter {}
     unsafe impl aya::Pod for super::Meta {}
+    unsafe impl aya::Pod for super::ServiceSlot {}
     unsafe impl aya::Pod for super::VipFilter {}
     unsafe impl aya::Pod for super::bench::GenConfig {}
     unsafe impl aya::Pod for super::bench::RefVip {}
@@ -702,6 +782,7 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<BackendCounter>(), 32);
         assert_eq!(size_of::<Meta>(), 32);
+        assert_eq!(size_of::<ServiceSlot>(), 16);
         assert_eq!(size_of::<Ring>(), RING_WORDS * 8 + RING_MAX * 4 + 4);
         assert_eq!(size_of::<bench::GenConfig>(), 32);
         assert_eq!(size_of::<bench::RefVip>(), 8);
@@ -803,6 +884,24 @@ mod tests {
         let other = VipKey::new([10, 77, 0, 100], 80, IPPROTO_UDP);
         assert!(!e.is_valid(3, &other), "another protocol");
         assert_eq!(e.key(&service).ports, ports);
+    }
+
+    #[test]
+    fn service_states_round_trip_and_reject_other_keys() {
+        let a = VipKey::new([10, 77, 0, 100], 80, IPPROTO_TCP);
+        let b = VipKey::new([10, 77, 0, 100], 81, IPPROTO_TCP);
+        let info = VipInfo {
+            id: 63,
+            ring_slot: 1,
+            ring_size: 65537,
+            flags: 0,
+        };
+        let st = service_state(a.raw(), &info);
+        assert_eq!(service_info(a.raw(), st), Some(info));
+        assert_eq!(service_info(b.raw(), st), None, "another key's state");
+        assert_eq!(service_info(a.raw(), 0), None, "an empty slot");
+        assert!(service_index(a.raw()) < SERVICE_SLOTS);
+        assert_ne!(a.raw(), b.raw());
     }
 
     #[test]

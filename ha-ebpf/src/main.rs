@@ -30,7 +30,8 @@
 //! The non-VIP path costs one inlined array read (the address bitmap), no
 //! hash lookup; the exact address check (a hash lookup) is only done for
 //! frames that hit the bitmap and cannot be matched to a service. A VIP
-//! packet costs the VIP hash lookup and two reads of the VIP's ring (the
+//! packet costs a read of the service cache (the VIP hash lookup only when
+//! it misses) and two reads of the VIP's ring (the
 //! changed-slot word, the backend): memory that stays in cache however many
 //! flows there are, and no write but per-CPU counters. Only in a slot that
 //! a table change gave another backend (see `ha_common::Ring`) is the flow
@@ -48,12 +49,12 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
 use ha_common::{
-    flow_hash, flow_time, ring_index, vip_filter_bit, Stat, VipKey, IPPROTO_TCP, NO_BACKEND,
-    RING_MAX, VIP_FILTER_BITS,
+    flow_hash, flow_time, ring_index, service_index, service_info, vip_filter_bit, Stat, VipKey,
+    IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
 };
 
 use forward::{forward, usable_backend};
-use maps::{FLOWS, FLOW_SETS, META, RINGS, STATS, VIPS, VIP_FILTER};
+use maps::{FLOWS, FLOW_SETS, META, RINGS, SERVICES, STATS, VIPS, VIP_FILTER};
 use parse::{load, Bad, Head, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[xdp]
@@ -147,10 +148,22 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         proto: p.proto,
         pad: 0,
     };
-    let vip = match VIPS.get_ptr(&service) {
-        // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
-        Some(v) => unsafe { *v },
-        None => return pass(Stat::PassNotVip),
+    // The service cache first (one array read); the VIP map when it misses.
+    let raw = service.raw();
+    let cached = match SERVICES.get(service_index(raw)) {
+        // SAFETY: a volatile read of an 8-byte word the agent stores atomically.
+        Some(slot) if slot.key == raw => {
+            service_info(raw, unsafe { core::ptr::read_volatile(&slot.state) })
+        }
+        _ => None,
+    };
+    let vip = match cached {
+        Some(v) => v,
+        None => match VIPS.get_ptr(&service) {
+            // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
+            Some(v) => unsafe { *v },
+            None => return pass(Stat::PassNotVip),
+        },
     };
     let Some(ring) = RINGS.get(ring_index(vip.id, vip.ring_slot)) else {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
@@ -159,7 +172,7 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     }
     let hash = flow_hash(meta.hash_seed, p.saddr, daddr, p.ports, p.proto as u32);
-    let idx = (hash % vip.ring_size) as usize;
+    let idx = ha_common::ring_slot(hash, vip.ring_size) as usize;
     if idx >= RING_MAX {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use ha_common::{
-    BackendCounter, BackendInfo, Counter, FlowSet, Meta, Ring, VipFilter, VipInfo, VipKey,
-    DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS, MAX_VIPS, STAT_COUNT,
+    BackendCounter, BackendInfo, Counter, FlowSet, Meta, Ring, ServiceSlot, VipFilter, VipInfo,
+    VipKey, DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS, MAX_VIPS, SERVICE_SLOTS, STAT_COUNT,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -20,6 +20,11 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 #[map(name = "HALB_VIPS")]
 pub static VIPS: HashMap<VipKey, VipInfo> =
     HashMap::with_max_entries(MAX_VIPS * 2, BPF_F_NO_PREALLOC);
+
+/// The service cache (see `ha_common::ServiceSlot`), written by the agent
+/// through a memory mapping.
+#[map(name = "HALB_SERVICES")]
+pub static SERVICES: Array<ServiceSlot> = Array::with_max_entries(SERVICE_SLOTS, BPF_F_MMAPABLE);
 
 /// The VIP address pre-filter (one element).
 #[map(name = "HALB_VIP_FILTER")]

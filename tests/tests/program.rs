@@ -144,7 +144,7 @@ fn settled_slots_go_back_to_the_ring_unless_a_live_flow_holds_them() {
         .map(|(k, _)| {
             (
                 vip_id,
-                flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) % 65537,
+                ha_common::ring_slot(flow_hash(0, k.saddr, k.daddr, k.ports, k.proto), 65537),
             )
         })
         .collect();
@@ -633,4 +633,45 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
         assert_eq!(&out, d);
     }
     h.expect(&tcp_to(VIP, 8080, 7300).build(), XDP_TX, Stat::TxRing);
+}
+
+#[test]
+fn the_service_cache_answers_and_a_foreign_or_torn_slot_falls_back() {
+    let mut h = Harness::new();
+    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let info = h.writer.vip_info(&key).expect("vip");
+    assert_eq!(h.writer.store().cached_service(&key), Some(info));
+    let d = tcp_to(VIP, 80, 7400).build();
+    let want = h.expect(&d, XDP_TX, Stat::TxRing);
+    // Another service's words in the slot: a miss, the VIP map answers.
+    let other = VipKey::new([10, 77, 0, 9], 443, IPPROTO_TCP);
+    let other_info = ha_common::VipInfo {
+        id: 7,
+        ring_slot: 1,
+        ring_size: 251,
+        flags: 0,
+    };
+    h.writer.store_mut().poke_service_slot(
+        &key,
+        other.raw(),
+        ha_common::service_state(other.raw(), &other_info),
+    );
+    assert_eq!(h.expect(&d, XDP_TX, Stat::TxRing), want);
+    // This key with another key's state (a torn pair): rejected by the tag.
+    h.writer.store_mut().poke_service_slot(
+        &key,
+        key.raw(),
+        ha_common::service_state(other.raw(), &other_info),
+    );
+    assert_eq!(h.writer.store().cached_service(&key), None);
+    assert_eq!(h.expect(&d, XDP_TX, Stat::TxRing), want);
+    // The next table write puts the slot right; a removed service leaves it.
+    h.specs[0].backends[0].weight = 2;
+    h.apply();
+    let info = h.writer.vip_info(&key).expect("vip");
+    assert_eq!(h.writer.store().cached_service(&key), Some(info));
+    h.specs.remove(0);
+    h.apply();
+    assert_eq!(h.writer.store().cached_service(&key), None);
+    h.expect(&d, XDP_PASS, Stat::PassNotVip);
 }

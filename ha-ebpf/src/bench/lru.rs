@@ -80,8 +80,8 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
             if vip.ring_size == 0 {
                 return xdp_action::XDP_DROP;
             }
-            let idx =
-                (flow_hash(0, flow.saddr, daddr, flow.ports, flow.proto) % vip.ring_size) as usize;
+            let hash = flow_hash(0, flow.saddr, daddr, flow.ports, flow.proto);
+            let idx = ha_common::ring_slot(hash, vip.ring_size) as usize;
             if idx >= RING_MAX {
                 return xdp_action::XDP_ABORTED;
             }

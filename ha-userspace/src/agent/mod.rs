@@ -544,7 +544,7 @@ fn census(
                 let k = e.key(service);
                 let hash = ha_common::flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto);
                 if !r.table.is_empty() {
-                    let slot = hash % r.table.len() as u32;
+                    let slot = ha_common::ring_slot(hash, r.table.len() as u32);
                     if r.changed.contains(&slot) && r.table[slot as usize] != e.backend {
                         pinned.insert((r.vip_id, slot));
                     }

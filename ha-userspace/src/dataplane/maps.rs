@@ -9,7 +9,7 @@ use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray
 use aya::Ebpf;
 use ha_common::{
     flow_check, flow_hash, maps, BackendCounter, BackendInfo, Counter, FlowEntry, FlowKey, FlowSet,
-    FlowStat, Meta, Ring, Stat, VipFilter, VipInfo, VipKey, STAT_COUNT,
+    FlowStat, Meta, Ring, ServiceSlot, Stat, VipFilter, VipInfo, VipKey, STAT_COUNT,
 };
 
 use super::Error;
@@ -48,6 +48,7 @@ pub struct Maps {
     backend_stats: PerCpuArray<MapData, BackendCounter>,
     meta: Array<MapData, Meta>,
     flow_stats: PerCpuArray<MapData, u64>,
+    services: ServiceCache,
     /// The flow hash seed in META (cached: the program and this side must agree).
     seed: u32,
 }
@@ -156,6 +157,148 @@ impl Drop for FlowView {
     }
 }
 
+/// The service cache (`HALB_SERVICES`, see [`ServiceSlot`]) mapped
+/// read-write into this process, and which service owns which slot. It
+/// follows every service write to `VIPS`: after the VIP map on a set,
+/// before it on a removal.
+struct ServiceCache {
+    /// The map (its fd stays open: a program not loaded yet refers to it).
+    _data: MapData,
+    ptr: *mut ServiceSlot,
+    len: usize,
+    owners: StdHashMap<u32, u64>,
+}
+
+// SAFETY: the mapping is owned by this value; writes are atomic stores.
+unsafe impl Send for ServiceCache {}
+// SAFETY: as above.
+unsafe impl Sync for ServiceCache {}
+
+impl ServiceCache {
+    fn map(data: MapData) -> Result<Self, Error> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let info = data.info().map_err(map_err("info of SERVICES"))?;
+        if info.value_size() as usize != std::mem::size_of::<ServiceSlot>()
+            || info.max_entries() != ha_common::SERVICE_SLOTS
+        {
+            return Err(Error::Capacity(
+                "service cache layout is not this halb's".into(),
+            ));
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = (std::mem::size_of::<ServiceSlot>() * ha_common::SERVICE_SLOTS as usize)
+            .div_ceil(page)
+            * page;
+        // SAFETY: a shared read-write mapping of a BPF_F_MMAPABLE array's
+        // values; the length covers them.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::PinDir {
+                dir: "service cache mmap".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Self {
+            _data: data,
+            ptr: ptr.cast(),
+            len,
+            owners: StdHashMap::new(),
+        })
+    }
+
+    /// The two words of slot `i` (below `SERVICE_SLOTS`).
+    fn words(&self, i: u32) -> (&std::sync::atomic::AtomicU64, &std::sync::atomic::AtomicU64) {
+        let i = (i % ha_common::SERVICE_SLOTS) as usize;
+        // SAFETY: `i` is in range of the mapping; the fields are 8-byte
+        // aligned (page-aligned array of 16-byte values).
+        unsafe {
+            let slot = self.ptr.add(i);
+            (
+                std::sync::atomic::AtomicU64::from_ptr(std::ptr::addr_of_mut!((*slot).key)),
+                std::sync::atomic::AtomicU64::from_ptr(std::ptr::addr_of_mut!((*slot).state)),
+            )
+        }
+    }
+
+    /// Learns the owners from the slots; with `fix`, clears slots that do
+    /// not match `vips` (a data plane adopted from an earlier run).
+    fn learn(&mut self, vips: &[(VipKey, VipInfo)], fix: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let by_raw: StdHashMap<u64, &VipInfo> = vips
+            .iter()
+            .filter(|(_, i)| i.flags & ha_common::VIP_F_ADDRESS == 0)
+            .map(|(k, i)| (k.raw(), i))
+            .collect();
+        self.owners.clear();
+        for i in 0..ha_common::SERVICE_SLOTS {
+            let (key, state) = self.words(i);
+            let (k, st) = (key.load(SeqCst), state.load(SeqCst));
+            let good = by_raw.get(&k).is_some_and(|info| {
+                ha_common::service_index(k) == i && ha_common::service_state(k, info) == st
+            });
+            if good {
+                self.owners.insert(i, k);
+            } else if fix && (k != 0 || st != 0) {
+                state.store(0, SeqCst);
+                key.store(0, SeqCst);
+            }
+        }
+    }
+
+    fn set(&mut self, key: &VipKey, info: &VipInfo) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if info.flags & ha_common::VIP_F_ADDRESS != 0 {
+            return;
+        }
+        let raw = key.raw();
+        let i = ha_common::service_index(raw);
+        let (k, state) = self.words(i);
+        match self.owners.get(&i) {
+            Some(&owner) if owner == raw => {
+                state.store(ha_common::service_state(raw, info), SeqCst);
+            }
+            Some(_) => {} // two services share the slot: the other uses VIPS.
+            None => {
+                state.store(0, SeqCst);
+                k.store(raw, SeqCst);
+                state.store(ha_common::service_state(raw, info), SeqCst);
+                self.owners.insert(i, raw);
+            }
+        }
+    }
+
+    fn clear(&mut self, key: &VipKey) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let raw = key.raw();
+        let i = ha_common::service_index(raw);
+        if self.owners.get(&i) == Some(&raw) {
+            let (k, state) = self.words(i);
+            state.store(0, SeqCst);
+            k.store(0, SeqCst);
+            self.owners.remove(&i);
+        }
+    }
+}
+
+impl Drop for ServiceCache {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
 /// The current flow time (`CLOCK_MONOTONIC`, in [`ha_common::flow_time`]
 /// units), as the program's `bpf_ktime_get_coarse_ns` counts it.
 pub fn flow_now() -> u32 {
@@ -206,6 +349,13 @@ pub(crate) fn pinned_map(path: &Path) -> Result<Option<Map>, Error> {
         })
 }
 
+fn service_cache(map: Option<Map>) -> Result<ServiceCache, Error> {
+    match map.ok_or_else(|| Error::MissingMap(maps::SERVICES.to_string()))? {
+        Map::Array(data) => ServiceCache::map(data),
+        _ => Err(Error::MissingMap(maps::SERVICES.to_string())),
+    }
+}
+
 /// A typed handle on `map` (None: the map is missing).
 pub(crate) fn typed<T: TryFrom<Map, Error = MapError>>(
     map: Option<Map>,
@@ -231,9 +381,12 @@ impl Maps {
             backend_stats: typed(ebpf.take_map(maps::BACKEND_STATS), maps::BACKEND_STATS)?,
             meta: typed(ebpf.take_map(maps::META), maps::META)?,
             flow_stats: typed(ebpf.take_map(maps::FLOW_STATS), maps::FLOW_STATS)?,
+            services: service_cache(ebpf.take_map(maps::SERVICES))?,
             seed: 0,
         };
         maps.seed = maps.meta()?.hash_seed;
+        let vips = maps.vips()?;
+        maps.services.learn(&vips, true);
         Ok(maps)
     }
 
@@ -251,8 +404,11 @@ impl Maps {
             backend_stats: typed(open(maps::BACKEND_STATS)?, maps::BACKEND_STATS)?,
             meta: typed(open(maps::META)?, maps::META)?,
             flow_stats: typed(open(maps::FLOW_STATS)?, maps::FLOW_STATS)?,
+            services: service_cache(open(maps::SERVICES)?)?,
             seed: 0,
         };
+        let vips = maps.vips()?;
+        maps.services.learn(&vips, false);
         let meta = maps.meta()?;
         maps.seed = meta.hash_seed;
         if meta.abi != ha_common::ABI_VERSION {
@@ -411,7 +567,7 @@ impl Maps {
         }
         let ring = self.ring(ha_common::ring_index(info.id, info.ring_slot))?;
         let (_, hash) = self.flow_set_of(key);
-        let slot = (hash % info.ring_size) as usize;
+        let slot = ha_common::ring_slot(hash, info.ring_size) as usize;
         let usable = |id: u16| -> Result<bool, Error> {
             let b = self.backend(id as u32)?;
             Ok(id != ha_common::NO_BACKEND
@@ -448,6 +604,26 @@ impl Maps {
     /// The set `key` falls in.
     pub fn flow_set_index(&self, key: &FlowKey) -> u32 {
         self.flow_set_of(key).0
+    }
+
+    /// What the service cache holds for `key` (None: the program will
+    /// fall back to the VIP map).
+    pub fn cached_service(&self, key: &VipKey) -> Option<VipInfo> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let raw = key.raw();
+        let (k, state) = self.services.words(ha_common::service_index(raw));
+        (k.load(SeqCst) == raw)
+            .then(|| ha_common::service_info(raw, state.load(SeqCst)))
+            .flatten()
+    }
+
+    /// Overwrites the service-cache slot of `key` with raw words (for
+    /// tests: a torn or foreign slot must not misroute).
+    pub fn poke_service_slot(&mut self, key: &VipKey, raw_key: u64, state: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (k, st) = self.services.words(ha_common::service_index(key.raw()));
+        k.store(raw_key, SeqCst);
+        st.store(state, SeqCst);
     }
 
     /// Flow-table event counters, summed over CPUs, in [`FlowStat`] order.
@@ -500,10 +676,13 @@ impl Store for Maps {
     fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
         self.vips
             .insert(key, info, 0)
-            .map_err(map_err("write VIPS"))
+            .map_err(map_err("write VIPS"))?;
+        self.services.set(key, info);
+        Ok(())
     }
 
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
+        self.services.clear(key);
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {

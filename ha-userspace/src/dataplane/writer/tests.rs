@@ -50,7 +50,7 @@ impl Fake {
             ports_raw(sport, dport),
             key.proto as u32,
         );
-        let e = ring.entries[(h % info.ring_size) as usize];
+        let e = ring.entries[ha_common::ring_slot(h, info.ring_size) as usize];
         if e == NO_BACKEND {
             return None;
         }
