@@ -723,12 +723,13 @@ pub mod bench {
     }
 
     /// A flow of the generator: source address (raw) and the L4 ports word
-    /// (raw, as [`crate::ports_raw`]) of flow `i`. Sources are 172.16.0.0/12,
-    /// 16,384 ports each.
+    /// (raw, as [`crate::ports_raw`]) of flow `i`. Sources are the 2^20
+    /// addresses of 172.16.0.0/12, each flow below 2^20 from its own
+    /// address; further flows reuse them with other source ports.
     #[inline(always)]
     pub const fn gen_flow(i: u32, dport_raw: u16) -> (u32, u32) {
-        let saddr = (0xac10_0000u32 | ((i >> 14) & 0x000f_ffff)).to_be();
-        let sport = (1024 + (i & 0x3fff)) as u16;
+        let saddr = (0xac10_0000u32 | (i & 0x000f_ffff)).to_be();
+        let sport = (1024 + ((i >> 20) & 0x3fff)) as u16;
         let s = sport.to_be_bytes();
         let d = dport_raw.to_ne_bytes();
         (saddr, u32::from_ne_bytes([s[0], s[1], d[0], d[1]]))

@@ -296,6 +296,23 @@ impl Lab {
         Ok(())
     }
 
+    /// Attaches the pass-everything XDP program (driver mode) to `dev` in
+    /// `host`'s namespace: a live-frames generator on `dev` needs it.
+    pub fn attach_pass(&self, host: &str, dev: &str) -> Result<()> {
+        let obj = ebpf_dir().join("halb-pass");
+        if !obj.is_file() {
+            bail!("{} missing: run `cargo xtask build`", obj.display());
+        }
+        let obj = obj.to_str().unwrap_or_default().to_string();
+        self.ip(
+            host,
+            &[
+                "link", "set", "dev", dev, "xdpdrv", "obj", &obj, "sec", "xdp",
+            ],
+        )?;
+        Ok(())
+    }
+
     /// A backend: DSR set-up (VIP on `lo`, `arp_ignore=1`, `arp_announce=2`)
     /// and an nginx answering `GET /` with its name and `/big` with a
     /// rate-limited large body.

@@ -226,15 +226,102 @@ fn enter(ns: &File) -> Result<()> {
     Ok(())
 }
 
+/// The live-frames generator on one device of a lab host: loaded once,
+/// configured per case, run with one thread per core. The device needs an
+/// XDP program attached natively (veth registers its receive queues for
+/// XDP then), and its peer one too (native `XDP_TX` into a veth is only
+/// delivered to a peer with an XDP program).
+pub struct Generator {
+    ebpf: Ebpf,
+    ns: File,
+    ifindex: u32,
+}
+
+impl Generator {
+    /// The generator for `dev` in `host`'s namespace.
+    pub fn new(lab: &Lab, host: &str, dev: &str) -> Result<Self> {
+        Ok(Self {
+            ebpf: load("halb-bench-gen", &[])?,
+            ns: File::open(format!("/run/netns/{}", lab.ns(host)))?,
+            ifindex: ifindex_of(lab, host, dev)?,
+        })
+    }
+
+    /// Sets what every frame looks like.
+    pub fn configure(&mut self, cfg: GenConfig) -> Result<()> {
+        let mut m: Array<_, GenConfig> =
+            Array::try_from(self.ebpf.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
+        m.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// Sends `frames` per core, one pinned thread per core, all started
+    /// together; returns the wall time from the first start to the last end.
+    pub fn send(&self, cores: u32, frames: u32) -> Result<f64> {
+        let prog: &Xdp = self
+            .ebpf
+            .program("halb_bench_gen")
+            .context("program")?
+            .try_into()?;
+        let barrier = Barrier::new(cores as usize);
+        let ifindex = self.ifindex;
+        let times: Vec<Result<(Instant, Instant)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cores)
+                .map(|core| {
+                    let ns = &self.ns;
+                    let barrier = &barrier;
+                    s.spawn(move || -> Result<(Instant, Instant)> {
+                        enter(ns)?;
+                        pin_cpu(core as usize);
+                        let mut ctx = [0u8; 24];
+                        ctx[4..8].copy_from_slice(&(FRAME as u32).to_ne_bytes());
+                        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+                        ctx[16..20].copy_from_slice(&core.to_ne_bytes());
+                        let data = [0u8; FRAME];
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        let r = prog.test_run(TestRunOptions {
+                            data_in: Some(&data),
+                            ctx_in: Some(&ctx),
+                            repeat: frames,
+                            attrs: TestRunAttrs::new().xdp_live_frames(64),
+                            ..Default::default()
+                        });
+                        let t1 = Instant::now();
+                        r.context("live-frames test run")?;
+                        Ok((t0, t1))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
+                })
+                .collect()
+        });
+        let mut start = None::<Instant>;
+        let mut end = None::<Instant>;
+        for t in times {
+            let (a, b) = t?;
+            start = Some(start.map_or(a, |s| s.min(a)));
+            end = Some(end.map_or(b, |e| e.max(b)));
+        }
+        match (start, end) {
+            (Some(a), Some(b)) => Ok((b - a).as_secs_f64()),
+            _ => bail!("no generator ran"),
+        }
+    }
+}
+
 /// The bed: namespaces, veth, generator and sink.
 struct Bed {
     lab: Lab,
-    gen_ns: File,
     lb_ns: File,
-    ga_index: u32,
     ga_mac: [u8; 6],
     lb_mac: [u8; 6],
-    generator: Ebpf,
+    generator: Generator,
     sink: Ebpf,
 }
 
@@ -285,10 +372,9 @@ impl Bed {
         lab.ip("lb", &["link", "set", "lb0", "up"])?;
         let gen_ns = File::open(format!("/run/netns/{}", lab.ns("gen")))?;
         let lb_ns = File::open(format!("/run/netns/{}", lab.ns("lb")))?;
-        let ga_index = ifindex_of(&lab, "gen", "ga")?;
         let ga_mac = mac_of(&lab, "gen", "ga")?;
         let lb_mac = mac_of(&lab, "lb", "lb0")?;
-        let generator = load("halb-bench-gen", &[])?;
+        let generator = Generator::new(&lab, "gen", "ga")?;
         let mut sink = load("halb-bench-sink", &[])?;
         let gen_ns2 = gen_ns.try_clone()?;
         std::thread::scope(|s| {
@@ -302,11 +388,10 @@ impl Bed {
             .join()
             .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
         })?;
+        drop(gen_ns);
         Ok(Self {
             lab,
-            gen_ns,
             lb_ns,
-            ga_index,
             ga_mac,
             lb_mac,
             generator,
@@ -333,88 +418,28 @@ impl Bed {
     }
 
     fn configure(&mut self, case: &Case) -> Result<()> {
-        let mut m: Array<_, GenConfig> =
-            Array::try_from(self.generator.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
         let tcp = case.proto == IPPROTO_TCP;
-        m.set(
-            0,
-            GenConfig {
-                dst_mac: self.lb_mac,
-                src_mac: self.ga_mac,
-                daddr: u32::from_ne_bytes(VIP),
-                dport: PORT.to_be(),
-                proto: case.proto,
-                tcp_flags: match (tcp, case.storm) {
-                    (false, _) => 0,
-                    (true, true) => 0x02,
-                    (true, false) => 0x10,
-                },
-                flows: case.flows.max(1),
-                mode: if case.storm { GEN_STORM } else { GEN_CYCLE },
-                cores: case.cores,
+        self.generator.configure(GenConfig {
+            dst_mac: self.lb_mac,
+            src_mac: self.ga_mac,
+            daddr: u32::from_ne_bytes(VIP),
+            dport: PORT.to_be(),
+            proto: case.proto,
+            tcp_flags: match (tcp, case.storm) {
+                (false, _) => 0,
+                (true, true) => 0x02,
+                (true, false) => 0x10,
             },
-            0,
-        )?;
-        Ok(())
+            flows: case.flows.max(1),
+            mode: if case.storm { GEN_STORM } else { GEN_CYCLE },
+            cores: case.cores,
+        })
     }
 
     /// Sends `frames` per core; returns (frames back with the expected MAC, seconds).
     fn send(&self, cores: u32, frames: u32) -> Result<(u64, f64)> {
-        let prog: &Xdp = self
-            .generator
-            .program("halb_bench_gen")
-            .context("program")?
-            .try_into()?;
         let before = self.sink_counts()?;
-        let barrier = Barrier::new(cores as usize);
-        let ifindex = self.ga_index;
-        let times: Vec<Result<(Instant, Instant)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..cores)
-                .map(|core| {
-                    let ns = &self.gen_ns;
-                    let barrier = &barrier;
-                    s.spawn(move || -> Result<(Instant, Instant)> {
-                        enter(ns)?;
-                        pin_cpu(core as usize);
-                        let mut ctx = [0u8; 24];
-                        ctx[4..8].copy_from_slice(&(FRAME as u32).to_ne_bytes());
-                        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-                        ctx[16..20].copy_from_slice(&core.to_ne_bytes());
-                        let data = [0u8; FRAME];
-                        barrier.wait();
-                        let t0 = Instant::now();
-                        let r = prog.test_run(TestRunOptions {
-                            data_in: Some(&data),
-                            ctx_in: Some(&ctx),
-                            repeat: frames,
-                            attrs: TestRunAttrs::new().xdp_live_frames(64),
-                            ..Default::default()
-                        });
-                        let t1 = Instant::now();
-                        r.context("live-frames test run")?;
-                        Ok((t0, t1))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
-                })
-                .collect()
-        });
-        let mut start = None::<Instant>;
-        let mut end = None::<Instant>;
-        for t in times {
-            let (a, b) = t?;
-            start = Some(start.map_or(a, |s| s.min(a)));
-            end = Some(end.map_or(b, |e| e.max(b)));
-        }
-        let secs = match (start, end) {
-            (Some(a), Some(b)) => (b - a).as_secs_f64(),
-            _ => bail!("no generator ran"),
-        };
+        let secs = self.generator.send(cores, frames)?;
         // Frames still in flight when the last run returned: wait until the
         // sink's count stops moving.
         let mut last = self.sink_counts()?;
