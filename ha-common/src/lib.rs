@@ -366,6 +366,8 @@ pub struct FlowEntry {
 pub const FLOW_REFERENCED: u32 = 1;
 /// [`FlowEntry::stamp`]: the client sent a FIN or RST on this flow.
 pub const FLOW_CLOSING: u32 = 2;
+/// Flow-time units a flow stays live after its client sent FIN or RST.
+pub const CLOSING_LIVE_UNITS: u32 = 2;
 /// [`FlowEntry::stamp`]: where the time of the last packet starts.
 pub const FLOW_TIME_SHIFT: u32 = 2;
 /// A flow time unit is 2^30 ns of the monotonic clock (about 1.07 s).
@@ -390,9 +392,28 @@ impl FlowEntry {
         self.stamp & FLOW_CLOSING != 0
     }
 
-    /// Flow-time units since its last packet, at flow time `now`.
+    /// Flow-time units since its last packet, at flow time `now`. A stamp
+    /// newer than `now` (written after the reader took its clock) is idle 0.
     pub const fn idle_units(&self, now: u32) -> u32 {
-        now.wrapping_sub(self.last_seen()) & (u32::MAX >> FLOW_TIME_SHIFT)
+        const MASK: u32 = u32::MAX >> FLOW_TIME_SHIFT;
+        let d = now.wrapping_sub(self.last_seen()) & MASK;
+        if d > MASK / 2 {
+            0
+        } else {
+            d
+        }
+    }
+
+    /// Whether the flow is live at `now`: its last packet less than
+    /// `live_units` ago, or less than [`CLOSING_LIVE_UNITS`] once the client
+    /// sent FIN or RST.
+    pub const fn is_live(&self, now: u32, live_units: u32) -> bool {
+        let idle = self.idle_units(now);
+        if self.closing() {
+            idle < CLOSING_LIVE_UNITS
+        } else {
+            idle < live_units
+        }
     }
 }
 
@@ -420,7 +441,12 @@ pub struct FlowSet {
 /// flow's [`flow_hash`]. Never zero.
 #[inline(always)]
 pub const fn flow_check(hash: u32, backend: u16) -> u16 {
-    (((hash >> 16) as u16) ^ backend.wrapping_mul(0x9e37) ^ 0x5bd1) | 1
+    let c = ((hash >> 16) as u16) ^ backend.wrapping_mul(0x9e37) ^ 0x5bd1;
+    if c == 0 {
+        1
+    } else {
+        c
+    }
 }
 
 impl FlowEntry {
@@ -860,6 +886,15 @@ mod tests {
         assert!(e.closing());
         assert_eq!(e.idle_units(7), 2);
         assert_eq!(e.idle_units(5), 0);
+        assert_eq!(e.idle_units(4), 0, "a stamp newer than the reader's clock");
+        assert!(e.is_live(6, 60), "closing, 1 unit ago");
+        assert!(!e.is_live(7, 60), "closing, 2 units ago");
+        let open = FlowEntry {
+            stamp: 5 << FLOW_TIME_SHIFT,
+            ..e
+        };
+        assert!(open.is_live(64, 60));
+        assert!(!open.is_live(65, 60));
     }
 
     #[test]

@@ -57,10 +57,11 @@ pub fn record(
         None => {
             let mut victim = 0;
             let mut oldest = 0;
+            let mut empty = false;
             for (i, e) in set.entries.iter().enumerate() {
                 if e.check == 0 {
                     victim = i;
-                    oldest = u32::MAX;
+                    empty = true;
                     break;
                 }
                 let idle = e.idle_units(now);
@@ -69,8 +70,12 @@ pub fn record(
                     oldest = idle;
                 }
             }
-            if oldest != u32::MAX {
-                count(if oldest < live_units {
+            if !empty {
+                let live = set
+                    .entries
+                    .get(victim)
+                    .is_some_and(|e| e.is_live(now, live_units));
+                count(if live {
                     FlowStat::EvictedLive
                 } else {
                     FlowStat::EvictedIdle

@@ -213,7 +213,9 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
             // The entry is trusted only while its backend is up and serves
             // exactly this service (ids of removed VIPs and backends are
             // reused).
-            if !syn {
+            // A stale entry (its flow ended) is not trusted: the tuple may
+            // be a new flow's.
+            if !syn && e.is_live(now, meta.live_units) {
                 if let Some(b) = usable_backend(e.backend as u32, &service) {
                     let stamp = flow::stamp_for(e.stamp, now, closing);
                     if e.stamp != stamp {

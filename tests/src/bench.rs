@@ -168,6 +168,7 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     // the backends share one MAC here (the work per packet is the same).
     maps.set_meta(&Meta {
         mac: BENCH_MAC,
+        live_units: 60,
         ..Default::default()
     })?;
     let mut writer = Writer::adopt(maps)?;

@@ -1,8 +1,9 @@
 //! Under attack: a SYN flood from 2^20 distinct sources at the VIP (real
 //! frames from the live-frames generator, through the native driver path),
 //! while 20 long downloads run, a backend is drained and a new one added.
-//! Every download completes, the agent answers throughout, and the flow
-//! table stays within its bound while it evicts. Needs root.
+//! Every download completes, new connections made during the flood are
+//! answered, the agent answers throughout, and the flow table evicts (and
+//! says so once) without losing a flow. Needs root.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -97,7 +98,8 @@ fn a_syn_flood_during_a_drain_and_an_add_loses_no_download() {
 
     let sent = AtomicU32::new(0);
     let mut slowest = Duration::ZERO;
-    let mut during = (false, false);
+    let mut during = (false, false, false);
+    let mut fresh = None;
     std::thread::scope(|s| {
         let flood = s.spawn(|| {
             for _ in 0..CHUNKS {
@@ -126,14 +128,23 @@ fn a_syn_flood_during_a_drain_and_an_add_loses_no_download() {
             }
             let (_, took) = status(&lab);
             slowest = slowest.max(took);
+            // New connections during the flood, in the changed slots too.
+            if added && fresh.is_none() {
+                fresh = Some(lab.requests(40, Duration::from_secs(2)));
+                during.2 = sent.load(Ordering::SeqCst) < CHUNKS;
+            }
         }
         flood.join().expect("flood thread");
     });
     assert_eq!(
         during,
-        (true, true),
-        "the drain and the add happened during the flood"
+        (true, true, true),
+        "the drain, the add and the new connections happened during the flood"
     );
+    let fresh = fresh
+        .expect("new connections made")
+        .expect("every new connection answered");
+    assert!(fresh.iter().all(|r| r.status == 200), "{fresh:?}");
     assert!(
         slowest < Duration::from_secs(1),
         "the API answered within {slowest:?} during the flood"

@@ -157,13 +157,59 @@ fn settled_slots_go_back_to_the_ring_unless_a_live_flow_holds_them() {
         0,
         "nothing settles before the hold"
     );
-    let cleared = h.writer.settle(later, hold, &pinned).expect("settle");
-    assert_eq!(h.writer.changed_slots(), pinned.len());
-    assert!(cleared > 1000, "{cleared}");
+    // The census finds exactly those slots held.
+    let services = h.writer.services();
+    let rings = h.writer.ring_views();
+    let view = h.writer.store().flow_view().expect("view");
+    let census = halb::dataplane::census::walk(&view, 0, 60, &services, &rings);
+    assert_eq!(census.pinned, pinned, "the census finds the held slots");
+    let drained_live = census.per_backend.get(&drained_id).map_or(0, |c| c.1);
+    assert_eq!(
+        drained_live as usize,
+        recorded
+            .iter()
+            .filter(|(_, e)| e.backend as u32 == drained_id)
+            .count(),
+        "every recorded flow of the drained backend is live"
+    );
+    let settled = h.writer.settle(later, hold, &pinned).expect("settle");
+    assert_eq!(
+        h.writer.changed_slots(),
+        pinned.len(),
+        "held slots stay marked"
+    );
+    assert!(settled > 1000, "{settled}");
+    assert!(
+        h.writer.previous_backends().is_empty(),
+        "their second chance is over"
+    );
     for (d, mac) in &flows {
         let (_, out) = h.run(d);
         assert_eq!(out[0..6], mac[..], "held flows keep their backend");
     }
+    // An unknown flow in a held slot now takes the slot's current backend,
+    // not the drained one (new UDP flows cannot hold a slot forever).
+    let (_, (held_key, _)) = pinned
+        .iter()
+        .next()
+        .map(|p| (p, recorded[0]))
+        .expect("a held slot");
+    let _ = held_key;
+    let newcomer = (20_000..60_000u16)
+        .map(|p| flow_key([10, 77, 0, 10], p))
+        .find(|k| {
+            pinned.contains(&(
+                vip_id,
+                ha_common::ring_slot(flow_hash(0, k.saddr, k.daddr, k.ports, k.proto), 65537),
+            ))
+        })
+        .expect("a new tuple in a held slot");
+    let out = h.expect(
+        &tcp_to(VIP, 80, newcomer.sport()).build(),
+        XDP_TX,
+        Stat::TxFlowMiss,
+    );
+    assert_ne!(out[0..6], backend_mac(1), "not to the drained backend");
     // Once nothing holds them, the last slots settle too, and the drained
     // backend is no slot's previous backend any more.
     h.writer
@@ -665,6 +711,23 @@ fn the_service_cache_answers_and_a_foreign_or_torn_slot_falls_back() {
     );
     assert_eq!(h.writer.store().cached_service(&key), None);
     assert_eq!(h.expect(&d, XDP_TX, Stat::TxRing), want);
+    // A valid state for this key says what the program does: with a ring
+    // size of 1 every flow takes slot 0, so all go to one backend.
+    h.writer.store_mut().poke_service_slot(
+        &key,
+        key.raw(),
+        ha_common::service_state(
+            key.raw(),
+            &ha_common::VipInfo {
+                ring_size: 1,
+                ..info
+            },
+        ),
+    );
+    let macs: std::collections::HashSet<Vec<u8>> = (7500..7560u16)
+        .map(|p| h.expect(&tcp_to(VIP, 80, p).build(), XDP_TX, Stat::TxRing)[0..6].to_vec())
+        .collect();
+    assert_eq!(macs.len(), 1, "the program read the cache: {macs:?}");
     // The next table write puts the slot right; a removed service leaves it.
     h.specs[0].backends[0].weight = 2;
     h.apply();
@@ -674,4 +737,75 @@ fn the_service_cache_answers_and_a_foreign_or_torn_slot_falls_back() {
     h.apply();
     assert_eq!(h.writer.store().cached_service(&key), None);
     h.expect(&d, XDP_PASS, Stat::PassNotVip);
+}
+
+#[test]
+fn a_stale_entry_is_not_trusted() {
+    let mut h = Harness::new();
+    h.mark_all_changed();
+    let key = flow_key([10, 77, 0, 10], 7500);
+    h.expect(
+        &tcp_to(VIP, 80, 7500).tcp_flags(0x02).build(),
+        XDP_TX,
+        Stat::TxNewFlow,
+    );
+    let ack = tcp_to(VIP, 80, 7500).build();
+    h.expect(&ack, XDP_TX, Stat::TxFlowHit);
+    // Its last packet 61 flow-time units ago (the harness's timeout is 60).
+    let index = h.writer.store().flow_set_index(&key);
+    let mut set = h
+        .writer
+        .store()
+        .flow_view()
+        .expect("view")
+        .set(index as usize)
+        .expect("set");
+    for e in &mut set.entries {
+        if e.saddr == key.saddr && e.ports == key.ports {
+            let t = (e.stamp >> FLOW_TIME_SHIFT).wrapping_sub(61);
+            e.stamp = t << FLOW_TIME_SHIFT;
+        }
+    }
+    h.writer
+        .store_mut()
+        .set_flow_set(index, &set)
+        .expect("write set");
+    h.expect(&ack, XDP_TX, Stat::TxFlowMiss);
+    h.expect(&ack, XDP_TX, Stat::TxFlowHit);
+}
+
+#[test]
+fn a_slot_that_changes_again_keeps_its_first_previous_and_its_hold_restarts() {
+    let mut h = Harness::new();
+    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let id = |h: &Harness, i: u8| {
+        h.writer
+            .backend_id(&key, Ipv4Addr::new(10, 77, 0, 20 + i))
+            .expect("id")
+    };
+    let first = id(&h, 1);
+    h.specs[0].backends[0].weight = 0;
+    h.apply();
+    let marked = h.writer.changed_slots();
+    assert!(marked > 0);
+    let t0 = std::time::Instant::now();
+    let hold = std::time::Duration::from_secs(60);
+    // Backend 2 drained too: slots of backend 1 that went to 2 change again.
+    let before = h.writer.ring_views()[&key].table.clone();
+    h.specs[0].backends[1].weight = 0;
+    h.apply();
+    let after = h.writer.ring_views()[&key].table.clone();
+    let changed_again = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(h.writer.changed_slots() > marked);
+    let previous = h.writer.previous_backends();
+    assert!(
+        previous.contains(&first) && previous.contains(&id(&h, 2)),
+        "backend 1's slots still name it, backend 2's name it: {previous:?}"
+    );
+    // A settle due for the first change clears only the slots that did not
+    // change again: for the others the hold restarted.
+    h.writer
+        .settle(t0 + hold, hold, &Default::default())
+        .expect("settle");
+    assert_eq!(h.writer.changed_slots(), changed_again);
 }

@@ -28,13 +28,11 @@ pub mod runtime;
 mod snapshot;
 pub mod supervise;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-
-use ha_common::VipKey;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -507,61 +505,6 @@ async fn monitor_ended(m: &mut Option<Monitor>) -> String {
     }
 }
 
-/// One walk of the flow table: flows per backend id, all and live, and the
-/// changed ring slots that live flows still hold (VIP id, slot).
-struct Census {
-    at: Instant,
-    per_backend: HashMap<u32, (u64, u64)>,
-    pinned: HashSet<(u32, u32)>,
-}
-
-/// Walks the flow table (on its own thread: a 16M-entry table is 256 MB).
-fn census(
-    view: &FlowView,
-    seed: u32,
-    idle_units: u32,
-    services: &HashMap<u16, VipKey>,
-    rings: &HashMap<VipKey, dataplane::writer::RingView>,
-) -> Census {
-    let at = Instant::now();
-    let t = dataplane::maps::flow_now();
-    let mut per_backend: HashMap<u32, (u64, u64)> = HashMap::new();
-    let mut pinned = HashSet::new();
-    view.for_each_valid(
-        seed,
-        |b| services.get(&b).copied(),
-        |e, service| {
-            let idle = e.idle_units(t);
-            let live = if e.closing() {
-                idle < CLOSING_IDLE_UNITS
-            } else {
-                idle < idle_units
-            };
-            let c = per_backend.entry(e.backend as u32).or_default();
-            c.0 += 1;
-            c.1 += live as u64;
-            if let Some(r) = rings.get(service).filter(|_| live) {
-                let k = e.key(service);
-                let hash = ha_common::flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto);
-                if !r.table.is_empty() {
-                    let slot = ha_common::ring_slot(hash, r.table.len() as u32);
-                    if r.changed.contains(&slot) && r.table[slot as usize] != e.backend {
-                        pinned.insert((r.vip_id, slot));
-                    }
-                }
-            }
-        },
-    );
-    Census {
-        at,
-        per_backend,
-        pinned,
-    }
-}
-
-/// Flow-time units a flow of a removed backend may be quiet and still count
-/// as live once its client sent FIN or RST.
-const CLOSING_IDLE_UNITS: u32 = 2;
 /// `ms` in flow-time units (2^30 ns), rounded up.
 fn idle_units(ms: u64) -> u32 {
     ((ms as u128 * 1_000_000).div_ceil(1u128 << ha_common::FLOW_TIME_UNIT_SHIFT) as u32).max(1)
@@ -594,7 +537,7 @@ struct Agent {
     sampler: snapshot::Sampler,
     started: Instant,
     flow_view: Arc<FlowView>,
-    census: Option<std::thread::JoinHandle<Census>>,
+    census: Option<std::thread::JoinHandle<dataplane::census::Census>>,
     /// Flows per backend id at the last census.
     flows: HashMap<u32, u64>,
     flows_total: u64,
@@ -1106,6 +1049,12 @@ impl Agent {
             .collect();
         let health_restart =
             runtime::targets(&new, &runtime) != runtime::targets(&self.cfg, &self.runtime);
+        if new.node.flow_idle_timeout_ms != self.cfg.node.flow_idle_timeout_ms {
+            let units = idle_units(new.node.flow_idle_timeout_ms);
+            if let Err(e) = self.dp.set_live_units(units) {
+                tracing::error!("writing the flow idle timeout to the data plane: {e}");
+            }
+        }
         self.cfg = new;
         self.runtime = runtime;
         for ((vip, backend), r) in self.runtime.removing() {
@@ -1193,7 +1142,9 @@ impl Agent {
                         evicted_live = evicted,
                         capacity = self.dp.maps().flow_sets() as u64 * ha_common::FLOW_WAYS as u64,
                         "the flow table is evicting live flows: raise [node] flow_table_size \
-                         (logged once; halb_flow_table_events_total{{event=\"evicted_live\"}} counts them)"
+                         (it takes effect when the data plane is created anew, `halb run \
+                         --reset-dataplane`, which moves unrecorded flows; logged once; \
+                         halb_flow_table_events_total{{event=\"evicted_live\"}} counts them)"
                     );
                 }
                 self.evicted_live = evicted;
@@ -1248,7 +1199,7 @@ impl Agent {
             let rings = self.dp.writer().ring_views();
             self.census_at = Some(now);
             self.census = Some(std::thread::spawn(move || {
-                census(&view, seed, idle_units, &services, &rings)
+                dataplane::census::walk(&view, seed, idle_units, &services, &rings)
             }));
         }
     }

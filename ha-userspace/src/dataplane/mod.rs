@@ -9,6 +9,7 @@
 //! link (`bpf_link_update`), and re-reads ids and tables from the maps, so no
 //! flow notices the restart.
 
+pub mod census;
 pub mod maglev;
 pub mod maps;
 pub mod writer;
@@ -400,6 +401,16 @@ impl DataPlane {
     /// The map writer.
     pub fn writer(&mut self) -> &mut Writer<Maps> {
         &mut self.writer
+    }
+
+    /// Tells the program the flow idle timeout (flow-time units): entries
+    /// idle longer are not trusted, and evicting younger ones is counted
+    /// as evicting live flows.
+    pub fn set_live_units(&mut self, units: u32) -> Result<(), Error> {
+        let maps = self.writer.store_mut();
+        let mut meta = maps.meta()?;
+        meta.live_units = units;
+        maps.set_meta(&meta)
     }
 
     /// The maps (counters, flows).

@@ -336,12 +336,14 @@ impl<S: Store> Writer<S> {
             .collect()
     }
 
-    /// Clears the changed mark of every slot marked at least `hold` ago
-    /// (the flow idle timeout and a margin: flows that began before the
-    /// change and are still live have been seen, and recorded, by now)
-    /// unless `pinned` holds it: (VIP id, slot) pairs with a live flow-table
-    /// entry that names another backend than the slot's. Returns the slots
-    /// cleared.
+    /// Ends the second chance of every slot marked at least `hold` ago (the
+    /// flow idle timeout and a margin: flows that began before the change
+    /// and are still live have been seen, and recorded, by now): its mark
+    /// is cleared, or, while `pinned` holds it ((VIP id, slot) pairs with a
+    /// live flow-table entry that names another backend than the slot's),
+    /// kept with no previous backend, so that recorded flows keep theirs
+    /// and unknown ones (new UDP flows) take the current backend instead of
+    /// holding the slot forever. Returns the slots cleared or changed.
     pub fn settle(
         &mut self,
         now: Instant,
@@ -356,10 +358,21 @@ impl<S: Store> Writer<S> {
             };
             let id = v.info.id;
             let mut changed = v.changed.clone();
+            let mut n = 0;
             changed.retain(|slot, c| {
-                now.saturating_duration_since(c.since) < hold || pinned.contains(&(id, *slot))
+                if now.saturating_duration_since(c.since) < hold {
+                    return true;
+                }
+                if pinned.contains(&(id, *slot)) {
+                    if c.previous != NO_BACKEND {
+                        c.previous = NO_BACKEND;
+                        n += 1;
+                    }
+                    return true;
+                }
+                n += 1;
+                false
             });
-            let n = v.changed.len() - changed.len();
             if n > 0 {
                 let (size, table) = (v.info.ring_size, v.table.clone());
                 self.write_ring(key, id, size, table, changed)?;
@@ -688,14 +701,30 @@ impl<S: Store> Writer<S> {
                 let mut changed = v.changed.clone();
                 for (i, (&old, &new)) in v.table.iter().zip(&table).enumerate() {
                     let i = i as u32;
-                    if old != new && old != NO_BACKEND && !changed.contains_key(&i) {
-                        changed.insert(
-                            i,
-                            Changed {
-                                previous: old,
-                                since: now,
-                            },
-                        );
+                    if old == new {
+                        continue;
+                    }
+                    match changed.get_mut(&i) {
+                        // Marked already: the first previous backend stays
+                        // (flows from before the first change are there; one
+                        // whose second chance ended gets the slot's backend
+                        // until now), and the hold starts again.
+                        Some(c) => {
+                            c.since = now;
+                            if c.previous == NO_BACKEND {
+                                c.previous = old;
+                            }
+                        }
+                        None if old != NO_BACKEND => {
+                            changed.insert(
+                                i,
+                                Changed {
+                                    previous: old,
+                                    since: now,
+                                },
+                            );
+                        }
+                        None => {}
                     }
                 }
                 changed
