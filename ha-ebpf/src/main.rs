@@ -40,6 +40,8 @@
 #![no_std]
 #![no_main]
 
+mod bin_support;
+
 mod flow;
 mod forward;
 mod maps;
@@ -257,13 +259,3 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     );
     forward(data, b, chosen as u32, len, stat)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -4,19 +4,11 @@
 #![no_std]
 #![no_main]
 
+mod bin_support;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn halb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";

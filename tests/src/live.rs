@@ -792,6 +792,31 @@ fn flows_label(n: u64) -> String {
     }
 }
 
+/// The empty program's rows, one per case, in table order.
+fn baselines(rows: &[Row]) -> Vec<&Row> {
+    let mut cases: Vec<&Row> = rows.iter().filter(|r| r.program == "empty").collect();
+    cases.sort_by_key(|r| {
+        (
+            r.cores,
+            r.proto.clone(),
+            r.case == "new-flow-storm",
+            r.flows,
+        )
+    });
+    cases
+}
+
+/// `program`'s row for the case of `e`.
+fn row_of<'a>(rows: &'a [Row], program: &str, e: &Row) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.program == program
+            && r.case == e.case
+            && r.flows == e.flows
+            && r.proto == e.proto
+            && r.cores == e.cores
+    })
+}
+
 /// `live.md`: one line per case, the three programs side by side.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
@@ -803,25 +828,9 @@ pub fn markdown(rows: &[Row]) -> String {
          | case | proto | concurrent flows (flow table) | cores | empty Mpps | LRU reference Mpps (ratio) | halb Mpps (ratio) | halb's path |\n\
          |---|---|---|---:|---:|---:|---:|---|\n",
     );
-    let mut cases: Vec<&Row> = rows.iter().filter(|r| r.program == "empty").collect();
-    cases.sort_by_key(|r| {
-        (
-            r.cores,
-            r.proto.clone(),
-            r.case == "new-flow-storm",
-            r.flows,
-        )
-    });
+    let cases = baselines(rows);
     for e in cases {
-        let find = |p: &str| {
-            rows.iter().find(|r| {
-                r.program == p
-                    && r.case == e.case
-                    && r.flows == e.flows
-                    && r.proto == e.proto
-                    && r.cores == e.cores
-            })
-        };
+        let find = |p: &str| row_of(rows, p, e);
         let cell = |r: Option<&Row>| {
             r.map(|r| format!("{:.2} ({:.2})", r.mpps, r.ratio_to_empty))
                 .unwrap_or_else(|| "—".into())
@@ -856,28 +865,9 @@ pub fn markdown(rows: &[Row]) -> String {
 /// `live.png` with gnuplot: each case's ratio to the empty program.
 pub fn plot(rows: &[Row], dir: &Path) -> Result<()> {
     let mut data = String::from("case lru halb\n");
-    let mut cases: Vec<&Row> = rows.iter().filter(|r| r.program == "empty").collect();
-    cases.sort_by_key(|r| {
-        (
-            r.cores,
-            r.proto.clone(),
-            r.case == "new-flow-storm",
-            r.flows,
-        )
-    });
+    let cases = baselines(rows);
     for e in cases {
-        let ratio = |p: &str| {
-            rows.iter()
-                .find(|r| {
-                    r.program == p
-                        && r.case == e.case
-                        && r.flows == e.flows
-                        && r.proto == e.proto
-                        && r.cores == e.cores
-                })
-                .map(|r| r.ratio_to_empty)
-                .unwrap_or(0.0)
-        };
+        let ratio = |p: &str| row_of(rows, p, e).map(|r| r.ratio_to_empty).unwrap_or(0.0);
         let label = if e.case == "new-flow-storm" {
             "storm".to_string()
         } else {

@@ -296,19 +296,7 @@ fn drained_backend_keeps_its_long_stream() {
         .expect("stream");
     let port = rx.recv_timeout(Duration::from_secs(5)).expect("started");
     // Which backend carries it?
-    let maps = Maps::open_pinned(&lab.pin_dir("lb1")).expect("maps");
-    let key = ha_common::FlowKey {
-        saddr: u32::from_ne_bytes(CLIENT.octets()),
-        daddr: u32::from_ne_bytes(VIP.octets()),
-        ports: ha_common::ports_raw(port, 80),
-        proto: ha_common::IPPROTO_TCP as u32,
-    };
-    let id = maps.route(&key).expect("route").expect("a backend");
-    let addr = Ipv4Addr::from(maps.backend(id).expect("backend").addr.to_ne_bytes());
-    let name = (1..=BACKENDS)
-        .find(|&i| backend_addr(i) == addr)
-        .map(|i| format!("web{i}"))
-        .expect("a lab backend");
+    let name = backend_of_flow(&lab, port);
     let out = halb(&lab, &["drain", "web", &name]);
     assert!(out.contains("(drained)"), "{out}");
     // New connections avoid it...

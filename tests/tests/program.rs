@@ -433,6 +433,28 @@ fn counters_add_up() {
     assert_eq!(h.writer.store().flows().expect("flows").len(), 0);
 }
 
+/// Moves the last packet of `key`'s entry `units` flow-time units back.
+fn age(h: &mut Harness, key: &FlowKey, units: u32) {
+    let index = h.writer.store().flow_set_index(key);
+    let mut set = h
+        .writer
+        .store()
+        .flow_view()
+        .expect("view")
+        .set(index as usize)
+        .expect("set");
+    for e in &mut set.entries {
+        if e.saddr == key.saddr && e.ports == key.ports {
+            let t = (e.stamp >> FLOW_TIME_SHIFT).wrapping_sub(units);
+            e.stamp = (t << FLOW_TIME_SHIFT) | (e.stamp & 3);
+        }
+    }
+    h.writer
+        .store_mut()
+        .set_flow_set(index, &set)
+        .expect("write set");
+}
+
 fn flow_key(src: [u8; 4], sport: u16) -> FlowKey {
     FlowKey {
         saddr: u32::from_ne_bytes(src),
@@ -492,25 +514,7 @@ fn a_full_set_evicts_the_flow_idle_longest_and_counts_it() {
         h.expect(&frame(f), XDP_TX, Stat::TxNewFlow);
     }
     // Age the third flow: its last packet 10 flow-time units earlier.
-    let key2 = flow_key(same_set[2].0, same_set[2].1);
-    let index = h.writer.store().flow_set_index(&key2);
-    let mut set = h
-        .writer
-        .store()
-        .flow_view()
-        .expect("view")
-        .set(index as usize)
-        .expect("set");
-    for e in &mut set.entries {
-        if e.saddr == key2.saddr && e.ports == key2.ports {
-            let t = (e.stamp >> FLOW_TIME_SHIFT).wrapping_sub(10);
-            e.stamp = (t << FLOW_TIME_SHIFT) | (e.stamp & 3);
-        }
-    }
-    h.writer
-        .store_mut()
-        .set_flow_set(index, &set)
-        .expect("write set");
+    age(&mut h, &flow_key(same_set[2].0, same_set[2].1), 10);
     let evicted = |h: &Harness| h.writer.store().flow_stats().expect("stats")[1].1;
     let before = evicted(&h);
     let newcomer = same_set[FLOW_WAYS];
@@ -752,24 +756,7 @@ fn a_stale_entry_is_not_trusted() {
     let ack = tcp_to(VIP, 80, 7500).build();
     h.expect(&ack, XDP_TX, Stat::TxFlowHit);
     // Its last packet 61 flow-time units ago (the harness's timeout is 60).
-    let index = h.writer.store().flow_set_index(&key);
-    let mut set = h
-        .writer
-        .store()
-        .flow_view()
-        .expect("view")
-        .set(index as usize)
-        .expect("set");
-    for e in &mut set.entries {
-        if e.saddr == key.saddr && e.ports == key.ports {
-            let t = (e.stamp >> FLOW_TIME_SHIFT).wrapping_sub(61);
-            e.stamp = t << FLOW_TIME_SHIFT;
-        }
-    }
-    h.writer
-        .store_mut()
-        .set_flow_set(index, &set)
-        .expect("write set");
+    age(&mut h, &key, 61);
     h.expect(&ack, XDP_TX, Stat::TxFlowMiss);
     h.expect(&ack, XDP_TX, Stat::TxFlowHit);
 }

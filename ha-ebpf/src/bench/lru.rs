@@ -8,6 +8,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "../bin_support.rs"]
+mod bin_support;
+
 #[path = "../parse.rs"]
 #[allow(dead_code)]
 mod parse;
@@ -109,13 +112,3 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
     }
     xdp_action::XDP_TX
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";

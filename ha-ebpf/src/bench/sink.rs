@@ -5,6 +5,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "../bin_support.rs"]
+mod bin_support;
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
@@ -43,13 +46,3 @@ pub fn halb_bench_sink(ctx: XdpContext) -> u32 {
     }
     xdp_action::XDP_DROP
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";

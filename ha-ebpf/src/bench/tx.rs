@@ -3,19 +3,12 @@
 #![no_std]
 #![no_main]
 
+#[path = "../bin_support.rs"]
+mod bin_support;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn halb_bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";

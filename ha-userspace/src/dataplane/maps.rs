@@ -72,7 +72,6 @@ unsafe impl Sync for FlowView {}
 impl FlowView {
     /// Maps the flow table of `data`.
     pub fn map(data: &MapData) -> Result<Self, Error> {
-        use std::os::fd::{AsFd, AsRawFd};
         let info = data.info().map_err(map_err("info of FLOWS"))?;
         let value = info.value_size() as usize;
         if value != std::mem::size_of::<FlowSet>() || !value.is_multiple_of(8) {
@@ -82,27 +81,7 @@ impl FlowView {
             )));
         }
         let sets = info.max_entries() as usize;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        let len = (value * sets).div_ceil(page) * page;
-        // SAFETY: a read-only shared mapping of a BPF array map's values, as
-        // the kernel offers for BPF_F_MMAPABLE maps; the length covers them.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                data.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::PinDir {
-                dir: "flow table mmap".into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let (ptr, len) = map_values(data, value * sets, libc::PROT_READ, "flow table")?;
         Ok(Self {
             ptr: ptr.cast(),
             sets,
@@ -176,7 +155,6 @@ unsafe impl Sync for ServiceCache {}
 
 impl ServiceCache {
     fn map(data: MapData) -> Result<Self, Error> {
-        use std::os::fd::{AsFd, AsRawFd};
         let info = data.info().map_err(map_err("info of SERVICES"))?;
         if info.value_size() as usize != std::mem::size_of::<ServiceSlot>()
             || info.max_entries() != ha_common::SERVICE_SLOTS
@@ -185,29 +163,12 @@ impl ServiceCache {
                 "service cache layout is not this halb's".into(),
             ));
         }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        let len = (std::mem::size_of::<ServiceSlot>() * ha_common::SERVICE_SLOTS as usize)
-            .div_ceil(page)
-            * page;
-        // SAFETY: a shared read-write mapping of a BPF_F_MMAPABLE array's
-        // values; the length covers them.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                data.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::PinDir {
-                dir: "service cache mmap".into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let (ptr, len) = map_values(
+            &data,
+            std::mem::size_of::<ServiceSlot>() * ha_common::SERVICE_SLOTS as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "service cache",
+        )?;
         Ok(Self {
             _data: data,
             ptr: ptr.cast(),
@@ -297,6 +258,40 @@ impl Drop for ServiceCache {
             libc::munmap(self.ptr as *mut libc::c_void, self.len);
         }
     }
+}
+
+/// Maps the values (`bytes` of them) of the `BPF_F_MMAPABLE` array `data`
+/// into this process, shared, with protection `prot`; returns the start
+/// and the mapped length (whole pages).
+fn map_values(
+    data: &MapData,
+    bytes: usize,
+    prot: libc::c_int,
+    what: &str,
+) -> Result<(*mut libc::c_void, usize), Error> {
+    use std::os::fd::{AsFd, AsRawFd};
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let len = bytes.div_ceil(page) * page;
+    // SAFETY: a shared mapping of a BPF_F_MMAPABLE array's values, as the
+    // kernel offers for such maps; the length covers them.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            data.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(Error::PinDir {
+            dir: format!("{what} mmap").into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok((ptr, len))
 }
 
 /// The current flow time (`CLOCK_MONOTONIC`, in [`ha_common::flow_time`]
