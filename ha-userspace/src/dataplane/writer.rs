@@ -684,7 +684,10 @@ impl<S: Store> Writer<S> {
         // with no previous backend (recorded flows keep theirs).
         let now = Instant::now();
         let current = self.vips.get(&key);
+        let unchanged =
+            current.is_some_and(|v| v.info.ring_size == spec.table_size && v.table == table);
         let changed = match current {
+            _ if unchanged => BTreeMap::new(),
             None => BTreeMap::new(),
             Some(v) if v.info.ring_size != spec.table_size => (0..spec.table_size)
                 .map(|i| {
@@ -730,7 +733,7 @@ impl<S: Store> Writer<S> {
                 changed
             }
         };
-        if current.is_none_or(|v| v.table != table || v.changed != changed) {
+        if !unchanged {
             self.write_ring(key, vip_id, spec.table_size, table, changed)?;
             report.tables_swapped += 1;
         }
