@@ -1,6 +1,7 @@
 //! The flow table (see `ha_common::FlowSet`): finding a flow's entry,
-//! refreshing its stamp on a hit, and recording a flow over an empty entry
-//! or the one idle longest, counting what recording displaced.
+//! refreshing its stamp on a hit, and recording a flow over an empty entry,
+//! one never hit, or the one idle longest, counting what recording
+//! displaced.
 
 use ha_common::{
     flow_check, FlowEntry, FlowSet, FlowStat, FLOW_CLOSING, FLOW_REFERENCED, FLOW_TIME_SHIFT,
@@ -36,7 +37,8 @@ fn count(stat: FlowStat) {
 }
 
 /// Records a flow in its set: in `slot` when the flow already had an entry,
-/// else in an empty entry, else over the entry whose last packet is oldest.
+/// else in an empty entry, else over the oldest entry never hit, else over
+/// the entry whose last packet is oldest.
 /// Taking a flow's entry while it is live (idle below `live_units`) is
 /// counted as such: the table is too small.
 #[inline(always)]
@@ -55,8 +57,13 @@ pub fn record(
     let victim = match slot {
         Some(i) => i,
         None => {
+            // An empty entry; else the oldest of the entries never hit since
+            // recorded (a SYN flood's, a port scan's: one packet each); else
+            // the oldest of all. A real connection's entry is hit by its
+            // first ACK, one round trip after its SYN, and from then on a
+            // flood of one-packet flows does not displace it.
             let mut victim = 0;
-            let mut oldest = 0;
+            let mut rank = 0u64;
             let mut empty = false;
             for (i, e) in set.entries.iter().enumerate() {
                 if e.check == 0 {
@@ -64,10 +71,11 @@ pub fn record(
                     empty = true;
                     break;
                 }
-                let idle = e.idle_units(now);
-                if i == 0 || idle > oldest {
+                let unreferenced = (e.stamp & FLOW_REFERENCED == 0) as u64;
+                let r = (unreferenced << 32) | e.idle_units(now) as u64;
+                if i == 0 || r > rank {
                     victim = i;
-                    oldest = idle;
+                    rank = r;
                 }
             }
             if !empty {

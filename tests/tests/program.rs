@@ -796,3 +796,45 @@ fn a_slot_that_changes_again_keeps_its_first_previous_and_its_hold_restarts() {
         .expect("settle");
     assert_eq!(h.writer.changed_slots(), changed_again);
 }
+
+#[test]
+fn a_flow_that_was_hit_outlives_one_packet_flows_in_a_full_set() {
+    let mut h = Harness::new();
+    h.mark_all_changed();
+    let mask = DEFAULT_FLOW_SETS - 1;
+    let set_of = |k: &FlowKey| flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) & mask;
+    let target = set_of(&flow_key([10, 77, 0, 10], 1));
+    let same_set: Vec<([u8; 4], u16)> = (1..=250u8)
+        .flat_map(|a| (1..u16::MAX).map(move |p| ([10, 77, 2, a], p)))
+        .filter(|(src, p)| set_of(&flow_key(*src, *p)) == target)
+        .take(FLOW_WAYS + 3)
+        .collect();
+    let syn = |(src, p): ([u8; 4], u16)| {
+        Frame::tcp(src, VIP, p, 80)
+            .macs(CLIENT_MAC, LB_MAC)
+            .tcp_flags(0x02)
+            .build()
+    };
+    // A real connection: SYN, then its ACK hits the entry.
+    let real = same_set[0];
+    h.expect(&syn(real), XDP_TX, Stat::TxNewFlow);
+    let ack = Frame::tcp(real.0, VIP, real.1, 80)
+        .macs(CLIENT_MAC, LB_MAC)
+        .build();
+    h.expect(&ack, XDP_TX, Stat::TxFlowHit);
+    // Older than everything that follows.
+    age(&mut h, &flow_key(real.0, real.1), 20);
+    // A flood of one-packet flows into the same set, more than it holds.
+    for &f in &same_set[1..] {
+        h.expect(&syn(f), XDP_TX, Stat::TxNewFlow);
+    }
+    assert!(
+        h.writer
+            .store()
+            .flow(&flow_key(real.0, real.1))
+            .expect("read")
+            .is_some(),
+        "the connection kept its entry"
+    );
+    h.expect(&ack, XDP_TX, Stat::TxFlowHit);
+}
