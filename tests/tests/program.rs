@@ -433,6 +433,21 @@ fn counters_add_up() {
     assert_eq!(h.writer.store().flows().expect("flows").len(), 0);
 }
 
+/// `n` client tuples from 10.77.`net`.x whose flows share one flow-table
+/// set (that of 10.77.0.10:1).
+fn one_set(net: u8, n: usize) -> Vec<([u8; 4], u16)> {
+    let mask = DEFAULT_FLOW_SETS - 1;
+    let set_of = |k: &FlowKey| flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) & mask;
+    let target = set_of(&flow_key([10, 77, 0, 10], 1));
+    let found: Vec<([u8; 4], u16)> = (1..=250u8)
+        .flat_map(|a| (1..u16::MAX).map(move |p| ([10, 77, net, a], p)))
+        .filter(|(src, p)| set_of(&flow_key(*src, *p)) == target)
+        .take(n)
+        .collect();
+    assert_eq!(found.len(), n);
+    found
+}
+
 /// Moves the last packet of `key`'s entry `units` flow-time units back.
 fn age(h: &mut Harness, key: &FlowKey, units: u32) {
     let index = h.writer.store().flow_set_index(key);
@@ -495,15 +510,7 @@ fn a_full_set_evicts_the_flow_idle_longest_and_counts_it() {
     let mut h = Harness::new();
     h.mark_all_changed();
     // FLOW_WAYS + 1 flows that share one set of the flow table.
-    let mask = DEFAULT_FLOW_SETS - 1;
-    let set_of = |k: &FlowKey| flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) & mask;
-    let target = set_of(&flow_key([10, 77, 0, 10], 1));
-    let same_set: Vec<([u8; 4], u16)> = (1..=250u8)
-        .flat_map(|a| (1..u16::MAX).map(move |p| ([10, 77, 1, a], p)))
-        .filter(|(src, p)| set_of(&flow_key(*src, *p)) == target)
-        .take(FLOW_WAYS + 1)
-        .collect();
-    assert_eq!(same_set.len(), FLOW_WAYS + 1);
+    let same_set = one_set(1, FLOW_WAYS + 1);
     let frame = |(src, p): ([u8; 4], u16)| {
         Frame::tcp(src, VIP, p, 80)
             .macs(CLIENT_MAC, LB_MAC)
@@ -801,14 +808,7 @@ fn a_slot_that_changes_again_keeps_its_first_previous_and_its_hold_restarts() {
 fn a_flow_that_was_hit_outlives_one_packet_flows_in_a_full_set() {
     let mut h = Harness::new();
     h.mark_all_changed();
-    let mask = DEFAULT_FLOW_SETS - 1;
-    let set_of = |k: &FlowKey| flow_hash(0, k.saddr, k.daddr, k.ports, k.proto) & mask;
-    let target = set_of(&flow_key([10, 77, 0, 10], 1));
-    let same_set: Vec<([u8; 4], u16)> = (1..=250u8)
-        .flat_map(|a| (1..u16::MAX).map(move |p| ([10, 77, 2, a], p)))
-        .filter(|(src, p)| set_of(&flow_key(*src, *p)) == target)
-        .take(FLOW_WAYS + 3)
-        .collect();
+    let same_set = one_set(2, FLOW_WAYS + 3);
     let syn = |(src, p): ([u8; 4], u16)| {
         Frame::tcp(src, VIP, p, 80)
             .macs(CLIENT_MAC, LB_MAC)
