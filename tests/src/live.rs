@@ -88,6 +88,9 @@ pub struct Opts {
     pub rounds: usize,
     /// Whether to run the new-flow storm.
     pub storm: bool,
+    /// Whether to measure halb's established cases again with a backend
+    /// drained (the changed-slot path at scale).
+    pub drained: bool,
 }
 
 impl Opts {
@@ -100,6 +103,7 @@ impl Opts {
             frames: 4_000_000,
             rounds: 3,
             storm: true,
+            drained: true,
         }
     }
 
@@ -112,6 +116,7 @@ impl Opts {
             frames: 1_000_000,
             rounds: 1,
             storm: true,
+            drained: true,
         }
     }
 }
@@ -144,6 +149,10 @@ impl Program {
 #[derive(Clone, Copy, Debug)]
 struct Case {
     storm: bool,
+    /// halb only: measured with one of the four backends drained, so a
+    /// quarter of the slots are changed and their flows go through the
+    /// flow table.
+    drained: bool,
     flows: u32,
     proto: u8,
     cores: u32,
@@ -593,6 +602,12 @@ fn start_halb(bed: &mut Bed, table: u32) -> Result<()> {
     }
 }
 
+fn halb_cli(bed: &Bed, args: &[&str]) -> Result<String> {
+    let mut c = bed.lab.nsenter("lb", &crate::lab::halb_bin());
+    c.args(args).args(["--api", "127.0.0.1:8480"]);
+    run(&mut c)
+}
+
 fn stop_halb(bed: &mut Bed) -> Result<()> {
     if let Some(mut p) = bed.lab.take_proc("halb-lb") {
         p.signal(libc::SIGTERM);
@@ -670,6 +685,7 @@ pub fn run_bench(opts: &Opts) -> Result<Vec<Row>> {
             for &flows in &opts.flows {
                 cases.push(Case {
                     storm: false,
+                    drained: false,
                     flows,
                     proto,
                     cores,
@@ -678,6 +694,7 @@ pub fn run_bench(opts: &Opts) -> Result<Vec<Row>> {
             if opts.storm {
                 cases.push(Case {
                     storm: true,
+                    drained: false,
                     flows: 0,
                     proto,
                     cores,
@@ -729,6 +746,24 @@ pub fn run_bench(opts: &Opts) -> Result<Vec<Row>> {
                 let (mpps, reasons) = measure(&mut bed, program, case, opts)?;
                 results.push((program, *case, mpps, reasons));
             }
+            if program == Program::Halb && opts.drained {
+                // Last for this table: the marks a drain leaves would
+                // change the cases above.
+                for case in these.iter().filter(|c| !c.storm) {
+                    let vip = proto_name(case.proto);
+                    halb_cli(&bed, &["drain", vip, "b1"])?;
+                    eprintln!(
+                        "live: halb established-after-drain {vip} flows={} cores={} table={table}",
+                        case.flows, case.cores
+                    );
+                    let (mpps, reasons) = measure(&mut bed, program, case, opts)?;
+                    let drained = Case {
+                        drained: true,
+                        ..*case
+                    };
+                    results.push((program, drained, mpps, reasons));
+                }
+            }
             if program == Program::Halb {
                 stop_halb(&mut bed)?;
             }
@@ -764,6 +799,8 @@ pub fn run_bench(opts: &Opts) -> Result<Vec<Row>> {
                 program: program.name().into(),
                 case: if case.storm {
                     "new-flow-storm"
+                } else if case.drained {
+                    "established-after-drain"
                 } else {
                     "established"
                 }
@@ -825,8 +862,8 @@ pub fn markdown(rows: &[Row]) -> String {
          through the program under test attached natively, back to a counting sink.\n\
          Mpps is the median of the rounds; the ratio is to the empty `XDP_TX` program\n\
          measured in the same run for the same case (before and after the others, mean).\n\n\
-         | case | proto | concurrent flows (flow table) | cores | empty Mpps | LRU reference Mpps (ratio) | halb Mpps (ratio) | halb's path |\n\
-         |---|---|---|---:|---:|---:|---:|---|\n",
+         | case | proto | concurrent flows (flow table) | cores | empty Mpps | LRU reference Mpps (ratio) | halb Mpps (ratio) | halb's path | halb, a backend drained (ratio) | its path |\n\
+         |---|---|---|---:|---:|---:|---:|---|---:|---|\n",
     );
     let cases = baselines(rows);
     for e in cases {
@@ -835,8 +872,8 @@ pub fn markdown(rows: &[Row]) -> String {
             r.map(|r| format!("{:.2} ({:.2})", r.mpps, r.ratio_to_empty))
                 .unwrap_or_else(|| "—".into())
         };
-        let path = find("halb")
-            .map(|r| {
+        let shares = |r: Option<&Row>| {
+            r.map(|r| {
                 r.reasons
                     .iter()
                     .filter(|(_, v)| **v >= 0.005)
@@ -844,10 +881,20 @@ pub fn markdown(rows: &[Row]) -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+        };
+        let path = shares(find("halb"));
+        let drained = rows.iter().find(|r| {
+            r.program == "halb"
+                && r.case == "established-after-drain"
+                && r.flows == e.flows
+                && r.proto == e.proto
+                && r.cores == e.cores
+                && e.case == "established"
+        });
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} ({}) | {} | {:.2} | {} | {} | {} | {} | {} |",
             e.case,
             e.proto,
             flows_label(e.flows),
@@ -856,7 +903,9 @@ pub fn markdown(rows: &[Row]) -> String {
             e.mpps,
             cell(find("lru-reference")),
             cell(find("halb")),
-            path
+            path,
+            cell(drained),
+            shares(drained)
         );
     }
     s
