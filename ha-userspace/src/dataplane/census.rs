@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use ha_common::{flow_hash, ring_slot, VipKey};
+use ha_common::{ring_slot, VipKey};
 
 use super::maps::FlowView;
 use super::writer::RingView;
@@ -43,14 +43,12 @@ pub fn walk(
     view.for_each_valid(
         seed,
         |b| services.get(&b).copied(),
-        |e, service| {
+        |e, service, hash| {
             let live = e.is_live(t, live_units);
             let c = per_backend.entry(e.backend as u32).or_default();
             c.0 += 1;
             c.1 += live as u64;
             if let Some(r) = rings.get(service).filter(|r| live && !r.table.is_empty()) {
-                let k = e.key(service);
-                let hash = flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto);
                 let slot = ring_slot(hash, r.table.len() as u32);
                 if r.changed.contains(&slot) && r.table[slot as usize] != e.backend {
                     pinned.insert((r.vip_id, slot));

@@ -106,19 +106,22 @@ impl FlowView {
 
     /// Calls `f` for every entry whose check holds under `seed`, with the
     /// service of its backend (`service_of`; entries naming a backend
-    /// without one are skipped).
+    /// without one are skipped) and the flow's hash (computed once here:
+    /// the check needs it, and so do callers that place the flow).
     pub fn for_each_valid(
         &self,
         seed: u32,
         service_of: impl Fn(u16) -> Option<VipKey>,
-        mut f: impl FnMut(&FlowEntry, &VipKey),
+        mut f: impl FnMut(&FlowEntry, &VipKey, u32),
     ) {
         for i in 0..self.sets {
             if let Some(set) = self.set(i) {
                 for e in set.entries.iter().filter(|e| e.check != 0) {
                     if let Some(service) = service_of(e.backend) {
-                        if e.is_valid(seed, &service) {
-                            f(e, &service);
+                        let k = e.key(&service);
+                        let hash = flow_hash(seed, k.saddr, k.daddr, k.ports, k.proto);
+                        if e.check == flow_check(hash, e.backend) {
+                            f(e, &service, hash);
                         }
                     }
                 }
@@ -499,7 +502,7 @@ impl Maps {
         self.flow_view()?.for_each_valid(
             self.seed,
             |b| services.get(&b).copied(),
-            |e, service| out.push((e.key(service), *e)),
+            |e, service, _| out.push((e.key(service), *e)),
         );
         Ok(out)
     }

@@ -350,36 +350,56 @@ impl<S: Store> Writer<S> {
         hold: Duration,
         pinned: &HashSet<(u32, u32)>,
     ) -> Result<usize, Error> {
+        let due = |c: &Changed| now.saturating_duration_since(c.since) >= hold;
+        // Only VIPs with a slot past its hold: a census must not copy every
+        // VIP's marks to find nothing to do.
+        let keys: Vec<(VipKey, u32)> = self
+            .vips
+            .iter()
+            .filter(|(_, v)| v.changed.values().any(due))
+            .map(|(k, v)| (*k, v.info.id))
+            .collect();
         let mut cleared = 0;
-        let keys: Vec<VipKey> = self.vips.keys().copied().collect();
-        for key in keys {
-            let Some(v) = self.vips.get(&key) else {
-                continue;
-            };
-            let id = v.info.id;
-            let mut changed = v.changed.clone();
-            let mut n = 0;
-            changed.retain(|slot, c| {
-                if now.saturating_duration_since(c.since) < hold {
-                    return true;
-                }
-                if pinned.contains(&(id, *slot)) {
-                    if c.previous != NO_BACKEND {
-                        c.previous = NO_BACKEND;
-                        n += 1;
+        for (key, id) in keys {
+            cleared += self.edit_marks(key, |changed| {
+                let mut n = 0;
+                changed.retain(|slot, c| {
+                    if !due(c) {
+                        return true;
                     }
-                    return true;
-                }
-                n += 1;
-                false
-            });
-            if n > 0 {
-                let (size, table) = (v.info.ring_size, v.table.clone());
-                self.write_ring(key, id, size, table, changed)?;
-                cleared += n;
-            }
+                    if pinned.contains(&(id, *slot)) {
+                        if c.previous != NO_BACKEND {
+                            c.previous = NO_BACKEND;
+                            n += 1;
+                        }
+                        return true;
+                    }
+                    n += 1;
+                    false
+                });
+                n
+            })?;
         }
         Ok(cleared)
+    }
+
+    /// Applies `edit` to a copy of `key`'s marks; when it reports changes
+    /// (a count above 0), writes the VIP's ring with the edited marks.
+    fn edit_marks(
+        &mut self,
+        key: VipKey,
+        edit: impl FnOnce(&mut BTreeMap<u32, Changed>) -> usize,
+    ) -> Result<usize, Error> {
+        let Some(v) = self.vips.get(&key) else {
+            return Ok(0);
+        };
+        let mut changed = v.changed.clone();
+        let n = edit(&mut changed);
+        if n > 0 {
+            let (id, size, table) = (v.info.id, v.info.ring_size, v.table.clone());
+            self.write_ring(key, id, size, table, changed)?;
+        }
+        Ok(n)
     }
 
     /// Scrubs backend id `id` from every changed slot that names it as its
@@ -392,18 +412,17 @@ impl<S: Store> Writer<S> {
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
-            let Some(v) = self.vips.get(&key) else {
-                continue;
-            };
-            let mut changed = v.changed.clone();
-            for c in changed.values_mut() {
-                if c.previous as u32 == id {
+            let n = self.edit_marks(key, |changed| {
+                let mut n = 0;
+                for c in changed.values_mut().filter(|c| c.previous as u32 == id) {
                     c.previous = NO_BACKEND;
+                    n += 1;
                 }
+                n
+            })?;
+            if n > 0 {
+                report.tables_swapped += 1;
             }
-            let (vip_id, size, table) = (v.info.id, v.info.ring_size, v.table.clone());
-            self.write_ring(key, vip_id, size, table, changed)?;
-            report.tables_swapped += 1;
         }
         Ok(())
     }
