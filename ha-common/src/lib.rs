@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -153,12 +153,22 @@ pub const fn service_tag(raw: u64) -> u64 {
     (raw.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> 33) & 0x7fff_ffff
 }
 
-/// The slot state for service `raw` with `info`: valid, tag, ring size,
-/// live ring and VIP id in one word.
+/// [`ServiceSlot::state`]: the service hashes by source address
+/// ([`VIP_F_SOURCE_HASH`]).
+const SERVICE_SOURCE_HASH: u64 = 1 << 27;
+
+/// The slot state for service `raw` with `info`: valid, tag, source-hash
+/// flag, ring size, live ring and VIP id in one word.
 #[inline(always)]
 pub const fn service_state(raw: u64, info: &VipInfo) -> u64 {
+    let source = if info.flags & VIP_F_SOURCE_HASH != 0 {
+        SERVICE_SOURCE_HASH
+    } else {
+        0
+    };
     SERVICE_VALID
         | service_tag(raw) << 32
+        | source
         | (info.ring_size as u64 & 0x3_ffff) << 9
         | (info.ring_slot as u64 & 1) << 8
         | (info.id as u64 & 0xff)
@@ -174,12 +184,24 @@ pub const fn service_info(raw: u64, state: u64) -> Option<VipInfo> {
         id: (state & 0xff) as u32,
         ring_slot: ((state >> 8) & 1) as u32,
         ring_size: ((state >> 9) & 0x3_ffff) as u32,
-        flags: 0,
+        flags: if state & SERVICE_SOURCE_HASH != 0 {
+            VIP_F_SOURCE_HASH
+        } else {
+            0
+        },
     })
 }
 
 /// [`VipInfo::flags`]: this entry is an address marker, not a service.
 pub const VIP_F_ADDRESS: u32 = 1;
+
+/// [`VipInfo::flags`]: source-IP affinity. The ring slot of a flow is
+/// chosen by [`ring_hash`] of its tuple without the source port, so every
+/// connection of one client address to this service lands on one backend
+/// (HAProxy's `balance source`, LVS persistence). The flow table still
+/// uses the full [`flow_hash`], so one client's connections spread over
+/// the table's sets.
+pub const VIP_F_SOURCE_HASH: u32 = 2;
 
 /// Value of the VIP map.
 ///
@@ -694,9 +716,45 @@ pub const fn mix32(mut h: u32) -> u32 {
 /// function is a fast mixer, not a cryptographic PRF.
 #[inline(always)]
 pub const fn flow_hash(seed: u32, saddr: u32, daddr: u32, ports: u32, proto: u32) -> u32 {
-    let mut h = mix32(saddr ^ seed ^ 0x9e37_79b9);
-    h = mix32(h ^ daddr);
-    mix32(h ^ ports ^ (proto << 24) ^ seed.rotate_left(16) ^ 0x85eb_ca6b)
+    hash_tail(hash_head(seed, saddr, daddr), seed, ports, proto)
+}
+
+/// The part of [`flow_hash`] that depends on the addresses only, so that
+/// the program computes it once for both of a flow's hashes.
+#[inline(always)]
+pub const fn hash_head(seed: u32, saddr: u32, daddr: u32) -> u32 {
+    mix32(mix32(saddr ^ seed ^ 0x9e37_79b9) ^ daddr)
+}
+
+/// The rest of [`flow_hash`]: `head` ([`hash_head`]) with the ports and
+/// the protocol mixed in.
+#[inline(always)]
+pub const fn hash_tail(head: u32, seed: u32, ports: u32, proto: u32) -> u32 {
+    mix32(head ^ ports ^ (proto << 24) ^ seed.rotate_left(16) ^ 0x85eb_ca6b)
+}
+
+/// `ports` ([`ports_raw`]) with the source port zeroed: what source-IP
+/// affinity hashes.
+#[inline(always)]
+pub const fn affinity_ports(ports: u32) -> u32 {
+    ports & ports_raw(0, 0xffff)
+}
+
+/// The hash that picks a flow's ring slot: its [`flow_hash`], or with
+/// `source` (the service's [`VIP_F_SOURCE_HASH`]) the hash of the same
+/// tuple with the source port zeroed. The program, the agent and the tests
+/// all place flows with this function.
+#[inline(always)]
+pub const fn ring_hash(
+    seed: u32,
+    saddr: u32,
+    daddr: u32,
+    ports: u32,
+    proto: u32,
+    source: bool,
+) -> u32 {
+    let p = if source { affinity_ports(ports) } else { ports };
+    flow_hash(seed, saddr, daddr, p, proto)
 }
 
 /// The ring slot of a flow: `hash` mapped onto `0..size` by a multiply
@@ -839,6 +897,41 @@ mod tests {
         assert_ne!(base, flow_hash(0, 1, 2, ports_raw(3, 9), 6));
         assert_ne!(base, flow_hash(0, 1, 2, p, 17));
         assert_ne!(base, flow_hash(7, 1, 2, p, 6), "the seed changes the hash");
+    }
+
+    #[test]
+    fn source_affinity_ignores_the_source_port_only() {
+        let h = |s, sp, d, dp, src| ring_hash(5, s, d, ports_raw(sp, dp), 6, src);
+        assert_eq!(h(1, 1000, 2, 80, true), h(1, 61000, 2, 80, true));
+        assert_ne!(h(1, 1000, 2, 80, true), h(9, 1000, 2, 80, true));
+        assert_ne!(h(1, 1000, 2, 80, true), h(1, 1000, 2, 443, true));
+        assert_ne!(h(1, 1000, 2, 80, true), h(1, 1000, 3, 80, true));
+        assert_ne!(h(1, 1000, 2, 80, false), h(1, 61000, 2, 80, false));
+        assert_eq!(
+            h(1, 1000, 2, 80, false),
+            flow_hash(5, 1, 2, ports_raw(1000, 80), 6)
+        );
+        assert_eq!(affinity_ports(ports_raw(1234, 80)), ports_raw(0, 80));
+    }
+
+    #[test]
+    fn the_service_state_keeps_the_source_hash_flag() {
+        let raw = VipKey {
+            addr: 7,
+            port: 80,
+            proto: 6,
+            pad: 0,
+        }
+        .raw();
+        for flags in [0, VIP_F_SOURCE_HASH] {
+            let info = VipInfo {
+                id: 3,
+                ring_slot: 1,
+                ring_size: 65537,
+                flags,
+            };
+            assert_eq!(service_info(raw, service_state(raw, &info)), Some(info));
+        }
     }
 
     #[test]

@@ -51,8 +51,9 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
 use ha_common::{
-    flow_hash, flow_time, ring_index, service_index, service_info, vip_filter_bit, Stat, VipKey,
-    IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    affinity_ports, flow_time, hash_head, hash_tail, ring_index, service_index, service_info,
+    vip_filter_bit, Stat, VipKey, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    VIP_F_SOURCE_HASH,
 };
 
 use forward::{forward, usable_backend};
@@ -173,8 +174,18 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if vip.ring_size == 0 {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     }
-    let hash = flow_hash(meta.hash_seed, p.saddr, daddr, p.ports, p.proto as u32);
-    let idx = ha_common::ring_slot(hash, vip.ring_size) as usize;
+    // The flow's hash picks its flow-table set; the ring slot comes from
+    // the same hash, or under source-IP affinity from the tuple without
+    // its source port (one more mix of the shared head).
+    let seed = meta.hash_seed;
+    let head = hash_head(seed, p.saddr, daddr);
+    let hash = hash_tail(head, seed, p.ports, p.proto as u32);
+    let placed = if vip.flags & VIP_F_SOURCE_HASH != 0 {
+        hash_tail(head, seed, affinity_ports(p.ports), p.proto as u32)
+    } else {
+        hash
+    };
+    let idx = ha_common::ring_slot(placed, vip.ring_size) as usize;
     if idx >= RING_MAX {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     }

@@ -21,8 +21,71 @@ pub struct Reply {
 /// `GET path` on a new connection to `addr:port`.
 pub fn http_get(addr: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<Reply> {
     let sa = SocketAddr::from((addr, port));
-    let mut s =
-        TcpStream::connect_timeout(&sa, timeout).with_context(|| format!("connect {sa}"))?;
+    let s = TcpStream::connect_timeout(&sa, timeout).with_context(|| format!("connect {sa}"))?;
+    get_on(s, addr, path, timeout)
+}
+
+/// [`http_get`] from source address `src` (one of the caller's addresses;
+/// the kernel picks the port).
+pub fn http_get_from(
+    src: Ipv4Addr,
+    addr: Ipv4Addr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<Reply> {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |a: Ipv4Addr, p: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: p.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor owned here; the stream
+    // takes it over (and closes it) right after creation.
+    let s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        TcpStream::from_raw_fd(fd)
+    };
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid descriptor, pointers to live locals of the right sizes.
+    unsafe {
+        let local = sockaddr(src, 0);
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            bail!("bind {src}: {}", std::io::Error::last_os_error());
+        }
+        // connect() honours the send timeout.
+        let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            tv_len,
+        );
+        let remote = sockaddr(addr, port);
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            bail!(
+                "connect {addr}:{port} from {src}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    get_on(s, addr, path, timeout)
+}
+
+fn get_on(mut s: TcpStream, addr: Ipv4Addr, path: &str, timeout: Duration) -> Result<Reply> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let local_port = s.local_addr()?.port();

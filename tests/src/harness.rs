@@ -77,11 +77,13 @@ impl Harness {
             VipSpec {
                 key: VipKey::new(VIP, 80, IPPROTO_TCP),
                 table_size: 65537,
+                source_hash: false,
                 backends: backends.clone(),
             },
             VipSpec {
                 key: VipKey::new(VIP, 53, IPPROTO_UDP),
                 table_size: 251,
+                source_hash: false,
                 backends,
             },
         ];

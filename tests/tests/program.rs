@@ -641,6 +641,7 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
     h.specs.push(VipSpec {
         key: VipKey::new([10, 77, 0, 200], 80, IPPROTO_TCP),
         table_size: 65537,
+        source_hash: false,
         backends: (0..free_backends as u32)
             .map(|i| BackendSpec {
                 addr: Ipv4Addr::from(0x0a60_0000 + i),
@@ -654,6 +655,7 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
         h.specs.push(VipSpec {
             key: VipKey::new([10, 77, 0, 201], 1000 + i, IPPROTO_TCP),
             table_size: 251,
+            source_hash: false,
             backends: vec![],
         });
     }
@@ -837,4 +839,75 @@ fn a_flow_that_was_hit_outlives_one_packet_flows_in_a_full_set() {
         "the connection kept its entry"
     );
     h.expect(&ack, XDP_TX, Stat::TxFlowHit);
+}
+
+/// The backend MAC byte that frame `f` is sent to, or a failure.
+fn backend_of(h: &Harness, f: Frame) -> u8 {
+    let (rc, out) = h.run(&f.build());
+    assert_eq!(rc, XDP_TX);
+    out[5]
+}
+
+#[test]
+fn source_ip_affinity_holds_a_client_on_one_backend_in_either_path() {
+    let mut h = Harness::new();
+    h.specs[0].source_hash = true;
+    h.apply();
+    let from = |src: [u8; 4], sport: u16| {
+        Frame::tcp(src, VIP, sport, 80)
+            .macs(CLIENT_MAC, LB_MAC)
+            .tcp_flags(0x02)
+    };
+    // 50 connections of one client, different source ports: one backend.
+    let one: std::collections::BTreeSet<u8> = (0..50u16)
+        .map(|i| backend_of(&h, from([10, 77, 0, 10], 33000 + i * 13)))
+        .collect();
+    assert_eq!(one.len(), 1, "{one:?}");
+    // 30 clients spread over all three backends.
+    let clients: std::collections::BTreeMap<u8, usize> =
+        (0..30u8).fold(Default::default(), |mut m, i| {
+            *m.entry(backend_of(&h, from([10, 77, 1, 10 + i], 40000)))
+                .or_default() += 1;
+            m
+        });
+    assert_eq!(clients.len(), 3, "{clients:?}");
+    // The other VIP (five-tuple) still spreads one client's ports.
+    let udp: std::collections::BTreeSet<u8> = (0..50u16)
+        .map(|i| {
+            backend_of(
+                &h,
+                Frame::udp([10, 77, 0, 10], VIP, 33000 + i, 53).macs(CLIENT_MAC, LB_MAC),
+            )
+        })
+        .collect();
+    assert_eq!(udp.len(), 3, "{udp:?}");
+    // Through the flow table (every slot changed): a client's new
+    // connections still share a backend, and it is the one the agent's
+    // routing (and so every other node) computes.
+    h.mark_all_changed();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..50u16 {
+        let sport = 50000 + i * 7;
+        let mac = backend_of(&h, from([10, 77, 0, 10], sport));
+        seen.insert(mac);
+        let key = FlowKey {
+            saddr: u32::from_ne_bytes([10, 77, 0, 10]),
+            daddr: u32::from_ne_bytes(VIP),
+            ports: ports_raw(sport, 80),
+            proto: IPPROTO_TCP as u32,
+        };
+        let routed = h
+            .writer
+            .store()
+            .route(&key)
+            .expect("route")
+            .expect("backend");
+        assert_eq!(
+            h.writer.store().backend(routed).expect("backend").mac[5],
+            mac,
+            "the agent places the flow where the program does"
+        );
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(h.stat(Stat::TxNewFlow), 50 + 30 + 50, "SYNs in both paths");
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ha_common::VipKey;
 
-use crate::config::{Config, Health, HealthKind, Vip};
+use crate::config::{Config, Hash, Health, HealthKind, Vip};
 use crate::dataplane::{BackendSpec, VipSpec};
 use crate::health::check::{Outcome, Probe};
 use crate::health::monitor::Target;
@@ -121,9 +121,19 @@ impl Diff {
                 );
                 continue;
             };
-            if (ov.address, ov.port, ov.protocol, ov.maglev_table_size)
-                != (nv.address, nv.port, nv.protocol, nv.maglev_table_size)
-            {
+            if (
+                ov.address,
+                ov.port,
+                ov.protocol,
+                ov.maglev_table_size,
+                ov.hash,
+            ) != (
+                nv.address,
+                nv.port,
+                nv.protocol,
+                nv.maglev_table_size,
+                nv.hash,
+            ) {
                 d.vips_changed.push(name.to_string());
             }
             if !same_health(&ov.health, &nv.health) {
@@ -663,6 +673,7 @@ impl Runtime {
                 VipSpec {
                     key,
                     table_size: v.maglev_table_size,
+                    source_hash: v.hash == Hash::SourceIp,
                     backends,
                 }
             })

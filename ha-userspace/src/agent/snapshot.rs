@@ -204,6 +204,11 @@ pub fn build(a: &mut Agent) -> Status {
             port: v.port,
             protocol: format!("{:?}", v.protocol).to_lowercase(),
             mode: format!("{:?}", v.mode).to_lowercase(),
+            hash: match v.hash {
+                crate::config::Hash::FiveTuple => "five-tuple",
+                crate::config::Hash::SourceIp => "source-ip",
+            }
+            .to_string(),
             check: match v.health.kind {
                 HealthKind::None => "none",
                 HealthKind::Tcp => "tcp",

@@ -184,6 +184,9 @@ pub struct VipStatus {
     pub protocol: String,
     /// `dsr`.
     pub mode: String,
+    /// What places a flow: `five-tuple` or `source-ip`.
+    #[serde(default)]
+    pub hash: String,
     /// Health check kind: `none`, `tcp` or `http`.
     pub check: String,
     /// Backends currently healthy.

@@ -14,8 +14,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    Api, Backend, Bfd, Bgp, Config, Health, HealthKind, Instance, Mode, Neighbor, Node, Protocol,
-    SyncGroup, TrackScript, Vip, Vrrp, XdpModeCfg, DEFAULT_INSTANCE, MAX_WEIGHT, MIN_TOKEN_LEN,
+    Api, Backend, Bfd, Bgp, Config, Hash, Health, HealthKind, Instance, Mode, Neighbor, Node,
+    Protocol, SyncGroup, TrackScript, Vip, Vrrp, XdpModeCfg, DEFAULT_INSTANCE, MAX_WEIGHT,
+    MIN_TOKEN_LEN,
 };
 
 /// Where a problem is in a file.

@@ -449,12 +449,29 @@ pub struct Vip {
     /// Maglev table size, a prime.
     #[serde(default = "default_table_size", deserialize_with = "de_table_size")]
     pub maglev_table_size: u32,
+    /// What places a flow on a backend.
+    #[serde(default)]
+    pub hash: Hash,
     /// Health check; absent: `none`.
     #[serde(default)]
     pub health: Health,
     /// Backends.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
+}
+
+/// `hash`: what Maglev hashes to place a flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hash {
+    /// Source and destination address and port, protocol: connections
+    /// spread independently.
+    #[default]
+    FiveTuple,
+    /// The same without the source port: every connection of one client
+    /// address to the service goes to one backend (HAProxy's
+    /// `balance source`, LVS persistence), on every node.
+    SourceIp,
 }
 
 /// `protocol`.

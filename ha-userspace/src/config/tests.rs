@@ -140,6 +140,21 @@ fn table_size_must_be_prime() {
 }
 
 #[test]
+fn hash_is_five_tuple_or_source_ip() {
+    let vip = |text: &str| parse_str(text).expect("valid").vips[0].get_ref().hash;
+    assert_eq!(vip(GOOD), crate::config::Hash::FiveTuple);
+    let src = GOOD.replace("mode = \"dsr\"", "mode = \"dsr\"\nhash = \"source-ip\"");
+    assert_eq!(vip(&src), crate::config::Hash::SourceIp);
+    let bad = GOOD.replace("mode = \"dsr\"", "mode = \"dsr\"\nhash = \"round-robin\"");
+    let (line, _, msg) = one_problem(&bad);
+    assert_eq!(line, 25);
+    assert!(
+        msg.contains("five-tuple") && msg.contains("source-ip"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn duplicates_are_reported_all_at_once() {
     let bad = GOOD
         .replace("name = \"web2\"", "name = \"web1\"")

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use ha_common::{ring_slot, VipKey};
+use ha_common::{affinity_ports, flow_hash, ring_slot, VipKey};
 
 use super::maps::FlowView;
 use super::writer::RingView;
@@ -49,7 +49,13 @@ pub fn walk(
             c.0 += 1;
             c.1 += live as u64;
             if let Some(r) = rings.get(service).filter(|r| live && !r.table.is_empty()) {
-                let slot = ring_slot(hash, r.table.len() as u32);
+                let placed = if r.source_hash {
+                    let k = e.key(service);
+                    flow_hash(seed, k.saddr, k.daddr, affinity_ports(k.ports), k.proto)
+                } else {
+                    hash
+                };
+                let slot = ring_slot(placed, r.table.len() as u32);
                 if r.changed.contains(&slot) && r.table[slot as usize] != e.backend {
                     pinned.insert((r.vip_id, slot));
                 }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use ha_common::{
     ring_index, vip_filter_bit, BackendInfo, Ring, VipFilter, VipInfo, VipKey, BACKEND_F_UP,
     MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_BITS, VIP_F_ADDRESS,
+    VIP_F_SOURCE_HASH,
 };
 
 use super::maglev::{self, Member};
@@ -52,6 +53,9 @@ pub struct VipSpec {
     pub key: VipKey,
     /// Maglev table size (prime).
     pub table_size: u32,
+    /// Source-IP affinity: flows are placed by their source address, not
+    /// their source port ([`ha_common::VIP_F_SOURCE_HASH`]).
+    pub source_hash: bool,
     /// Backends, in any order.
     pub backends: Vec<BackendSpec>,
 }
@@ -139,6 +143,16 @@ pub struct RingView {
     pub table: Vec<u16>,
     /// Changed slots.
     pub changed: HashSet<u32>,
+    /// Flows are placed by source address ([`VipSpec::source_hash`]).
+    pub source_hash: bool,
+}
+
+fn previous_ids(vips: &BTreeMap<VipKey, VipState>) -> HashSet<u32> {
+    vips.values()
+        .flat_map(|v| v.changed.values())
+        .filter(|c| c.previous != NO_BACKEND)
+        .map(|c| c.previous as u32)
+        .collect()
 }
 
 fn ring_of(table: &[u16], changed: &BTreeMap<u32, Changed>) -> Box<Ring> {
@@ -164,6 +178,10 @@ pub struct Writer<S: Store> {
     free_vips: VecDeque<u32>,
     filter: Box<VipFilter>,
     markers: HashSet<u32>,
+    /// [`Writer::previous_backends`] as of the last ring write (a superset
+    /// after VIP removals), so that taking thousands of ids in one update
+    /// scans the marks once, not once per id.
+    previous_ids: Option<HashSet<u32>>,
 }
 
 /// What the writer knows of the maps, re-read from them on adoption and
@@ -257,6 +275,7 @@ impl<S: Store> Writer<S> {
             free_vips: l.free_vips,
             filter: l.filter,
             markers: l.markers,
+            previous_ids: None,
         })
     }
 
@@ -271,6 +290,7 @@ impl<S: Store> Writer<S> {
         self.free_vips = l.free_vips;
         self.filter = l.filter;
         self.markers = l.markers;
+        self.previous_ids = None;
         Ok(())
     }
 
@@ -306,6 +326,7 @@ impl<S: Store> Writer<S> {
                         vip_id: v.info.id,
                         table: v.table.clone(),
                         changed: v.changed.keys().copied().collect(),
+                        source_hash: v.info.flags & VIP_F_SOURCE_HASH != 0,
                     },
                 )
             })
@@ -328,12 +349,7 @@ impl<S: Store> Writer<S> {
     /// Backend ids that some changed slot names as its previous backend:
     /// flows that began before the change may still be on them.
     pub fn previous_backends(&self) -> HashSet<u32> {
-        self.vips
-            .values()
-            .flat_map(|v| v.changed.values())
-            .filter(|c| c.previous != NO_BACKEND)
-            .map(|c| c.previous as u32)
-            .collect()
+        previous_ids(&self.vips)
     }
 
     /// Ends the second chance of every slot marked at least `hold` ago (the
@@ -396,25 +412,33 @@ impl<S: Store> Writer<S> {
         let mut changed = v.changed.clone();
         let n = edit(&mut changed);
         if n > 0 {
-            let (id, size, table) = (v.info.id, v.info.ring_size, v.table.clone());
-            self.write_ring(key, id, size, table, changed)?;
+            let (id, size, flags) = (v.info.id, v.info.ring_size, v.info.flags);
+            let table = v.table.clone();
+            self.write_ring(key, id, size, flags, table, changed)?;
         }
         Ok(n)
     }
 
-    /// Scrubs backend id `id` from every changed slot that names it as its
-    /// previous backend, before the id goes to another backend.
-    fn scrub_previous(&mut self, id: u32, report: &mut Report) -> Result<(), Error> {
+    /// Scrubs backend ids `ids` from every changed slot that names one of
+    /// them as its previous backend, before the ids go to other backends:
+    /// one ring write per VIP concerned, however many ids.
+    fn scrub_previous(&mut self, ids: &HashSet<u32>, report: &mut Report) -> Result<(), Error> {
+        let vips = &self.vips;
+        let named = self.previous_ids.get_or_insert_with(|| previous_ids(vips));
+        if ids.is_disjoint(named) {
+            return Ok(());
+        }
+        let hit = |c: &Changed| c.previous != NO_BACKEND && ids.contains(&(c.previous as u32));
         let keys: Vec<VipKey> = self
             .vips
             .iter()
-            .filter(|(_, v)| v.changed.values().any(|c| c.previous as u32 == id))
+            .filter(|(_, v)| v.changed.values().any(hit))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
             let n = self.edit_marks(key, |changed| {
                 let mut n = 0;
-                for c in changed.values_mut().filter(|c| c.previous as u32 == id) {
+                for c in changed.values_mut().filter(|c| hit(c)) {
                     c.previous = NO_BACKEND;
                     n += 1;
                 }
@@ -433,6 +457,7 @@ impl<S: Store> Writer<S> {
         key: VipKey,
         vip_id: u32,
         ring_size: u32,
+        flags: u32,
         table: Vec<u16>,
         changed: BTreeMap<u32, Changed>,
     ) -> Result<(), Error> {
@@ -449,12 +474,13 @@ impl<S: Store> Writer<S> {
             None => 0,
         };
         let ring = ring_of(&table, &changed);
+        self.previous_ids = None;
         self.store.set_ring(ring_index(vip_id, slot), &ring)?;
         let info = VipInfo {
             id: vip_id,
             ring_slot: slot,
             ring_size,
-            flags: 0,
+            flags,
         };
         self.store.set_vip(&key, &info)?;
         self.vips.insert(
@@ -497,6 +523,7 @@ impl<S: Store> Writer<S> {
                 .map(|s| VipSpec {
                     key: s.key,
                     table_size: s.table_size,
+                    source_hash: s.source_hash,
                     backends: s
                         .backends
                         .iter()
@@ -643,8 +670,10 @@ impl<S: Store> Writer<S> {
         };
 
         // Backend slots: usable-or-new ones now, the others after the swap.
+        // New ids are scrubbed from every mark first, all in one pass.
         let mut late = Vec::new();
         let mut ids = Vec::with_capacity(spec.backends.len());
+        let mut fresh = HashSet::new();
         for b in &spec.backends {
             let id = match self.backend_ids.get(&(key, b.addr)) {
                 Some(id) => *id,
@@ -654,11 +683,14 @@ impl<S: Store> Writer<S> {
                         .pop_front()
                         .ok_or_else(|| Error::Capacity("backend ids".into()))?;
                     self.backend_ids.insert((key, b.addr), id);
-                    self.scrub_previous(id, report)?;
+                    fresh.insert(id);
                     id
                 }
             };
             ids.push(id);
+        }
+        self.scrub_previous(&fresh, report)?;
+        for (b, &id) in spec.backends.iter().zip(&ids) {
             let info = BackendInfo {
                 addr: u32::from_ne_bytes(b.addr.octets()),
                 mac: b.mac.unwrap_or_default(),
@@ -699,16 +731,22 @@ impl<S: Store> Writer<S> {
             .collect();
         // Changed slots: those marked stay marked (with the backend they
         // had first); a slot that had a backend and gets another is marked.
-        // A new table size gives every slot a new meaning: all are marked,
-        // with no previous backend (recorded flows keep theirs).
+        // A new table size or hash gives every slot a new meaning: all are
+        // marked, with no previous backend (recorded flows keep theirs).
         let now = Instant::now();
+        let flags = if spec.source_hash {
+            VIP_F_SOURCE_HASH
+        } else {
+            0
+        };
         let current = self.vips.get(&key);
-        let unchanged =
-            current.is_some_and(|v| v.info.ring_size == spec.table_size && v.table == table);
+        let same_meaning =
+            |v: &VipState| v.info.ring_size == spec.table_size && v.info.flags == flags;
+        let unchanged = current.is_some_and(|v| same_meaning(v) && v.table == table);
         let changed = match current {
             _ if unchanged => BTreeMap::new(),
             None => BTreeMap::new(),
-            Some(v) if v.info.ring_size != spec.table_size => (0..spec.table_size)
+            Some(v) if !same_meaning(v) => (0..spec.table_size)
                 .map(|i| {
                     (
                         i,
@@ -753,7 +791,7 @@ impl<S: Store> Writer<S> {
             }
         };
         if !unchanged {
-            self.write_ring(key, vip_id, spec.table_size, table, changed)?;
+            self.write_ring(key, vip_id, spec.table_size, flags, table, changed)?;
             report.tables_swapped += 1;
         }
         if is_new {

@@ -2,7 +2,8 @@
 //! lookups, so each test can ask "where would this flow go now?".
 
 use super::*;
-use ha_common::{flow_hash, ports_raw, IPPROTO_TCP};
+use ha_common::{ports_raw, ring_hash, IPPROTO_TCP};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
@@ -43,12 +44,13 @@ impl Fake {
         let (_, info) = self.vips.get(&k(key))?;
         let ring = self.rings.get(&ring_index(info.id, info.ring_slot))?;
         let dport = u16::from_be(key.port);
-        let h = flow_hash(
+        let h = ring_hash(
             0,
             saddr,
             key.addr,
             ports_raw(sport, dport),
             key.proto as u32,
+            info.flags & ha_common::VIP_F_SOURCE_HASH != 0,
         );
         let e = ring.entries[ha_common::ring_slot(h, info.ring_size) as usize];
         if e == NO_BACKEND {
@@ -130,6 +132,7 @@ fn vip(last: u8, port: u16, backends: &[(u8, u32, bool)]) -> VipSpec {
     VipSpec {
         key: VipKey::new([10, 77, 0, last], port, IPPROTO_TCP),
         table_size: 251,
+        source_hash: false,
         backends: backends
             .iter()
             .map(|&(b, weight, healthy)| BackendSpec {
@@ -348,6 +351,7 @@ fn many(last: u8, port: u16, first: u32, n: u32) -> VipSpec {
     VipSpec {
         key: VipKey::new([10, 77, 0, last], port, IPPROTO_TCP),
         table_size: 65537,
+        source_hash: false,
         backends: (first..first + n)
             .map(|i| BackendSpec {
                 addr: Ipv4Addr::from(0x0a50_0000 + i),
@@ -549,4 +553,60 @@ fn a_write_failing_half_way_can_be_rolled_back() {
             Some(Ipv4Addr::new(10, 77, 0, 23))
         );
     }
+}
+
+#[test]
+fn source_ip_affinity_keeps_a_client_on_one_backend_and_spreads_clients() {
+    let mut fake = Fake::new();
+    let mut spec = vip(100, 80, &[(21, 1, true), (22, 1, true), (23, 1, true)]);
+    spec.source_hash = true;
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&spec)).expect("apply");
+    assert_ne!(
+        w.vip_info(&spec.key).expect("vip").flags & ha_common::VIP_F_SOURCE_HASH,
+        0
+    );
+    drop(w);
+    let client = 0x0a4d_0063;
+    let one: BTreeSet<_> = (0..50u16)
+        .filter_map(|i| fake.route(&spec.key, client, 32768 + i * 7))
+        .collect();
+    assert_eq!(one.len(), 1, "one client, many ports: {one:?}");
+    let clients: BTreeSet<_> = (0..30u32)
+        .filter_map(|i| fake.route(&spec.key, 0x0a4d_0100 + i, 40000))
+        .collect();
+    assert_eq!(
+        clients.len(),
+        3,
+        "30 clients over every backend: {clients:?}"
+    );
+    // Five-tuple hashing spreads one client's ports.
+    spec.source_hash = false;
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&spec)).expect("apply");
+    drop(w);
+    let one: BTreeSet<_> = (0..50u16)
+        .filter_map(|i| fake.route(&spec.key, client, 32768 + i * 7))
+        .collect();
+    assert_eq!(one.len(), 3, "{one:?}");
+}
+
+#[test]
+fn changing_the_hash_marks_every_slot() {
+    let mut fake = Fake::new();
+    let mut spec = vip(100, 80, &[(21, 1, true), (22, 1, true)]);
+    let mut w = Writer::adopt(&mut fake).expect("adopt");
+    w.apply(std::slice::from_ref(&spec)).expect("apply");
+    assert_eq!(w.changed_slots(), 0);
+    spec.source_hash = true;
+    let r = w.apply(std::slice::from_ref(&spec)).expect("apply");
+    assert_eq!(r.tables_swapped, 1, "same table, new meaning: swapped");
+    assert_eq!(w.changed_slots(), 251);
+    // Adopting the maps again learns the flag.
+    drop(w);
+    let w = Writer::adopt(&mut fake).expect("adopt");
+    assert_ne!(
+        w.vip_info(&spec.key).expect("vip").flags & ha_common::VIP_F_SOURCE_HASH,
+        0
+    );
 }
