@@ -35,6 +35,8 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("chromium", &["chromium"]),
     ("chromium-driver", &["chromedriver"]),
     ("gnuplot-nox", &["gnuplot"]),
+    ("prometheus", &["promtool"]),
+    ("lintian", &["lintian"]),
     ("vagrant", &["vagrant"]),
     ("debootstrap", &["debootstrap"]),
     ("e2fsprogs", &["mkfs.ext4"]),
