@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod dataplane;
 pub mod health;
+pub mod import;
 pub mod logging;
 pub mod net;
 pub mod proc;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use halb::agent::{self, RunOptions};
 use halb::api::client::Client;
@@ -103,6 +103,36 @@ enum Command {
         #[arg(long)]
         router_id: Option<std::net::Ipv4Addr>,
     },
+    /// Translate a keepalived.conf and/or a haproxy.cfg into a halb config,
+    /// with a report of what every line became.
+    Import {
+        /// keepalived.conf (VRRP instances, LVS virtual_server blocks).
+        #[arg(long)]
+        keepalived: Option<PathBuf>,
+        /// haproxy.cfg (frontends, backends, listens).
+        #[arg(long)]
+        haproxy: Option<PathBuf>,
+        /// Write the config here (default: standard output, the report to
+        /// standard error).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Write the report here (default: standard output when -o is
+        /// given, else standard error).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (halb.8 and one per command) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 /// Where the running agent is.
@@ -164,6 +194,18 @@ fn main() -> ExitCode {
         Command::Reload { target } => report(reload(&target)),
         Command::Node { target, action } => report(node_op(&target, &action)),
         Command::BirdConfig { config, router_id } => report(bird_config(&config, router_id)),
+        Command::Import {
+            keepalived,
+            haproxy,
+            output,
+            report: report_path,
+        } => report(import(keepalived, haproxy, output, report_path)),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "halb", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => report(man_pages(&dir)),
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(_) => {
                 println!("ok");
@@ -204,6 +246,60 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn import(
+    keepalived: Option<PathBuf>,
+    haproxy: Option<PathBuf>,
+    output: Option<PathBuf>,
+    report_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if keepalived.is_none() && haproxy.is_none() {
+        anyhow::bail!("nothing to import: give --keepalived FILE and/or --haproxy FILE");
+    }
+    let r = halb::import::import(keepalived.as_deref(), haproxy.as_deref())?;
+    let text = r.report.to_string();
+    match &output {
+        Some(p) => {
+            std::fs::write(p, &r.config).with_context(|| format!("write {}", p.display()))?
+        }
+        None => print!("{}", r.config),
+    }
+    match (&report_path, &output) {
+        (Some(p), _) => {
+            std::fs::write(p, &text).with_context(|| format!("write {}", p.display()))?
+        }
+        (None, Some(_)) => print!("{text}"),
+        (None, None) => eprint!("{text}"),
+    }
+    Ok(())
+}
+
+/// halb.8, and halb-<command>.8 for every visible command, rendered from
+/// the CLI definition (section 8: system administration).
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    let write = |name: &str, c: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.8"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .section("8")
+            .manual("halb manual")
+            .source(format!("halb {}", env!("CARGO_PKG_VERSION")))
+            .render(&mut out)
+            .context("render man page")?;
+        std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("halb-{}", sub.get_name());
+        // clap takes static names (without its "string" feature); this runs once.
+        let static_name: &'static str = name.clone().leak();
+        let invoked: &'static str = format!("halb {}", sub.get_name()).leak();
+        let page = sub.clone().name(static_name).bin_name(invoked);
+        write(&name, page.version(env!("CARGO_PKG_VERSION")))?;
+    }
+    write("halb", cmd)
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

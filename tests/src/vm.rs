@@ -8,8 +8,10 @@
 //! qemu-system-x86 and its libraries unpacked, since it conflicts with the
 //! host's newer qemu-utils) and a Debian image built with debootstrap. Each
 //! VM boots from a copy-on-write overlay of that image, gets its name and
-//! address on the kernel command line, and finds the halb binary, the
-//! repository's deploy/ folder and its start script on a 9p share.
+//! address on the kernel command line, and finds the halb Debian package
+//! (`cargo xtask package`), the repository's deploy/ folder and its start
+//! script on a 9p share. The guests install the package with dpkg and run
+//! the agent under the unit it ships.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +26,20 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Packages of the guest image.
 const GUEST_PACKAGES: &str = "systemd-sysv,udev,kmod,iproute2,iputils-ping,ethtool,procps,\
-nginx-light,python3,bpftool,linux-image-amd64,initramfs-tools";
+nginx-light,python3,bpftool,linux-image-amd64,initramfs-tools,man-db,bash-completion,\
+init-system-helpers";
+
+/// The Debian package the guests install: `HALB_DEB`, which `cargo xtask
+/// vm` sets after `cargo xtask package --debug`.
+pub fn deb() -> Result<PathBuf> {
+    let p = std::env::var_os("HALB_DEB").map(PathBuf::from).context(
+        "HALB_DEB is not set: run this through `cargo xtask vm` (it builds the package)",
+    )?;
+    if !p.exists() {
+        bail!("HALB_DEB {} does not exist", p.display());
+    }
+    Ok(p)
+}
 
 /// Where the VM lab keeps its caches.
 pub fn cache_dir() -> PathBuf {
@@ -130,7 +145,10 @@ pub fn image() -> Result<Image> {
         kernel: dir.join("vmlinuz"),
         initrd: dir.join("initrd"),
     };
-    if img.raw.exists() && img.kernel.exists() && img.initrd.exists() {
+    // The image is rebuilt when its package list changes.
+    let stamp = dir.join("packages");
+    let same = std::fs::read_to_string(&stamp).is_ok_and(|s| s == GUEST_PACKAGES);
+    if same && img.raw.exists() && img.kernel.exists() && img.initrd.exists() {
         return Ok(img);
     }
     let root = cache_dir().join("rootfs");
@@ -202,6 +220,7 @@ pub fn image() -> Result<Image> {
         .arg(&img.raw)
         .arg("1536M"))?;
     let _ = std::fs::remove_dir_all(&root);
+    std::fs::write(&stamp, GUEST_PACKAGES)?;
     Ok(img)
 }
 
@@ -220,9 +239,11 @@ pub struct Vm {
 }
 
 /// The guest's start script: address from the kernel command line, the
-/// node prepared by deploy/provision.sh, halb started by systemd under the
-/// shipped unit (deploy/halb.service) from the example config with this
-/// VM's values.
+/// package installed with dpkg, the node prepared by deploy/provision.sh,
+/// halb started by systemd under the unit the package ships, from the
+/// example config with this VM's values. It then reports on the share
+/// what a user would check: `systemctl is-active halb`, `man halb`, and
+/// the bash completion loading.
 const NODE_SH: &str = r#"#!/bin/sh
 # Runs in each guest at boot (halb-node.service), from the 9p share.
 set -eu
@@ -242,17 +263,36 @@ sed -e 's/"eth1"/"eth0"/g' \
     "/mnt/share/deploy/examples/halb-$name.toml" > "/tmp/halb-$name.toml"
 mkdir -p /etc/halb
 echo halb-vm-lab-token-0123456789 > /etc/halb/token
+# The package first (it enables its unit and ships a default config),
+# then this node's config over that conffile.
+DEBIAN_FRONTEND=noninteractive dpkg -i /mnt/share/halb.deb
 bash /mnt/share/deploy/provision.sh lb --no-packages --config "/tmp/halb-$name.toml"
-cp /mnt/share/halb /usr/local/bin/halb
-# The agent runs under deploy/halb.service as shipped (hardened: only its
-# capabilities, read-only system, watchdog); its log goes to the share.
-install -m 0644 /mnt/share/deploy/halb.service /etc/systemd/system/halb.service
+# The agent runs under the packaged unit (hardened: only its capabilities,
+# read-only system, watchdog); its log goes to the share.
+test -f /lib/systemd/system/halb.service
 mkdir -p /etc/systemd/system/halb.service.d
 printf '[Service]\nStandardOutput=append:/mnt/share/%s.log\nStandardError=append:/mnt/share/%s.log\n' \
     "$name" "$name" > /etc/systemd/system/halb.service.d/lab.conf
 systemctl daemon-reload
 echo "node $name up at $addr" > "/mnt/share/$name.ready"
 systemctl start --no-block halb.service
+checks="/mnt/share/$name.checks"
+: > "$checks.tmp"
+for i in $(seq 1 240); do
+    if [ "$(systemctl is-active halb.service)" = active ]; then
+        echo "systemd: halb.service active (enabled: $(systemctl is-enabled halb.service))" >> "$checks.tmp"
+        break
+    fi
+    sleep 0.5
+done
+MANWIDTH=80 man -P cat halb 2>/dev/null | grep -q "High-availability XDP load balancer" \
+    && echo "man: halb(8) renders" >> "$checks.tmp"
+MANWIDTH=80 man -P cat halb-drain 2>/dev/null | grep -q "keeps its flows" \
+    && echo "man: halb-drain(8) renders" >> "$checks.tmp"
+bash -c '. /usr/share/bash-completion/bash_completion; . /usr/share/bash-completion/completions/halb; complete -p halb' \
+    >> "$checks.tmp" 2>&1 && echo "bash: completion loads" >> "$checks.tmp"
+dpkg-query -W -f='dpkg: ${Package} ${Version} ${Status}\n' halb >> "$checks.tmp"
+mv "$checks.tmp" "$checks"
 "#;
 
 /// The VM lab: namespaces, share, VMs.
@@ -268,8 +308,9 @@ pub struct VmLab {
 }
 
 impl VmLab {
-    /// Builds the namespaces and the share (no VM yet).
-    pub fn new(halb: &Path) -> Result<Self> {
+    /// Builds the namespaces and the share (no VM yet); `deb` is the
+    /// package the guests install.
+    pub fn new(deb: &Path) -> Result<Self> {
         let qemu = qemu()?;
         let image = image()?;
         let mut lab = Lab::new("vm")?;
@@ -279,7 +320,8 @@ impl VmLab {
         }
         let share = lab.dir.join("share");
         std::fs::create_dir_all(share.join("deploy/examples"))?;
-        std::fs::copy(halb, share.join("halb"))?;
+        std::fs::copy(deb, share.join("halb.deb"))
+            .with_context(|| format!("copy {}", deb.display()))?;
         for f in ["provision.sh", "halb.service"] {
             std::fs::copy(
                 workspace().join("deploy").join(f),
@@ -453,14 +495,14 @@ impl VmLab {
 }
 
 /// `vm up`: boots the pair and leaves it running.
-pub fn up(halb: &Path, state: &Path) -> Result<()> {
+pub fn up(deb: &Path, state: &Path) -> Result<()> {
     if state.exists() {
         bail!(
             "VMs are already up ({}); run `cargo xtask vm down` first",
             state.display()
         );
     }
-    let mut v = VmLab::new(halb)?;
+    let mut v = VmLab::new(deb)?;
     v.boot(1)?;
     v.boot(2)?;
     v.wait_ready(1, Duration::from_secs(600))?;
@@ -515,6 +557,8 @@ pub struct Report {
     pub preempt_back: Duration,
     /// Whole test.
     pub total: Duration,
+    /// What each guest reported about the installed package.
+    pub checks: Vec<String>,
 }
 
 fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration> {
@@ -541,16 +585,38 @@ fn status_of(lab: &Lab, n: u8) -> Option<halb::api::model::Status> {
 }
 
 /// Boots the pair and checks it as a user would; see the module docs.
-pub fn test(halb: &Path) -> Result<Report> {
+pub fn test(deb: &Path) -> Result<Report> {
     let t0 = Instant::now();
     let slow = Duration::from_secs(600);
-    let mut v = VmLab::new(halb)?;
+    let mut v = VmLab::new(deb)?;
     v.boot(1)?;
     v.boot(2)?;
     v.wait_ready(1, slow)?;
     v.wait_ready(2, slow)?;
     let boot = t0.elapsed();
     eprintln!("vm: both agents running after {boot:?}");
+
+    // The package as a user checks it, in each guest: the unit active and
+    // enabled, the man pages, the bash completion.
+    let mut checks = Vec::new();
+    for n in 1..=2u8 {
+        let path = v.share.join(format!("lb{n}.checks"));
+        wait(&format!("lb{n}'s package checks"), slow, || path.exists())?;
+        let text = std::fs::read_to_string(&path)?;
+        for want in [
+            "systemd: halb.service active (enabled: enabled)",
+            "man: halb(8) renders",
+            "man: halb-drain(8) renders",
+            "-F _halb halb",
+            "bash: completion loads",
+            "install ok installed",
+        ] {
+            if !text.contains(want) {
+                bail!("lb{n}: package check {want:?} missing:\n{text}");
+            }
+        }
+        checks.push(format!("lb{n}: {}", text.trim().replace('\n', "; ")));
+    }
 
     // lb1 (priority 150) owns the VIP; the client learns it.
     wait("the client to reach the VIP through lb1", slow, || {
@@ -648,5 +714,6 @@ pub fn test(halb: &Path) -> Result<Report> {
         streams: n,
         preempt_back,
         total: t0.elapsed(),
+        checks,
     })
 }

@@ -4,6 +4,7 @@
 mod build;
 mod ci;
 mod fuzz;
+mod package;
 mod setup;
 mod util;
 
@@ -88,6 +89,12 @@ enum Task {
         seconds: u32,
         /// Targets (default: all).
         targets: Vec<String>,
+    },
+    /// The Debian package target/halb_<version>_amd64.deb (lintian-checked).
+    Package {
+        /// Package the debug build instead of a release build.
+        #[arg(long)]
+        debug: bool,
     },
     /// Everything CI runs: fmt, clippy, unit tests, privileged end-to-end
     /// tests, a short fuzz run of every target, the two-VM test.
@@ -246,6 +253,10 @@ fn main() -> Result<()> {
             setup::all()?;
             fuzz::run_targets(seconds, &targets)
         }
+        Task::Package { debug } => {
+            setup::all()?;
+            package::build(!debug).map(|_| ())
+        }
         Task::Ci => {
             setup::all()?;
             ci::run_all()
@@ -255,6 +266,8 @@ fn main() -> Result<()> {
 
 /// `cargo xtask vm up|test|down` (also run by `ci`).
 pub fn vm(action: &str) -> Result<()> {
+    // The guests install the package (the debug build: CI has it already).
+    let deb = package::build(false)?;
     let bins = build::all(false)?;
     let lab = build::lab_driver(false)?;
     let mut cmd = std::process::Command::new(lab);
@@ -271,6 +284,6 @@ pub fn vm(action: &str) -> Result<()> {
                 .arg(build::target_dir().join("halb-vm/state.json"));
         }
     }
-    cmd.env("HALB_BIN", &bins.halb);
+    cmd.env("HALB_BIN", &bins.halb).env("HALB_DEB", &deb);
     util::run(cmd)
 }

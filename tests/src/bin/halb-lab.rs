@@ -210,12 +210,12 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Vm { action, state } => match action.as_str() {
-            "up" => halb_lab::vm::up(&halb_lab::lab::halb_bin(), &state),
+            "up" => halb_lab::vm::up(&halb_lab::vm::deb()?, &state),
             "down" => halb_lab::vm::down(&state),
             other => anyhow::bail!("vm {other}: expected up or down"),
         },
         Command::VmTest { out } => {
-            let r = halb_lab::vm::test(&halb_lab::lab::halb_bin())?;
+            let r = halb_lab::vm::test(&halb_lab::vm::deb()?)?;
             let md = format!(
                 "# halb on two VMs\n\nCommand: `cargo xtask vm test`. qemu under software emulation (TCG): \
                  times are not comparable with the namespace figures.\n\n\
@@ -233,6 +233,10 @@ fn main() -> Result<()> {
                 r.stream_gap.as_millis(),
                 r.preempt_back.as_secs_f64(),
                 r.total.as_secs_f64()
+            ) + &format!(
+                "\nThe guests installed `{}` with dpkg and report:\n\n{}\n",
+                halb_lab::vm::deb()?.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                r.checks.iter().map(|c| format!("- {c}")).collect::<Vec<_>>().join("\n")
             );
             println!("{md}");
             if let Some(dir) = out {
