@@ -336,6 +336,7 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     }
     let update_ns = median(updates);
 
+    let import_ns = import_200()?;
     Ok(vec![
         Figure {
             what: format!("empty XDP_PASS program (repeat {repeat}, median of 5)"),
@@ -449,7 +450,70 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
             goal: "≤ 10 ms".into(),
             met: maglev_ns <= 10e6,
         },
+        Figure {
+            what: "halb import: keepalived.conf with 200 virtual_server blocks and haproxy.cfg \
+                   with 200 frontend/backend pairs, 4 servers each (median of 5)"
+                .into(),
+            ns: import_ns,
+            over_empty: None,
+            goal: "≤ 1 s".into(),
+            met: import_ns <= 1e9,
+        },
     ])
+}
+
+/// Times `halb import` of a config of 200 `virtual_server` and 200
+/// HAProxy backend blocks (nanoseconds, median of 5).
+fn import_200() -> Result<f64> {
+    let dir = std::env::temp_dir().join(format!("halb-bench-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut ka = String::from(
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  priority 150\n  \
+         virtual_ipaddress {\n",
+    );
+    for i in 0..400u32 {
+        ka.push_str(&format!("    10.{}.{}.1\n", 100 + i / 250, i % 250));
+    }
+    ka.push_str("  }\n}\n");
+    let mut ha = String::from("defaults\n  mode tcp\n  default-server inter 2s rise 2 fall 3\n");
+    for i in 0..200u32 {
+        ka.push_str(&format!(
+            "virtual_server 10.{}.{}.1 80 {{\n  delay_loop 5\n  lb_kind DR\n  protocol TCP\n",
+            100 + i / 250,
+            i % 250
+        ));
+        for b in 1..=4 {
+            ka.push_str(&format!(
+                "  real_server 10.200.{}.{b} 80 {{\n    weight 1\n    HTTP_GET {{\n      url {{\n        \
+                 path /health\n        status_code 200\n      }}\n      connect_timeout 2\n      retry 2\n    }}\n  }}\n",
+                i % 250
+            ));
+        }
+        ka.push_str("}\n");
+        let j = i + 200;
+        ha.push_str(&format!(
+            "frontend fe{i}\n  bind 10.{}.{}.1:443\n  default_backend be{i}\nbackend be{i}\n  option httpchk GET /\n",
+            100 + j / 250,
+            j % 250
+        ));
+        for b in 1..=4 {
+            ha.push_str(&format!("  server s{b} 10.201.{}.{b}:443 check\n", i % 250));
+        }
+    }
+    let (kp, hp) = (dir.join("keepalived.conf"), dir.join("haproxy.cfg"));
+    std::fs::write(&kp, ka)?;
+    std::fs::write(&hp, ha)?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = halb::import::import(Some(&kp), Some(&hp))?;
+        times.push(t.elapsed().as_nanos() as f64);
+        if !r.report.accounts_for_every_line() || !r.config.contains("[[vip]]") {
+            bail!("the import of 400 blocks lost lines");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(median(times))
 }
 
 /// The figures as a markdown table.

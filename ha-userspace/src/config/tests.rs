@@ -597,3 +597,118 @@ fn bgp_errors_are_located() {
     ];
     assert_located(&cases);
 }
+
+/// The fields of every `Deserialize` struct in schema.rs, by struct, under
+/// their TOML names (`rename` applied).
+fn schema_keys() -> Vec<(String, Vec<String>)> {
+    let src = include_str!("schema.rs");
+    let lines: Vec<&str> = src.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(name) = l
+            .strip_prefix("pub struct ")
+            .and_then(|r| r.strip_suffix(" {"))
+        else {
+            continue;
+        };
+        let derives = lines[i.saturating_sub(4)..i]
+            .iter()
+            .any(|d| d.starts_with("#[derive(") && d.contains("Deserialize"));
+        if !derives {
+            continue;
+        }
+        let mut keys = Vec::new();
+        let mut rename: Option<String> = None;
+        for f in &lines[i + 1..] {
+            if *f == "}" {
+                break;
+            }
+            let t = f.trim();
+            if t.starts_with("#[serde(") || rename.is_none() && t.contains("rename = \"") {
+                if let Some(r) = t
+                    .split("rename = \"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                {
+                    rename = Some(r.to_string());
+                }
+            }
+            if let Some(field) = t.strip_prefix("pub ").and_then(|r| r.split(':').next()) {
+                keys.push(rename.take().unwrap_or_else(|| field.to_string()));
+            }
+        }
+        out.push((name.to_string(), keys));
+    }
+    out
+}
+
+/// The keys of section `heading` in docs/configuration.md (first cells).
+fn reference_keys(heading: &str) -> Option<Vec<String>> {
+    let doc = include_str!("../../../docs/configuration.md");
+    let start = doc.find(&format!("\n## `{heading}`\n"))?;
+    let body = &doc[start + 1..];
+    let body = &body[..body[3..].find("\n## ").map_or(body.len(), |e| e + 3)];
+    Some(
+        body.lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+#[test]
+fn the_configuration_reference_describes_every_key() {
+    let sections = [
+        ("Node", "[node]"),
+        ("Api", "[api]"),
+        ("Vrrp", "[vrrp]"),
+        ("TrackScript", "[[vrrp.track_script]]"),
+        ("SyncGroup", "[[vrrp_sync_group]]"),
+        ("Bgp", "[bgp]"),
+        ("Bfd", "[bgp.bfd]"),
+        ("Neighbor", "[[bgp.neighbor]]"),
+        ("Vip", "[[vip]]"),
+        ("Health", "[vip.health]"),
+        ("Backend", "[[vip.backend]]"),
+    ];
+    let schema = schema_keys();
+    assert!(schema.len() >= 12, "{schema:?}");
+    for (name, keys) in &schema {
+        if name == "Config" {
+            continue;
+        }
+        let (_, heading) = sections
+            .iter()
+            .find(|(s, _)| s == name)
+            .unwrap_or_else(|| panic!("struct {name} has no section in docs/configuration.md"));
+        let documented = reference_keys(heading)
+            .unwrap_or_else(|| panic!("docs/configuration.md has no section {heading}"));
+        for k in keys {
+            assert!(
+                documented.contains(k),
+                "{heading} {k} is in the schema but not in docs/configuration.md"
+            );
+        }
+        for k in &documented {
+            assert!(
+                keys.contains(k),
+                "{heading} {k} is documented but not in the schema"
+            );
+        }
+    }
+    // The instances' own keys are described where they matter.
+    let inst = reference_keys("[[vrrp_instance]]").expect("[[vrrp_instance]]");
+    for k in ["name", "interface", "vips"] {
+        assert!(inst.contains(&k.to_string()), "[[vrrp_instance]] {k}");
+    }
+    // And the top-level tables are the sections.
+    let (_, top) = schema.iter().find(|(n, _)| n == "Config").expect("Config");
+    for k in top {
+        let heading = match k.as_str() {
+            "node" | "api" | "vrrp" | "bgp" => format!("[{k}]"),
+            other => format!("[[{other}]]"),
+        };
+        assert!(reference_keys(&heading).is_some(), "no section {heading}");
+    }
+}

@@ -184,6 +184,33 @@ pub fn emit(
         vips.push(v);
     }
 
+    // The data plane's limits.
+    let max_vips = ha_common::MAX_VIPS as usize;
+    if vips.len() > max_vips {
+        for v in vips.split_off(max_vips) {
+            let why = format!("halb serves at most {max_vips} VIP services per node: left out");
+            report.demote(&v.locs, &why);
+            report.skipped(&v.loc, "service", why);
+        }
+    }
+    let mut total = 0usize;
+    for v in &mut vips {
+        let room = (ha_common::MAX_BACKENDS as usize).saturating_sub(total);
+        if v.backends.len() > room {
+            for b in v.backends.split_off(room) {
+                report.skipped(
+                    &b.loc,
+                    &b.address.to_string(),
+                    format!(
+                        "halb holds at most {} backends in all: left out",
+                        ha_common::MAX_BACKENDS
+                    ),
+                );
+            }
+        }
+        total += v.backends.len();
+    }
+
     // Instances own the services on their addresses.
     let mut owner: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
     let mut kept = Vec::new();

@@ -83,6 +83,8 @@ pub struct Report {
     pub entries: Vec<Entry>,
     /// Every line with content, per file (to find lines nobody accounted for).
     pub lines: BTreeMap<String, BTreeMap<usize, String>>,
+    /// Lines whose translation was dropped after all, with why.
+    demotions: Vec<(Loc, String)>,
 }
 
 impl Report {
@@ -109,10 +111,22 @@ impl Report {
 
     /// Marks what was translated at `locs` as not translated after all
     /// (its instance or service was left out), with `why`.
+    /// (Applied by [`Report::apply_demotions`], in one pass.)
     pub fn demote(&mut self, locs: &[Loc], why: &str) {
-        let set: BTreeSet<&Loc> = locs.iter().collect();
+        for l in locs {
+            self.demotions.push((l.clone(), why.to_string()));
+        }
+    }
+
+    /// Applies the pending [`Report::demote`] calls.
+    fn apply_demotions(&mut self) {
+        let pending: std::collections::HashMap<Loc, String> =
+            std::mem::take(&mut self.demotions).into_iter().collect();
         for e in &mut self.entries {
-            if e.fate != Fate::NotTranslated && set.contains(&e.loc) {
+            if e.fate == Fate::NotTranslated {
+                continue;
+            }
+            if let Some(why) = pending.get(&e.loc) {
                 e.fate = Fate::NotTranslated;
                 e.note = format!("{} (left out: {why})", e.note);
             }
@@ -373,6 +387,7 @@ pub fn import(
     }
     report.close();
     let config = emit::emit(&mut model, &mut report, keepalived_conf, haproxy_cfg);
+    report.apply_demotions();
     if let Err(e) = crate::config::parse(Path::new("imported.toml"), &config) {
         return Err(ImportError::Invalid(e.to_string(), config));
     }
