@@ -251,7 +251,9 @@ pub const RING_WORDS: usize = RING_MAX.div_ceil(64);
 
 /// One Maglev lookup table, with what the flow table needs to know about it.
 ///
-/// Slot `i` of a flow is [`ring_slot`]`(flow_hash, ring_size)`. A slot whose bit in
+/// Slot `i` of a flow is [`ring_slot`]`(`[`ring_hash`]`, ring_size)` (its
+/// flow hash, or under source-IP affinity the hash without the source
+/// port). A slot whose bit in
 /// `changed` is clear has named the same backend since every live flow in
 /// it began, so a packet there is sent to `entries[i]` without touching the
 /// flow table. A changed slot (set by the agent when a new table gives the
@@ -444,7 +446,8 @@ impl FlowEntry {
 /// The flow table is a set-associative cache in one `ARRAY` map, managed by
 /// the program itself: the set is `flow_hash & (sets - 1)`; a hit is a
 /// source address and ports match with a valid check; a new flow takes an
-/// empty entry of its set, or else the one whose last packet is oldest.
+/// empty entry of its set, or else the oldest entry never hit since it was
+/// recorded, or else the one whose last packet is oldest.
 /// This replaces a kernel LRU hash, whose insert costs ~180 ns per new flow
 /// on the project's machines (locks with interrupts off), with plain memory
 /// writes, and a lookup touches one cache line. The map is

@@ -260,8 +260,18 @@ fn import(
     let r = halb::import::import(keepalived.as_deref(), haproxy.as_deref())?;
     let text = r.report.to_string();
     match &output {
+        // 0600: the config may hold the VRRP password and the hash seed.
         Some(p) => {
-            std::fs::write(p, &r.config).with_context(|| format!("write {}", p.display()))?
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(p)
+                .and_then(|mut f| f.write_all(r.config.as_bytes()))
+                .with_context(|| format!("write {}", p.display()))?
         }
         None => print!("{}", r.config),
     }

@@ -89,10 +89,11 @@ pub fn build(release: bool) -> Result<PathBuf> {
         &stage.join("lib/systemd/system/halb.service"),
         0o644,
     )?;
+    // 0640: the config holds the VRRP password and the hash seed.
     install(
         &r.join("deploy/debian/halb.toml"),
         &stage.join("etc/halb/halb.toml"),
-        0o644,
+        0o640,
     )?;
     let mut check = Command::new(&bins.halb);
     check

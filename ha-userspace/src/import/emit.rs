@@ -53,6 +53,17 @@ fn settle_instance(inst: &mut Instance, default_version: Option<u8>, report: &mu
     );
     if let Some(adv) = &inst.advert_ms {
         let mut ms = adv.value;
+        if ms > 40_950 {
+            report.adjusted(
+                &adv.loc,
+                "advert_int",
+                format!(
+                    "halb's longest advert interval is 40.95 s (VRRPv3's limit): \
+                     advert_interval_ms = 40000 (was {ms} ms)"
+                ),
+            );
+            ms = 40_000;
+        }
         if version == 2 && ms % 1000 != 0 {
             ms = (ms.div_ceil(1000)).max(1) * 1000;
             report.adjusted(
@@ -76,8 +87,8 @@ fn settle_instance(inst: &mut Instance, default_version: Option<u8>, report: &mu
             "advert_interval_ms",
             super::at(ms.to_string(), &adv.loc),
         );
-    } else if version == 2 {
-        // keepalived's default advert_int is 1 s; halb's is 100 ms.
+    } else {
+        // keepalived's default advert_int: 1 s.
         set(
             &mut inst.keys,
             "advert_interval_ms",
@@ -159,6 +170,13 @@ pub fn emit(
          # Check it with `halb check-config -c FILE`.",
         sources.join(" and ")
     );
+
+    // Every backend line read, to demote those of services left out.
+    let all_backends: Vec<(super::Loc, std::net::Ipv4Addr)> = model
+        .vips
+        .iter()
+        .flat_map(|v| v.backends.iter().map(|b| (b.loc.clone(), b.address)))
+        .collect();
 
     // Services first: which stay.
     let mut seen_services = HashSet::new();
@@ -303,6 +321,18 @@ pub fn emit(
             }
         }
         kept.push(inst);
+    }
+    // Addresses of kept instances that carry no service.
+    for inst in &kept {
+        for a in &inst.addresses {
+            if !vips.iter().any(|v| v.address == a.value) {
+                report.demote(
+                    std::slice::from_ref(&a.loc),
+                    "no service on this address: halb adds an address with the [[vip]] \
+                     services on it, so this one no longer fails over with the instance",
+                );
+            }
+        }
     }
     if !kept.is_empty() {
         vips.retain(|v| {
@@ -545,5 +575,15 @@ pub fn emit(
             let _ = writeln!(out, "  {c}weight = {}", b.weight);
         }
     }
+    let emitted: HashSet<(super::Loc, std::net::Ipv4Addr)> = vips
+        .iter()
+        .flat_map(|v| v.backends.iter().map(|b| (b.loc.clone(), b.address)))
+        .collect();
+    let gone: Vec<super::Loc> = all_backends
+        .into_iter()
+        .filter(|b| !emitted.iter().any(|e| e.0 == b.0))
+        .map(|b| b.0)
+        .collect();
+    report.demote(&gone, "its service is left out");
     out
 }

@@ -101,6 +101,8 @@ struct Defaults {
     expect_status: Option<At<u16>>,
     timeout_check: Option<At<u32>>,
     server: CheckOpts,
+    /// Host header of the HTTP check.
+    host: Option<At<String>>,
 }
 
 /// A proxy section being read.
@@ -194,7 +196,27 @@ pub fn read_into(path: &Path, model: &mut Model, report: &mut Report) -> Result<
                         d: defaults.clone(),
                         ..Default::default()
                     };
-                    report.ok(&l.loc, &l.text(), format!("{w0} {}", p.name));
+                    if w0 == "backend" {
+                        report.ok(&l.loc, &l.text(), format!("{w0} {}", p.name));
+                    } else {
+                        report.adjusted(
+                            &l.loc,
+                            &l.text(),
+                            "halb forwards with direct server return, not as a proxy: each \
+                             backend must hold the VIP on lo with arp_ignore=1 and \
+                             arp_announce=2 (deploy/provision.sh backend), sit on the node's \
+                             layer-2 segment, listen on the VIP's port, and it sees the \
+                             clients' own addresses (docs/migration.md)",
+                        );
+                    }
+                    if l.words.iter().any(|w| w == "from") {
+                        report.adjusted(
+                            &l.loc,
+                            &l.text(),
+                            "named defaults (`from`) are not followed: the last defaults \
+                             section above applies",
+                        );
+                    }
                     if w0 == "listen" {
                         if let Some(b) = l.word(2) {
                             bind(&mut p, b, &l.loc, &l.text(), report);
@@ -248,6 +270,7 @@ fn global_why(w0: &str) -> &'static str {
 
 fn bind(p: &mut Proxy, spec: &str, loc: &Loc, text: &str, report: &mut Report) {
     for part in spec.split(',') {
+        let part = part.strip_prefix("ipv4@").unwrap_or(part);
         let (host, port) = match part.rsplit_once(':') {
             Some((h, port)) => (h, port),
             None => {
@@ -262,6 +285,14 @@ fn bind(p: &mut Proxy, spec: &str, loc: &Loc, text: &str, report: &mut Report) {
         let addr = match host {
             "" | "*" | "0.0.0.0" | "::" => None,
             h => match h.parse::<Ipv4Addr>() {
+                Ok(a) if a.is_loopback() => {
+                    report.skipped(
+                        loc,
+                        text,
+                        "a listener on loopback (a stats page, a local service): not a VIP",
+                    );
+                    continue;
+                }
                 Ok(a) => Some(a),
                 Err(_) => {
                     report.skipped(
@@ -366,7 +397,11 @@ fn proxy_line(p: &mut Proxy, l: &Line, in_defaults: bool, report: &mut Report) {
     let w1 = l.word(1).unwrap_or_default();
     match (w0, w1) {
         ("bind", spec) if !in_defaults => {
+            let before = p.binds.len();
             bind(p, spec, &l.loc, &text, report);
+            if p.binds.len() == before {
+                return;
+            }
             let extra: Vec<&str> = l.words.iter().skip(2).map(String::as_str).collect();
             if extra.iter().any(|w| *w == "ssl" || *w == "crt") {
                 report.adjusted(
@@ -425,6 +460,14 @@ fn proxy_line(p: &mut Proxy, l: &Line, in_defaults: bool, report: &mut Report) {
                 report.ok(&l.loc, &text, format!("kind = \"http\", path = {uri:?}"));
             }
             p.d.httpchk = Some(at(uri, &l.loc));
+            // option httpchk GET /x HTTP/1.1\r\nHost:\ name (HAProxy < 2.2).
+            let rest = l.words[2..].join(" ");
+            if let Some(h) = rest.split("Host:").nth(1) {
+                let h = h.trim_start_matches(['\\', ' ']).split(['\\', ' ']).next().unwrap_or("");
+                if !h.is_empty() {
+                    p.d.host = Some(at(h.to_string(), &l.loc));
+                }
+            }
         }
         ("http-check", "send") => {
             let uri = l
@@ -434,6 +477,9 @@ fn proxy_line(p: &mut Proxy, l: &Line, in_defaults: bool, report: &mut Report) {
                 .map(|w| w[1].clone())
                 .unwrap_or_else(|| "/".into());
             p.d.httpchk = Some(at(uri.clone(), &l.loc));
+            if let Some(w) = l.words.windows(3).find(|w| w[0] == "hdr" && w[1].eq_ignore_ascii_case("host")) {
+                p.d.host = Some(at(w[2].clone(), &l.loc));
+            }
             report.ok(&l.loc, &text, format!("kind = \"http\", path = {uri:?}"));
         }
         ("http-check", "expect") => {
@@ -580,7 +626,20 @@ fn assemble(proxies: Vec<Proxy>, model: &mut Model, report: &mut Report) {
                 None => None,
             }
         };
+        let be = be.filter(|b| {
+            let empty = b.servers.is_empty();
+            if empty {
+                report.demote(std::slice::from_ref(&loc), "no server lines");
+                report.skipped(
+                    &loc,
+                    &format!("{} {}", p.kind, p.name),
+                    "no server lines: nothing to forward to",
+                );
+            }
+            !empty
+        });
         let Some(be) = be else {
+            report.demote(std::slice::from_ref(&loc), "nothing to forward to");
             report.skipped(
                 &loc,
                 &format!("{} {}", p.kind, p.name),
@@ -619,8 +678,15 @@ fn assemble(proxies: Vec<Proxy>, model: &mut Model, report: &mut Report) {
                     continue;
                 }
             };
+            // A bind of one address makes one VIP, whose lines are its own
+            // to demote when it is left out; shared lines are not.
+            let own = addr.is_some() && p.binds.iter().filter(|b| b.2 == *bloc).count() == 1;
             for a in addrs {
-                model.vips.push(vip_of(p, be, a, *port, bloc, report));
+                let mut v = vip_of(p, be, a, *port, bloc, report);
+                if own {
+                    v.locs.push(bloc.clone());
+                }
+                model.vips.push(v);
             }
         }
     }
@@ -681,15 +747,42 @@ fn vip_of(
         if let Some(h) = &d.httpchk {
             set(&mut health.keys, "path", at(toml_string(&h.value), &h.loc));
         }
-        if let Some(s) = &d.expect_status {
-            set(
+        match &d.expect_status {
+            Some(s) => set(
                 &mut health.keys,
                 "expect_status",
                 at(s.value.to_string(), &s.loc),
-            );
+            ),
+            None if d.httpchk.is_some() => report.adjusted(
+                &d.httpchk.as_ref().map_or(sloc, |h| &h.loc).clone(),
+                "option httpchk",
+                "no http-check expect: HAProxy accepted 2xx and 3xx, halb expects exactly 200",
+            ),
+            None => {}
+        }
+        if let Some(h) = &d.host {
+            set(&mut health.keys, "host", at(toml_string(&h.value), &h.loc));
         }
         if let Some(p) = &o.port {
             set(&mut health.keys, "port", at(p.value.to_string(), &p.loc));
+        }
+        for other in be.servers.iter().filter(|s| s.opts.check.is_some()) {
+            let same = |a: &Option<At<u32>>, b: &Option<At<u32>>| {
+                a.as_ref().map(|x| x.value) == b.as_ref().map(|x| x.value)
+            };
+            let port = |x: &CheckOpts| x.port.as_ref().map(|p| p.value);
+            if !(same(&other.opts.inter, &o.inter)
+                && same(&other.opts.rise, &o.rise)
+                && same(&other.opts.fall, &o.fall)
+                && port(&other.opts) == port(o))
+            {
+                report.adjusted(
+                    &other.loc,
+                    &format!("server {}", other.name),
+                    "halb checks every backend of a VIP the same way: this server's inter, rise \
+                     fall or port differ from the first checked server's, whose apply",
+                );
+            }
         }
         let unchecked: Vec<&str> = be
             .servers

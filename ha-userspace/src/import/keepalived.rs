@@ -420,12 +420,22 @@ fn global_defs(n: &Node, model: &mut Model, report: &mut Report) {
                 &c.text(),
                 "halb runs scripts as its own user, inside its systemd sandbox",
             ),
-            "vrrp_garp_master_delay" | "vrrp_garp_interval" | "vrrp_gna_interval" => report
-                .skipped(
-                    &c.loc,
-                    &c.text(),
-                    "halb sends its gratuitous ARP burst at takeover, garp_interval_ms apart",
-                ),
+            "vrrp_garp_interval" => match c.arg(0).and_then(secs_ms).filter(|&v| v > 0) {
+                Some(ms) => {
+                    set(
+                        &mut model.instance_defaults,
+                        "garp_interval_ms",
+                        at(ms.to_string(), &c.loc),
+                    );
+                    report.ok(&c.loc, &c.text(), format!("garp_interval_ms = {ms}"));
+                }
+                None => bad(report, c, "vrrp_garp_interval"),
+            },
+            "vrrp_garp_master_delay" | "vrrp_gna_interval" => report.skipped(
+                &c.loc,
+                &c.text(),
+                "halb sends its gratuitous ARP burst at takeover, garp_interval_ms apart",
+            ),
             _ => report.skipped(
                 &c.loc,
                 &c.text(),
@@ -448,12 +458,24 @@ fn script(n: &Node, report: &mut Report) -> Script {
         interval_ms: 1000,
         ..Default::default()
     };
+    // keepalived's default interval: 1 s (halb's is 2 s).
+    set(&mut s.keys, "interval_ms", at("1000".into(), &n.loc));
     for c in n.children() {
         match c.key.as_str() {
             "script" => {
                 let cmd = c.args.join(" ");
                 set(&mut s.keys, "script", at(toml_string(&cmd), &c.loc));
-                report.ok(&c.loc, &c.text(), "script (run with /bin/sh -c)");
+                if cmd.contains("haproxy") {
+                    report.adjusted(
+                        &c.loc,
+                        &c.text(),
+                        "this script checks HAProxy, which halb replaces: once HAProxy is gone \
+                         it fails for ever; remove the track_script or point it at halb \
+                         (e.g. `systemctl is-active halb`)",
+                    );
+                } else {
+                    report.ok(&c.loc, &c.text(), "script (run with /bin/sh -c)");
+                }
             }
             "interval" => match c.arg(0).and_then(secs_ms).filter(|&v| v > 0) {
                 Some(ms) => {
@@ -529,15 +551,21 @@ fn instance(
         ..Default::default()
     };
     let mut notify_set: Option<Loc> = None;
+    let mut master_state: Option<Loc> = None;
     for c in n.children() {
         let text = c.text();
         match c.key.as_str() {
-            "state" => report.adjusted(
-                &c.loc,
-                &text,
-                "halb starts every instance as BACKUP and elects by priority: give the node \
-                 that should be MASTER the higher priority",
-            ),
+            "state" => {
+                if c.arg(0) == Some("MASTER") {
+                    master_state = Some(c.loc.clone());
+                }
+                report.adjusted(
+                    &c.loc,
+                    &text,
+                    "halb starts every instance as BACKUP and elects by priority: give the node \
+                     that should be MASTER the higher priority",
+                )
+            }
             "interface" => match c.arg(0) {
                 Some(i) => {
                     inst.interface = Some(i.to_string());
@@ -735,25 +763,7 @@ fn instance(
                 }
             }
             "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
-                let cmd = c.args.join(" ");
-                match &notify_set {
-                    None => {
-                        set(&mut inst.keys, "notify", at(toml_string(&cmd), &c.loc));
-                        notify_set = Some(c.loc.clone());
-                        report.adjusted(
-                            &c.loc,
-                            &text,
-                            "notify: halb runs one hook on every state change, with the new \
-                             state (MASTER, BACKUP or FAULT) as its argument; keepalived's \
-                             notify_* ran per state with its own arguments",
-                        );
-                    }
-                    Some(first) => report.skipped(
-                        &c.loc,
-                        &text,
-                        format!("halb has one notify hook per instance (taken from {first})"),
-                    ),
-                }
+                notify_line(c, &mut inst.keys, &mut notify_set, report);
             }
             "garp_master_repeat" => match num::<u32>(c).filter(|v| (1..=100).contains(v)) {
                 Some(v) => {
@@ -781,7 +791,16 @@ fn instance(
                 &text,
                 "halb sends its gratuitous ARP burst at takeover, garp_interval_ms apart",
             ),
-            "dont_track_primary" | "mcast_src_ip" => report.skipped(
+            "mcast_src_ip" => match c.arg(0).and_then(ipv4) {
+                Some(a) => {
+                    if !inst.keys.iter().any(|(k, _)| k == "source") {
+                        set(&mut inst.keys, "source", at(format!("\"{a}\""), &c.loc));
+                    }
+                    report.ok(&c.loc, &text, format!("source = \"{a}\""));
+                }
+                None => bad(report, c, "mcast_src_ip"),
+            },
+            "dont_track_primary" => report.skipped(
                 &c.loc,
                 &text,
                 "halb sends adverts from the interface's address (or `source`)",
@@ -804,7 +823,66 @@ fn instance(
             }
         }
     }
+    if let Some(l) = master_state {
+        if !inst.keys.iter().any(|(k, _)| k == "priority") {
+            // keepalived gives a MASTER without a priority the owner's 255.
+            set(&mut inst.keys, "priority", at("255".into(), &l));
+            report.adjusted(
+                &l,
+                "state MASTER",
+                "no priority given: priority = 255, as keepalived",
+            );
+        }
+    }
     inst
+}
+
+/// A notify line: `notify PATH` (no arguments) becomes halb's hook, which
+/// halb runs with the new state as its one argument; `notify_master` and
+/// the like (a command per state, often with arguments) have no such
+/// equivalent and are reported with what to write instead.
+fn notify_line(
+    c: &Node,
+    keys: &mut Vec<(String, At<String>)>,
+    first: &mut Option<Loc>,
+    report: &mut Report,
+) {
+    let text = c.text();
+    if c.key != "notify" {
+        report.skipped(
+            &c.loc,
+            &text,
+            "halb runs one hook, `notify = PATH`, on every change with the new state (MASTER, \
+             BACKUP or FAULT) as its argument and in HALB_STATE; write a script that runs this \
+             command when $1 is the state it was for",
+        );
+        return;
+    }
+    if c.args.len() != 1 {
+        report.skipped(
+            &c.loc,
+            &text,
+            "halb runs the hook as a path, without a shell or arguments: put this command in \
+             a script and name the script",
+        );
+        return;
+    }
+    if let Some(f) = first {
+        report.skipped(
+            &c.loc,
+            &text,
+            format!("halb has one notify hook (taken from {f})"),
+        );
+        return;
+    }
+    set(keys, "notify", at(toml_string(&c.args[0]), &c.loc));
+    *first = Some(c.loc.clone());
+    report.adjusted(
+        &c.loc,
+        &text,
+        "notify: halb calls it with one argument, the new state (MASTER, BACKUP or FAULT); \
+         keepalived passed the type, name, state and priority: check the script reads $1",
+    );
 }
 
 fn group(n: &Node, report: &mut Report) -> Group {
@@ -831,15 +909,11 @@ fn group(n: &Node, report: &mut Report) -> Group {
                 }
             }
             "notify" | "notify_master" | "notify_backup" | "notify_fault" => {
-                if g.notify.is_none() {
-                    g.notify = Some(at(toml_string(&c.args.join(" ")), &c.loc));
-                    report.adjusted(
-                        &c.loc,
-                        &text,
-                        "notify: one hook for the group, called with its new state",
-                    );
-                } else {
-                    report.skipped(&c.loc, &text, "halb has one notify hook per group");
+                let mut keys = Vec::new();
+                let mut first = g.notify.as_ref().map(|n| n.loc.clone());
+                notify_line(c, &mut keys, &mut first, report);
+                if let Some((_, v)) = keys.into_iter().next() {
+                    g.notify = Some(v);
                 }
             }
             _ => report.skipped(
@@ -910,6 +984,7 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
         locs: n.locs(),
     };
     let mut delay_loop: Option<At<u32>> = None;
+    let inherit = Inherit::from(n, &Inherit::default());
     for c in n.children() {
         let t = c.text();
         match c.key.as_str() {
@@ -922,6 +997,15 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
                 }
                 _ => bad(report, c, "protocol"),
             },
+            "lb_algo" | "lvs_sched" if matches!(c.arg(0), Some("sh") | Some("mh")) => {
+                vip.source_hash = Some(c.loc.clone());
+                report.adjusted(
+                    &c.loc,
+                    &t,
+                    "hash = \"source-ip\": IPVS sh/mh hash the client address; halb's weighted \
+                     Maglev over the source address keeps each client on one backend too",
+                );
+            }
             "lb_algo" | "lvs_sched" => report.adjusted(
                 &c.loc,
                 &t,
@@ -947,7 +1031,10 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
                 }
                 None => bad(report, c, "delay_loop"),
             },
-            "real_server" => real_server(c, &mut vip, report),
+            "real_server" => real_server(c, &mut vip, &inherit, report),
+            "connect_timeout" | "retry" | "nb_get_retry" | "delay_before_retry" => {
+                report.ok(&c.loc, &t, "a default for the checkers of its real servers")
+            }
             "sorry_server" | "sorry_server_inhibit" => report.skipped(
                 &c.loc,
                 &t,
@@ -960,8 +1047,7 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
                 "health host = this name (halb sends it as the Host header)",
             ),
             "quorum" | "quorum_up" | "quorum_down" | "hysteresis" | "alpha" | "omega"
-            | "inhibit_on_failure" | "ha_suspend" | "ops" | "retry" | "delay_before_retry"
-            | "warmup" | "connect_timeout" => report.skipped(
+            | "inhibit_on_failure" | "ha_suspend" | "ops" | "warmup" => report.skipped(
                 &c.loc,
                 &t,
                 "a checker or LVS option halb has no equivalent for",
@@ -995,7 +1081,36 @@ fn skip_all(n: &Node, report: &mut Report, why: &str) {
     }
 }
 
-fn real_server(n: &Node, vip: &mut Vip, report: &mut Report) {
+/// Checker settings a block gives its checkers (`connect_timeout`, `retry`).
+#[derive(Debug, Clone, Default)]
+struct Inherit {
+    connect_timeout: Option<(u32, Loc)>,
+    retry: Option<(u32, Loc)>,
+}
+
+impl Inherit {
+    fn from(n: &Node, parent: &Inherit) -> Inherit {
+        let mut i = parent.clone();
+        for c in n.children() {
+            match c.key.as_str() {
+                "connect_timeout" => {
+                    if let Some(ms) = c.arg(0).and_then(secs_ms).filter(|&v| v > 0) {
+                        i.connect_timeout = Some((ms, c.loc.clone()));
+                    }
+                }
+                "retry" | "nb_get_retry" => {
+                    if let Some(r) = num::<u32>(c) {
+                        i.retry = Some((r, c.loc.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        i
+    }
+}
+
+fn real_server(n: &Node, vip: &mut Vip, inherit: &Inherit, report: &mut Report) {
     let text = n.text();
     let Some(addr) = n.arg(0).and_then(ipv4) else {
         report.skipped(&n.loc, &text, "not an IPv4 real server");
@@ -1044,7 +1159,12 @@ fn real_server(n: &Node, vip: &mut Vip, report: &mut Report) {
                 }
                 None => bad(report, c, "weight"),
             },
-            "TCP_CHECK" | "HTTP_GET" => checker(c, vip, first_check, report),
+            "TCP_CHECK" | "HTTP_GET" => {
+                checker(c, vip, first_check, &Inherit::from(n, inherit), report)
+            }
+            "connect_timeout" | "retry" | "nb_get_retry" | "delay_before_retry" => {
+                report.ok(&c.loc, &t, "a default for this real server's checker")
+            }
             "SSL_GET" | "MISC_CHECK" | "SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK" | "PING_CHECK"
             | "BFD_CHECK" | "FILE_CHECK" => {
                 report.skipped(
@@ -1072,12 +1192,24 @@ fn real_server(n: &Node, vip: &mut Vip, report: &mut Report) {
             }
         }
     }
+    let has_check = n
+        .children()
+        .iter()
+        .any(|c| matches!(c.key.as_str(), "TCP_CHECK" | "HTTP_GET"));
+    if !has_check && vip.health.kind.is_some() {
+        report.adjusted(
+            &n.loc,
+            &text,
+            "no checker here, but halb checks every backend of a VIP: this one is checked like \
+             the others",
+        );
+    }
     vip.backends.push(b);
 }
 
 /// A TCP_CHECK or HTTP_GET: the VIP's check comes from its first real
 /// server's; later ones are reported as the same check.
-fn checker(n: &Node, vip: &mut Vip, first: bool, report: &mut Report) {
+fn checker(n: &Node, vip: &mut Vip, first: bool, inherit: &Inherit, report: &mut Report) {
     let text = n.text();
     if !first {
         report.adjusted(
@@ -1188,12 +1320,25 @@ fn checker(n: &Node, vip: &mut Vip, first: bool, report: &mut Report) {
             }
         }
     }
-    let fall = retry.as_ref().map_or(1, |(r, _)| r + 1).min(100);
+    // keepalived's defaults: retry 1 (so two failures), connect_timeout 5 s;
+    // the real server's or virtual server's values when they set them.
+    let retry = retry.or_else(|| inherit.retry.clone());
+    let fall = retry.as_ref().map_or(2, |(r, _)| r + 1).min(100);
     let loc = retry.map_or_else(|| n.loc.clone(), |(_, l)| l);
     set(&mut vip.health.keys, "fall", at(fall.to_string(), &loc));
     set(&mut vip.health.keys, "rise", at("1".into(), &n.loc));
     if vip.health.timeout_ms.is_none() {
-        // keepalived's default connect_timeout: 5 s.
-        vip.health.timeout_ms = Some(at(5000, &n.loc));
+        let (ms, l) = inherit
+            .connect_timeout
+            .clone()
+            .unwrap_or_else(|| (5000, n.loc.clone()));
+        vip.health.timeout_ms = Some(at(ms, &l));
+    }
+    if kind == "http" && !vip.health.keys.iter().any(|(k, _)| k == "expect_status") {
+        report.adjusted(
+            &n.loc,
+            &text,
+            "no status_code: keepalived accepted any 2xx, halb expects exactly 200",
+        );
     }
 }
