@@ -2,7 +2,7 @@
 //! `BPF_PROG_TEST_RUN`, beside an empty `XDP_PASS` program measured in the
 //! same run, and the Maglev table build time.
 //!
-//! Method (see ../shared/TOOLCHAIN.md): with `repeat`, the kernel runs the
+//! Method (see docs/toolchain.md): with `repeat`, the kernel runs the
 //! program N times on one buffer and reports the mean; DSR only rewrites
 //! MACs, so an established-flow frame stays one through every repeat. A new
 //! flow cannot be repeated (the first run records it), so new flows are

@@ -2,7 +2,7 @@
 //! (qemu under software emulation, virtio-net with two queues, native XDP in
 //! the guests), on a bridge inside a namespace of the lab's own, with the
 //! client and three nginx backends as namespaces on the same bridge. The
-//! facts this rests on are in ../shared/VMLAB.md.
+//! facts this rests on are in docs/toolchain.md.
 //!
 //! Cached under `target/halb-vm/`: a private qemu prefix (Debian's
 //! qemu-system-x86 and its libraries unpacked, since it conflicts with the

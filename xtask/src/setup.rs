@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: installs what building and testing halb need, each
-//! step skipped when already done (the recipe of ../shared/TOOLCHAIN.md).
+//! step skipped when already done (the recipe of docs/toolchain.md).
 
 use std::path::Path;
 use std::process::Command;
