@@ -301,6 +301,25 @@ fn ipv4(s: &str) -> Option<Ipv4Addr> {
     s.split('/').next()?.parse().ok()
 }
 
+/// Sets `key` to `value` (TOML text) as read from `c`, reporting it as
+/// translated, or `c` as not understood (`what`) when there is no value.
+fn put(
+    keys: &mut Vec<(String, At<String>)>,
+    c: &Node,
+    key: &str,
+    value: Option<String>,
+    what: &str,
+    report: &mut Report,
+) {
+    match value {
+        Some(v) => {
+            report.ok(&c.loc, &c.text(), format!("{key} = {v}"));
+            set(keys, key, at(v, &c.loc));
+        }
+        None => bad(report, c, what),
+    }
+}
+
 fn bad(report: &mut Report, n: &Node, what: &str) {
     report.skipped(&n.loc, &n.text(), format!("{what}: value not understood"));
 }
@@ -384,17 +403,14 @@ fn global_defs(n: &Node, model: &mut Model, report: &mut Report) {
                 }
                 _ => bad(report, c, "vrrp_garp_master_repeat"),
             },
-            "vrrp_garp_master_refresh" => match c.arg(0).and_then(secs_ms) {
-                Some(ms) => {
-                    set(
-                        &mut model.instance_defaults,
-                        "garp_refresh_ms",
-                        at(ms.to_string(), &c.loc),
-                    );
-                    report.ok(&c.loc, &c.text(), format!("garp_refresh_ms = {ms}"));
-                }
-                None => bad(report, c, "vrrp_garp_master_refresh"),
-            },
+            "vrrp_garp_master_refresh" => put(
+                &mut model.instance_defaults,
+                c,
+                "garp_refresh_ms",
+                c.arg(0).and_then(secs_ms).map(|v| v.to_string()),
+                "vrrp_garp_master_refresh",
+                report,
+            ),
             "router_id" => report.skipped(
                 &c.loc,
                 &c.text(),
@@ -420,17 +436,17 @@ fn global_defs(n: &Node, model: &mut Model, report: &mut Report) {
                 &c.text(),
                 "halb runs scripts as its own user, inside its systemd sandbox",
             ),
-            "vrrp_garp_interval" => match c.arg(0).and_then(secs_ms).filter(|&v| v > 0) {
-                Some(ms) => {
-                    set(
-                        &mut model.instance_defaults,
-                        "garp_interval_ms",
-                        at(ms.to_string(), &c.loc),
-                    );
-                    report.ok(&c.loc, &c.text(), format!("garp_interval_ms = {ms}"));
-                }
-                None => bad(report, c, "vrrp_garp_interval"),
-            },
+            "vrrp_garp_interval" => put(
+                &mut model.instance_defaults,
+                c,
+                "garp_interval_ms",
+                c.arg(0)
+                    .and_then(secs_ms)
+                    .filter(|&v| v > 0)
+                    .map(|v| v.to_string()),
+                "vrrp_garp_interval",
+                report,
+            ),
             "vrrp_garp_master_delay" | "vrrp_gna_interval" => report.skipped(
                 &c.loc,
                 &c.text(),
@@ -577,20 +593,22 @@ fn instance(
                 }
                 None => bad(report, c, "interface"),
             },
-            "virtual_router_id" => match num::<u8>(c).filter(|&v| v > 0) {
-                Some(v) => {
-                    set(&mut inst.keys, "router_id", at(v.to_string(), &c.loc));
-                    report.ok(&c.loc, &text, format!("router_id = {v}"));
-                }
-                None => bad(report, c, "virtual_router_id"),
-            },
-            "priority" => match num::<u8>(c).filter(|&v| v > 0) {
-                Some(v) => {
-                    set(&mut inst.keys, "priority", at(v.to_string(), &c.loc));
-                    report.ok(&c.loc, &text, format!("priority = {v}"));
-                }
-                None => bad(report, c, "priority"),
-            },
+            "virtual_router_id" => put(
+                &mut inst.keys,
+                c,
+                "router_id",
+                num::<u8>(c).filter(|&v| v > 0).map(|v| v.to_string()),
+                "virtual_router_id",
+                report,
+            ),
+            "priority" => put(
+                &mut inst.keys,
+                c,
+                "priority",
+                num::<u8>(c).filter(|&v| v > 0).map(|v| v.to_string()),
+                "priority",
+                report,
+            ),
             "advert_int" => match c.arg(0).and_then(secs_ms).filter(|&v| v >= 10) {
                 Some(ms) => {
                     inst.advert_ms = Some(at(ms, &c.loc));
@@ -613,17 +631,14 @@ fn instance(
                 set(&mut inst.keys, "preempt", at("true".into(), &c.loc));
                 report.ok(&c.loc, &text, "preempt = true");
             }
-            "preempt_delay" => match c.arg(0).and_then(secs_ms) {
-                Some(ms) => {
-                    set(
-                        &mut inst.keys,
-                        "preempt_delay_ms",
-                        at(ms.to_string(), &c.loc),
-                    );
-                    report.ok(&c.loc, &text, format!("preempt_delay_ms = {ms}"));
-                }
-                None => bad(report, c, "preempt_delay"),
-            },
+            "preempt_delay" => put(
+                &mut inst.keys,
+                c,
+                "preempt_delay_ms",
+                c.arg(0).and_then(secs_ms).map(|v| v.to_string()),
+                "preempt_delay",
+                report,
+            ),
             "unicast_src_ip" => match c.arg(0).and_then(ipv4) {
                 Some(a) => {
                     set(&mut inst.keys, "source", at(format!("\"{a}\""), &c.loc));
@@ -765,24 +780,24 @@ fn instance(
             "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
                 notify_line(c, &mut inst.keys, &mut notify_set, report);
             }
-            "garp_master_repeat" => match num::<u32>(c).filter(|v| (1..=100).contains(v)) {
-                Some(v) => {
-                    set(&mut inst.keys, "garp_count", at(v.to_string(), &c.loc));
-                    report.ok(&c.loc, &text, format!("garp_count = {v}"));
-                }
-                None => bad(report, c, "garp_master_repeat"),
-            },
-            "garp_master_refresh" => match c.arg(0).and_then(secs_ms) {
-                Some(ms) => {
-                    set(
-                        &mut inst.keys,
-                        "garp_refresh_ms",
-                        at(ms.to_string(), &c.loc),
-                    );
-                    report.ok(&c.loc, &text, format!("garp_refresh_ms = {ms}"));
-                }
-                None => bad(report, c, "garp_master_refresh"),
-            },
+            "garp_master_repeat" => put(
+                &mut inst.keys,
+                c,
+                "garp_count",
+                num::<u32>(c)
+                    .filter(|v| (1..=100).contains(v))
+                    .map(|v| v.to_string()),
+                "garp_master_repeat",
+                report,
+            ),
+            "garp_master_refresh" => put(
+                &mut inst.keys,
+                c,
+                "garp_refresh_ms",
+                c.arg(0).and_then(secs_ms).map(|v| v.to_string()),
+                "garp_master_refresh",
+                report,
+            ),
             "garp_master_delay"
             | "garp_master_refresh_repeat"
             | "garp_lower_prio_delay"
@@ -1241,13 +1256,14 @@ fn checker(n: &Node, vip: &mut Vip, first: bool, inherit: &Inherit, report: &mut
                 }
                 None => bad(report, c, "connect_timeout"),
             },
-            "connect_port" => match num::<u16>(c) {
-                Some(p) => {
-                    set(&mut vip.health.keys, "port", at(p.to_string(), &c.loc));
-                    report.ok(&c.loc, &t, format!("port = {p}"));
-                }
-                None => bad(report, c, "connect_port"),
-            },
+            "connect_port" => put(
+                &mut vip.health.keys,
+                c,
+                "port",
+                num::<u16>(c).map(|v| v.to_string()),
+                "connect_port",
+                report,
+            ),
             "retry" | "nb_get_retry" => match num::<u32>(c) {
                 Some(r) => {
                     retry = Some((r, c.loc.clone()));
