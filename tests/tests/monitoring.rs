@@ -1,8 +1,10 @@
 //! What halb ships for Prometheus and Grafana, against a live agent: the
 //! alerting rules' own `promtool test rules` unit tests, `promtool check
-//! metrics` on a live `/metrics` (a VRRP master with traffic), and every
+//! metrics` on a live `/metrics` (a VRRP master with traffic, and a BGP
+//! node with its session up), and every
 //! metric that the rules and the dashboard (`deploy/grafana/halb.json`)
-//! query served by that live `/metrics`. Needs root for the lab part.
+//! query served by those live `/metrics` (and a BGP scale-out node's, with
+//! its BIRD). Needs root for the lab part.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -108,6 +110,45 @@ fn alerting_rules_pass_their_promtool_unit_tests() {
     }
 }
 
+/// The metric families (`# TYPE` lines) of a /metrics text.
+fn families_of(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// /metrics of a BGP node whose session to the router is up and which
+/// announces its VIP.
+fn bgp_metrics() -> String {
+    let mut s = halb_lab::scaleout::ScaleOut::new("monb", 1, 2).expect("scale-out lab");
+    s.start_all().expect("the node announces");
+    let get = |lab: &Lab| -> String {
+        lab.in_ns("lb1", || {
+            Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+                .get("/metrics")
+                .map(|a| a.body)
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+    };
+    let mut text = String::new();
+    s.lab
+        .wait_for(
+            "the BGP session up in /metrics",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                text = get(&s.lab);
+                text.lines()
+                    .any(|l| l.starts_with("halb_bgp_session_up{") && l.ends_with(" 1"))
+            },
+        )
+        .expect("session up");
+    text
+}
+
 #[test]
 fn live_metrics_pass_promtool_and_serve_every_queried_metric() {
     let mut lab = Lab::single_lb("mon", 3).expect("lab");
@@ -146,13 +187,17 @@ fn live_metrics_pass_promtool_and_serve_every_queried_metric() {
     let (ok, out) = promtool(&["check", "metrics"], Some(&text));
     assert!(ok, "promtool check metrics: {out}\n{text}");
 
-    let families: BTreeSet<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
+    let mut families = families_of(&text);
     assert!(families.len() > 20, "{families:?}");
+    drop(lab);
+
+    // A BGP scale-out node with its BIRD and a session to the router.
+    let bgp = bgp_metrics();
+    let (ok, out) = promtool(&["check", "metrics"], Some(&bgp));
+    assert!(ok, "promtool check metrics (BGP node): {out}\n{bgp}");
+    let b = families_of(&bgp);
+    assert!(b.contains("halb_bgp_session_up"), "{b:?}");
+    families.extend(b);
 
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(workspace().join("deploy/grafana/halb.json")).expect("dashboard"),
