@@ -242,7 +242,8 @@ pub struct Vm {
 /// package installed with dpkg, the node prepared by deploy/provision.sh,
 /// halb started by systemd under the unit the package ships, from the
 /// example config with this VM's values. It then reports on the share
-/// what a user would check: `systemctl is-active halb`, `man halb`, and
+/// what a user would check: `systemctl is-active halb`, `systemctl reload`
+/// (and that a broken file fails it and changes nothing), `man halb`, and
 /// the bash completion loading.
 const NODE_SH: &str = r#"#!/bin/sh
 # Runs in each guest at boot (halb-node.service), from the 9p share.
@@ -285,6 +286,13 @@ for i in $(seq 1 240); do
     fi
     sleep 0.5
 done
+systemctl reload halb.service && echo "systemd: reload ok" >> "$checks.tmp"
+cp /etc/halb/halb.toml /tmp/halb-good.toml
+echo 'this is not toml =' >> /etc/halb/halb.toml
+if systemctl reload halb.service; then echo "systemd: a bad file was accepted" >> "$checks.tmp"
+else echo "systemd: a bad file fails the reload" >> "$checks.tmp"; fi
+cp /tmp/halb-good.toml /etc/halb/halb.toml
+[ "$(systemctl is-active halb.service)" = active ] && echo "systemd: still active" >> "$checks.tmp"
 MANWIDTH=80 man -P cat halb 2>/dev/null | grep -q "High-availability XDP load balancer" \
     && echo "man: halb(8) renders" >> "$checks.tmp"
 MANWIDTH=80 man -P cat halb-drain 2>/dev/null | grep -q "keeps its flows" \
@@ -605,6 +613,9 @@ pub fn test(deb: &Path) -> Result<Report> {
         let text = std::fs::read_to_string(&path)?;
         for want in [
             "systemd: halb.service active (enabled: enabled)",
+            "systemd: reload ok",
+            "systemd: a bad file fails the reload",
+            "systemd: still active",
             "man: halb(8) renders",
             "man: halb-drain(8) renders",
             "-F _halb halb",
