@@ -289,8 +289,16 @@ fn import(
 /// the CLI definition (section 8: system administration).
 fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
-    let write = |name: &str, c: clap::Command| -> anyhow::Result<()> {
+    // No `help` command in the pages: there is no halb-help(8).
+    let cmd = Cli::command()
+        .version(env!("CARGO_PKG_VERSION"))
+        .disable_help_subcommand(true);
+    let pages: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| format!("halb-{}", s.get_name()))
+        .collect();
+    let write = |name: &str, c: clap::Command, tail: &str| -> anyhow::Result<()> {
         let path = dir.join(format!("{name}.8"));
         let mut out = Vec::new();
         clap_mangen::Man::new(c)
@@ -299,7 +307,14 @@ fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
             .source(format!("halb {}", env!("CARGO_PKG_VERSION")))
             .render(&mut out)
             .context("render man page")?;
+        out.extend_from_slice(tail.as_bytes());
         std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))
+    };
+    let see_also = |list: &[String]| {
+        list.iter()
+            .map(|p| format!(".BR {p} (8)"))
+            .collect::<Vec<_>>()
+            .join(",\n")
     };
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("halb-{}", sub.get_name());
@@ -307,9 +322,24 @@ fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
         let static_name: &'static str = name.clone().leak();
         let invoked: &'static str = format!("halb {}", sub.get_name()).leak();
         let page = sub.clone().name(static_name).bin_name(invoked);
-        write(&name, page.version(env!("CARGO_PKG_VERSION")))?;
+        let files = if sub.get_arguments().any(|a| a.get_id() == "config") {
+            ".SH FILES\n.TP\n/etc/halb/halb.toml\nThe configuration (the default of \\fB-c\\fR).\n"
+        } else {
+            ""
+        };
+        let tail = format!("{files}.SH SEE ALSO\n{}\n", see_also(&["halb".to_string()]));
+        write(&name, page.version(env!("CARGO_PKG_VERSION")), &tail)?;
     }
-    write("halb", cmd)
+    let tail = format!(
+        ".SH FILES\n.TP\n/etc/halb/halb.toml\nThe configuration: every key is described in \
+         /usr/share/doc/halb/docs/configuration.md; \\fBhalb check-config\\fR validates it.\n\
+         .TP\n/sys/fs/bpf/halb/\\fInode\\fR/\nThe pinned XDP program and its maps.\n\
+         .TP\n/usr/share/doc/halb/\nREADME, the docs (architecture, configuration, operations, \
+         migration from keepalived and HAProxy) and examples (BIRD, Prometheus rules, a Grafana \
+         dashboard).\n.SH SEE ALSO\n{},\n.BR keepalived (8),\n.BR haproxy (1),\n.BR bird (8)\n",
+        see_also(&pages)
+    );
+    write("halb", cmd, &tail)
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
