@@ -195,7 +195,7 @@ pub fn emit(
         let mut name = v.name.clone();
         let mut i = 2;
         while !names.insert(name.clone()) {
-            name = super::token(&format!("{}-{i}", v.name));
+            name = super::numbered(&v.name, i);
             i += 1;
         }
         v.name = name;
@@ -234,6 +234,22 @@ pub fn emit(
     let mut kept = Vec::new();
     let mut inst_names = HashSet::new();
     let mut vrids = HashSet::new();
+    // The node's interface: that of the first instance with a service on
+    // its addresses and a VRID (one that can be kept), else the first seen.
+    if let Some((i, loc)) = model.instances.iter().find_map(|inst| {
+        let served = inst
+            .addresses
+            .iter()
+            .any(|a| vips.iter().any(|v| v.address == a.value));
+        let vrid = inst.keys.iter().any(|(k, _)| k == "router_id");
+        let iface = inst.keys.iter().find(|(k, _)| k == "interface");
+        match (served && vrid, iface, &inst.interface) {
+            (true, Some((_, at)), Some(name)) => Some((name.clone(), at.loc.clone())),
+            _ => None,
+        }
+    }) {
+        model.interface = Some(super::at(i, &loc));
+    }
     let node_if = model.interface.as_ref().map(|i| i.value.clone());
     for mut inst in std::mem::take(&mut model.instances) {
         let addrs: BTreeSet<_> = inst.addresses.iter().map(|a| a.value).collect();
@@ -280,7 +296,7 @@ pub fn emit(
         let mut name = inst.name.clone();
         let mut n = 2;
         while !inst_names.insert(name.clone()) {
-            name = super::token(&format!("{}-{n}", inst.name));
+            name = super::numbered(&inst.name, n);
             n += 1;
         }
         if name != inst.name {
@@ -458,6 +474,10 @@ pub fn emit(
             }
         }
         if members.len() < 2 {
+            let mut locs = vec![loc.clone()];
+            locs.extend(g.instances.iter().map(|m| m.loc.clone()));
+            locs.extend(g.notify.iter().map(|n| n.loc.clone()));
+            report.demote(&locs, "the group is left out");
             report.skipped(
                 &loc,
                 &format!("vrrp_sync_group {}", g.name),
@@ -543,6 +563,7 @@ pub fn emit(
         let mut baddrs = HashSet::new();
         for b in &v.backends {
             if forbidden.contains(&b.address) {
+                report.demote(std::slice::from_ref(&b.loc), "a VRRP address");
                 report.skipped(
                     &b.loc,
                     &b.address.to_string(),
@@ -561,7 +582,7 @@ pub fn emit(
             let mut name = b.name.clone();
             let mut i = 2;
             while !bnames.insert(name.clone()) {
-                name = super::token(&format!("{}-{i}", b.name));
+                name = super::numbered(&b.name, i);
                 i += 1;
             }
             let c = if b.commented.is_some() { "# " } else { "" };
@@ -586,4 +607,74 @@ pub fn emit(
         .collect();
     report.demote(&gone, "its service is left out");
     out
+}
+
+/// The source place a written line names in its trailing `# file:line`.
+fn source_of(line: &str) -> Option<super::Loc> {
+    let (_, c) = line.rsplit_once("  # ")?;
+    let c = c.split_whitespace().next()?;
+    let (file, n) = c.rsplit_once(':')?;
+    Some(super::Loc {
+        file: file.to_string(),
+        line: n.parse().ok()?,
+    })
+}
+
+/// Comments out what halb refused in `config` (the first problem's line,
+/// or its whole table when the problem is the table itself or a missing
+/// key), reporting it at the source line it came from. None when nothing
+/// can be commented out.
+pub fn refuse(config: &str, e: &crate::config::ConfigError, report: &mut Report) -> Option<String> {
+    let p = e.problems.first()?;
+    let at = p.location.as_ref()?.line.checked_sub(1)?;
+    let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let header = (0..=at.min(lines.len().checked_sub(1)?))
+        .rev()
+        .find(|&i| is_header(&lines[i]))?;
+    let whole = at == header || p.message.contains("missing field") || !lines[at].contains(" = ");
+    let range = if whole {
+        // A table with its sub-tables ([[vip]] with [vip.health] and
+        // [[vip.backend]], [[vrrp_instance]] with its track scripts).
+        let name = lines[header]
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let end = (header + 1..lines.len())
+            .find(|&i| {
+                let t = lines[i].trim_start();
+                t.starts_with('[') && !t.trim_start_matches('[').starts_with(&format!("{name}."))
+            })
+            .unwrap_or(lines.len());
+        header..end
+    } else {
+        at..at + 1
+    };
+    let why = format!("halb refused it: {}", p.message);
+    let mut locs = Vec::new();
+    for l in &mut lines[range] {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some(loc) = source_of(l) {
+            locs.push(loc);
+        }
+        *l = format!("# {l}  # left out: {}", p.message.replace('\n', " "));
+    }
+    if locs.is_empty() {
+        locs.push(super::Loc {
+            file: "imported.toml".into(),
+            line: at + 1,
+        });
+    }
+    for loc in &locs {
+        report.skipped(loc, "translated value", why.clone());
+    }
+    report.demote(&locs, &why);
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Some(out)
 }

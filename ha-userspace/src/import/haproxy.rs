@@ -21,7 +21,11 @@ struct Line {
 
 impl Line {
     fn text(&self) -> String {
-        self.words.join(" ")
+        self.words
+            .join(" ")
+            .replace('\r', "\\r")
+            .replace('\n', "\\n")
+            .replace('\t', "\\t")
     }
     fn word(&self, i: usize) -> Option<&str> {
         self.words.get(i).map(String::as_str)
@@ -37,9 +41,16 @@ fn split(raw: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
+            // HAProxy's escapes: \r \n \t, and a backslash before any
+            // other character keeps that character (`\ ` a space).
             (Some(_), '\\') | (None, '\\') => {
                 if let Some(n) = chars.next() {
-                    cur.push(n);
+                    cur.push(match n {
+                        'r' => '\r',
+                        'n' => '\n',
+                        't' => '\t',
+                        c => c,
+                    });
                     any = true;
                 }
             }
@@ -331,7 +342,10 @@ fn server_opts(
             }
             "rise" | "fall" => {
                 if let Some(n) = next.and_then(|n| n.parse::<u32>().ok()).filter(|&n| n > 0) {
-                    let v = Some(at(n.min(100), loc));
+                    if n > 1000 {
+                        report.adjusted(loc, what, format!("{w} {n} → 1000 (halb's largest)"));
+                    }
+                    let v = Some(at(n.min(1000), loc));
                     if w == "rise" {
                         o.rise = v;
                     } else {
@@ -460,12 +474,14 @@ fn proxy_line(p: &mut Proxy, l: &Line, in_defaults: bool, report: &mut Report) {
                 report.ok(&l.loc, &text, format!("kind = \"http\", path = {uri:?}"));
             }
             p.d.httpchk = Some(at(uri, &l.loc));
-            // option httpchk GET /x HTTP/1.1\r\nHost:\ name (HAProxy < 2.2).
+            // option httpchk GET /x HTTP/1.1\r\nHost:\ name (HAProxy < 2.2):
+            // the headers follow the version, one per \r\n.
             let rest = l.words[2..].join(" ");
-            if let Some(h) = rest.split("Host:").nth(1) {
-                let h = h.trim_start_matches(['\\', ' ']).split(['\\', ' ']).next().unwrap_or("");
-                if !h.is_empty() {
-                    p.d.host = Some(at(h.to_string(), &l.loc));
+            for header in rest.split("\r\n").skip(1) {
+                if let Some((k, v)) = header.split_once(':') {
+                    if k.trim().eq_ignore_ascii_case("host") && !v.trim().is_empty() {
+                        p.d.host = Some(at(v.trim().to_string(), &l.loc));
+                    }
                 }
             }
         }
@@ -532,7 +548,15 @@ fn proxy_line(p: &mut Proxy, l: &Line, in_defaults: bool, report: &mut Report) {
                 return;
             };
             let mut o = p.d.server.clone();
-            o.check = None;
+            if addr.is_loopback() {
+                report.skipped(
+                    &l.loc,
+                    &text,
+                    "a server on loopback (this host): with direct server return a backend must \
+                     be another machine on the segment",
+                );
+                return;
+            }
             let comment = server_opts(&l.words[3..], &mut o, &l.loc, report, &text);
             if comment.is_some() {
                 report.adjusted(&l.loc, &text, "backup server: written commented out");
@@ -548,7 +572,15 @@ fn proxy_line(p: &mut Proxy, l: &Line, in_defaults: bool, report: &mut Report) {
                 comment,
             });
         }
-        ("option", "tcp-check") | ("tcp-check", _) => report.adjusted(
+        ("option", "tcp-check") => {
+            p.d.httpchk = None;
+            report.adjusted(
+                &l.loc,
+                &text,
+                "kind = \"tcp\": halb's tcp check connects only (no send/expect sequence)",
+            );
+        }
+        ("tcp-check", _) => report.adjusted(
             &l.loc,
             &text,
             "halb's tcp check connects only (no send/expect sequence)",
@@ -718,6 +750,26 @@ fn vip_of(
     let d = &be.d;
     let mut health = Health::default();
     let checked = be.servers.iter().find(|s| s.opts.check.is_some());
+    if checked.is_none() {
+        let locs: Vec<Loc> = [
+            d.httpchk.as_ref().map(|h| h.loc.clone()),
+            d.expect_status.as_ref().map(|h| h.loc.clone()),
+            d.timeout_check.as_ref().map(|h| h.loc.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        // Only this section's own lines: a defaults line serves others too.
+        .filter(|l| {
+            be.loc
+                .as_ref()
+                .is_some_and(|b| l.file == b.file && l.line > b.line)
+        })
+        .collect();
+        report.demote(
+            &locs,
+            "no server of this backend has `check`: no health check",
+        );
+    }
     if let Some(Server {
         opts: o, loc: sloc, ..
     }) = checked
@@ -760,7 +812,7 @@ fn vip_of(
             ),
             None => {}
         }
-        if let Some(h) = &d.host {
+        if let Some(h) = d.host.as_ref().filter(|_| d.httpchk.is_some()) {
             set(&mut health.keys, "host", at(toml_string(&h.value), &h.loc));
         }
         if let Some(p) = &o.port {

@@ -371,6 +371,17 @@ pub fn read_into(path: &Path, model: &mut Model, report: &mut Report) -> Result<
             report_nested_unknown(n, report);
         }
     }
+    // A vrrp_script that no instance tracks is not in the output.
+    for n in nodes.iter().filter(|n| n.key == "vrrp_script") {
+        let name = token(n.arg(0).unwrap_or("script"));
+        let tracked = model
+            .instances
+            .iter()
+            .any(|i| i.scripts.iter().any(|s| s.name == name));
+        if !tracked {
+            report.demote(&n.locs(), "no vrrp_instance tracks this script");
+        }
+    }
     Ok(())
 }
 
@@ -476,6 +487,15 @@ fn script(n: &Node, report: &mut Report) -> Script {
     };
     // keepalived's default interval: 1 s (halb's is 2 s).
     set(&mut s.keys, "interval_ms", at("1000".into(), &n.loc));
+    let ended = |s: &mut Script| {
+        // keepalived's default timeout is the interval; halb's must be below it.
+        if s.timeout_ms.is_none() {
+            let t = s.interval_ms.saturating_sub(1).max(1);
+            s.timeout_ms = Some(t);
+            let loc = s.loc.clone().unwrap_or_default();
+            set(&mut s.keys, "timeout_ms", at(t.to_string(), &loc));
+        }
+    };
     for c in n.children() {
         match c.key.as_str() {
             "script" => {
@@ -542,6 +562,7 @@ fn script(n: &Node, report: &mut Report) -> Script {
             _ => report.skipped(&c.loc, &c.text(), "a vrrp_script setting halb lacks"),
         }
     }
+    ended(&mut s);
     s
 }
 

@@ -386,12 +386,26 @@ pub fn import(
         haproxy::read_into(p, &mut model, &mut report)?;
     }
     report.close();
-    let config = emit::emit(&mut model, &mut report, keepalived_conf, haproxy_cfg);
-    report.apply_demotions();
-    if let Err(e) = crate::config::parse(Path::new("imported.toml"), &config) {
-        return Err(ImportError::Invalid(e.to_string(), config));
+    let mut config = emit::emit(&mut model, &mut report, keepalived_conf, haproxy_cfg);
+    // What emit did not foresee, halb's own validation finds: each refused
+    // line (or table) is commented out and reported, until the file passes.
+    for _ in 0..64 {
+        let Err(e) = crate::config::parse(Path::new("imported.toml"), &config) else {
+            report.apply_demotions();
+            return Ok(Imported { config, report });
+        };
+        match emit::refuse(&config, &e, &mut report) {
+            Some(next) => config = next,
+            None => break,
+        }
     }
-    Ok(Imported { config, report })
+    match crate::config::parse(Path::new("imported.toml"), &config) {
+        Ok(_) => {
+            report.apply_demotions();
+            Ok(Imported { config, report })
+        }
+        Err(e) => Err(ImportError::Invalid(e.to_string(), config)),
+    }
 }
 
 /// A name halb accepts (1-64 of A-Z a-z 0-9 . _ -), made from `raw`.
@@ -411,6 +425,15 @@ pub fn token(raw: &str) -> String {
         s.push('x');
     }
     s
+}
+
+/// `base` with suffix `-n`, cut so that the whole stays a valid name (the
+/// suffix always survives, so numbered names differ).
+pub fn numbered(base: &str, n: usize) -> String {
+    let suffix = format!("-{n}");
+    let keep = 64usize.saturating_sub(suffix.len());
+    let head: String = token(base).chars().take(keep).collect();
+    format!("{head}{suffix}")
 }
 
 /// halb's largest weight.

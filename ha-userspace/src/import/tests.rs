@@ -393,3 +393,52 @@ fn haproxy_listeners_and_checks_carry_over() {
         assert!(r.contains(want), "report lacks {want:?}:\n{r}");
     }
 }
+
+#[test]
+fn long_names_out_of_range_values_and_unservable_instances_never_break_it() {
+    let long = "kubernetes-control-plane-apiserver-production-external-eu1-abcdefgh";
+    let ha = format!(
+        "defaults\n mode tcp\n default-server check\nfrontend {long}\n bind 10.10.0.1:6443\n \
+         bind 10.10.0.2:6443\n default_backend be\nfrontend {long}\n bind 10.10.0.5:6443\n \
+         default_backend be\nfrontend internal\n bind 10.10.0.3:80\n default_backend be2\n\
+         backend be\n server s1 10.10.0.11:6443\n server chain 10.10.0.3:80\n\
+         backend be2\n server s2 10.10.0.12:80 inter 2h\n"
+    );
+    let i = import_text(None, Some(&ha));
+    let c = parsed(&i);
+    let names: std::collections::BTreeSet<&str> = c
+        .vips
+        .iter()
+        .map(|v| v.get_ref().name.get_ref().as_str())
+        .collect();
+    assert_eq!(names.len(), c.vips.len(), "unique names: {names:?}");
+    assert_eq!(c.vips.len(), 4);
+    assert!(
+        c.vips
+            .iter()
+            .all(|v| v.get_ref().health.kind == HealthKind::Tcp),
+        "default-server check"
+    );
+    assert!(
+        i.report.to_string().contains("halb refused it"),
+        "{}",
+        i.report
+    );
+
+    let ka = "vrrp_script chk {\n script \"/bin/true\"\n interval 4000\n}\n\
+              vrrp_instance VI_INTERNAL {\n interface eth1\n virtual_router_id 10\n \
+              virtual_ipaddress {\n  192.168.1.1\n }\n}\n\
+              vrrp_instance VI_WEB {\n interface eth0\n virtual_router_id 11\n track_script {\n  chk\n }\n \
+              virtual_ipaddress {\n  10.4.0.100\n }\n}\n\
+              virtual_server 10.4.0.100 80 {\n delay_loop 7200\n lb_kind DR\n \
+              real_server 10.4.0.21 80 {\n }\n}\n";
+    let i = import_text(Some(ka), None);
+    let c = parsed(&i);
+    assert_eq!(
+        c.node.interface.get_ref(),
+        "eth0",
+        "the interface of the instance that is kept"
+    );
+    assert_eq!(c.vrrp_instances.len(), 1, "{}", i.config);
+    assert_eq!(c.vips.len(), 1);
+}
