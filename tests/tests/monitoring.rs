@@ -119,20 +119,23 @@ fn families_of(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The /metrics text of lab node lb1's agent (its API on loopback);
+/// empty while it does not answer.
+fn metrics_of(lab: &Lab) -> String {
+    lab.in_ns("lb1", || {
+        Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+            .get("/metrics")
+            .map(|a| a.body)
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
 /// /metrics of a BGP node whose session to the router is up and which
 /// announces its VIP.
 fn bgp_metrics() -> String {
     let mut s = halb_lab::scaleout::ScaleOut::new("monb", 1, 2).expect("scale-out lab");
     s.start_all().expect("the node announces");
-    let get = |lab: &Lab| -> String {
-        lab.in_ns("lb1", || {
-            Client::new("127.0.0.1:8480".parse().expect("addr"), None)
-                .get("/metrics")
-                .map(|a| a.body)
-                .unwrap_or_default()
-        })
-        .unwrap_or_default()
-    };
     let mut text = String::new();
     s.lab
         .wait_for(
@@ -140,7 +143,7 @@ fn bgp_metrics() -> String {
             Duration::from_secs(30),
             Duration::from_millis(100),
             || {
-                text = get(&s.lab);
+                text = metrics_of(&s.lab);
                 text.lines()
                     .any(|l| l.starts_with("halb_bgp_session_up{") && l.ends_with(" 1"))
             },
@@ -157,15 +160,7 @@ fn live_metrics_pass_promtool_and_serve_every_queried_metric() {
         .expect("start")
         .wait_log("starting VRRP", Duration::from_secs(20))
         .expect("VRRP starts");
-    let metrics = || -> String {
-        lab.in_ns("lb1", || {
-            Client::new("127.0.0.1:8480".parse().expect("addr"), None)
-                .get("/metrics")
-                .map(|a| a.body)
-                .unwrap_or_default()
-        })
-        .unwrap_or_default()
-    };
+    let metrics = || metrics_of(&lab);
     // A master alone, with traffic counted.
     lab.wait_for(
         "a master with counted traffic in /metrics",
