@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use ha_common::{affinity_ports, flow_hash, ring_slot, VipKey};
+use ha_common::{ring_hash, ring_slot, VipKey};
 
 use super::maps::FlowView;
 use super::writer::RingView;
@@ -49,9 +49,10 @@ pub fn walk(
             c.0 += 1;
             c.1 += live as u64;
             if let Some(r) = rings.get(service).filter(|r| live && !r.table.is_empty()) {
+                // The walk's hash is the flow hash; affinity places by another.
                 let placed = if r.source_hash {
                     let k = e.key(service);
-                    flow_hash(seed, k.saddr, k.daddr, affinity_ports(k.ports), k.proto)
+                    ring_hash(seed, k.saddr, k.daddr, k.ports, k.proto, true)
                 } else {
                     hash
                 };

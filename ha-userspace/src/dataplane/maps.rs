@@ -565,8 +565,9 @@ impl Maps {
         }
         let ring = self.ring(ha_common::ring_index(info.id, info.ring_slot))?;
         let source = info.flags & ha_common::VIP_F_SOURCE_HASH != 0;
-        let k = key;
-        let hash = ha_common::ring_hash(self.seed, k.saddr, k.daddr, k.ports, k.proto, source);
+        let hash = ha_common::ring_hash(
+            self.seed, key.saddr, key.daddr, key.ports, key.proto, source,
+        );
         let slot = ha_common::ring_slot(hash, info.ring_size) as usize;
         let usable = |id: u16| -> Result<bool, Error> {
             let b = self.backend(id as u32)?;

@@ -178,10 +178,6 @@ pub struct Writer<S: Store> {
     free_vips: VecDeque<u32>,
     filter: Box<VipFilter>,
     markers: HashSet<u32>,
-    /// [`Writer::previous_backends`] as of the last ring write (a superset
-    /// after VIP removals), so that taking thousands of ids in one update
-    /// scans the marks once, not once per id.
-    previous_ids: Option<HashSet<u32>>,
 }
 
 /// What the writer knows of the maps, re-read from them on adoption and
@@ -275,7 +271,6 @@ impl<S: Store> Writer<S> {
             free_vips: l.free_vips,
             filter: l.filter,
             markers: l.markers,
-            previous_ids: None,
         })
     }
 
@@ -290,7 +285,6 @@ impl<S: Store> Writer<S> {
         self.free_vips = l.free_vips;
         self.filter = l.filter;
         self.markers = l.markers;
-        self.previous_ids = None;
         Ok(())
     }
 
@@ -423,9 +417,7 @@ impl<S: Store> Writer<S> {
     /// them as its previous backend, before the ids go to other backends:
     /// one ring write per VIP concerned, however many ids.
     fn scrub_previous(&mut self, ids: &HashSet<u32>, report: &mut Report) -> Result<(), Error> {
-        let vips = &self.vips;
-        let named = self.previous_ids.get_or_insert_with(|| previous_ids(vips));
-        if ids.is_disjoint(named) {
+        if ids.is_empty() || ids.is_disjoint(&previous_ids(&self.vips)) {
             return Ok(());
         }
         let hit = |c: &Changed| c.previous != NO_BACKEND && ids.contains(&(c.previous as u32));
@@ -474,7 +466,6 @@ impl<S: Store> Writer<S> {
             None => 0,
         };
         let ring = ring_of(&table, &changed);
-        self.previous_ids = None;
         self.store.set_ring(ring_index(vip_id, slot), &ring)?;
         let info = VipInfo {
             id: vip_id,

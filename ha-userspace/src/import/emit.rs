@@ -172,10 +172,10 @@ pub fn emit(
     );
 
     // Every backend line read, to demote those of services left out.
-    let all_backends: Vec<(super::Loc, std::net::Ipv4Addr)> = model
+    let all_backends: Vec<super::Loc> = model
         .vips
         .iter()
-        .flat_map(|v| v.backends.iter().map(|b| (b.loc.clone(), b.address)))
+        .flat_map(|v| v.backends.iter().map(|b| b.loc.clone()))
         .collect();
 
     // Services first: which stay.
@@ -596,14 +596,13 @@ pub fn emit(
             let _ = writeln!(out, "  {c}weight = {}", b.weight);
         }
     }
-    let emitted: HashSet<(super::Loc, std::net::Ipv4Addr)> = vips
+    let emitted: HashSet<&super::Loc> = vips
         .iter()
-        .flat_map(|v| v.backends.iter().map(|b| (b.loc.clone(), b.address)))
+        .flat_map(|v| v.backends.iter().map(|b| &b.loc))
         .collect();
     let gone: Vec<super::Loc> = all_backends
         .into_iter()
-        .filter(|b| !emitted.iter().any(|e| e.0 == b.0))
-        .map(|b| b.0)
+        .filter(|b| !emitted.contains(b))
         .collect();
     report.demote(&gone, "its service is left out");
     out

@@ -327,11 +327,11 @@ fn bad(report: &mut Report, n: &Node, what: &str) {
 /// Reads `path` (and what it includes) into `model`.
 pub fn read_into(path: &Path, model: &mut Model, report: &mut Report) -> Result<(), ImportError> {
     let nodes = load(path, 0, report)?;
-    let mut scripts: Vec<(Script, Option<i64>)> = Vec::new();
+    let mut scripts: Vec<Script> = Vec::new();
     // Scripts first: instances may name them before their definition.
     for n in &nodes {
         if n.key == "vrrp_script" {
-            scripts.push((script(n, report), None));
+            scripts.push(script(n, report));
         }
     }
     for n in &nodes {
@@ -367,9 +367,6 @@ pub fn read_into(path: &Path, model: &mut Model, report: &mut Report) -> Result<
             ),
             _ => report.skipped(&n.loc, &n.text(), "unknown top-level keyword"),
         }
-        if n.key != "vrrp_script" {
-            report_nested_unknown(n, report);
-        }
     }
     // A vrrp_script that no instance tracks is not in the output.
     for n in nodes.iter().filter(|n| n.key == "vrrp_script") {
@@ -384,9 +381,6 @@ pub fn read_into(path: &Path, model: &mut Model, report: &mut Report) -> Result<
     }
     Ok(())
 }
-
-/// Unaccounted lines in blocks are caught by [`Report::close`]; nothing to do here.
-fn report_nested_unknown(_n: &Node, _report: &mut Report) {}
 
 fn global_defs(n: &Node, model: &mut Model, report: &mut Report) {
     report.ok(&n.loc, "global_defs", "read");
@@ -573,12 +567,7 @@ fn list_items(n: &Node) -> Vec<(String, Loc, Vec<String>)> {
         .collect()
 }
 
-fn instance(
-    n: &Node,
-    scripts: &[(Script, Option<i64>)],
-    model: &mut Model,
-    report: &mut Report,
-) -> Instance {
+fn instance(n: &Node, scripts: &[Script], model: &mut Model, report: &mut Report) -> Instance {
     let name = token(n.arg(0).unwrap_or("VI"));
     report.ok(&n.loc, &n.text(), format!("[[vrrp_instance]] {name:?}"));
     let mut inst = Instance {
@@ -779,8 +768,8 @@ fn instance(
                 report.ok(&c.loc, &text, "track_script");
                 for (sname, loc, opts) in list_items(c) {
                     let wanted = token(&sname);
-                    match scripts.iter().find(|(s, _)| s.name == wanted) {
-                        Some((s, _)) => {
+                    match scripts.iter().find(|s| s.name == wanted) {
+                        Some(s) => {
                             let mut s = s.clone();
                             if opts.first().map(String::as_str) == Some("weight") {
                                 if let Some(w) = opts.get(1).and_then(|w| w.parse::<i32>().ok()) {

@@ -141,29 +141,34 @@ impl Report {
             .insert(loc.line, text.trim().to_string());
     }
 
+    /// Lines with content that no entry accounts for.
+    fn unreported(&self) -> Vec<(Loc, String)> {
+        let covered: BTreeSet<(&str, usize)> = self
+            .entries
+            .iter()
+            .map(|e| (e.loc.file.as_str(), e.loc.line))
+            .collect();
+        self.lines
+            .iter()
+            .flat_map(|(file, lines)| {
+                lines
+                    .iter()
+                    .filter(|(line, _)| !covered.contains(&(file.as_str(), **line)))
+                    .map(|(line, text)| {
+                        let loc = Loc {
+                            file: file.clone(),
+                            line: *line,
+                        };
+                        (loc, text.clone())
+                    })
+            })
+            .collect()
+    }
+
     /// Reports every line with content that no entry accounts for, so
     /// that nothing is dropped without a word.
     fn close(&mut self) {
-        let covered: BTreeSet<(String, usize)> = self
-            .entries
-            .iter()
-            .map(|e| (e.loc.file.clone(), e.loc.line))
-            .collect();
-        let mut missing = Vec::new();
-        for (file, lines) in &self.lines {
-            for (line, text) in lines {
-                if !covered.contains(&(file.clone(), *line)) {
-                    missing.push((
-                        Loc {
-                            file: file.clone(),
-                            line: *line,
-                        },
-                        text.clone(),
-                    ));
-                }
-            }
-        }
-        for (loc, text) in missing {
+        for (loc, text) in self.unreported() {
             self.skipped(&loc, &text, "not understood by halb import");
         }
     }
@@ -175,14 +180,7 @@ impl Report {
 
     /// Whether every line with content has an entry.
     pub fn accounts_for_every_line(&self) -> bool {
-        let covered: BTreeSet<(&str, usize)> = self
-            .entries
-            .iter()
-            .map(|e| (e.loc.file.as_str(), e.loc.line))
-            .collect();
-        self.lines
-            .iter()
-            .all(|(f, ls)| ls.keys().all(|l| covered.contains(&(f.as_str(), *l))))
+        self.unreported().is_empty()
     }
 }
 
@@ -390,22 +388,20 @@ pub fn import(
     // What emit did not foresee, halb's own validation finds: each refused
     // line (or table) is commented out and reported, until the file passes.
     for _ in 0..64 {
-        let Err(e) = crate::config::parse(Path::new("imported.toml"), &config) else {
-            report.apply_demotions();
-            return Ok(Imported { config, report });
+        let e = match crate::config::parse(Path::new("imported.toml"), &config) {
+            Ok(_) => {
+                report.apply_demotions();
+                return Ok(Imported { config, report });
+            }
+            Err(e) => e,
         };
         match emit::refuse(&config, &e, &mut report) {
             Some(next) => config = next,
-            None => break,
+            None => return Err(ImportError::Invalid(e.to_string(), config)),
         }
     }
-    match crate::config::parse(Path::new("imported.toml"), &config) {
-        Ok(_) => {
-            report.apply_demotions();
-            Ok(Imported { config, report })
-        }
-        Err(e) => Err(ImportError::Invalid(e.to_string(), config)),
-    }
+    let why = "still refused after 64 lines were left out".to_string();
+    Err(ImportError::Invalid(why, config))
 }
 
 /// A name halb accepts (1-64 of A-Z a-z 0-9 . _ -), made from `raw`.
