@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -37,8 +37,10 @@ pub const VIP_FILTER_BITS: u32 = 4096;
 
 /// Map names, shared so that userspace opens exactly what the program declares.
 pub mod maps {
-    /// `HASH` [`crate::VipKey`] → [`crate::VipInfo`] (services and address markers).
+    /// `HASH` [`crate::VipKey`] → [`crate::VipInfo`] (IPv4 services and address markers).
     pub const VIPS: &str = "HALB_VIPS";
+    /// `HASH` [`crate::VipKey6`] → [`crate::VipInfo`] (IPv6 services and address markers).
+    pub const VIPS6: &str = "HALB_VIPS6";
     /// `ARRAY` of one [`crate::VipFilter`]: VIP addresses, checked before any hash lookup.
     pub const VIP_FILTER: &str = "HALB_VIP_FILTER";
     /// `ARRAY` [`crate::RingId`] → [`crate::Ring`]: two Maglev rings per VIP.
@@ -59,8 +61,9 @@ pub mod maps {
     /// services in `VIPS`.
     pub const SERVICES: &str = "HALB_SERVICES";
     /// Every map that is pinned (all of them).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         VIPS,
+        VIPS6,
         VIP_FILTER,
         RINGS,
         BACKENDS,
@@ -78,20 +81,104 @@ pub const IPPROTO_TCP: u8 = 6;
 /// See [`IPPROTO_TCP`].
 pub const IPPROTO_UDP: u8 = 17;
 
-/// Key of the VIP map. A service key has a port and protocol; an address
-/// marker (`port == 0 && proto == 0`) records that `addr` is a VIP address at
+/// Key of the IPv4 VIP map, and the program's 32-bit identity of any
+/// service. A service key has a port and protocol; an address marker
+/// (`port == 0 && proto == 0`) records that `addr` is a VIP address at
 /// all, so fragments and malformed packets to it are recognised exactly.
+///
+/// An IPv6 service is looked up in its own map by its whole address
+/// ([`VipKey6`]); from then on the program knows it by
+/// [`VipKey6::identity`]: `addr` is the [`addr6_digest`] of its address
+/// and `family` is [`FAMILY_IPV6`]. Backends ([`BackendInfo::vip`]), flow
+/// entries and the flow hash all work on that identity, so one pipeline,
+/// one flow table and one set of rings serve both families.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct VipKey {
-    /// IPv4 address, raw (wire order).
+    /// IPv4 address, raw (wire order); for IPv6 the address digest.
     pub addr: u32,
     /// Port, raw (wire order).
     pub port: u16,
     /// IP protocol.
     pub proto: u8,
-    /// Always zero (the key is hashed as bytes).
+    /// [`FAMILY_IPV4`] (0: every key of the IPv4 map, which hashes keys as
+    /// bytes) or [`FAMILY_IPV6`].
+    pub family: u8,
+}
+
+/// [`VipKey::family`] of IPv4 services.
+pub const FAMILY_IPV4: u8 = 0;
+/// [`VipKey::family`] of IPv6 services.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Key of the IPv6 VIP map: the whole address, port and protocol. An
+/// address marker has port and protocol 0, as in [`VipKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct VipKey6 {
+    /// IPv6 address, raw (the four 32-bit words as they sit on the wire).
+    pub addr: [u32; 4],
+    /// Port, raw (wire order).
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Zero (the key is hashed as bytes).
     pub pad: u8,
+}
+
+impl VipKey6 {
+    /// Service key from host-order values.
+    pub const fn new(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        Self {
+            addr: addr6_words(addr),
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+    }
+
+    /// Address-marker key for `addr`.
+    pub const fn address(addr: [u8; 16]) -> Self {
+        Self::new(addr, 0, 0)
+    }
+
+    /// The program's identity of this service (see [`VipKey`]).
+    pub const fn identity(&self) -> VipKey {
+        VipKey {
+            addr: addr6_digest(0, self.addr),
+            port: self.port,
+            proto: self.proto,
+            family: FAMILY_IPV6,
+        }
+    }
+}
+
+/// An IPv6 address (octets) as the four raw words the program loads.
+pub const fn addr6_words(a: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The 32-bit digest through which an IPv6 address enters the flow hash
+/// and the flow table. A source address is digested with the flow hash
+/// seed (outsiders cannot choose sources that collide); a VIP address
+/// with key 0 (the agent refuses two IPv6 VIP addresses with one digest).
+/// Two live flows whose sources share a digest and whose ports, VIP and
+/// protocol match are one flow to the table: about one pair in 2^32.
+#[inline(always)]
+pub const fn addr6_digest(key: u32, a: [u32; 4]) -> u32 {
+    mix32(mix32(mix32(mix32(a[0] ^ key ^ 0x2545_f491) ^ a[1]) ^ a[2]) ^ a[3])
+}
+
+/// Pre-filter bit of an IPv6 address (raw words): [`vip_filter_bit`] of
+/// their exclusive or, so a non-VIP packet costs no digest.
+#[inline(always)]
+pub const fn vip_filter_bit6(a: [u32; 4]) -> u32 {
+    vip_filter_bit(a[0] ^ a[1] ^ a[2] ^ a[3])
 }
 
 impl VipKey {
@@ -101,7 +188,7 @@ impl VipKey {
             addr: u32::from_ne_bytes(addr),
             port: port.to_be(),
             proto,
-            pad: 0,
+            family: FAMILY_IPV4,
         }
     }
 
@@ -112,7 +199,8 @@ impl VipKey {
 }
 
 impl VipKey {
-    /// The key as one integer (how the service cache compares it).
+    /// The key as one integer (how the service cache compares it; only
+    /// IPv4 services are cached).
     pub const fn raw(&self) -> u64 {
         self.addr as u64 | (self.port as u64) << 32 | (self.proto as u64) << 48
     }
@@ -307,15 +395,18 @@ pub struct BackendInfo {
     pub mac: [u8; 6],
     /// `BACKEND_F_*` flags.
     pub flags: u16,
-    /// Backend IPv4 address, raw (informational for the program).
-    pub addr: u32,
     /// VIP id this backend serves (selects nothing in the program; kept for tools).
     pub vip_id: u32,
-    /// The VIP service this backend serves. A flow-table entry naming this
-    /// backend is trusted only for packets of exactly this service, so an id
-    /// that a removed VIP or backend released and a new one reuses never
-    /// carries the old flows to the new service.
+    /// The VIP service this backend serves (its identity, see [`VipKey`]).
+    /// A flow-table entry naming this backend is trusted only for packets
+    /// of exactly this service, so an id that a removed VIP or backend
+    /// released and a new one reuses never carries the old flows to the new
+    /// service.
     pub vip: VipKey,
+    /// Backend address, octets (an IPv4 address in its first 4 bytes, the
+    /// rest zero, when `vip.family` is IPv4). Informational for the
+    /// program; the agent learns its backends back from it.
+    pub addr: [u8; 16],
 }
 
 /// Key of the flow table: the 5-tuple, raw. Four 4-byte words, so the
@@ -344,6 +435,17 @@ pub const fn ports_raw(sport: u16, dport: u16) -> u32 {
 }
 
 impl FlowKey {
+    /// The key of an IPv6 flow as the program sees it: the source digested
+    /// with the flow hash `seed`, the VIP by its identity's digest.
+    pub const fn ipv6(seed: u32, saddr: [u8; 16], daddr: [u8; 16], ports: u32, proto: u8) -> Self {
+        FlowKey {
+            saddr: addr6_digest(seed, addr6_words(saddr)),
+            daddr: addr6_digest(0, addr6_words(daddr)),
+            ports,
+            proto: proto as u32,
+        }
+    }
+
     /// Source port, host order.
     pub const fn sport(&self) -> u16 {
         let b = self.ports.to_ne_bytes();
@@ -604,20 +706,21 @@ pub enum Stat {
     /// A TCP SYN: forwarded to the ring's backend (and recorded when its
     /// slot has changed).
     TxNewFlow = 1,
-    /// Not IPv4 (ARP, IPv6, LLDP, ...): passed.
-    PassNotIpv4 = 2,
-    /// IPv4 not addressed to a VIP service: passed.
+    /// Neither IPv4 nor IPv6 (ARP, LLDP, VLAN-tagged, ...): passed.
+    PassNotIp = 2,
+    /// IP not addressed to a VIP service: passed.
     PassNotVip = 3,
     /// To a VIP address but neither TCP nor UDP (ICMP, ...): passed.
     PassVipOtherProto = 4,
-    /// Too short for Ethernet or IPv4, destination unknown: passed to the kernel, which drops it.
+    /// Too short for Ethernet or the fixed IP header, destination unknown:
+    /// passed to the kernel, which drops it.
     PassTruncated = 5,
     /// To a VIP service but sent to another node's MAC (flooded unknown
     /// unicast): passed, and the kernel drops it as not for this host.
     PassOtherHost = 10,
     /// Fragment (first or later) to a VIP address: dropped (no ports to balance on).
     DropFragment = 6,
-    /// Malformed IPv4/TCP/UDP header to a VIP address: dropped.
+    /// Malformed IP/TCP/UDP header to a VIP address: dropped.
     DropMalformed = 7,
     /// VIP service without a usable backend: dropped.
     DropNoBackend = 8,
@@ -630,10 +733,18 @@ pub enum Stat {
     /// the change, so it went to the slot's previous backend (or, when that
     /// one is unusable, the current one), and was recorded.
     TxFlowMiss = 12,
+    /// IPv6 to a VIP address whose extension headers the program does not
+    /// walk through (more than [`IPV6_EXT_WALK`] of them, or a routing
+    /// header with segments left): dropped, never balanced on a guess.
+    DropExtHeaders = 13,
 }
 
 /// Number of [`Stat`] entries (size of the stats map).
-pub const STAT_COUNT: u32 = 13;
+pub const STAT_COUNT: u32 = 14;
+
+/// IPv6 extension headers (hop-by-hop, routing with no segments left,
+/// destination options) the program walks before the TCP or UDP header.
+pub const IPV6_EXT_WALK: usize = 4;
 
 /// The XDP action a [`Stat`] belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -653,7 +764,7 @@ impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
         Stat::TxFlowHit,
         Stat::TxNewFlow,
-        Stat::PassNotIpv4,
+        Stat::PassNotIp,
         Stat::PassNotVip,
         Stat::PassVipOtherProto,
         Stat::PassTruncated,
@@ -664,18 +775,22 @@ impl Stat {
         Stat::PassOtherHost,
         Stat::TxRing,
         Stat::TxFlowMiss,
+        Stat::DropExtHeaders,
     ];
 
     /// Action taken for packets counted here.
     pub const fn action(self) -> Action {
         match self {
             Stat::TxFlowHit | Stat::TxNewFlow | Stat::TxRing | Stat::TxFlowMiss => Action::Tx,
-            Stat::PassNotIpv4
+            Stat::PassNotIp
             | Stat::PassNotVip
             | Stat::PassVipOtherProto
             | Stat::PassTruncated
             | Stat::PassOtherHost => Action::Pass,
-            Stat::DropFragment | Stat::DropMalformed | Stat::DropNoBackend => Action::Drop,
+            Stat::DropFragment
+            | Stat::DropMalformed
+            | Stat::DropNoBackend
+            | Stat::DropExtHeaders => Action::Drop,
             Stat::Aborted => Action::Aborted,
         }
     }
@@ -685,7 +800,7 @@ impl Stat {
         match self {
             Stat::TxFlowHit => "tx_flow_hit",
             Stat::TxNewFlow => "tx_new_flow",
-            Stat::PassNotIpv4 => "pass_not_ipv4",
+            Stat::PassNotIp => "pass_not_ip",
             Stat::PassNotVip => "pass_not_vip",
             Stat::PassVipOtherProto => "pass_vip_other_proto",
             Stat::PassTruncated => "pass_truncated",
@@ -696,6 +811,7 @@ impl Stat {
             Stat::Aborted => "aborted",
             Stat::TxRing => "tx_ring",
             Stat::TxFlowMiss => "tx_flow_miss",
+            Stat::DropExtHeaders => "drop_ext_headers",
         }
     }
 }
@@ -838,6 +954,7 @@ mod pod {
     // SAFETY (all): plain `#[repr(C)]` structs of integers with explicit padding
     // fields, valid for any bit pattern.
     unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipKey6 {}
     unsafe impl aya::Pod for super::VipInfo {}
     unsafe impl aya::Pod for super::Ring {}
     unsafe impl aya::Pod for super::BackendInfo {}
@@ -862,7 +979,8 @@ mod tests {
         use core::mem::size_of;
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 16);
-        assert_eq!(size_of::<BackendInfo>(), 24);
+        assert_eq!(size_of::<VipKey6>(), 20);
+        assert_eq!(size_of::<BackendInfo>(), 36);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<FlowSet>(), 64, "a set is one cache line");
@@ -923,7 +1041,7 @@ mod tests {
             addr: 7,
             port: 80,
             proto: 6,
-            pad: 0,
+            family: FAMILY_IPV4,
         }
         .raw();
         for flags in [0, VIP_F_SOURCE_HASH] {
@@ -1034,6 +1152,27 @@ mod tests {
         assert_eq!(service_info(a.raw(), 0), None, "an empty slot");
         assert!(service_index(a.raw()) < SERVICE_SLOTS);
         assert_ne!(a.raw(), b.raw());
+    }
+
+    #[test]
+    fn ipv6_identities_differ_by_address_port_and_protocol() {
+        let a = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let mut b = a;
+        b[15] = 1;
+        let ka = VipKey6::new(a, 80, IPPROTO_TCP);
+        assert_eq!(ka.identity().family, FAMILY_IPV6);
+        assert_ne!(ka.identity(), VipKey6::new(b, 80, IPPROTO_TCP).identity());
+        assert_ne!(ka.identity(), VipKey6::new(a, 81, IPPROTO_TCP).identity());
+        assert_ne!(ka.identity(), VipKey6::new(a, 80, IPPROTO_UDP).identity());
+        assert_eq!(ka.addr[0].to_ne_bytes(), [0xfd, 0x77, 0, 0]);
+        // Structured addresses (words swapped) do not collide, and the
+        // source digest depends on the seed.
+        let w = addr6_words(a);
+        assert_ne!(
+            addr6_digest(0, w),
+            addr6_digest(0, [w[0], w[1], w[3], w[2]])
+        );
+        assert_ne!(addr6_digest(1, w), addr6_digest(2, w));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn usable_backend(id: u32, vip: &VipKey) -> Option<&'static BackendInfo> {
         && b.vip.addr == vip.addr
         && b.vip.port == vip.port
         && b.vip.proto == vip.proto
+        && b.vip.family == vip.family
     {
         Some(b)
     } else {

@@ -1,4 +1,4 @@
-//! The halb XDP program: parse → VIP filter → VIP lookup → Maglev ring →
+//! The halb XDP program: parse (IPv4 or IPv6) → VIP filter → VIP lookup → Maglev ring →
 //! (changed slots only) flow table → MAC rewrite → `XDP_TX`. The pieces live beside it, split
 //! by concern as Katran splits its balancer: `parse` (headers and bounds),
 //! `maps` (map definitions), `flow` (the flow table) and `forward` (the DSR
@@ -8,14 +8,17 @@
 //!
 //! | frame | action | stat |
 //! |---|---|---|
-//! | shorter than Ethernet, or IPv4 header cut short | `XDP_PASS` (kernel drops it) | `PassTruncated` |
-//! | not IPv4 (ARP, IPv6, VLAN-tagged, ...) | `XDP_PASS` | `PassNotIpv4` |
-//! | IPv4 to an address that is no VIP | `XDP_PASS` | `PassNotVip` |
-//! | VIP address, not TCP/UDP (ICMP, ...) | `XDP_PASS` | `PassVipOtherProto` |
+//! | shorter than Ethernet, or the fixed IPv4/IPv6 header cut short | `XDP_PASS` (kernel drops it) | `PassTruncated` |
+//! | neither IPv4 nor IPv6 (ARP, VLAN-tagged, LLDP, ...) | `XDP_PASS` | `PassNotIp` |
+//! | IP to an address that is no VIP (ICMPv6 ND and RA, VRRP to its group, ...) | `XDP_PASS` | `PassNotVip` |
+//! | VIP address, not TCP/UDP (ICMP, ICMPv6, ESP, ...) | `XDP_PASS` | `PassVipOtherProto` |
 //! | VIP address, TCP/UDP port that is no VIP service | `XDP_PASS` | `PassNotVip` |
 //! | VIP address, TCP/UDP, destination MAC not this interface's | `XDP_PASS` | `PassOtherHost` |
 //! | VIP address, any IP fragment (MF set or offset ≠ 0) | `XDP_DROP` | `DropFragment` |
+//! | IPv6 VIP address, a fragment header (after the walked extension headers) | `XDP_DROP` | `DropFragment` |
+//! | IPv6 VIP address, more than 4 hop-by-hop/routing/destination-options headers, or a routing header with segments left | `XDP_DROP` | `DropExtHeaders` |
 //! | VIP address, version ≠ 4, IHL < 5, total length < IHL or beyond the frame | `XDP_DROP` | `DropMalformed` |
+//! | IPv6 VIP address, version ≠ 6, payload length 0 (jumbogram) or beyond the frame, an extension header cut short or beyond the payload | `XDP_DROP` | `DropMalformed` |
 //! | VIP address, TCP/UDP, total length < IHL + L4 header, or L4 header cut short | `XDP_DROP` | `DropMalformed` |
 //! | VIP service, no usable backend | `XDP_DROP` | `DropNoBackend` |
 //! | VIP service, TCP SYN | `XDP_TX` to the ring's backend (recorded if the slot changed) | `TxNewFlow` |
@@ -24,8 +27,15 @@
 //! | VIP service, changed slot, flow not recorded | `XDP_TX` to the slot's previous backend (current if that one is unusable), recorded | `TxFlowMiss` |
 //!
 //! IP options are legal: the L4 header is found after them and the frame is
-//! forwarded like any other (DSR rewrites only MAC addresses). Ethernet
-//! padding after the IP packet is legal too.
+//! forwarded like any other (DSR rewrites only MAC addresses). So are up to
+//! four IPv6 hop-by-hop, routing (no segments left) and destination-options
+//! headers, forwarded unchanged. Ethernet padding after the IP packet is
+//! legal too.
+//!
+//! An IPv6 service is found by its whole address in `VIPS6`; from there the
+//! packet takes the IPv4 pipeline on 32-bit values: the service's identity
+//! (`ha_common::VipKey`, with its address digest) and the source address's
+//! seeded digest.
 //!
 //! The non-VIP path costs one inlined array read (the address bitmap), no
 //! hash lookup; the exact address check (a hash lookup) is only done for
@@ -51,14 +61,15 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext,
 };
 use ha_common::{
-    affinity_ports, flow_time, hash_head, hash_tail, ring_index, service_index, service_info,
-    vip_filter_bit, Stat, VipKey, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    addr6_digest, affinity_ports, flow_time, hash_head, hash_tail, ring_index, service_index,
+    service_info, vip_filter_bit, vip_filter_bit6, Meta, Stat, VipInfo, VipKey, VipKey6,
+    FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
     VIP_F_SOURCE_HASH,
 };
 
 use forward::{forward, usable_backend};
-use maps::{FLOWS, FLOW_SETS, META, RINGS, SERVICES, STATS, VIPS, VIP_FILTER};
-use parse::{load, Bad, Head, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use maps::{FLOWS, FLOW_SETS, META, RINGS, SERVICES, STATS, VIPS, VIPS6, VIP_FILTER};
+use parse::{load, Bad, Head, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[xdp]
 pub fn halb_xdp(ctx: XdpContext) -> u32 {
@@ -81,75 +92,100 @@ fn pass(stat: Stat) -> (Stat, u32) {
     (stat, xdp_action::XDP_PASS)
 }
 
-/// Exact check that `daddr` is a VIP address (its address marker exists).
+/// Exact check that `daddr` is an IPv4 VIP address (its address marker exists).
 #[inline(always)]
 fn is_vip_address(daddr: u32) -> bool {
     let key = VipKey {
         addr: daddr,
         port: 0,
         proto: 0,
-        pad: 0,
+        family: FAMILY_IPV4,
     };
     VIPS.get_ptr(&key).is_some()
 }
 
-/// Frames to a VIP address that cannot be balanced are dropped with `stat`;
-/// the same frames to other addresses (a pre-filter false positive) pass.
+/// Exact check that `daddr` is an IPv6 VIP address.
 #[inline(always)]
-fn drop_if_vip_address(daddr: u32, stat: Stat) -> (Stat, u32) {
-    if is_vip_address(daddr) {
-        (stat, xdp_action::XDP_DROP)
-    } else {
-        pass(Stat::PassNotVip)
+fn is_vip_address6(daddr: [u32; 4]) -> bool {
+    let key = VipKey6 {
+        addr: daddr,
+        port: 0,
+        proto: 0,
+        pad: 0,
+    };
+    VIPS6.get_ptr(&key).is_some()
+}
+
+/// What a frame that cannot be balanced gets: to a VIP address, dropped
+/// with the reason (passed for protocols the kernel answers); to another
+/// address (a pre-filter false positive), passed.
+#[inline(always)]
+fn unbalanced(bad: Bad, vip_address: bool) -> (Stat, u32) {
+    if !vip_address {
+        return pass(Stat::PassNotVip);
+    }
+    let stat = match bad {
+        Bad::Malformed => Stat::DropMalformed,
+        Bad::Fragment => Stat::DropFragment,
+        Bad::ExtHeaders => Stat::DropExtHeaders,
+        Bad::OtherProto => return pass(Stat::PassVipOtherProto),
+    };
+    (stat, xdp_action::XDP_DROP)
+}
+
+/// Whether the pre-filter byte `bit` is set (constant-key array lookup:
+/// a direct address after verification).
+#[inline(always)]
+fn filter_hit(bit: u32) -> bool {
+    match VIP_FILTER.get(0) {
+        Some(f) => f.slots[(bit & (VIP_FILTER_BITS - 1)) as usize] != 0,
+        None => false,
+    }
+}
+
+/// Only frames sent to this node: a switch flooding unknown unicast (the
+/// master's port just went away) must not make a backup forward copies.
+#[inline(always)]
+fn sent_to_us(data: usize, meta: &Meta) -> bool {
+    let mac = meta.mac.as_ptr() as usize;
+    // SAFETY: 6 bytes of the destination MAC are inside the checked range;
+    // `mac` points into a map value.
+    unsafe {
+        load::<u32>(data) == load::<u32>(mac) && load::<u16>(data + 4) == load::<u16>(mac + 4)
     }
 }
 
 #[inline(always)]
 fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
-    let (ip, daddr) = match parse::head(data, end) {
-        Head::Truncated => return pass(Stat::PassTruncated),
-        Head::NotIpv4 => return pass(Stat::PassNotIpv4),
-        Head::Ipv4 { ip, daddr } => (ip, daddr),
-    };
-
-    // Cheap pre-filter: one byte per hashed VIP address (constant-key array
-    // lookup: a direct address after verification).
-    match VIP_FILTER.get(0) {
-        Some(f) if f.slots[(vip_filter_bit(daddr) & (VIP_FILTER_BITS - 1)) as usize] != 0 => {}
-        _ => return pass(Stat::PassNotVip),
+    match parse::head(data, end) {
+        Head::Truncated => pass(Stat::PassTruncated),
+        Head::NotIp => pass(Stat::PassNotIp),
+        Head::Ipv4 { ip, daddr } => ipv4(data, end, len, ip, daddr),
+        Head::Ipv6 { ip } => ipv6(data, end, len, ip),
     }
+}
 
+#[inline(always)]
+fn ipv4(data: usize, end: usize, len: u64, ip: usize, daddr: u32) -> (Stat, u32) {
+    // Cheap pre-filter: one byte per hashed VIP address.
+    if !filter_hit(vip_filter_bit(daddr)) {
+        return pass(Stat::PassNotVip);
+    }
     let p = match parse::l4(ip, end) {
         Ok(p) => p,
-        Err(Bad::Malformed) => return drop_if_vip_address(daddr, Stat::DropMalformed),
-        Err(Bad::Fragment) => return drop_if_vip_address(daddr, Stat::DropFragment),
-        Err(Bad::OtherProto) => {
-            return if is_vip_address(daddr) {
-                pass(Stat::PassVipOtherProto)
-            } else {
-                pass(Stat::PassNotVip)
-            }
-        }
+        Err(bad) => return unbalanced(bad, is_vip_address(daddr)),
     };
-    // Only frames sent to this node: a switch flooding unknown unicast (the
-    // master's port just went away) must not make a backup forward copies.
     let Some(meta) = META.get(0) else {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     };
-    let mac = meta.mac.as_ptr() as usize;
-    // SAFETY: 6 bytes of the destination MAC are inside the checked range;
-    // `mac` points into a map value.
-    let same = unsafe {
-        load::<u32>(data) == load::<u32>(mac) && load::<u16>(data + 4) == load::<u16>(mac + 4)
-    };
-    if !same {
+    if !sent_to_us(data, meta) {
         return pass(Stat::PassOtherHost);
     }
     let service = VipKey {
         addr: daddr,
         port: (p.ports >> 16) as u16,
         proto: p.proto,
-        pad: 0,
+        family: FAMILY_IPV4,
     };
     // The service cache first (one array read); the VIP map when it misses.
     let raw = service.raw();
@@ -168,6 +204,64 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
             None => return pass(Stat::PassNotVip),
         },
     };
+    let saddr = parse::saddr4(ip);
+    balance(data, len, meta, &vip, &service, saddr, &p)
+}
+
+/// IPv6: the exact service lookup by the whole address, then the shared
+/// pipeline on the service's identity and the source's digest (see
+/// `ha_common::VipKey`).
+#[inline(always)]
+fn ipv6(data: usize, end: usize, len: u64, ip: usize) -> (Stat, u32) {
+    let daddr = parse::addr6(ip, 24);
+    if !filter_hit(vip_filter_bit6(daddr)) {
+        return pass(Stat::PassNotVip);
+    }
+    let p = match parse::l4_v6(ip, end) {
+        Ok(p) => p,
+        Err(bad) => return unbalanced(bad, is_vip_address6(daddr)),
+    };
+    let Some(meta) = META.get(0) else {
+        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+    };
+    if !sent_to_us(data, meta) {
+        return pass(Stat::PassOtherHost);
+    }
+    let port = (p.ports >> 16) as u16;
+    let key = VipKey6 {
+        addr: daddr,
+        port,
+        proto: p.proto,
+        pad: 0,
+    };
+    let vip = match VIPS6.get_ptr(&key) {
+        // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
+        Some(v) => unsafe { *v },
+        None => return pass(Stat::PassNotVip),
+    };
+    let service = VipKey {
+        addr: addr6_digest(0, daddr),
+        port,
+        proto: p.proto,
+        family: FAMILY_IPV6,
+    };
+    let saddr = addr6_digest(meta.hash_seed, parse::addr6(ip, 8));
+    balance(data, len, meta, &vip, &service, saddr, &p)
+}
+
+/// The balancing decision for a packet of `service` (its identity) from
+/// `saddr` (an IPv4 address or an IPv6 source digest): ring, and in a
+/// changed slot the flow table.
+#[inline(always)]
+fn balance(
+    data: usize,
+    len: u64,
+    meta: &Meta,
+    vip: &VipInfo,
+    service: &VipKey,
+    saddr: u32,
+    p: &L4,
+) -> (Stat, u32) {
     let Some(ring) = RINGS.get(ring_index(vip.id, vip.ring_slot)) else {
         return (Stat::Aborted, xdp_action::XDP_ABORTED);
     };
@@ -178,7 +272,7 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     // the same hash, or under source-IP affinity from the tuple without
     // its source port (one more mix of the shared head).
     let seed = meta.hash_seed;
-    let head = hash_head(seed, p.saddr, daddr);
+    let head = hash_head(seed, saddr, service.addr);
     let hash = hash_tail(head, seed, p.ports, p.proto as u32);
     let placed = if vip.flags & VIP_F_SOURCE_HASH != 0 {
         hash_tail(head, seed, affinity_ports(p.ports), p.proto as u32)
@@ -198,7 +292,7 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
         if current == NO_BACKEND {
             return (Stat::DropNoBackend, xdp_action::XDP_DROP);
         }
-        let Some(b) = usable_backend(current as u32, &service) else {
+        let Some(b) = usable_backend(current as u32, service) else {
             // The ring still names a backend that just went down: the new
             // ring is on its way; do not send to a dead backend meanwhile.
             return (Stat::DropNoBackend, xdp_action::XDP_DROP);
@@ -220,7 +314,7 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     let closing = tcp && p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     // SAFETY: a helper without arguments.
     let now = flow_time(unsafe { bpf_ktime_get_coarse_ns() });
-    let slot = flow::find(set, p.saddr, p.ports, hash);
+    let slot = flow::find(set, saddr, p.ports, hash);
     if let Some(i) = slot {
         if let Some(e) = set.entries.get_mut(i) {
             // The entry is trusted only while its backend is up and serves
@@ -229,7 +323,7 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
             // A stale entry (its flow ended) is not trusted: the tuple may
             // be a new flow's.
             if !syn && e.is_live(now, meta.live_units) {
-                if let Some(b) = usable_backend(e.backend as u32, &service) {
+                if let Some(b) = usable_backend(e.backend as u32, service) {
                     let stamp = flow::stamp_for(e.stamp, now, closing);
                     if e.stamp != stamp {
                         e.stamp = stamp;
@@ -247,20 +341,20 @@ fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
     if !syn {
         stat = Stat::TxFlowMiss;
         let before = ring.previous[idx];
-        if before != NO_BACKEND && usable_backend(before as u32, &service).is_some() {
+        if before != NO_BACKEND && usable_backend(before as u32, service).is_some() {
             chosen = before;
         }
     }
     if chosen == NO_BACKEND {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     }
-    let Some(b) = usable_backend(chosen as u32, &service) else {
+    let Some(b) = usable_backend(chosen as u32, service) else {
         return (Stat::DropNoBackend, xdp_action::XDP_DROP);
     };
     flow::record(
         set,
         slot,
-        p.saddr,
+        saddr,
         p.ports,
         hash,
         chosen,

@@ -7,7 +7,8 @@ use aya_ebpf::{
 };
 use ha_common::{
     BackendCounter, BackendInfo, Counter, FlowSet, Meta, Ring, ServiceSlot, VipFilter, VipInfo,
-    VipKey, DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS, MAX_VIPS, SERVICE_SLOTS, STAT_COUNT,
+    VipKey, VipKey6, DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS, MAX_VIPS, SERVICE_SLOTS,
+    STAT_COUNT,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -21,7 +22,12 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub static VIPS: HashMap<VipKey, VipInfo> =
     HashMap::with_max_entries(MAX_VIPS * 2, BPF_F_NO_PREALLOC);
 
-/// The service cache (see `ha_common::ServiceSlot`), written by the agent
+/// IPv6 services and address markers, by the whole address.
+#[map(name = "HALB_VIPS6")]
+pub static VIPS6: HashMap<VipKey6, VipInfo> =
+    HashMap::with_max_entries(MAX_VIPS * 2, BPF_F_NO_PREALLOC);
+
+/// The service cache (IPv4 services) (see `ha_common::ServiceSlot`), written by the agent
 /// through a memory mapping.
 #[map(name = "HALB_SERVICES")]
 pub static SERVICES: Array<ServiceSlot> = Array::with_max_entries(SERVICE_SLOTS, BPF_F_MMAPABLE);

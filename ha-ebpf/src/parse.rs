@@ -1,13 +1,22 @@
-//! Packet parsing: Ethernet, IPv4 and the first bytes of TCP/UDP, with every
-//! bound checked against the frame's end. Pure: no map access.
+//! Packet parsing: Ethernet, IPv4, IPv6 (with the extension headers it
+//! walks) and the first bytes of TCP/UDP, with every bound checked against
+//! the frame's end. Pure: no map access.
 
 /// Ethernet header length.
 pub const ETH_HLEN: usize = 14;
 /// IPv4 header length without options.
 pub const IPV4_HLEN: usize = 20;
+/// IPv6 fixed header length.
+pub const IPV6_HLEN: usize = 40;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
+/// IPv6 next-header values of the extension headers the program knows.
+const NH_HOP_BY_HOP: u8 = 0;
+const NH_ROUTING: u8 = 43;
+const NH_FRAGMENT: u8 = 44;
+const NH_DEST_OPTS: u8 = 60;
 /// MF flag and fragment offset, raw.
 const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
 /// TCP flags.
@@ -33,10 +42,10 @@ pub unsafe fn load<T: Copy>(addr: usize) -> T {
 
 /// What the first look at a frame found.
 pub enum Head {
-    /// Shorter than Ethernet, or an IPv4 header cut short.
+    /// Shorter than Ethernet, or an IP header cut short.
     Truncated,
-    /// Not IPv4.
-    NotIpv4,
+    /// Neither IPv4 nor IPv6.
+    NotIp,
     /// An IPv4 header of at least 20 bytes, destination `daddr` (raw).
     Ipv4 {
         /// Start of the IP header.
@@ -44,9 +53,14 @@ pub enum Head {
         /// Destination address, raw.
         daddr: u32,
     },
+    /// An IPv6 fixed header (40 bytes present).
+    Ipv6 {
+        /// Start of the IP header.
+        ip: usize,
+    },
 }
 
-/// Ethernet and the fixed part of IPv4.
+/// Ethernet and the fixed part of IPv4 or IPv6.
 #[inline(always)]
 pub fn head(data: usize, end: usize) -> Head {
     if data + ETH_HLEN + IPV4_HLEN > end {
@@ -54,19 +68,49 @@ pub fn head(data: usize, end: usize) -> Head {
             return Head::Truncated;
         }
         // SAFETY: 14 bytes present.
-        if unsafe { load::<u16>(data + 12) } != ETH_P_IP_RAW {
-            return Head::NotIpv4;
+        let et = unsafe { load::<u16>(data + 12) };
+        if et != ETH_P_IP_RAW && et != ETH_P_IPV6_RAW {
+            return Head::NotIp;
         }
         return Head::Truncated;
     }
     // SAFETY (all packet loads below): inside the range checked above.
-    if unsafe { load::<u16>(data + 12) } != ETH_P_IP_RAW {
-        return Head::NotIpv4;
-    }
+    let et = unsafe { load::<u16>(data + 12) };
     let ip = data + ETH_HLEN;
-    Head::Ipv4 {
-        ip,
-        daddr: unsafe { load(ip + 16) },
+    if et == ETH_P_IP_RAW {
+        return Head::Ipv4 {
+            ip,
+            daddr: unsafe { load(ip + 16) },
+        };
+    }
+    if et != ETH_P_IPV6_RAW {
+        return Head::NotIp;
+    }
+    if ip + IPV6_HLEN > end {
+        return Head::Truncated;
+    }
+    Head::Ipv6 { ip }
+}
+
+/// The IPv4 source address, raw (`ip .. ip + 20` checked by [`head`]).
+#[inline(always)]
+pub fn saddr4(ip: usize) -> u32 {
+    // SAFETY: inside the IP header checked by `head`.
+    unsafe { load(ip + 12) }
+}
+
+/// Source (`at` = 8) or destination (`at` = 24) address of an IPv6
+/// header whose 40 bytes [`head`] checked, as four raw words.
+#[inline(always)]
+pub fn addr6(ip: usize, at: usize) -> [u32; 4] {
+    // SAFETY: `ip + at .. ip + at + 16` lies in the checked fixed header.
+    unsafe {
+        [
+            load(ip + at),
+            load(ip + at + 4),
+            load(ip + at + 8),
+            load(ip + at + 12),
+        ]
     }
 }
 
@@ -74,22 +118,23 @@ pub fn head(data: usize, end: usize) -> Head {
 pub struct L4 {
     /// IP protocol (TCP or UDP).
     pub proto: u8,
-    /// Source address, raw.
-    pub saddr: u32,
     /// Source and destination port as they sit in the header.
     pub ports: u32,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
 }
 
-/// Why an IPv4 packet cannot be balanced.
+/// Why an IP packet cannot be balanced.
 pub enum Bad {
-    /// Version, IHL, total length or L4 header inconsistent with the frame.
+    /// Version, header or payload length, or L4 header inconsistent with
+    /// the frame.
     Malformed,
-    /// A fragment (MF set or offset non-zero).
+    /// A fragment (IPv4: MF set or offset non-zero; IPv6: a fragment header).
     Fragment,
     /// Neither TCP nor UDP.
     OtherProto,
+    /// IPv6 extension headers the program does not walk through.
+    ExtHeaders,
 }
 
 /// The rest of IPv4 and the L4 header. The packet is well-formed when
@@ -143,9 +188,84 @@ pub fn l4(ip: usize, end: usize) -> Result<L4, Bad> {
     };
     Ok(L4 {
         proto,
-        // SAFETY: inside the IP header checked by `head`, and the first 4
-        // bytes of the L4 header checked above.
-        saddr: unsafe { load(ip + 12) },
+        // SAFETY: the first 4 bytes of the L4 header were checked above.
+        ports: unsafe { load(l4) },
+        tcp_flags,
+    })
+}
+
+/// The L4 header of an IPv6 packet, after up to
+/// [`ha_common::IPV6_EXT_WALK`] hop-by-hop, routing (no segments left) and
+/// destination-options headers. Well-formed when the version is 6, the
+/// payload length is not 0 (a jumbogram) and fits the frame, and every
+/// header up to the L4 one lies inside the payload.
+#[inline(always)]
+pub fn l4_v6(ip: usize, end: usize) -> Result<L4, Bad> {
+    // SAFETY (the fixed-header loads): `ip .. ip + 40` was checked by `head`.
+    let version: u8 = unsafe { load(ip) };
+    let payload = u16::from_be(unsafe { load(ip + 4) }) as usize;
+    let mut nh: u8 = unsafe { load(ip + 6) };
+    let room = end - ip;
+    if version >> 4 != 6 || payload == 0 || IPV6_HLEN + payload > room {
+        return Err(Bad::Malformed);
+    }
+    let mut off = IPV6_HLEN;
+    for _ in 0..ha_common::IPV6_EXT_WALK {
+        match nh {
+            NH_HOP_BY_HOP | NH_DEST_OPTS | NH_ROUTING => {}
+            _ => break,
+        }
+        // An extension header is at least 8 bytes, in units of 8.
+        let at = ip + (off & 0x3fff);
+        // SAFETY: a plain read of a local (keeps the bounds check below
+        // visible to the verifier, as in `l4`).
+        let at = unsafe { core::ptr::read_volatile(&at) };
+        if at + 8 > end {
+            return Err(Bad::Malformed);
+        }
+        // SAFETY: 8 bytes at `at` were checked just above.
+        let (next, units, left) = unsafe {
+            (
+                load::<u8>(at),
+                load::<u8>(at + 1) as usize,
+                load::<u8>(at + 3),
+            )
+        };
+        if nh == NH_ROUTING && left != 0 {
+            // The VIP is a waypoint, not the destination.
+            return Err(Bad::ExtHeaders);
+        }
+        nh = next;
+        off += (units + 1) * 8;
+    }
+    let l4_min = match nh {
+        ha_common::IPPROTO_TCP => TCP_HLEN,
+        ha_common::IPPROTO_UDP => UDP_HLEN,
+        NH_FRAGMENT => return Err(Bad::Fragment),
+        NH_HOP_BY_HOP | NH_DEST_OPTS | NH_ROUTING => return Err(Bad::ExtHeaders),
+        _ => return Err(Bad::OtherProto),
+    };
+    if off + l4_min > IPV6_HLEN + payload {
+        return Err(Bad::Malformed);
+    }
+    let l4 = ip + (off & 0x3fff);
+    // SAFETY: a plain read of a local (see above).
+    let l4 = unsafe { core::ptr::read_volatile(&l4) };
+    let tcp_flags = if nh == ha_common::IPPROTO_TCP {
+        if l4 + TCP_HLEN > end {
+            return Err(Bad::Malformed);
+        }
+        // SAFETY: the 20 bytes of a TCP header were checked just above.
+        unsafe { load::<u8>(l4 + 13) }
+    } else {
+        if l4 + UDP_HLEN > end {
+            return Err(Bad::Malformed);
+        }
+        0
+    };
+    Ok(L4 {
+        proto: nh,
+        // SAFETY: the first 4 bytes of the L4 header were checked above.
         ports: unsafe { load(l4) },
         tcp_flags,
     })

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
-use ha_common::{ports_raw, FlowKey, Meta, Stat, VipKey, IPPROTO_TCP};
+use ha_common::{ports_raw, FlowKey, Meta, Stat, IPPROTO_TCP};
 use halb::dataplane::maglev::{self, Member};
 use halb::dataplane::{
-    BackendSpec, Maps, VipSpec, Writer, PASS_OBJECT, PASS_PROGRAM, XDP_OBJECT, XDP_PROGRAM,
+    BackendSpec, Maps, Service, VipSpec, Writer, PASS_OBJECT, PASS_PROGRAM, XDP_OBJECT, XDP_PROGRAM,
 };
 
 use crate::frame::Frame;
@@ -131,12 +131,12 @@ const BENCH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xff];
 /// The benchmark's VIP: 10.77.0.x:80 over three backends.
 fn writer_spec(vip: [u8; 4]) -> VipSpec {
     VipSpec {
-        key: VipKey::new(vip, 80, IPPROTO_TCP),
+        service: Service::new(Ipv4Addr::from(vip), 80, IPPROTO_TCP),
         table_size: ha_common::DEFAULT_RING_SIZE,
         source_hash: false,
         backends: (1..=3)
             .map(|i| BackendSpec {
-                addr: Ipv4Addr::new(10, 77, 0, 20 + i),
+                addr: Ipv4Addr::new(10, 77, 0, 20 + i).into(),
                 mac: Some(BENCH_MAC),
                 weight: 1,
                 healthy: true,
@@ -283,7 +283,7 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     // Maglev, 1000 backends, default table size.
     let members: Vec<Member> = (0..1000u32)
         .map(|i| Member {
-            key: maglev::member_key(Ipv4Addr::from(0x0a00_0000 + i), 0),
+            key: maglev::member_key(Ipv4Addr::from(0x0a00_0000 + i).into(), 0),
             weight: 1 + i % 3,
         })
         .collect();
@@ -308,14 +308,14 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     };
     // A health change reaching the maps: 1000 backends on one VIP, one goes
     // down and comes back, each an apply() with a new Maglev table.
-    let big_key = VipKey::new([10, 77, 1, 100], 80, IPPROTO_TCP);
+    let big_key = Service::new(Ipv4Addr::new(10, 77, 1, 100), 80, IPPROTO_TCP);
     let mut big = VipSpec {
-        key: big_key,
+        service: big_key,
         table_size: ha_common::DEFAULT_RING_SIZE,
         source_hash: false,
         backends: (0..1000u32)
             .map(|i| BackendSpec {
-                addr: Ipv4Addr::from(0x0a4e_0000 + i),
+                addr: Ipv4Addr::from(0x0a4e_0000 + i).into(),
                 mac: Some([2, 0, 0, 0, (i >> 8) as u8, i as u8]),
                 weight: 1,
                 healthy: true,

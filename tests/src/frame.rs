@@ -198,3 +198,133 @@ pub fn checksum(data: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// An Ethernet + IPv6 frame under construction: valid by default, with
+/// knobs for extension headers, the payload length and the version.
+#[derive(Debug, Clone)]
+pub struct Frame6 {
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 16],
+    dst: [u8; 16],
+    proto: u8,
+    l4: Vec<u8>,
+    payload: Vec<u8>,
+    /// (next-header value of this header, its bytes after the first two).
+    ext: Vec<(u8, Vec<u8>)>,
+    payload_len_override: Option<u16>,
+    version: u8,
+}
+
+/// IPv6 next-header values of extension headers.
+pub mod nh {
+    /// Hop-by-hop options.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// Routing.
+    pub const ROUTING: u8 = 43;
+    /// Fragment.
+    pub const FRAGMENT: u8 = 44;
+    /// Destination options.
+    pub const DEST_OPTS: u8 = 60;
+}
+
+impl Frame6 {
+    fn new(src: [u8; 16], dst: [u8; 16], proto: u8, l4: Vec<u8>) -> Self {
+        Self {
+            dst_mac: [0x02, 0, 0, 0, 0, 0xff],
+            src_mac: [0x02, 0, 0, 0, 0, 0xfe],
+            src,
+            dst,
+            proto,
+            l4,
+            payload: Vec::new(),
+            ext: Vec::new(),
+            payload_len_override: None,
+            version: 6,
+        }
+    }
+
+    /// A TCP segment header (20 bytes, ACK set).
+    pub fn tcp(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Self {
+        let f = Frame::tcp([0; 4], [0; 4], sport, dport);
+        Self::new(src, dst, 6, f.l4)
+    }
+
+    /// A UDP datagram header.
+    pub fn udp(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Self {
+        let f = Frame::udp([0; 4], [0; 4], sport, dport);
+        Self::new(src, dst, 17, f.l4)
+    }
+
+    /// Any next header with the given body.
+    pub fn raw_ip(src: [u8; 16], dst: [u8; 16], proto: u8, body: Vec<u8>) -> Self {
+        Self::new(src, dst, proto, body)
+    }
+
+    /// Source and destination MAC.
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    /// TCP flags (TCP frames only).
+    pub fn tcp_flags(mut self, flags: u8) -> Self {
+        if self.proto == 6 {
+            self.l4[13] = flags;
+        }
+        self
+    }
+
+    /// L4 payload bytes.
+    pub fn payload(mut self, p: Vec<u8>) -> Self {
+        self.payload = p;
+        self
+    }
+
+    /// Appends an extension header of kind `kind` (see [`nh`]) with 6 bytes
+    /// of body after its next-header and length bytes, padded to 8: an
+    /// 8-byte header (a routing header's segments left is its 4th byte).
+    pub fn ext(mut self, kind: u8, body: [u8; 6]) -> Self {
+        self.ext.push((kind, body.to_vec()));
+        self
+    }
+
+    /// Overrides the payload length field.
+    pub fn payload_len(mut self, n: u16) -> Self {
+        self.payload_len_override = Some(n);
+        self
+    }
+
+    /// Overrides the version nibble.
+    pub fn version(mut self, v: u8) -> Self {
+        self.version = v;
+        self
+    }
+
+    /// The frame's bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let mut after = Vec::new();
+        for (i, (_, body)) in self.ext.iter().enumerate() {
+            let next = self.ext.get(i + 1).map_or(self.proto, |(k, _)| *k);
+            after.push(next);
+            after.push(0); // (0 + 1) * 8 bytes
+            after.extend_from_slice(body);
+        }
+        after.extend_from_slice(&self.l4);
+        after.extend_from_slice(&self.payload);
+        let first = self.ext.first().map_or(self.proto, |(k, _)| *k);
+        let plen = self.payload_len_override.unwrap_or(after.len() as u16);
+        let mut f = Vec::with_capacity(54 + after.len());
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&[self.version << 4, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[first, 64]);
+        f.extend_from_slice(&self.src);
+        f.extend_from_slice(&self.dst);
+        f.extend_from_slice(&after);
+        f
+    }
+}

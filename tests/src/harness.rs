@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
-use ha_common::{Meta, Stat, VipKey, IPPROTO_TCP, IPPROTO_UDP};
-use halb::dataplane::{BackendSpec, Maps, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
+use ha_common::{Meta, Stat, IPPROTO_TCP, IPPROTO_UDP};
+use halb::dataplane::{BackendSpec, Maps, Service, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
 
 /// `XDP_DROP`.
 pub const XDP_DROP: u32 = 1;
@@ -18,6 +18,17 @@ pub const XDP_TX: u32 = 3;
 
 /// The harness's VIP address.
 pub const VIP: [u8; 4] = [10, 77, 0, 100];
+/// The harness's IPv6 VIP address (`Harness::dual`): fd77::100.
+pub const VIP6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+/// An address in the harness's IPv6 /64 (fd77::/64) ending in `last`.
+pub fn ula(last: u8) -> [u8; 16] {
+    let mut a = VIP6;
+    a[14] = 0;
+    a[15] = last;
+    a
+}
+
 /// The interface's MAC (frames for the node are sent to it).
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 /// The client's MAC.
@@ -67,7 +78,7 @@ impl Harness {
         };
         let backends = (1..=3)
             .map(|i| BackendSpec {
-                addr: Ipv4Addr::new(10, 77, 0, 20 + i),
+                addr: Ipv4Addr::new(10, 77, 0, 20 + i).into(),
                 mac: Some(backend_mac(i)),
                 weight: 1,
                 healthy: true,
@@ -75,18 +86,48 @@ impl Harness {
             .collect::<Vec<_>>();
         h.specs = vec![
             VipSpec {
-                key: VipKey::new(VIP, 80, IPPROTO_TCP),
+                service: Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP),
                 table_size: 65537,
                 source_hash: false,
                 backends: backends.clone(),
             },
             VipSpec {
-                key: VipKey::new(VIP, 53, IPPROTO_UDP),
+                service: Service::new(Ipv4Addr::from(VIP), 53, IPPROTO_UDP),
                 table_size: 251,
                 source_hash: false,
                 backends,
             },
         ];
+        h.apply();
+        h
+    }
+
+    /// [`Harness::new`] and two IPv6 services on [`VIP6`] (TCP 80, UDP 53)
+    /// over three IPv6 backends (fd77::31..33, MACs `backend_mac(4..=6)`):
+    /// specs 2 and 3.
+    pub fn dual() -> Self {
+        let mut h = Self::new();
+        let backends = (1..=3)
+            .map(|i| BackendSpec {
+                addr: std::net::Ipv6Addr::from(ula(0x30 + i)).into(),
+                mac: Some(backend_mac(3 + i)),
+                weight: 1,
+                healthy: true,
+            })
+            .collect::<Vec<_>>();
+        let v6 = std::net::Ipv6Addr::from(VIP6);
+        h.specs.push(VipSpec {
+            service: Service::new(v6, 80, IPPROTO_TCP),
+            table_size: 65537,
+            source_hash: false,
+            backends: backends.clone(),
+        });
+        h.specs.push(VipSpec {
+            service: Service::new(v6, 53, IPPROTO_UDP),
+            table_size: 251,
+            source_hash: false,
+            backends,
+        });
         h.apply();
         h
     }

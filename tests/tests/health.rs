@@ -363,7 +363,8 @@ fn backend_of_flow(lab: &Lab, port: u16) -> String {
         proto: ha_common::IPPROTO_TCP as u32,
     };
     let id = maps.route(&key).expect("route").expect("a backend");
-    let addr = Ipv4Addr::from(maps.backend(id).expect("backend").addr.to_ne_bytes());
+    let octets = maps.backend(id).expect("backend").addr;
+    let addr = Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]);
     (1..=BACKENDS)
         .find(|&i| backend_addr(i) == addr)
         .map(|i| format!("web{i}"))

@@ -5,10 +5,10 @@
 use std::net::Ipv4Addr;
 
 use ha_common::{
-    flow_hash, ports_raw, FlowKey, Stat, VipKey, DEFAULT_FLOW_SETS, FLOW_CLOSING, FLOW_TIME_SHIFT,
+    flow_hash, ports_raw, FlowKey, Stat, DEFAULT_FLOW_SETS, FLOW_CLOSING, FLOW_TIME_SHIFT,
     FLOW_WAYS, IPPROTO_TCP,
 };
-use halb::dataplane::{BackendSpec, VipSpec};
+use halb::dataplane::{BackendSpec, Service, VipSpec};
 use halb_lab::frame::{self, Frame};
 
 use halb_lab::harness::{
@@ -71,7 +71,7 @@ fn flows_that_began_before_a_change_keep_their_backend_and_are_recorded() {
         .collect();
     // A fourth backend takes about a quarter of the slots.
     h.specs[0].backends.push(BackendSpec {
-        addr: Ipv4Addr::new(10, 77, 0, 24),
+        addr: Ipv4Addr::new(10, 77, 0, 24).into(),
         mac: Some(backend_mac(4)),
         weight: 1,
         healthy: true,
@@ -131,7 +131,7 @@ fn settled_slots_go_back_to_the_ring_unless_a_live_flow_holds_them() {
     }
     let recorded = h.writer.store().flows().expect("flows");
     assert!(!recorded.is_empty());
-    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let key = Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP);
     let vip_id = h.writer.vip_info(&key).expect("vip").id;
     let drained_id = h
         .writer
@@ -238,9 +238,9 @@ fn not_for_a_vip_passes_untouched() {
     h.expect(
         &frame::arp_request([10, 77, 0, 10], VIP),
         XDP_PASS,
-        Stat::PassNotIpv4,
+        Stat::PassNotIp,
     );
-    h.expect(&frame::ipv6_udp(), XDP_PASS, Stat::PassNotIpv4);
+    h.expect(&frame::ipv6_udp(), XDP_PASS, Stat::PassNotVip);
     let vrrp = Frame::raw_ip([10, 77, 0, 2], [224, 0, 0, 18], 112, vec![0x31; 20]).build();
     h.expect(&vrrp, XDP_PASS, Stat::PassNotVip);
     let icmp = Frame::raw_ip([10, 77, 0, 10], VIP, 1, vec![8, 0, 0, 0, 0, 0, 0, 0]).build();
@@ -403,7 +403,7 @@ fn down_backend_loses_its_flows_to_the_others() {
 #[test]
 fn counters_add_up() {
     let h = Harness::new();
-    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let key = Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP);
     let mut bytes = 0u64;
     for sport in 0..50u16 {
         let flags = if sport < 10 { 0x02 } else { 0x10 };
@@ -627,7 +627,7 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
     for d in &flows {
         h.expect(d, XDP_TX, Stat::TxRing);
     }
-    let key80 = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let key80 = Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP);
     let ids80: Vec<u32> = (1..=3u8)
         .map(|i| {
             h.writer
@@ -639,12 +639,12 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
     // there is for what comes next.
     let (free_vips, free_backends) = h.writer.free_slots();
     h.specs.push(VipSpec {
-        key: VipKey::new([10, 77, 0, 200], 80, IPPROTO_TCP),
+        service: Service::new(Ipv4Addr::new(10, 77, 0, 200), 80, IPPROTO_TCP),
         table_size: 65537,
         source_hash: false,
         backends: (0..free_backends as u32)
             .map(|i| BackendSpec {
-                addr: Ipv4Addr::from(0x0a60_0000 + i),
+                addr: Ipv4Addr::from(0x0a60_0000 + i).into(),
                 mac: Some(backend_mac(9)),
                 weight: 1,
                 healthy: true,
@@ -653,7 +653,7 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
     });
     for i in 1..free_vips as u16 {
         h.specs.push(VipSpec {
-            key: VipKey::new([10, 77, 0, 201], 1000 + i, IPPROTO_TCP),
+            service: Service::new(Ipv4Addr::new(10, 77, 0, 201), 1000 + i, IPPROTO_TCP),
             table_size: 251,
             source_hash: false,
             backends: vec![],
@@ -664,9 +664,9 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
     // Port 80 goes, port 8080 comes on the same address: it takes the
     // freed VIP id and backend ids.
     let before = h.writer.vip_info(&key80).expect("vip").id;
-    h.specs[0].key = VipKey::new(VIP, 8080, IPPROTO_TCP);
+    h.specs[0].service = Service::new(Ipv4Addr::from(VIP), 8080, IPPROTO_TCP);
     h.apply();
-    let key8080 = VipKey::new(VIP, 8080, IPPROTO_TCP);
+    let key8080 = Service::new(Ipv4Addr::from(VIP), 8080, IPPROTO_TCP);
     assert_eq!(
         h.writer.vip_info(&key8080).expect("vip").id,
         before,
@@ -697,13 +697,13 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
 #[test]
 fn the_service_cache_answers_and_a_foreign_or_torn_slot_falls_back() {
     let mut h = Harness::new();
-    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let key = Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP);
     let info = h.writer.vip_info(&key).expect("vip");
-    assert_eq!(h.writer.store().cached_service(&key), Some(info));
+    assert_eq!(h.writer.store().cached_service(&key.key()), Some(info));
     let d = tcp_to(VIP, 80, 7400).build();
     let want = h.expect(&d, XDP_TX, Stat::TxRing);
     // Another service's words in the slot: a miss, the VIP map answers.
-    let other = VipKey::new([10, 77, 0, 9], 443, IPPROTO_TCP);
+    let other = Service::new(Ipv4Addr::new(10, 77, 0, 9), 443, IPPROTO_TCP);
     let other_info = ha_common::VipInfo {
         id: 7,
         ring_slot: 1,
@@ -711,26 +711,26 @@ fn the_service_cache_answers_and_a_foreign_or_torn_slot_falls_back() {
         flags: 0,
     };
     h.writer.store_mut().poke_service_slot(
-        &key,
-        other.raw(),
-        ha_common::service_state(other.raw(), &other_info),
+        &key.key(),
+        other.key().raw(),
+        ha_common::service_state(other.key().raw(), &other_info),
     );
     assert_eq!(h.expect(&d, XDP_TX, Stat::TxRing), want);
     // This key with another key's state (a torn pair): rejected by the tag.
     h.writer.store_mut().poke_service_slot(
-        &key,
-        key.raw(),
-        ha_common::service_state(other.raw(), &other_info),
+        &key.key(),
+        key.key().raw(),
+        ha_common::service_state(other.key().raw(), &other_info),
     );
-    assert_eq!(h.writer.store().cached_service(&key), None);
+    assert_eq!(h.writer.store().cached_service(&key.key()), None);
     assert_eq!(h.expect(&d, XDP_TX, Stat::TxRing), want);
     // A valid state for this key says what the program does: with a ring
     // size of 1 every flow takes slot 0, so all go to one backend.
     h.writer.store_mut().poke_service_slot(
-        &key,
-        key.raw(),
+        &key.key(),
+        key.key().raw(),
         ha_common::service_state(
-            key.raw(),
+            key.key().raw(),
             &ha_common::VipInfo {
                 ring_size: 1,
                 ..info
@@ -745,10 +745,10 @@ fn the_service_cache_answers_and_a_foreign_or_torn_slot_falls_back() {
     h.specs[0].backends[0].weight = 2;
     h.apply();
     let info = h.writer.vip_info(&key).expect("vip");
-    assert_eq!(h.writer.store().cached_service(&key), Some(info));
+    assert_eq!(h.writer.store().cached_service(&key.key()), Some(info));
     h.specs.remove(0);
     h.apply();
-    assert_eq!(h.writer.store().cached_service(&key), None);
+    assert_eq!(h.writer.store().cached_service(&key.key()), None);
     h.expect(&d, XDP_PASS, Stat::PassNotVip);
 }
 
@@ -773,7 +773,7 @@ fn a_stale_entry_is_not_trusted() {
 #[test]
 fn a_slot_that_changes_again_keeps_its_first_previous_and_its_hold_restarts() {
     let mut h = Harness::new();
-    let key = VipKey::new(VIP, 80, IPPROTO_TCP);
+    let key = Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP);
     let id = |h: &Harness, i: u8| {
         h.writer
             .backend_id(&key, Ipv4Addr::new(10, 77, 0, 20 + i))
@@ -787,10 +787,10 @@ fn a_slot_that_changes_again_keeps_its_first_previous_and_its_hold_restarts() {
     let t0 = std::time::Instant::now();
     let hold = std::time::Duration::from_secs(60);
     // Backend 2 drained too: slots of backend 1 that went to 2 change again.
-    let before = h.writer.ring_views()[&key].table.clone();
+    let before = h.writer.ring_views()[&key.key()].table.clone();
     h.specs[0].backends[1].weight = 0;
     h.apply();
-    let after = h.writer.ring_views()[&key].table.clone();
+    let after = h.writer.ring_views()[&key.key()].table.clone();
     let changed_again = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     assert!(h.writer.changed_slots() > marked);
     let previous = h.writer.previous_backends();

@@ -11,9 +11,9 @@
 //! Needs root.
 
 use ha_common::{Stat, IPPROTO_TCP, IPPROTO_UDP};
-use halb_lab::frame::Frame;
+use halb_lab::frame::{nh, Frame, Frame6};
 use halb_lab::harness::{
-    backend_mac, Harness, CLIENT_MAC, LB_MAC, VIP, XDP_DROP, XDP_PASS, XDP_TX,
+    backend_mac, ula, Harness, CLIENT_MAC, LB_MAC, VIP, VIP6, XDP_DROP, XDP_PASS, XDP_TX,
 };
 use proptest::prelude::*;
 
@@ -21,6 +21,9 @@ use proptest::prelude::*;
 /// TCP/UDP packet to a service of the harness (TCP 80 or UDP 53 on the VIP),
 /// unfragmented, addressed to the interface's MAC.
 fn forwardable(f: &[u8]) -> bool {
+    if f.len() >= 54 && f[12..14] == [0x86, 0xdd] && f[0..6] == LB_MAC {
+        return forwardable6(&f[14..]);
+    }
     if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[0..6] != LB_MAC {
         return false;
     }
@@ -44,6 +47,37 @@ fn forwardable(f: &[u8]) -> bool {
     matches!((proto, dport), (IPPROTO_TCP, 80) | (IPPROTO_UDP, 53))
 }
 
+/// The IPv6 counterpart: version 6, a payload length that is not 0 and
+/// fits, up to 4 hop-by-hop/routing (no segments left)/destination-options
+/// headers inside it, then TCP or UDP to a service on the IPv6 VIP.
+fn forwardable6(ip: &[u8]) -> bool {
+    let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    if ip[0] >> 4 != 6 || plen == 0 || 40 + plen > ip.len() || ip[24..40] != VIP6 {
+        return false;
+    }
+    let (mut next, mut off) = (ip[6], 40usize);
+    for _ in 0..4 {
+        if ![nh::HOP_BY_HOP, nh::ROUTING, nh::DEST_OPTS].contains(&next) {
+            break;
+        }
+        if off + 8 > ip.len() || (next == nh::ROUTING && ip[off + 3] != 0) {
+            return false;
+        }
+        next = ip[off];
+        off += (ip[off + 1] as usize + 1) * 8;
+    }
+    let l4min = match next {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
+        _ => return false,
+    };
+    if off + l4min > 40 + plen || off + l4min > ip.len() {
+        return false;
+    }
+    let dport = u16::from_be_bytes([ip[off + 2], ip[off + 3]]);
+    matches!((next, dport), (IPPROTO_TCP, 80) | (IPPROTO_UDP, 53))
+}
+
 fn total(h: &Harness) -> u64 {
     Stat::ALL.iter().map(|s| h.stat(*s)).sum()
 }
@@ -63,7 +97,13 @@ fn check(h: &Harness, data: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(out.len(), data.len());
         prop_assert_eq!(&out[12..], &data[12..], "only MACs change");
         prop_assert_eq!(&out[6..12], &LB_MAC[..]);
-        prop_assert!((1..=3).any(|i| out[0..6] == backend_mac(i)));
+        // Each family's services have their own backends.
+        let family = if data[12..14] == [0x86, 0xdd] {
+            4..=6
+        } else {
+            1..=3
+        };
+        prop_assert!(family.into_iter().any(|i| out[0..6] == backend_mac(i)));
     } else {
         prop_assert_eq!(&out[..], data, "not sent on, not modified");
     }
@@ -90,10 +130,45 @@ fn base() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// A valid IPv6 frame of the harness's services (or near them), with up
+/// to five extension headers of the kinds the program knows.
+fn base6() -> impl Strategy<Value = Vec<u8>> {
+    let ext = prop_oneof![
+        Just(nh::HOP_BY_HOP),
+        Just(nh::ROUTING),
+        Just(nh::DEST_OPTS),
+        Just(nh::FRAGMENT)
+    ];
+    (
+        any::<bool>(),
+        prop_oneof![Just(80u16), Just(53u16), any::<u16>()],
+        any::<u16>(),
+        prop::collection::vec(any::<u8>(), 0..32),
+        any::<u8>(),
+        prop_oneof![Just(VIP6), Just(ula(0x99)), any::<[u8; 16]>()],
+        prop::collection::vec((ext, any::<[u8; 6]>()), 0..6),
+    )
+        .prop_map(|(tcp, dport, sport, payload, flags, dst, exts)| {
+            let src = ula(0x10);
+            let mut f = if tcp {
+                Frame6::tcp(src, dst, sport, dport).tcp_flags(flags)
+            } else {
+                Frame6::udp(src, dst, sport, dport)
+            };
+            for (kind, mut body) in exts {
+                if kind == nh::ROUTING && body[1] % 2 == 0 {
+                    body[1] = 0; // segments left 0 half the time
+                }
+                f = f.ext(kind, body);
+            }
+            f.macs(CLIENT_MAC, LB_MAC).payload(payload).build()
+        })
+}
+
 /// Mutations: flip bytes, cut, extend.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     (
-        base(),
+        prop_oneof![base(), base6()],
         prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         prop::option::of(any::<prop::sample::Index>()),
         prop::collection::vec(any::<u8>(), 0..8),
@@ -114,7 +189,7 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn run_cases<S: Strategy<Value = Vec<u8>>>(strategy: S) {
-    let h = Harness::new();
+    let h = Harness::dual();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 3000,
         ..ProptestConfig::default()
@@ -129,6 +204,29 @@ fn random_bytes_keep_the_invariants() {
     // At least an Ethernet header: a driver never hands XDP less (and
     // BPF_PROG_TEST_RUN refuses it).
     run_cases(prop::collection::vec(any::<u8>(), 14..128));
+}
+
+#[test]
+fn ipv6_frames_keep_the_invariants_and_every_forwardable_one_is_sent() {
+    let h = Harness::dual();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 3000,
+        ..ProptestConfig::default()
+    });
+    let sent = std::cell::Cell::new(0u32);
+    let result = runner.run(&base6(), |data| {
+        check(&h, &data)?;
+        if forwardable(&data) {
+            prop_assert_eq!(h.run(&data).0, XDP_TX, "{:02x?}", data);
+            sent.set(sent.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let sent = sent.get();
+    assert!(sent > 100, "{sent} of 3000 frames were for a service");
 }
 
 #[test]

@@ -56,13 +56,13 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
         addr: daddr,
         port: (p.ports >> 16) as u16,
         proto: p.proto,
-        pad: 0,
+        family: 0,
     };
     let Some(vip) = (unsafe { VIPS.get(&service) }) else {
         return xdp_action::XDP_PASS;
     };
     let flow = FlowKey {
-        saddr: p.saddr,
+        saddr: parse::saddr4(ip),
         daddr,
         ports: p.ports,
         proto: p.proto as u32,

@@ -22,8 +22,16 @@ const ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// table could not be read at all: "no answer" is not "no neighbours", and
 /// must never take every backend out.
 pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Option<Macs> {
+    let v4 = |t: std::collections::HashMap<std::net::IpAddr, [u8; 6]>| -> Macs {
+        t.into_iter()
+            .filter_map(|(a, m)| match a {
+                std::net::IpAddr::V4(a) => Some((a, m)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect()
+    };
     let mut table = match netlink.neighbours(ifindex).await {
-        Ok(t) => t,
+        Ok(t) => v4(t),
         Err(e) => {
             tracing::warn!("neighbour dump failed (backend MACs kept as they were): {e}");
             return None;
@@ -36,7 +44,7 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Op
         .collect();
     if !missing.is_empty() {
         for a in &missing {
-            if let Err(e) = netlink.probe_neighbour(ifindex, *a).await {
+            if let Err(e) = netlink.probe_neighbour(ifindex, (*a).into()).await {
                 tracing::debug!("probe {a}: {e}");
             }
         }
@@ -45,7 +53,7 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Op
         while tokio::time::Instant::now() < end {
             poll.tick().await;
             if let Ok(t) = netlink.neighbours(ifindex).await {
-                table = t;
+                table = v4(t);
             }
             if missing.iter().all(|a| table.contains_key(a)) {
                 break;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
 
-use ha_common::VipKey;
+use crate::dataplane::Service;
 
 use crate::config::{Config, Hash, Health, HealthKind, Vip};
 use crate::dataplane::{BackendSpec, VipSpec};
@@ -265,7 +265,7 @@ pub struct Removing {
     /// Its name in the old config.
     pub name: String,
     /// The service it served.
-    pub service: VipKey,
+    pub service: Service,
     /// Its address.
     pub addr: Ipv4Addr,
     /// When the reload removed it.
@@ -328,8 +328,8 @@ impl Runtime {
         now: Instant,
         timeout: Duration,
     ) {
-        let service = |v: &Vip| VipKey::new(v.address.octets(), v.port, v.protocol.number());
-        let new_services: BTreeMap<&str, (VipKey, BTreeSet<Ipv4Addr>)> = new
+        let service = |v: &Vip| Service::new(v.address, v.port, v.protocol.number());
+        let new_services: BTreeMap<&str, (Service, BTreeSet<Ipv4Addr>)> = new
             .vips()
             .map(|v| {
                 (
@@ -442,8 +442,8 @@ impl Runtime {
         &mut self,
         counted_at: Instant,
         now: Instant,
-        mut live: impl FnMut(&VipKey, Ipv4Addr) -> Option<u64>,
-        held: impl Fn(&VipKey, Ipv4Addr) -> bool,
+        mut live: impl FnMut(&Service, Ipv4Addr) -> Option<u64>,
+        held: impl Fn(&Service, Ipv4Addr) -> bool,
     ) -> Vec<(BackendRef, Removing, Released)> {
         let mut out = Vec::new();
         let keys: Vec<BackendRef> = self.removing.keys().cloned().collect();
@@ -625,7 +625,7 @@ impl Runtime {
     ) -> Vec<VipSpec> {
         cfg.vips()
             .map(|v| {
-                let key = VipKey::new(v.address.octets(), v.port, v.protocol.number());
+                let key = Service::new(v.address, v.port, v.protocol.number());
                 let settle = settle_time(v);
                 let mut backends: Vec<BackendSpec> = v
                     .backends
@@ -637,7 +637,7 @@ impl Runtime {
                         let settling =
                             cfg.bgp.is_some() && st.is_some_and(|s| s.settling(now, settle));
                         BackendSpec {
-                            addr,
+                            addr: addr.into(),
                             mac: macs.get(&addr).copied(),
                             weight: self.weight(vn, bn, b.weight),
                             healthy: settling || st.is_none_or(BackendState::healthy),
@@ -663,7 +663,7 @@ impl Runtime {
                 for ((vn, _), r) in &self.removing {
                     if vn == v.name.get_ref() && r.service == key {
                         backends.push(BackendSpec {
-                            addr: r.addr,
+                            addr: r.addr.into(),
                             mac: macs.get(&r.addr).copied(),
                             weight: 0,
                             healthy: r.state.healthy(),
@@ -671,7 +671,7 @@ impl Runtime {
                     }
                 }
                 VipSpec {
-                    key,
+                    service: key,
                     table_size: v.maglev_table_size,
                     source_hash: v.hash == Hash::SourceIp,
                     backends,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime};
 
-use ha_common::{Action, BackendCounter, VipKey};
+use ha_common::{Action, BackendCounter};
 
 use super::Agent;
 use crate::api::model::{
@@ -13,7 +13,7 @@ use crate::api::model::{
     SyncGroupStatus, VipStatus, VrrpStatus,
 };
 use crate::config::HealthKind;
-use crate::dataplane::Attached;
+use crate::dataplane::{Attached, Service};
 use crate::vrrp::track::Effect;
 
 /// Counter values from the previous sample, and what was derived from them.
@@ -88,7 +88,7 @@ pub fn build(a: &mut Agent) -> Status {
     let mut vips = Vec::new();
     let mut seen = HashMap::new();
     for v in a.cfg.vips() {
-        let key = VipKey::new(v.address.octets(), v.port, v.protocol.number());
+        let key = Service::new(v.address, v.port, v.protocol.number());
         let mut backends = Vec::new();
         for b in &v.backends {
             let addr = *b.address.get_ref();

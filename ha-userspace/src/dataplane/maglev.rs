@@ -80,10 +80,19 @@ pub fn build(members: &[Member], size: u32) -> Vec<u32> {
     table
 }
 
-/// Identity key of a backend for [`Member::key`]: its IPv4 address (and
-/// port, for services that balance on it), the same on every node.
-pub fn member_key(addr: std::net::Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(addr)) << 16) | u64::from(port)
+/// Identity key of a backend for [`Member::key`]: its address (and port,
+/// for services that balance on it), the same on every node. An IPv4
+/// address is kept whole; an IPv6 one is folded by a fixed mixer into the
+/// 47 bits above the port (bit 63 set, so the two families never meet).
+pub fn member_key(addr: std::net::IpAddr, port: u16) -> u64 {
+    match addr {
+        std::net::IpAddr::V4(a) => (u64::from(u32::from(a)) << 16) | u64::from(port),
+        std::net::IpAddr::V6(a) => {
+            let v = u128::from(a);
+            let folded = splitmix64((v >> 64) as u64 ^ splitmix64(v as u64));
+            (1 << 63) | ((folded & ((1 << 47) - 1)) << 16) | u64::from(port)
+        }
+    }
 }
 
 /// SplitMix64 finaliser: a fixed, portable 64-bit mixer.
@@ -106,7 +115,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &w)| Member {
-                key: member_key(Ipv4Addr::from(0x0a00_0000 + i as u32), 0),
+                key: member_key(Ipv4Addr::from(0x0a00_0000 + i as u32).into(), 0),
                 weight: w,
             })
             .collect()

@@ -9,19 +9,20 @@ use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray
 use aya::Ebpf;
 use ha_common::{
     flow_check, flow_hash, maps, BackendCounter, BackendInfo, Counter, FlowEntry, FlowKey, FlowSet,
-    FlowStat, Meta, Ring, ServiceSlot, Stat, VipFilter, VipInfo, VipKey, STAT_COUNT,
+    FlowStat, Meta, Ring, ServiceSlot, Stat, VipFilter, VipInfo, VipKey, VipKey6, STAT_COUNT,
 };
 
+use super::service::Service;
 use super::Error;
 
 /// What the map writer needs from the maps (see [`super::writer`]).
 pub trait Store {
-    /// Every entry of the VIP map.
-    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error>;
+    /// Every entry of the VIP maps (both families).
+    fn vips(&self) -> Result<Vec<(Service, VipInfo)>, Error>;
     /// Inserts or replaces a VIP entry (an atomic swap in the kernel).
-    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error>;
+    fn set_vip(&mut self, key: &Service, info: &VipInfo) -> Result<(), Error>;
     /// Removes a VIP entry; absent is fine.
-    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error>;
+    fn remove_vip(&mut self, key: &Service) -> Result<(), Error>;
     /// Every backend slot whose flags are non-zero.
     fn backends(&self) -> Result<Vec<(u32, BackendInfo)>, Error>;
     /// Writes a backend slot.
@@ -40,6 +41,7 @@ pub trait Store {
 /// Handles on every map of a loaded or pinned data plane.
 pub struct Maps {
     vips: HashMap<MapData, VipKey, VipInfo>,
+    vips6: HashMap<MapData, VipKey6, VipInfo>,
     filter: Array<MapData, VipFilter>,
     rings: Array<MapData, Ring>,
     backends: Array<MapData, BackendInfo>,
@@ -371,6 +373,7 @@ impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
         let mut maps = Self {
             vips: typed(ebpf.take_map(maps::VIPS), maps::VIPS)?,
+            vips6: typed(ebpf.take_map(maps::VIPS6), maps::VIPS6)?,
             filter: typed(ebpf.take_map(maps::VIP_FILTER), maps::VIP_FILTER)?,
             rings: typed(ebpf.take_map(maps::RINGS), maps::RINGS)?,
             backends: typed(ebpf.take_map(maps::BACKENDS), maps::BACKENDS)?,
@@ -383,7 +386,7 @@ impl Maps {
             seed: 0,
         };
         maps.seed = maps.meta()?.hash_seed;
-        let vips = maps.vips()?;
+        let vips = maps.vips4()?;
         maps.services.learn(&vips, true);
         Ok(maps)
     }
@@ -394,6 +397,7 @@ impl Maps {
         let open = |name: &str| pinned_map(&dir.join(name));
         let mut maps = Self {
             vips: typed(open(maps::VIPS)?, maps::VIPS)?,
+            vips6: typed(open(maps::VIPS6)?, maps::VIPS6)?,
             filter: typed(open(maps::VIP_FILTER)?, maps::VIP_FILTER)?,
             rings: typed(open(maps::RINGS)?, maps::RINGS)?,
             backends: typed(open(maps::BACKENDS)?, maps::BACKENDS)?,
@@ -405,7 +409,7 @@ impl Maps {
             services: service_cache(open(maps::SERVICES)?)?,
             seed: 0,
         };
-        let vips = maps.vips()?;
+        let vips = maps.vips4()?;
         maps.services.learn(&vips, false);
         let meta = maps.meta()?;
         maps.seed = meta.hash_seed;
@@ -416,6 +420,14 @@ impl Maps {
             });
         }
         Ok(maps)
+    }
+
+    /// Every entry of the IPv4 VIP map, as the program keys it.
+    fn vips4(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
+        self.vips
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("walk VIPS"))
     }
 
     /// The META record.
@@ -551,13 +563,24 @@ impl Maps {
     /// one the flow's entry, else the slot's previous backend while it is
     /// up, else the ring. None when the service has no such backend.
     pub fn route(&self, key: &FlowKey) -> Result<Option<u32>, Error> {
-        let service = VipKey {
+        let v4 = VipKey {
             addr: key.daddr,
             port: (key.ports >> 16) as u16,
             proto: key.proto as u8,
-            pad: 0,
+            family: ha_common::FAMILY_IPV4,
         };
-        let Some(info) = self.vips.get(&service, 0).ok() else {
+        self.route_service(&Service::from_key(&v4), key)
+    }
+
+    /// [`Maps::route`] for a flow of `service` (either family; for IPv6
+    /// `key` holds the digests, see [`FlowKey::ipv6`]).
+    pub fn route_service(&self, svc: &Service, key: &FlowKey) -> Result<Option<u32>, Error> {
+        let service = svc.key();
+        let info = match svc.key6() {
+            Some(k6) => self.vips6.get(&k6, 0).ok(),
+            None => self.vips.get(&service, 0).ok(),
+        };
+        let Some(info) = info else {
             return Ok(None);
         };
         if info.ring_size == 0 {
@@ -666,30 +689,53 @@ fn map_err(what: &str) -> impl FnOnce(MapError) -> Error + '_ {
     }
 }
 
+fn absent_is_fine(r: Result<(), MapError>, what: &str) -> Result<(), Error> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(map_err(what)(e)),
+    }
+}
+
 impl Store for Maps {
-    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
-        self.vips
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err("walk VIPS"))
+    fn vips(&self) -> Result<Vec<(Service, VipInfo)>, Error> {
+        let mut out: Vec<(Service, VipInfo)> = self
+            .vips4()?
+            .into_iter()
+            .map(|(k, i)| (Service::from_key(&k), i))
+            .collect();
+        for e in self.vips6.iter() {
+            let (k, i) = e.map_err(map_err("walk VIPS6"))?;
+            out.push((Service::from_key6(&k), i));
+        }
+        Ok(out)
     }
 
-    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
-        self.vips
-            .insert(key, info, 0)
-            .map_err(map_err("write VIPS"))?;
-        self.services.set(key, info);
-        Ok(())
-    }
-
-    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
-        self.services.clear(key);
-        match self.vips.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+    fn set_vip(&mut self, key: &Service, info: &VipInfo) -> Result<(), Error> {
+        match key.key6() {
+            Some(k6) => self
+                .vips6
+                .insert(k6, info, 0)
+                .map_err(map_err("write VIPS6")),
+            None => {
+                let k = key.key();
+                self.vips
+                    .insert(k, info, 0)
+                    .map_err(map_err("write VIPS"))?;
+                self.services.set(&k, info);
                 Ok(())
             }
-            Err(e) => Err(map_err("delete from VIPS")(e)),
+        }
+    }
+
+    fn remove_vip(&mut self, key: &Service) -> Result<(), Error> {
+        match key.key6() {
+            Some(k6) => absent_is_fine(self.vips6.remove(&k6), "delete from VIPS6"),
+            None => {
+                let k = key.key();
+                self.services.clear(&k);
+                absent_is_fine(self.vips.remove(&k), "delete from VIPS")
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod census;
 pub mod maglev;
 pub mod maps;
+pub mod service;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use aya::{Ebpf, EbpfLoader};
 use ha_common::{maps as names, Meta, ABI_VERSION, XDP_MODE_GENERIC, XDP_MODE_NATIVE};
 
 pub use maps::{FlowView, Maps, Store};
+pub use service::Service;
 pub use writer::{BackendSpec, Report, VipSpec, Writer};
 
 /// The XDP program object, built by `cargo xtask build`.
@@ -418,9 +420,9 @@ impl DataPlane {
         self.writer.store()
     }
 
-    /// Backend id of `addr` in VIP `key`.
-    pub fn backend_id(&self, key: &ha_common::VipKey, addr: std::net::Ipv4Addr) -> Option<u32> {
-        self.writer.backend_id(key, addr)
+    /// Backend id of `addr` in service `key`.
+    pub fn backend_id(&self, key: &Service, addr: impl Into<std::net::IpAddr>) -> Option<u32> {
+        self.writer.backend_id(key, addr.into())
     }
 
     /// Stops the agent's hold on the data plane. With `keep`, the program

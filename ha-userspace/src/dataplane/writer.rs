@@ -27,17 +27,17 @@
 //! with the same input produce identical tables, so nothing moves.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ha_common::{
-    ring_index, vip_filter_bit, BackendInfo, Ring, VipFilter, VipInfo, VipKey, BACKEND_F_UP,
-    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_BITS, VIP_F_ADDRESS,
-    VIP_F_SOURCE_HASH,
+    ring_index, BackendInfo, Ring, VipFilter, VipInfo, VipKey, BACKEND_F_UP, MAX_BACKENDS,
+    MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_BITS, VIP_F_ADDRESS, VIP_F_SOURCE_HASH,
 };
 
 use super::maglev::{self, Member};
 use super::maps::Store;
+use super::service::{addr_octets, addr_of, filter_bit, Service};
 use super::Error;
 
 /// [`BackendInfo::flags`] bit: the slot is assigned (set on every live slot).
@@ -49,8 +49,8 @@ pub const RING_QUIESCE: Duration = Duration::from_millis(2);
 /// One VIP service as the agent wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipSpec {
-    /// Address, port, protocol.
-    pub key: VipKey,
+    /// Address (either family), port, protocol.
+    pub service: Service,
     /// Maglev table size (prime).
     pub table_size: u32,
     /// Source-IP affinity: flows are placed by their source address, not
@@ -63,8 +63,8 @@ pub struct VipSpec {
 /// One backend as the agent wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
-    /// Backend address.
-    pub addr: Ipv4Addr,
+    /// Backend address (of the service's family).
+    pub addr: IpAddr,
     /// Its MAC address, when known.
     pub mac: Option<[u8; 6]>,
     /// Maglev weight; 0 drains (keeps existing flows, gets no new ones).
@@ -147,7 +147,7 @@ pub struct RingView {
     pub source_hash: bool,
 }
 
-fn previous_ids(vips: &BTreeMap<VipKey, VipState>) -> HashSet<u32> {
+fn previous_ids(vips: &BTreeMap<Service, VipState>) -> HashSet<u32> {
     vips.values()
         .flat_map(|v| v.changed.values())
         .filter(|c| c.previous != NO_BACKEND)
@@ -171,25 +171,25 @@ fn ring_of(table: &[u16], changed: &BTreeMap<u32, Changed>) -> Box<Ring> {
 /// The map writer (see the module documentation).
 pub struct Writer<S: Store> {
     store: S,
-    vips: BTreeMap<VipKey, VipState>,
-    backend_ids: HashMap<(VipKey, Ipv4Addr), u32>,
+    vips: BTreeMap<Service, VipState>,
+    backend_ids: HashMap<(Service, IpAddr), u32>,
     written: HashMap<u32, BackendInfo>,
     free_backends: VecDeque<u32>,
     free_vips: VecDeque<u32>,
     filter: Box<VipFilter>,
-    markers: HashSet<u32>,
+    markers: HashSet<IpAddr>,
 }
 
 /// What the writer knows of the maps, re-read from them on adoption and
 /// after a failed write.
 struct Learned {
-    vips: BTreeMap<VipKey, VipState>,
-    backend_ids: HashMap<(VipKey, Ipv4Addr), u32>,
+    vips: BTreeMap<Service, VipState>,
+    backend_ids: HashMap<(Service, IpAddr), u32>,
     written: HashMap<u32, BackendInfo>,
     free_backends: VecDeque<u32>,
     free_vips: VecDeque<u32>,
     filter: Box<VipFilter>,
-    markers: HashSet<u32>,
+    markers: HashSet<IpAddr>,
 }
 
 /// Reads the maps; backend slots that no live VIP owns are cleared.
@@ -234,8 +234,8 @@ fn learn<S: Store>(store: &mut S) -> Result<Learned, Error> {
     let mut written = HashMap::new();
     for (id, b) in store.backends()? {
         match by_id.get(&b.vip_id) {
-            Some(key) if b.flags & BACKEND_F_IN_USE != 0 && b.vip == *key => {
-                backend_ids.insert((*key, Ipv4Addr::from(b.addr.to_ne_bytes())), id);
+            Some(key) if b.flags & BACKEND_F_IN_USE != 0 && b.vip == key.key() => {
+                backend_ids.insert((*key, addr_of(b.addr, &b.vip)), id);
                 written.insert(id, b);
             }
             _ => store.set_backend(id, &BackendInfo::default())?,
@@ -298,24 +298,25 @@ impl<S: Store> Writer<S> {
         &mut self.store
     }
 
-    /// Backend id of `addr` in VIP `key`.
-    pub fn backend_id(&self, key: &VipKey, addr: Ipv4Addr) -> Option<u32> {
-        self.backend_ids.get(&(*key, addr)).copied()
+    /// Backend id of `addr` in service `key`.
+    pub fn backend_id(&self, key: &Service, addr: impl Into<IpAddr>) -> Option<u32> {
+        self.backend_ids.get(&(*key, addr.into())).copied()
     }
 
     /// The live VIP entry of `key`.
-    pub fn vip_info(&self, key: &VipKey) -> Option<VipInfo> {
+    pub fn vip_info(&self, key: &Service) -> Option<VipInfo> {
         self.vips.get(key).map(|v| v.info)
     }
 
-    /// Per VIP service, what the flow census needs to tell which changed
-    /// slots still hold flows pinned elsewhere than the table says.
+    /// Per VIP service (by its identity, as backends name it), what the
+    /// flow census needs to tell which changed slots still hold flows
+    /// pinned elsewhere than the table says.
     pub fn ring_views(&self) -> HashMap<VipKey, RingView> {
         self.vips
             .iter()
             .map(|(k, v)| {
                 (
-                    *k,
+                    k.key(),
                     RingView {
                         vip_id: v.info.id,
                         table: v.table.clone(),
@@ -363,7 +364,7 @@ impl<S: Store> Writer<S> {
         let due = |c: &Changed| now.saturating_duration_since(c.since) >= hold;
         // Only VIPs with a slot past its hold: a census must not copy every
         // VIP's marks to find nothing to do.
-        let keys: Vec<(VipKey, u32)> = self
+        let keys: Vec<(Service, u32)> = self
             .vips
             .iter()
             .filter(|(_, v)| v.changed.values().any(due))
@@ -397,7 +398,7 @@ impl<S: Store> Writer<S> {
     /// (a count above 0), writes the VIP's ring with the edited marks.
     fn edit_marks(
         &mut self,
-        key: VipKey,
+        key: Service,
         edit: impl FnOnce(&mut BTreeMap<u32, Changed>) -> usize,
     ) -> Result<usize, Error> {
         let Some(v) = self.vips.get(&key) else {
@@ -421,7 +422,7 @@ impl<S: Store> Writer<S> {
             return Ok(());
         }
         let hit = |c: &Changed| c.previous != NO_BACKEND && ids.contains(&(c.previous as u32));
-        let keys: Vec<VipKey> = self
+        let keys: Vec<Service> = self
             .vips
             .iter()
             .filter(|(_, v)| v.changed.values().any(hit))
@@ -446,7 +447,7 @@ impl<S: Store> Writer<S> {
     /// Writes a ring into the VIP's idle slot and makes it live.
     fn write_ring(
         &mut self,
-        key: VipKey,
+        key: Service,
         vip_id: u32,
         ring_size: u32,
         flags: u32,
@@ -503,27 +504,28 @@ impl<S: Store> Writer<S> {
     /// two (a few milliseconds) a VIP whose backends were all replaced has
     /// an empty table.
     pub fn apply(&mut self, specs: &[VipSpec]) -> Result<Report, Error> {
-        let wanted: BTreeMap<VipKey, &VipSpec> = specs.iter().map(|s| (s.key, s)).collect();
+        let wanted: BTreeMap<Service, &VipSpec> = specs.iter().map(|s| (s.service, s)).collect();
         let room = self.check_capacity(&wanted)?;
         let result = if room {
             self.apply_all(&wanted)
         } else {
             let staying: Vec<VipSpec> = wanted
                 .values()
-                .filter(|s| self.vips.contains_key(&s.key))
+                .filter(|s| self.vips.contains_key(&s.service))
                 .map(|s| VipSpec {
-                    key: s.key,
+                    service: s.service,
                     table_size: s.table_size,
                     source_hash: s.source_hash,
                     backends: s
                         .backends
                         .iter()
-                        .filter(|b| self.backend_ids.contains_key(&(s.key, b.addr)))
+                        .filter(|b| self.backend_ids.contains_key(&(s.service, b.addr)))
                         .cloned()
                         .collect(),
                 })
                 .collect();
-            let staying: BTreeMap<VipKey, &VipSpec> = staying.iter().map(|s| (s.key, s)).collect();
+            let staying: BTreeMap<Service, &VipSpec> =
+                staying.iter().map(|s| (s.service, s)).collect();
             self.apply_all(&staying).and_then(|first| {
                 let second = self.apply_all(&wanted)?;
                 Ok(first.add(&second))
@@ -539,18 +541,39 @@ impl<S: Store> Writer<S> {
 
     /// Fails when `wanted` cannot fit even after removals; returns whether
     /// it fits without freeing ids first.
-    fn check_capacity(&self, wanted: &BTreeMap<VipKey, &VipSpec>) -> Result<bool, Error> {
+    fn check_capacity(&self, wanted: &BTreeMap<Service, &VipSpec>) -> Result<bool, Error> {
         if wanted.len() > MAX_VIPS as usize {
             return Err(Error::Capacity(format!(
                 "{} vips, at most {MAX_VIPS}",
                 wanted.len()
             )));
         }
+        // The program knows a service by its identity: two IPv6 services
+        // whose addresses share a digest cannot both be served.
+        let mut identities: HashMap<VipKey, &Service> = HashMap::new();
+        for s in wanted.keys() {
+            if let Some(other) = identities.insert(s.key(), s) {
+                return Err(Error::Capacity(format!(
+                    "the IPv6 VIP addresses of {other} and {s} share a digest; change one"
+                )));
+            }
+        }
+        for b in wanted
+            .values()
+            .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
+        {
+            if b.0.service.addr.is_ipv4() != b.1.addr.is_ipv4() {
+                return Err(Error::Capacity(format!(
+                    "backend {} of {} is of another address family",
+                    b.1.addr, b.0.service
+                )));
+            }
+        }
         let new_vips = wanted.keys().filter(|k| !self.vips.contains_key(k)).count();
         let freed_vips = self.vips.keys().filter(|k| !wanted.contains_key(k)).count();
-        let pairs: HashSet<(VipKey, Ipv4Addr)> = wanted
+        let pairs: HashSet<(Service, IpAddr)> = wanted
             .values()
-            .flat_map(|s| s.backends.iter().map(|b| (s.key, b.addr)))
+            .flat_map(|s| s.backends.iter().map(|b| (s.service, b.addr)))
             .collect();
         let new_backends = pairs
             .iter()
@@ -579,20 +602,20 @@ impl<S: Store> Writer<S> {
 
     /// Writes `wanted`: removed VIPs first (their ids return), then every
     /// wanted VIP, then the address markers and the pre-filter.
-    fn apply_all(&mut self, wanted: &BTreeMap<VipKey, &VipSpec>) -> Result<Report, Error> {
+    fn apply_all(&mut self, wanted: &BTreeMap<Service, &VipSpec>) -> Result<Report, Error> {
         let mut report = Report::default();
-        let addrs: HashSet<u32> = wanted.keys().map(|k| k.addr).collect();
+        let addrs: HashSet<IpAddr> = wanted.keys().map(|k| k.addr).collect();
 
         // Removed VIPs: out of the pre-filter first (when no other VIP keeps
         // their address), then their entries go and their ids return.
-        let gone: Vec<VipKey> = self
+        let gone: Vec<Service> = self
             .vips
             .keys()
             .filter(|k| !wanted.contains_key(k))
             .copied()
             .collect();
         if !gone.is_empty() {
-            let keep: HashSet<u32> = self.markers.intersection(&addrs).copied().collect();
+            let keep: HashSet<IpAddr> = self.markers.intersection(&addrs).copied().collect();
             self.write_filter(&keep)?;
         }
         for key in gone {
@@ -600,7 +623,7 @@ impl<S: Store> Writer<S> {
             if let Some(state) = self.vips.remove(&key) {
                 self.free_vips.push_back(state.info.id);
             }
-            let ids: Vec<(Ipv4Addr, u32)> = self
+            let ids: Vec<(IpAddr, u32)> = self
                 .backend_ids
                 .iter()
                 .filter(|((k, _), _)| *k == key)
@@ -619,28 +642,28 @@ impl<S: Store> Writer<S> {
         // Address markers for every wanted address, then the pre-filter.
         for &addr in &addrs {
             if !self.markers.contains(&addr) {
-                self.store.set_vip(&marker_key(addr), &marker_info())?;
+                self.store.set_vip(&Service::marker(addr), &marker_info())?;
                 self.markers.insert(addr);
             }
         }
         self.write_filter(&addrs)?;
-        let stale: Vec<u32> = self
+        let stale: Vec<IpAddr> = self
             .markers
             .iter()
             .filter(|a| !addrs.contains(a))
             .copied()
             .collect();
         for addr in stale {
-            self.store.remove_vip(&marker_key(addr))?;
+            self.store.remove_vip(&Service::marker(addr))?;
             self.markers.remove(&addr);
         }
         Ok(report)
     }
 
-    fn write_filter(&mut self, addrs: &HashSet<u32>) -> Result<(), Error> {
+    fn write_filter(&mut self, addrs: &HashSet<IpAddr>) -> Result<(), Error> {
         let mut filter = Box::<VipFilter>::default();
         for &addr in addrs {
-            filter.slots[(vip_filter_bit(addr) & (VIP_FILTER_BITS - 1)) as usize] = 1;
+            filter.slots[(filter_bit(addr) & (VIP_FILTER_BITS - 1)) as usize] = 1;
         }
         if filter != self.filter {
             self.store.set_filter(&filter)?;
@@ -650,7 +673,7 @@ impl<S: Store> Writer<S> {
     }
 
     fn apply_vip(&mut self, spec: &VipSpec, report: &mut Report) -> Result<(), Error> {
-        let key = spec.key;
+        let key = spec.service;
         let is_new = !self.vips.contains_key(&key);
         let vip_id = match self.vips.get(&key) {
             Some(v) => v.info.id,
@@ -683,11 +706,11 @@ impl<S: Store> Writer<S> {
         self.scrub_previous(&fresh, report)?;
         for (b, &id) in spec.backends.iter().zip(&ids) {
             let info = BackendInfo {
-                addr: u32::from_ne_bytes(b.addr.octets()),
+                addr: addr_octets(b.addr),
                 mac: b.mac.unwrap_or_default(),
                 flags: BACKEND_F_IN_USE | if b.usable() { BACKEND_F_UP } else { 0 },
                 vip_id,
-                vip: key,
+                vip: key.key(),
             };
             let old = self.written.get(&id);
             if old == Some(&info) {
@@ -793,8 +816,8 @@ impl<S: Store> Writer<S> {
             self.write_backend(id, info, report)?;
         }
         // Backends of this VIP that are no longer wanted.
-        let wanted: HashSet<Ipv4Addr> = spec.backends.iter().map(|b| b.addr).collect();
-        let gone: Vec<(Ipv4Addr, u32)> = self
+        let wanted: HashSet<IpAddr> = spec.backends.iter().map(|b| b.addr).collect();
+        let gone: Vec<(IpAddr, u32)> = self
             .backend_ids
             .iter()
             .filter(|((k, a), _)| *k == key && !wanted.contains(a))
@@ -820,8 +843,8 @@ impl<S: Store> Writer<S> {
 
     fn release_backend(
         &mut self,
-        key: VipKey,
-        addr: Ipv4Addr,
+        key: Service,
+        addr: IpAddr,
         id: u32,
         report: &mut Report,
     ) -> Result<(), Error> {
@@ -831,15 +854,6 @@ impl<S: Store> Writer<S> {
         self.free_backends.push_back(id);
         report.backends_written += 1;
         Ok(())
-    }
-}
-
-fn marker_key(addr: u32) -> VipKey {
-    VipKey {
-        addr,
-        port: 0,
-        proto: 0,
-        pad: 0,
     }
 }
 

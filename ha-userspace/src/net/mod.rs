@@ -129,10 +129,10 @@ pub fn link_of(name: &str, msg: &LinkMessage) -> Link {
     }
 }
 
-/// The IPv4 address and MAC of a usable neighbour entry on `ifindex`
-/// (reachable, stale, delay, probe, permanent or noarp), if this message
-/// is one (pure: fuzzed).
-pub fn neighbour_of(msg: &NeighbourMessage, ifindex: u32) -> Option<(Ipv4Addr, [u8; 6])> {
+/// The address (IPv4 or IPv6) and MAC of a usable neighbour entry on
+/// `ifindex` (reachable, stale, delay, probe, permanent or noarp), if this
+/// message is one (pure: fuzzed).
+pub fn neighbour_of(msg: &NeighbourMessage, ifindex: u32) -> Option<(IpAddr, [u8; 6])> {
     let usable = matches!(
         msg.header.state,
         NeighbourState::Reachable
@@ -149,7 +149,12 @@ pub fn neighbour_of(msg: &NeighbourMessage, ifindex: u32) -> Option<(Ipv4Addr, [
     let mut mac = None;
     for attr in &msg.attributes {
         match attr {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                dst = Some(IpAddr::V4(*a))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                dst = Some(IpAddr::V6(*a))
+            }
             NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                 let mut m = [0u8; 6];
                 m.copy_from_slice(l);
@@ -292,38 +297,42 @@ impl Netlink {
         }
     }
 
-    /// IPv4 neighbours on `ifindex` that have a usable MAC address.
-    pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetError> {
+    /// IPv4 (ARP) and IPv6 (ND) neighbours on `ifindex` that have a
+    /// usable MAC address.
+    pub async fn neighbours(&self, ifindex: u32) -> Result<HashMap<IpAddr, [u8; 6]>, NetError> {
         limit(|| "dump neighbours".into(), self.neighbours_inner(ifindex)).await
     }
 
-    async fn neighbours_inner(&self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>, NetError> {
+    async fn neighbours_inner(&self, ifindex: u32) -> Result<HashMap<IpAddr, [u8; 6]>, NetError> {
         let mut out = HashMap::new();
-        let mut dump = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
-        loop {
-            let Some(msg) = next_msg(&mut dump, "dump neighbours").await? else {
-                break;
-            };
-            if let Some((d, m)) = neighbour_of(&msg, ifindex) {
-                out.insert(d, m);
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut dump = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute();
+            loop {
+                let Some(msg) = next_msg(&mut dump, "dump neighbours").await? else {
+                    break;
+                };
+                if let Some((d, m)) = neighbour_of(&msg, ifindex) {
+                    out.insert(d, m);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Asks the kernel to resolve `addr` on `ifindex` (an ARP request by the
-    /// kernel's own neighbour state machine, `NTF_USE`); the answer shows up
-    /// in [`Netlink::neighbours`] once the neighbour replies.
-    pub async fn probe_neighbour(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NetError> {
+    /// Asks the kernel to resolve `addr` on `ifindex` (an ARP request, or
+    /// an IPv6 Neighbor Solicitation, by the kernel's own neighbour state
+    /// machine, `NTF_USE`); the answer shows up in [`Netlink::neighbours`]
+    /// once the neighbour replies.
+    pub async fn probe_neighbour(&self, ifindex: u32, addr: IpAddr) -> Result<(), NetError> {
         let req = self
             .handle
             .neighbours()
-            .add(ifindex, IpAddr::V4(addr))
+            .add(ifindex, addr)
             .state(NeighbourState::None)
             .flags(NeighbourFlags::Use)
             .replace();

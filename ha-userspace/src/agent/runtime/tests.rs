@@ -372,7 +372,7 @@ fn an_address_change_removes_the_old_address_gracefully() {
         ("web2", Ipv4Addr::new(10, 77, 0, 22))
     );
     let specs = rt.specs(&moved, &macs());
-    let addrs: Vec<(Ipv4Addr, u32)> = specs[0]
+    let addrs: Vec<(std::net::IpAddr, u32)> = specs[0]
         .backends
         .iter()
         .map(|b| (b.addr, b.weight))
@@ -380,9 +380,9 @@ fn an_address_change_removes_the_old_address_gracefully() {
     assert_eq!(
         addrs,
         [
-            (Ipv4Addr::new(10, 77, 0, 21), 1),
-            (Ipv4Addr::new(10, 77, 0, 29), 1),
-            (Ipv4Addr::new(10, 77, 0, 22), 0)
+            (Ipv4Addr::new(10, 77, 0, 21).into(), 1),
+            (Ipv4Addr::new(10, 77, 0, 29).into(), 1),
+            (Ipv4Addr::new(10, 77, 0, 22).into(), 0)
         ]
     );
     // Still health-checked, under that name.

@@ -4,11 +4,12 @@
 use super::*;
 use ha_common::{ports_raw, ring_hash, IPPROTO_TCP};
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
-    SetVip(VipKey, VipInfo),
-    RemoveVip(VipKey),
+    SetVip(Service, VipInfo),
+    RemoveVip(Service),
     SetBackend(u32, BackendInfo),
     SetRing(u32),
     SetFilter(usize),
@@ -16,15 +17,15 @@ enum Op {
 
 #[derive(Default)]
 struct Fake {
-    vips: BTreeMap<(u32, u16, u8), (VipKey, VipInfo)>,
+    vips: BTreeMap<Service, (Service, VipInfo)>,
     backends: Vec<BackendInfo>,
     rings: HashMap<u32, Box<Ring>>,
     filter: VipFilter,
     log: Vec<Op>,
 }
 
-fn k(key: &VipKey) -> (u32, u16, u8) {
-    (key.addr, key.port, key.proto)
+fn k(key: &Service) -> Service {
+    *key
 }
 
 impl Fake {
@@ -37,18 +38,18 @@ impl Fake {
 
     /// What the XDP program would do with a new flow to `key`: the backend
     /// address it picks, or None (pass/drop).
-    fn route(&self, key: &VipKey, saddr: u32, sport: u16) -> Option<Ipv4Addr> {
-        if self.filter.slots[(vip_filter_bit(key.addr) & (VIP_FILTER_BITS - 1)) as usize] == 0 {
+    fn route(&self, key: &Service, saddr: u32, sport: u16) -> Option<Ipv4Addr> {
+        if self.filter.slots[(filter_bit(key.addr) & (VIP_FILTER_BITS - 1)) as usize] == 0 {
             return None;
         }
         let (_, info) = self.vips.get(&k(key))?;
         let ring = self.rings.get(&ring_index(info.id, info.ring_slot))?;
-        let dport = u16::from_be(key.port);
+        let id = key.key();
         let h = ring_hash(
             0,
             saddr,
-            key.addr,
-            ports_raw(sport, dport),
+            id.addr,
+            ports_raw(sport, key.port),
             key.proto as u32,
             info.flags & ha_common::VIP_F_SOURCE_HASH != 0,
         );
@@ -57,11 +58,15 @@ impl Fake {
             return None;
         }
         let b = self.backends[e as usize];
-        (b.flags & BACKEND_F_UP != 0 && b.vip_id == info.id && b.vip == *key)
-            .then(|| Ipv4Addr::from(b.addr.to_ne_bytes()))
+        (b.flags & BACKEND_F_UP != 0 && b.vip_id == info.id && b.vip == id)
+            .then(|| addr_of(b.addr, &b.vip))
+            .and_then(|a| match a {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
     }
 
-    fn live_ring(&self, key: &VipKey) -> Option<u32> {
+    fn live_ring(&self, key: &Service) -> Option<u32> {
         self.vips
             .get(&k(key))
             .map(|(_, i)| ring_index(i.id, i.ring_slot))
@@ -69,15 +74,15 @@ impl Fake {
 }
 
 impl Store for &mut Fake {
-    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
+    fn vips(&self) -> Result<Vec<(Service, VipInfo)>, Error> {
         Ok(self.vips.values().copied().collect())
     }
-    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
+    fn set_vip(&mut self, key: &Service, info: &VipInfo) -> Result<(), Error> {
         self.vips.insert(k(key), (*key, *info));
         self.log.push(Op::SetVip(*key, *info));
         Ok(())
     }
-    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
+    fn remove_vip(&mut self, key: &Service) -> Result<(), Error> {
         self.vips.remove(&k(key));
         self.log.push(Op::RemoveVip(*key));
         Ok(())
@@ -130,13 +135,13 @@ const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 fn vip(last: u8, port: u16, backends: &[(u8, u32, bool)]) -> VipSpec {
     VipSpec {
-        key: VipKey::new([10, 77, 0, last], port, IPPROTO_TCP),
+        service: Service::new(Ipv4Addr::new(10, 77, 0, last), port, IPPROTO_TCP),
         table_size: 251,
         source_hash: false,
         backends: backends
             .iter()
             .map(|&(b, weight, healthy)| BackendSpec {
-                addr: Ipv4Addr::new(10, 77, 0, b),
+                addr: Ipv4Addr::new(10, 77, 0, b).into(),
                 mac: Some(MAC),
                 weight,
                 healthy,
@@ -145,7 +150,7 @@ fn vip(last: u8, port: u16, backends: &[(u8, u32, bool)]) -> VipSpec {
     }
 }
 
-fn spread(fake: &Fake, key: &VipKey) -> BTreeMap<Ipv4Addr, usize> {
+fn spread(fake: &Fake, key: &Service) -> BTreeMap<Ipv4Addr, usize> {
     let mut m = BTreeMap::new();
     for i in 0..3000u32 {
         if let Some(b) = fake.route(key, 0x0a00_0000 + i, (i % 60000) as u16) {
@@ -166,16 +171,24 @@ fn fresh_apply_routes_to_every_backend() {
         (1, 1, 3)
     );
     drop(w);
-    let s = spread(&fake, &spec.key);
+    let s = spread(&fake, &spec.service);
     assert_eq!(s.len(), 3, "{s:?}");
     assert!(s.values().all(|&n| n > 800), "{s:?}");
     // Other port, other address: not routed.
     assert_eq!(
-        fake.route(&VipKey::new([10, 77, 0, 100], 81, IPPROTO_TCP), 1, 1),
+        fake.route(
+            &Service::new(Ipv4Addr::new(10, 77, 0, 100), 81, IPPROTO_TCP),
+            1,
+            1
+        ),
         None
     );
     assert_eq!(
-        fake.route(&VipKey::new([10, 77, 0, 99], 80, IPPROTO_TCP), 1, 1),
+        fake.route(
+            &Service::new(Ipv4Addr::new(10, 77, 0, 99), 80, IPPROTO_TCP),
+            1,
+            1
+        ),
         None
     );
 }
@@ -207,7 +220,7 @@ fn new_vip_is_filtered_in_last_and_removed_vip_filtered_out_first() {
     assert!(matches!(fake.log[0], Op::SetFilter(0)), "{:?}", fake.log);
     assert!(fake.vips.is_empty(), "service and marker removed");
     assert!(fake.backends.iter().all(|b| b.flags == 0));
-    assert_eq!(fake.route(&spec.key, 1, 1), None);
+    assert_eq!(fake.route(&spec.service, 1, 1), None);
 }
 
 #[test]
@@ -222,12 +235,12 @@ fn restart_with_same_input_writes_nothing() {
     {
         let mut w = Writer::adopt(&mut fake).expect("adopt");
         w.apply(&specs).expect("apply");
-        before = w.backend_id(&specs[0].key, Ipv4Addr::new(10, 77, 0, 22));
+        before = w.backend_id(&specs[0].service, Ipv4Addr::new(10, 77, 0, 22));
     }
     fake.log.clear();
     let mut w = Writer::adopt(&mut fake).expect("adopt again");
     assert_eq!(
-        w.backend_id(&specs[0].key, Ipv4Addr::new(10, 77, 0, 22)),
+        w.backend_id(&specs[0].service, Ipv4Addr::new(10, 77, 0, 22)),
         before
     );
     let r = w.apply(&specs).expect("apply again");
@@ -246,14 +259,14 @@ fn drain_keeps_backend_up_but_out_of_the_table() {
     let r = w.apply(std::slice::from_ref(&spec)).expect("drain");
     assert_eq!((r.tables_swapped, r.backends_written), (1, 0));
     let id = w
-        .backend_id(&spec.key, Ipv4Addr::new(10, 77, 0, 22))
+        .backend_id(&spec.service, Ipv4Addr::new(10, 77, 0, 22))
         .expect("id");
     drop(w);
     assert_eq!(
         fake.backends[id as usize].flags & BACKEND_F_UP,
         BACKEND_F_UP
     );
-    let s = spread(&fake, &spec.key);
+    let s = spread(&fake, &spec.service);
     assert!(!s.contains_key(&Ipv4Addr::new(10, 77, 0, 22)), "{s:?}");
     assert_eq!(s.values().sum::<usize>(), 3000);
 }
@@ -273,13 +286,13 @@ fn down_backend_leaves_the_table_before_its_flag_drops() {
         let mut w = Writer::adopt(&mut fake).expect("adopt");
         w.apply(std::slice::from_ref(&spec)).expect("down");
         id = w
-            .backend_id(&spec.key, Ipv4Addr::new(10, 77, 0, 21))
+            .backend_id(&spec.service, Ipv4Addr::new(10, 77, 0, 21))
             .expect("id");
     }
     let swap = fake
         .log
         .iter()
-        .position(|o| matches!(o, Op::SetVip(k, _) if *k == spec.key))
+        .position(|o| matches!(o, Op::SetVip(k, _) if *k == spec.service))
         .expect("swap");
     let flag = fake
         .log
@@ -288,7 +301,7 @@ fn down_backend_leaves_the_table_before_its_flag_drops() {
         .expect("flag");
     assert!(swap < flag, "{:?}", fake.log);
     assert_eq!(fake.backends[id as usize].flags & BACKEND_F_UP, 0);
-    let s = spread(&fake, &spec.key);
+    let s = spread(&fake, &spec.service);
     assert_eq!(
         s.keys().copied().collect::<Vec<_>>(),
         [Ipv4Addr::new(10, 77, 0, 22)]
@@ -301,7 +314,7 @@ fn ids_are_stable_and_reused_late() {
     let mut w = Writer::adopt(&mut fake).expect("adopt");
     let a = vip(100, 80, &[(21, 1, true), (22, 1, true), (23, 1, true)]);
     w.apply(std::slice::from_ref(&a)).expect("apply");
-    let id = |w: &Writer<&mut Fake>, b| w.backend_id(&a.key, Ipv4Addr::new(10, 77, 0, b));
+    let id = |w: &Writer<&mut Fake>, b| w.backend_id(&a.service, Ipv4Addr::new(10, 77, 0, b));
     let (i21, i23) = (id(&w, 21), id(&w, 23));
     let b = vip(100, 80, &[(21, 1, true), (23, 1, true)]);
     w.apply(std::slice::from_ref(&b)).expect("remove 22");
@@ -309,7 +322,7 @@ fn ids_are_stable_and_reused_late() {
     let c = vip(100, 80, &[(21, 1, true), (23, 1, true), (24, 1, true)]);
     w.apply(std::slice::from_ref(&c)).expect("add 24");
     let i24 = w
-        .backend_id(&a.key, Ipv4Addr::new(10, 77, 0, 24))
+        .backend_id(&a.service, Ipv4Addr::new(10, 77, 0, 24))
         .expect("24");
     assert_eq!(i24, 3, "a never-used id comes before the freed one");
 }
@@ -321,8 +334,8 @@ fn no_backend_means_no_route() {
     let mut w = Writer::adopt(&mut fake).expect("adopt");
     w.apply(std::slice::from_ref(&spec)).expect("apply");
     drop(w);
-    assert!(spread(&fake, &spec.key).is_empty());
-    let (_, info) = fake.vips[&k(&spec.key)];
+    assert!(spread(&fake, &spec.service).is_empty());
+    let (_, info) = fake.vips[&k(&spec.service)];
     assert!(
         fake.rings[&ring_index(info.id, info.ring_slot)].entries[..251]
             .iter()
@@ -336,25 +349,25 @@ fn back_to_back_swaps_alternate_rings() {
     let mut w = Writer::adopt(&mut fake).expect("adopt");
     let mut spec = vip(100, 80, &[(21, 1, true), (22, 1, true)]);
     w.apply(std::slice::from_ref(&spec)).expect("apply");
-    let mut slots = vec![w.vip_info(&spec.key).expect("vip").ring_slot];
+    let mut slots = vec![w.vip_info(&spec.service).expect("vip").ring_slot];
     for i in 0..4 {
         spec.backends[0].weight = 2 + i;
         w.apply(std::slice::from_ref(&spec)).expect("reweight");
-        slots.push(w.vip_info(&spec.key).expect("vip").ring_slot);
+        slots.push(w.vip_info(&spec.service).expect("vip").ring_slot);
     }
     assert_eq!(slots, [0, 1, 0, 1, 0]);
     drop(w);
-    assert_eq!(fake.live_ring(&spec.key), Some(ring_index(0, 0)));
+    assert_eq!(fake.live_ring(&spec.service), Some(ring_index(0, 0)));
 }
 
 fn many(last: u8, port: u16, first: u32, n: u32) -> VipSpec {
     VipSpec {
-        key: VipKey::new([10, 77, 0, last], port, IPPROTO_TCP),
+        service: Service::new(Ipv4Addr::new(10, 77, 0, last), port, IPPROTO_TCP),
         table_size: 65537,
         source_hash: false,
         backends: (first..first + n)
             .map(|i| BackendSpec {
-                addr: Ipv4Addr::from(0x0a50_0000 + i),
+                addr: Ipv4Addr::from(0x0a50_0000 + i).into(),
                 mac: Some(MAC),
                 weight: 1,
                 healthy: true,
@@ -374,12 +387,17 @@ fn a_full_node_takes_a_changed_port() {
     let mut w = Writer::adopt(&mut fake).expect("adopt");
     w.apply(&specs).expect("64 vips");
     assert_eq!(w.free_slots().0, 0);
-    specs[5].key = VipKey::new([10, 77, 0, 100], 2000, IPPROTO_TCP);
+    specs[5].service = Service::new(Ipv4Addr::new(10, 77, 0, 100), 2000, IPPROTO_TCP);
     let r = w.apply(&specs).expect("port change at capacity");
     assert_eq!((r.vips_added, r.vips_removed), (1, 1));
     drop(w);
-    let routed =
-        |fake: &Fake, port| fake.route(&VipKey::new([10, 77, 0, 100], port, IPPROTO_TCP), 1, 1);
+    let routed = |fake: &Fake, port| {
+        fake.route(
+            &Service::new(Ipv4Addr::new(10, 77, 0, 100), port, IPPROTO_TCP),
+            1,
+            1,
+        )
+    };
     assert_eq!(routed(&fake, 2000), Some(Ipv4Addr::new(10, 77, 0, 21)));
     assert_eq!(routed(&fake, 1005), None, "the old port is gone");
     assert_eq!(routed(&fake, 1006), Some(Ipv4Addr::new(10, 77, 0, 21)));
@@ -418,7 +436,7 @@ fn an_update_that_cannot_fit_writes_nothing_and_leaks_no_id() {
     w.apply(&[base.clone(), extra.clone()]).expect("fits");
     drop(w);
     assert_eq!(
-        fake.route(&extra.key, 1, 1),
+        fake.route(&extra.service, 1, 1),
         Some(Ipv4Addr::new(10, 77, 0, 21))
     );
 }
@@ -434,7 +452,7 @@ fn renumbering_more_backends_than_are_free_takes_two_steps() {
     w.apply(std::slice::from_ref(&new)).expect("renumbered");
     assert_eq!(w.free_slots().1, MAX_BACKENDS as usize - 4000);
     drop(w);
-    let s = spread(&fake, &new.key);
+    let s = spread(&fake, &new.service);
     assert_eq!(s.values().sum::<usize>(), 3000);
     assert!(
         s.keys().all(|a| u32::from(*a) >= 0x0a50_0000 + 5000),
@@ -459,14 +477,14 @@ impl Failing<'_> {
 }
 
 impl Store for Failing<'_> {
-    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, Error> {
+    fn vips(&self) -> Result<Vec<(Service, VipInfo)>, Error> {
         Ok(self.inner.vips.values().copied().collect())
     }
-    fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), Error> {
+    fn set_vip(&mut self, key: &Service, info: &VipInfo) -> Result<(), Error> {
         self.write()?;
         (&mut *self.inner).set_vip(key, info)
     }
-    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Error> {
+    fn remove_vip(&mut self, key: &Service) -> Result<(), Error> {
         self.write()?;
         (&mut *self.inner).remove_vip(key)
     }
@@ -524,7 +542,7 @@ fn a_write_failing_half_way_can_be_rolled_back() {
         w.apply(&old).expect("old");
     }
     let before: Vec<Option<Ipv4Addr>> = (0..200)
-        .map(|i| fake.route(&old[0].key, i, 1000 + i as u16))
+        .map(|i| fake.route(&old[0].service, i, 1000 + i as u16))
         .collect();
     let new = [
         vip(100, 80, &[(21, 1, true), (24, 1, true), (25, 1, true)]),
@@ -544,12 +562,12 @@ fn a_write_failing_half_way_can_be_rolled_back() {
         w.apply(&old).expect("roll back");
         drop(w);
         let after: Vec<Option<Ipv4Addr>> = (0..200)
-            .map(|i| fake.route(&old[0].key, i, 1000 + i as u16))
+            .map(|i| fake.route(&old[0].service, i, 1000 + i as u16))
             .collect();
         assert_eq!(after, before, "failure after {ok_writes} writes");
-        assert_eq!(fake.route(&new[1].key, 1, 1), None);
+        assert_eq!(fake.route(&new[1].service, 1, 1), None);
         assert_eq!(
-            fake.route(&old[1].key, 1, 1),
+            fake.route(&old[1].service, 1, 1),
             Some(Ipv4Addr::new(10, 77, 0, 23))
         );
     }
@@ -563,17 +581,17 @@ fn source_ip_affinity_keeps_a_client_on_one_backend_and_spreads_clients() {
     let mut w = Writer::adopt(&mut fake).expect("adopt");
     w.apply(std::slice::from_ref(&spec)).expect("apply");
     assert_ne!(
-        w.vip_info(&spec.key).expect("vip").flags & ha_common::VIP_F_SOURCE_HASH,
+        w.vip_info(&spec.service).expect("vip").flags & ha_common::VIP_F_SOURCE_HASH,
         0
     );
     drop(w);
     let client = 0x0a4d_0063;
     let one: BTreeSet<_> = (0..50u16)
-        .filter_map(|i| fake.route(&spec.key, client, 32768 + i * 7))
+        .filter_map(|i| fake.route(&spec.service, client, 32768 + i * 7))
         .collect();
     assert_eq!(one.len(), 1, "one client, many ports: {one:?}");
     let clients: BTreeSet<_> = (0..30u32)
-        .filter_map(|i| fake.route(&spec.key, 0x0a4d_0100 + i, 40000))
+        .filter_map(|i| fake.route(&spec.service, 0x0a4d_0100 + i, 40000))
         .collect();
     assert_eq!(
         clients.len(),
@@ -586,7 +604,7 @@ fn source_ip_affinity_keeps_a_client_on_one_backend_and_spreads_clients() {
     w.apply(std::slice::from_ref(&spec)).expect("apply");
     drop(w);
     let one: BTreeSet<_> = (0..50u16)
-        .filter_map(|i| fake.route(&spec.key, client, 32768 + i * 7))
+        .filter_map(|i| fake.route(&spec.service, client, 32768 + i * 7))
         .collect();
     assert_eq!(one.len(), 3, "{one:?}");
 }
@@ -606,7 +624,7 @@ fn changing_the_hash_marks_every_slot() {
     drop(w);
     let w = Writer::adopt(&mut fake).expect("adopt");
     assert_ne!(
-        w.vip_info(&spec.key).expect("vip").flags & ha_common::VIP_F_SOURCE_HASH,
+        w.vip_info(&spec.service).expect("vip").flags & ha_common::VIP_F_SOURCE_HASH,
         0
     );
 }
