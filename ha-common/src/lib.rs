@@ -60,8 +60,10 @@ pub mod maps {
     /// `ARRAY` of [`crate::ServiceSlot`]: a direct-mapped cache of the
     /// services in `VIPS`.
     pub const SERVICES: &str = "HALB_SERVICES";
+    /// `ARRAY` of [`crate::ServiceSlot6`]: the same for `VIPS6`.
+    pub const SERVICES6: &str = "HALB_SERVICES6";
     /// Every map that is pinned (all of them).
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         VIPS,
         VIPS6,
         VIP_FILTER,
@@ -73,6 +75,7 @@ pub mod maps {
         META,
         FLOW_STATS,
         SERVICES,
+        SERVICES6,
     ];
 }
 
@@ -145,7 +148,7 @@ impl VipKey6 {
     /// The program's identity of this service (see [`VipKey`]).
     pub const fn identity(&self) -> VipKey {
         VipKey {
-            addr: addr6_digest(0, self.addr),
+            addr: vip6_digest(self.addr),
             port: self.port,
             proto: self.proto,
             family: FAMILY_IPV6,
@@ -163,15 +166,23 @@ pub const fn addr6_words(a: [u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// The 32-bit digest through which an IPv6 address enters the flow hash
-/// and the flow table. A source address is digested with the flow hash
-/// seed (outsiders cannot choose sources that collide); a VIP address
-/// with key 0 (the agent refuses two IPv6 VIP addresses with one digest).
+/// The 32-bit digest through which an IPv6 source address enters the
+/// flow hash and the flow table, keyed with the flow hash seed (outsiders
+/// cannot choose sources that collide, not even inside their own /64).
 /// Two live flows whose sources share a digest and whose ports, VIP and
 /// protocol match are one flow to the table: about one pair in 2^32.
 #[inline(always)]
 pub const fn addr6_digest(key: u32, a: [u32; 4]) -> u32 {
     mix32(mix32(mix32(mix32(a[0] ^ key ^ 0x2545_f491) ^ a[1]) ^ a[2]) ^ a[3])
+}
+
+/// The digest of an IPv6 VIP address: its identity's `addr` (see
+/// [`VipKey`]). One mix: VIP addresses are the operator's, and the agent
+/// refuses two IPv6 VIP addresses with one digest, so no two services a
+/// node holds share an identity.
+#[inline(always)]
+pub const fn vip6_digest(a: [u32; 4]) -> u32 {
+    mix32(a[0] ^ a[1].rotate_left(7) ^ a[2].rotate_left(14) ^ a[3].rotate_left(21))
 }
 
 /// Pre-filter bit of an IPv6 address (raw words): [`vip_filter_bit`] of
@@ -199,10 +210,14 @@ impl VipKey {
 }
 
 impl VipKey {
-    /// The key as one integer (how the service cache compares it; only
-    /// IPv4 services are cached).
+    /// The key as one integer: how the IPv4 service cache compares it,
+    /// and what both caches index and tag slots by (an IPv6 identity has
+    /// its family in the top byte).
     pub const fn raw(&self) -> u64 {
-        self.addr as u64 | (self.port as u64) << 32 | (self.proto as u64) << 48
+        self.addr as u64
+            | (self.port as u64) << 32
+            | (self.proto as u64) << 48
+            | (self.family as u64) << 56
     }
 }
 
@@ -223,6 +238,23 @@ pub struct ServiceSlot {
     /// [`VipKey::raw`] of the service.
     pub key: u64,
     /// [`service_state`] of its `VipInfo`, 0 when empty.
+    pub state: u64,
+}
+
+/// One slot of the IPv6 service cache (`SERVICES6`): the whole key, so a
+/// hit is exact, and the state of [`ServiceSlot`], indexed and tagged by
+/// the [`VipKey::raw`] of the service's identity. The agent clears
+/// `state`, writes the key, then writes `state` (8-byte atomic stores):
+/// a reader that sees a key and a state of two different writes rejects
+/// the pair by the tag, as in [`ServiceSlot`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceSlot6 {
+    /// The service's key.
+    pub key: VipKey6,
+    /// Zero.
+    pub pad: u32,
+    /// [`service_state`] of its identity's raw key and `VipInfo`, 0 when empty.
     pub state: u64,
 }
 
@@ -440,7 +472,7 @@ impl FlowKey {
     pub const fn ipv6(seed: u32, saddr: [u8; 16], daddr: [u8; 16], ports: u32, proto: u8) -> Self {
         FlowKey {
             saddr: addr6_digest(seed, addr6_words(saddr)),
-            daddr: addr6_digest(0, addr6_words(daddr)),
+            daddr: vip6_digest(addr6_words(daddr)),
             ports,
             proto: proto as u32,
         }
@@ -965,6 +997,7 @@ mod pod {
     unsafe impl aya::Pod for super::BackendCounter {}
     unsafe impl aya::Pod for super::Meta {}
     unsafe impl aya::Pod for super::ServiceSlot {}
+    unsafe impl aya::Pod for super::ServiceSlot6 {}
     unsafe impl aya::Pod for super::VipFilter {}
     unsafe impl aya::Pod for super::bench::GenConfig {}
     unsafe impl aya::Pod for super::bench::RefVip {}
@@ -989,6 +1022,7 @@ mod tests {
         assert_eq!(size_of::<BackendCounter>(), 32);
         assert_eq!(size_of::<Meta>(), 32);
         assert_eq!(size_of::<ServiceSlot>(), 16);
+        assert_eq!(size_of::<ServiceSlot6>(), 32);
         assert_eq!(size_of::<Ring>(), RING_WORDS * 8 + RING_MAX * 4 + 4);
         assert_eq!(size_of::<bench::GenConfig>(), 32);
         assert_eq!(size_of::<bench::RefVip>(), 8);

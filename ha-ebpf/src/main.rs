@@ -32,7 +32,8 @@
 //! headers, forwarded unchanged. Ethernet padding after the IP packet is
 //! legal too.
 //!
-//! An IPv6 service is found by its whole address in `VIPS6`; from there the
+//! An IPv6 service is found by its whole address in its own service cache
+//! (`SERVICES6`, an exact compare) or `VIPS6`; from there the
 //! packet takes the IPv4 pipeline on 32-bit values: the service's identity
 //! (`ha_common::VipKey`, with its address digest) and the source address's
 //! seeded digest.
@@ -62,13 +63,13 @@ use aya_ebpf::{
 };
 use ha_common::{
     addr6_digest, affinity_ports, flow_time, hash_head, hash_tail, ring_index, service_index,
-    service_info, vip_filter_bit, vip_filter_bit6, Meta, Stat, VipInfo, VipKey, VipKey6,
-    FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    service_info, vip6_digest, vip_filter_bit, vip_filter_bit6, Meta, Stat, VipInfo, VipKey,
+    VipKey6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
     VIP_F_SOURCE_HASH,
 };
 
 use forward::{forward, usable_backend};
-use maps::{FLOWS, FLOW_SETS, META, RINGS, SERVICES, STATS, VIPS, VIPS6, VIP_FILTER};
+use maps::{FLOWS, FLOW_SETS, META, RINGS, SERVICES, SERVICES6, STATS, VIPS, VIPS6, VIP_FILTER};
 use parse::{load, Bad, Head, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[xdp]
@@ -228,22 +229,38 @@ fn ipv6(data: usize, end: usize, len: u64, ip: usize) -> (Stat, u32) {
         return pass(Stat::PassOtherHost);
     }
     let port = (p.ports >> 16) as u16;
-    let key = VipKey6 {
-        addr: daddr,
-        port,
-        proto: p.proto,
-        pad: 0,
-    };
-    let vip = match VIPS6.get_ptr(&key) {
-        // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
-        Some(v) => unsafe { *v },
-        None => return pass(Stat::PassNotVip),
-    };
     let service = VipKey {
-        addr: addr6_digest(0, daddr),
+        addr: vip6_digest(daddr),
         port,
         proto: p.proto,
         family: FAMILY_IPV6,
+    };
+    // The IPv6 service cache (an exact key compare), then the VIP map.
+    let raw = service.raw();
+    let cached = match SERVICES6.get(service_index(raw)) {
+        Some(slot)
+            if slot.key.addr == daddr && slot.key.port == port && slot.key.proto == p.proto =>
+        {
+            // SAFETY: a volatile read of an 8-byte word the agent stores atomically.
+            service_info(raw, unsafe { core::ptr::read_volatile(&slot.state) })
+        }
+        _ => None,
+    };
+    let vip = match cached {
+        Some(v) => v,
+        None => {
+            let key = VipKey6 {
+                addr: daddr,
+                port,
+                proto: p.proto,
+                pad: 0,
+            };
+            match VIPS6.get_ptr(&key) {
+                // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
+                Some(v) => unsafe { *v },
+                None => return pass(Stat::PassNotVip),
+            }
+        }
     };
     let saddr = addr6_digest(meta.hash_seed, parse::addr6(ip, 8));
     balance(data, len, meta, &vip, &service, saddr, &p)

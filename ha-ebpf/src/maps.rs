@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use ha_common::{
-    BackendCounter, BackendInfo, Counter, FlowSet, Meta, Ring, ServiceSlot, VipFilter, VipInfo,
-    VipKey, VipKey6, DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS, MAX_VIPS, SERVICE_SLOTS,
-    STAT_COUNT,
+    BackendCounter, BackendInfo, Counter, FlowSet, Meta, Ring, ServiceSlot, ServiceSlot6,
+    VipFilter, VipInfo, VipKey, VipKey6, DEFAULT_FLOW_SETS, FLOW_STAT_COUNT, MAX_BACKENDS,
+    MAX_VIPS, SERVICE_SLOTS, STAT_COUNT,
 };
 
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -31,6 +31,10 @@ pub static VIPS6: HashMap<VipKey6, VipInfo> =
 /// through a memory mapping.
 #[map(name = "HALB_SERVICES")]
 pub static SERVICES: Array<ServiceSlot> = Array::with_max_entries(SERVICE_SLOTS, BPF_F_MMAPABLE);
+
+/// The IPv6 service cache (see `ha_common::ServiceSlot6`).
+#[map(name = "HALB_SERVICES6")]
+pub static SERVICES6: Array<ServiceSlot6> = Array::with_max_entries(SERVICE_SLOTS, BPF_F_MMAPABLE);
 
 /// The VIP address pre-filter (one element).
 #[map(name = "HALB_VIP_FILTER")]

@@ -15,7 +15,7 @@
 //! seen once) is reported too. Every timed run's action is checked.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -27,7 +27,7 @@ use halb::dataplane::{
     BackendSpec, Maps, Service, VipSpec, Writer, PASS_OBJECT, PASS_PROGRAM, XDP_OBJECT, XDP_PROGRAM,
 };
 
-use crate::frame::Frame;
+use crate::frame::{Frame, Frame6};
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -177,16 +177,42 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     let src_vip = [10, 77, 0, 101];
     let mut src_spec = writer_spec(src_vip);
     src_spec.source_hash = true;
-    writer.apply(&[writer_spec(vip), src_spec])?;
+    // An IPv6 VIP beside them, timed in the same trials.
+    let vip6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
+    let v6_spec = VipSpec {
+        service: Service::new(vip6, 80, IPPROTO_TCP),
+        table_size: ha_common::DEFAULT_RING_SIZE,
+        source_hash: false,
+        backends: (1..=3u16)
+            .map(|i| BackendSpec {
+                addr: Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x20 + i).into(),
+                mac: Some(BENCH_MAC),
+                weight: 1,
+                healthy: true,
+            })
+            .collect(),
+    };
+    writer.apply(&[writer_spec(vip), src_spec, v6_spec])?;
     let pass_p = prog(&pass, PASS_PROGRAM)?;
     let xdp_p = prog(&xdp, XDP_PROGRAM)?;
 
     let established = tcp(0x0a4d_000a, 40000, vip, 80);
     let established_src = tcp(0x0a4d_000a, 40000, src_vip, 80);
     let non_vip = tcp(0x0a4d_000a, 40000, [10, 77, 0, 2], 22);
+    let client6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10).octets();
+    let tcp6 = |dst: Ipv6Addr, dport: u16, flags: u8| {
+        Frame6::tcp(client6, dst.octets(), 40000, dport)
+            .tcp_flags(flags)
+            .payload(vec![0; 10])
+            .build()
+    };
+    let established6 = tcp6(vip6, 80, 0x10);
+    let syn6 = tcp6(vip6, 80, 0x02);
+    let non_vip6 = tcp6(Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2), 22, 0x10);
     // Warm up and create the established flow.
     repeat_ns(xdp_p, &established, 1000, XDP_TX)?;
     repeat_ns(xdp_p, &established_src, 1000, XDP_TX)?;
+    repeat_ns(xdp_p, &established6, 1000, XDP_TX)?;
     repeat_ns(pass_p, &established, 1000, XDP_PASS)?;
 
     // Five interleaved trials of `repeat` runs each; the median of each
@@ -200,7 +226,11 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
         .build();
     let (mut empty, mut est, mut miss, mut syns) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut est_src = Vec::new();
+    let (mut est6, mut miss6, mut syns6) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..TRIALS {
+        est6.push(repeat_ns(xdp_p, &established6, repeat, XDP_TX)?);
+        miss6.push(repeat_ns(xdp_p, &non_vip6, repeat, XDP_PASS)?);
+        syns6.push(repeat_ns(xdp_p, &syn6, repeat, XDP_TX)?);
         empty.push(repeat_ns(pass_p, &established, repeat, XDP_PASS)?);
         est.push(repeat_ns(xdp_p, &established, repeat, XDP_TX)?);
         est_src.push(repeat_ns(xdp_p, &established_src, repeat, XDP_TX)?);
@@ -214,8 +244,9 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
     }
     let (empty, est, miss, syn_ns) = (median(empty), median(est), median(miss), median(syns));
     let est_src = median(est_src);
+    let (est6, miss6, syn6_ns) = (median(est6), median(miss6), median(syns6));
     let ring_hits = writer.store().stats()?[Stat::TxRing as usize].1.packets;
-    if ring_hits < 2 * TRIALS as u64 * repeat as u64 {
+    if ring_hits < 3 * TRIALS as u64 * repeat as u64 {
         bail!("the established packet did not take the ring path every time");
     }
 
@@ -393,6 +424,27 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
             empty,
             5.0,
             "≤ empty + 5 ns",
+        ),
+        fig(
+            &format!("IPv6 established flow, unchanged slot (repeat {repeat}, median of 5)"),
+            est6,
+            empty,
+            45.0,
+            "≤ empty + 45 ns",
+        ),
+        fig(
+            &format!("IPv6 new-flow VIP packet: TCP SYN (repeat {repeat}, median of 5)"),
+            syn6_ns,
+            empty,
+            130.0,
+            "≤ empty + 130 ns",
+        ),
+        fig(
+            &format!("IPv6 non-VIP packet (repeat {repeat}, median of 5)"),
+            miss6,
+            empty,
+            8.0,
+            "≤ empty + 8 ns",
         ),
         Figure {
             what: format!(

@@ -276,3 +276,28 @@ fn a_backend_of_the_other_family_is_refused() {
     h.expect(&d, XDP_TX, Stat::TxRing);
     let _ = Service::new(Ipv6Addr::from(VIP6), 80, IPPROTO_TCP);
 }
+
+#[test]
+fn the_ipv6_service_cache_holds_what_the_map_holds_and_a_miss_falls_back() {
+    let mut h = Harness::dual();
+    let k6 = h.specs[2].service.key6().expect("v6");
+    let info = h.writer.vip_info(&h.specs[2].service).expect("vip");
+    assert_eq!(h.writer.store().cached_service6(&k6), Some(info));
+    let d = tcp6(VIP6, 80, 9100).build();
+    let cached = h.expect(&d, XDP_TX, Stat::TxRing);
+    // A change of table (a backend drained) reaches the cache too.
+    h.specs[2].backends[0].weight = 0;
+    h.apply();
+    let info = h.writer.vip_info(&h.specs[2].service).expect("vip");
+    assert_eq!(h.writer.store().cached_service6(&k6), Some(info));
+    // Removing the service empties its slot; the program passes its frames.
+    let spec = h.specs.remove(2);
+    h.apply();
+    assert_eq!(h.writer.store().cached_service6(&k6), None);
+    h.expect(&d, XDP_PASS, Stat::PassNotVip);
+    h.specs.insert(2, spec);
+    h.specs[2].backends[0].weight = 1;
+    h.apply();
+    let again = h.expect(&d, XDP_TX, Stat::TxRing);
+    assert_eq!(cached[0..6], again[0..6], "the same backend as before");
+}

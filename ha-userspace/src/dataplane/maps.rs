@@ -51,6 +51,7 @@ pub struct Maps {
     meta: Array<MapData, Meta>,
     flow_stats: PerCpuArray<MapData, u64>,
     services: ServiceCache,
+    services6: ServiceCache,
     /// The flow hash seed in META (cached: the program and this side must agree).
     seed: u32,
 }
@@ -141,118 +142,174 @@ impl Drop for FlowView {
     }
 }
 
-/// The service cache (`HALB_SERVICES`, see [`ServiceSlot`]) mapped
-/// read-write into this process, and which service owns which slot. It
-/// follows every service write to `VIPS`: after the VIP map on a set,
-/// before it on a removal.
+/// A service cache (`HALB_SERVICES`, see [`ServiceSlot`], or
+/// `HALB_SERVICES6`, see [`ha_common::ServiceSlot6`]) mapped read-write
+/// into this process, and which service owns which slot. A slot is
+/// `words` 8-byte words: the key, then the state. It follows every service
+/// write to the VIP maps: after the map on a set, before it on a removal.
 struct ServiceCache {
     /// The map (its fd stays open: a program not loaded yet refers to it).
     _data: MapData,
-    ptr: *mut ServiceSlot,
+    ptr: *mut u64,
     len: usize,
-    owners: StdHashMap<u32, u64>,
+    /// Words per slot (2 for IPv4, 4 for IPv6); the last is the state.
+    words: usize,
+    owners: StdHashMap<u32, CacheKey>,
 }
+
+/// A slot's key words (IPv4 uses the first, IPv6 all three).
+type CacheKey = [u64; 3];
+
+/// A service as its cache sees it: the raw identity that indexes and tags
+/// the slot, the key words and the VIP entry.
+type Cached = (u64, CacheKey, VipInfo);
 
 // SAFETY: the mapping is owned by this value; writes are atomic stores.
 unsafe impl Send for ServiceCache {}
 // SAFETY: as above.
 unsafe impl Sync for ServiceCache {}
 
+/// The cache key words of an IPv4 service key.
+fn cache_key4(k: &VipKey) -> CacheKey {
+    [k.raw(), 0, 0]
+}
+
+/// The cache key words of an IPv6 service key, as [`ha_common::ServiceSlot6`]
+/// lays them out.
+fn cache_key6(k: &VipKey6) -> CacheKey {
+    let w = |a: u32, b: u32| u64::from(a) | u64::from(b) << 32;
+    let tail = u32::from_ne_bytes({
+        let p = k.port.to_ne_bytes();
+        [p[0], p[1], k.proto, k.pad]
+    });
+    [
+        w(k.addr[0], k.addr[1]),
+        w(k.addr[2], k.addr[3]),
+        u64::from(tail),
+    ]
+}
+
 impl ServiceCache {
-    fn map(data: MapData) -> Result<Self, Error> {
-        let info = data.info().map_err(map_err("info of SERVICES"))?;
-        if info.value_size() as usize != std::mem::size_of::<ServiceSlot>()
-            || info.max_entries() != ha_common::SERVICE_SLOTS
+    fn map(data: MapData, slot_size: usize, what: &str) -> Result<Self, Error> {
+        let info = data.info().map_err(map_err("info of a service cache"))?;
+        if info.value_size() as usize != slot_size || info.max_entries() != ha_common::SERVICE_SLOTS
         {
-            return Err(Error::Capacity(
-                "service cache layout is not this halb's".into(),
-            ));
+            return Err(Error::Capacity(format!("{what} layout is not this halb's")));
         }
         let (ptr, len) = map_values(
             &data,
-            std::mem::size_of::<ServiceSlot>() * ha_common::SERVICE_SLOTS as usize,
+            slot_size * ha_common::SERVICE_SLOTS as usize,
             libc::PROT_READ | libc::PROT_WRITE,
-            "service cache",
+            what,
         )?;
         Ok(Self {
             _data: data,
             ptr: ptr.cast(),
             len,
+            words: slot_size / 8,
             owners: StdHashMap::new(),
         })
     }
 
-    /// The two words of slot `i` (below `SERVICE_SLOTS`).
-    fn words(&self, i: u32) -> (&std::sync::atomic::AtomicU64, &std::sync::atomic::AtomicU64) {
+    /// The words of slot `i` (below `SERVICE_SLOTS`).
+    fn slot(&self, i: u32) -> &[std::sync::atomic::AtomicU64] {
         let i = (i % ha_common::SERVICE_SLOTS) as usize;
-        // SAFETY: `i` is in range of the mapping; the fields are 8-byte
-        // aligned (page-aligned array of 16-byte values).
+        // SAFETY: `i` is in range of the mapping; slots are 8-byte aligned
+        // words (a page-aligned array of 16- or 32-byte values).
         unsafe {
-            let slot = self.ptr.add(i);
-            (
-                std::sync::atomic::AtomicU64::from_ptr(std::ptr::addr_of_mut!((*slot).key)),
-                std::sync::atomic::AtomicU64::from_ptr(std::ptr::addr_of_mut!((*slot).state)),
-            )
+            let p = self.ptr.add(i * self.words);
+            std::slice::from_raw_parts(p.cast::<std::sync::atomic::AtomicU64>(), self.words)
         }
+    }
+
+    fn key_of(&self, i: u32) -> CacheKey {
+        use std::sync::atomic::Ordering::SeqCst;
+        let w = self.slot(i);
+        let mut k = [0u64; 3];
+        for (j, word) in w[..self.words - 1].iter().enumerate() {
+            k[j] = word.load(SeqCst);
+        }
+        k
     }
 
     /// Learns the owners from the slots; with `fix`, clears slots that do
     /// not match `vips` (a data plane adopted from an earlier run).
-    fn learn(&mut self, vips: &[(VipKey, VipInfo)], fix: bool) {
+    fn learn(&mut self, vips: &[Cached], fix: bool) {
         use std::sync::atomic::Ordering::SeqCst;
-        let by_raw: StdHashMap<u64, &VipInfo> = vips
+        let by_key: StdHashMap<CacheKey, (u64, &VipInfo)> = vips
             .iter()
-            .filter(|(_, i)| i.flags & ha_common::VIP_F_ADDRESS == 0)
-            .map(|(k, i)| (k.raw(), i))
+            .filter(|(_, _, i)| i.flags & ha_common::VIP_F_ADDRESS == 0)
+            .map(|(raw, k, i)| (*k, (*raw, i)))
             .collect();
         self.owners.clear();
         for i in 0..ha_common::SERVICE_SLOTS {
-            let (key, state) = self.words(i);
-            let (k, st) = (key.load(SeqCst), state.load(SeqCst));
-            let good = by_raw.get(&k).is_some_and(|info| {
-                ha_common::service_index(k) == i && ha_common::service_state(k, info) == st
+            let k = self.key_of(i);
+            let w = self.slot(i);
+            let st = w[self.words - 1].load(SeqCst);
+            let good = by_key.get(&k).is_some_and(|(raw, info)| {
+                ha_common::service_index(*raw) == i && ha_common::service_state(*raw, info) == st
             });
             if good {
                 self.owners.insert(i, k);
-            } else if fix && (k != 0 || st != 0) {
-                state.store(0, SeqCst);
-                key.store(0, SeqCst);
+            } else if fix && (k != [0; 3] || st != 0) {
+                for word in w.iter().rev() {
+                    word.store(0, SeqCst);
+                }
             }
         }
     }
 
-    fn set(&mut self, key: &VipKey, info: &VipInfo) {
+    fn set(&mut self, raw: u64, key: CacheKey, info: &VipInfo) {
         use std::sync::atomic::Ordering::SeqCst;
         if info.flags & ha_common::VIP_F_ADDRESS != 0 {
             return;
         }
-        let raw = key.raw();
         let i = ha_common::service_index(raw);
-        let (k, state) = self.words(i);
+        let state = ha_common::service_state(raw, info);
+        let n = self.words;
         match self.owners.get(&i) {
-            Some(&owner) if owner == raw => {
-                state.store(ha_common::service_state(raw, info), SeqCst);
-            }
-            Some(_) => {} // two services share the slot: the other uses VIPS.
+            Some(owner) if *owner == key => self.slot(i)[n - 1].store(state, SeqCst),
+            Some(_) => {} // two services share the slot: the other uses the map.
             None => {
-                state.store(0, SeqCst);
-                k.store(raw, SeqCst);
-                state.store(ha_common::service_state(raw, info), SeqCst);
-                self.owners.insert(i, raw);
+                let w = self.slot(i);
+                w[n - 1].store(0, SeqCst);
+                for (j, word) in w[..n - 1].iter().enumerate() {
+                    word.store(key[j], SeqCst);
+                }
+                w[n - 1].store(state, SeqCst);
+                self.owners.insert(i, key);
             }
         }
     }
 
-    fn clear(&mut self, key: &VipKey) {
+    fn clear(&mut self, raw: u64, key: CacheKey) {
         use std::sync::atomic::Ordering::SeqCst;
-        let raw = key.raw();
         let i = ha_common::service_index(raw);
-        if self.owners.get(&i) == Some(&raw) {
-            let (k, state) = self.words(i);
-            state.store(0, SeqCst);
-            k.store(0, SeqCst);
+        if self.owners.get(&i) == Some(&key) {
+            for word in self.slot(i).iter().rev() {
+                word.store(0, SeqCst);
+            }
             self.owners.remove(&i);
         }
+    }
+
+    /// What slot `raw`'s state says, when the slot holds `key`.
+    fn info(&self, raw: u64, key: CacheKey) -> Option<VipInfo> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let i = ha_common::service_index(raw);
+        (self.key_of(i) == key)
+            .then(|| ha_common::service_info(raw, self.slot(i)[self.words - 1].load(SeqCst)))
+            .flatten()
+    }
+
+    /// Overwrites slot `raw`'s words (tests).
+    fn poke(&mut self, raw: u64, key: CacheKey, state: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let w = self.slot(ha_common::service_index(raw));
+        for (j, word) in w[..self.words - 1].iter().enumerate() {
+            word.store(key[j], SeqCst);
+        }
+        w[self.words - 1].store(state, SeqCst);
     }
 }
 
@@ -349,10 +406,10 @@ pub(crate) fn pinned_map(path: &Path) -> Result<Option<Map>, Error> {
         })
 }
 
-fn service_cache(map: Option<Map>) -> Result<ServiceCache, Error> {
-    match map.ok_or_else(|| Error::MissingMap(maps::SERVICES.to_string()))? {
-        Map::Array(data) => ServiceCache::map(data),
-        _ => Err(Error::MissingMap(maps::SERVICES.to_string())),
+fn service_cache(map: Option<Map>, name: &str, slot_size: usize) -> Result<ServiceCache, Error> {
+    match map.ok_or_else(|| Error::MissingMap(name.to_string()))? {
+        Map::Array(data) => ServiceCache::map(data, slot_size, name),
+        _ => Err(Error::MissingMap(name.to_string())),
     }
 }
 
@@ -382,12 +439,20 @@ impl Maps {
             backend_stats: typed(ebpf.take_map(maps::BACKEND_STATS), maps::BACKEND_STATS)?,
             meta: typed(ebpf.take_map(maps::META), maps::META)?,
             flow_stats: typed(ebpf.take_map(maps::FLOW_STATS), maps::FLOW_STATS)?,
-            services: service_cache(ebpf.take_map(maps::SERVICES))?,
+            services: service_cache(
+                ebpf.take_map(maps::SERVICES),
+                maps::SERVICES,
+                std::mem::size_of::<ServiceSlot>(),
+            )?,
+            services6: service_cache(
+                ebpf.take_map(maps::SERVICES6),
+                maps::SERVICES6,
+                std::mem::size_of::<ha_common::ServiceSlot6>(),
+            )?,
             seed: 0,
         };
         maps.seed = maps.meta()?.hash_seed;
-        let vips = maps.vips4()?;
-        maps.services.learn(&vips, true);
+        maps.learn_caches(true)?;
         Ok(maps)
     }
 
@@ -406,11 +471,19 @@ impl Maps {
             backend_stats: typed(open(maps::BACKEND_STATS)?, maps::BACKEND_STATS)?,
             meta: typed(open(maps::META)?, maps::META)?,
             flow_stats: typed(open(maps::FLOW_STATS)?, maps::FLOW_STATS)?,
-            services: service_cache(open(maps::SERVICES)?)?,
+            services: service_cache(
+                open(maps::SERVICES)?,
+                maps::SERVICES,
+                std::mem::size_of::<ServiceSlot>(),
+            )?,
+            services6: service_cache(
+                open(maps::SERVICES6)?,
+                maps::SERVICES6,
+                std::mem::size_of::<ha_common::ServiceSlot6>(),
+            )?,
             seed: 0,
         };
-        let vips = maps.vips4()?;
-        maps.services.learn(&vips, false);
+        maps.learn_caches(false)?;
         let meta = maps.meta()?;
         maps.seed = meta.hash_seed;
         if meta.abi != ha_common::ABI_VERSION {
@@ -420,6 +493,23 @@ impl Maps {
             });
         }
         Ok(maps)
+    }
+
+    /// Teaches both service caches which slots hold which service.
+    fn learn_caches(&mut self, fix: bool) -> Result<(), Error> {
+        let v4: Vec<Cached> = self
+            .vips4()?
+            .into_iter()
+            .map(|(k, i)| (k.raw(), cache_key4(&k), i))
+            .collect();
+        self.services.learn(&v4, fix);
+        let mut v6 = Vec::new();
+        for e in self.vips6.iter() {
+            let (k, i) = e.map_err(map_err("walk VIPS6"))?;
+            v6.push((k.identity().raw(), cache_key6(&k), i));
+        }
+        self.services6.learn(&v6, fix);
+        Ok(())
     }
 
     /// Every entry of the IPv4 VIP map, as the program keys it.
@@ -630,24 +720,21 @@ impl Maps {
         self.flow_set_of(key).0
     }
 
-    /// What the service cache holds for `key` (None: the program will
-    /// fall back to the VIP map).
+    /// What the service cache holds for IPv4 service `key` (None: the
+    /// program will fall back to the VIP map).
     pub fn cached_service(&self, key: &VipKey) -> Option<VipInfo> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let raw = key.raw();
-        let (k, state) = self.services.words(ha_common::service_index(raw));
-        (k.load(SeqCst) == raw)
-            .then(|| ha_common::service_info(raw, state.load(SeqCst)))
-            .flatten()
+        self.services.info(key.raw(), cache_key4(key))
+    }
+
+    /// What the IPv6 service cache holds for `key`.
+    pub fn cached_service6(&self, key: &VipKey6) -> Option<VipInfo> {
+        self.services6.info(key.identity().raw(), cache_key6(key))
     }
 
     /// Overwrites the service-cache slot of `key` with raw words (for
     /// tests: a torn or foreign slot must not misroute).
     pub fn poke_service_slot(&mut self, key: &VipKey, raw_key: u64, state: u64) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (k, st) = self.services.words(ha_common::service_index(key.raw()));
-        k.store(raw_key, SeqCst);
-        st.store(state, SeqCst);
+        self.services.poke(key.raw(), [raw_key, 0, 0], state);
     }
 
     /// Flow-table event counters, summed over CPUs, in [`FlowStat`] order.
@@ -713,16 +800,20 @@ impl Store for Maps {
 
     fn set_vip(&mut self, key: &Service, info: &VipInfo) -> Result<(), Error> {
         match key.key6() {
-            Some(k6) => self
-                .vips6
-                .insert(k6, info, 0)
-                .map_err(map_err("write VIPS6")),
+            Some(k6) => {
+                self.vips6
+                    .insert(k6, info, 0)
+                    .map_err(map_err("write VIPS6"))?;
+                self.services6
+                    .set(k6.identity().raw(), cache_key6(&k6), info);
+                Ok(())
+            }
             None => {
                 let k = key.key();
                 self.vips
                     .insert(k, info, 0)
                     .map_err(map_err("write VIPS"))?;
-                self.services.set(&k, info);
+                self.services.set(k.raw(), cache_key4(&k), info);
                 Ok(())
             }
         }
@@ -730,10 +821,13 @@ impl Store for Maps {
 
     fn remove_vip(&mut self, key: &Service) -> Result<(), Error> {
         match key.key6() {
-            Some(k6) => absent_is_fine(self.vips6.remove(&k6), "delete from VIPS6"),
+            Some(k6) => {
+                self.services6.clear(k6.identity().raw(), cache_key6(&k6));
+                absent_is_fine(self.vips6.remove(&k6), "delete from VIPS6")
+            }
             None => {
                 let k = key.key();
-                self.services.clear(&k);
+                self.services.clear(k.raw(), cache_key4(&k));
                 absent_is_fine(self.vips.remove(&k), "delete from VIPS")
             }
         }
