@@ -173,7 +173,14 @@ pub fn l4(ip: usize, end: usize) -> Result<L4, Bad> {
     // but the verifier does not follow that reasoning and needs to see them).
     let l4 = ip + (ihl & 0x3c);
     // SAFETY: a plain read of a local.
-    let l4 = unsafe { core::ptr::read_volatile(&l4) };
+    transport(unsafe { core::ptr::read_volatile(&l4) }, end, proto)
+}
+
+/// The TCP or UDP header (`proto`) at `l4`, checked against the frame's
+/// end: its ports and (TCP) flags. `l4` must be read back through memory
+/// by the caller (see [`l4`]), so the verifier sees these checks.
+#[inline(always)]
+fn transport(l4: usize, end: usize, proto: u8) -> Result<L4, Bad> {
     let tcp_flags = if proto == ha_common::IPPROTO_TCP {
         if l4 + TCP_HLEN > end {
             return Err(Bad::Malformed);
@@ -249,24 +256,6 @@ pub fn l4_v6(ip: usize, end: usize) -> Result<L4, Bad> {
         return Err(Bad::Malformed);
     }
     let l4 = ip + (off & 0x3fff);
-    // SAFETY: a plain read of a local (see above).
-    let l4 = unsafe { core::ptr::read_volatile(&l4) };
-    let tcp_flags = if nh == ha_common::IPPROTO_TCP {
-        if l4 + TCP_HLEN > end {
-            return Err(Bad::Malformed);
-        }
-        // SAFETY: the 20 bytes of a TCP header were checked just above.
-        unsafe { load::<u8>(l4 + 13) }
-    } else {
-        if l4 + UDP_HLEN > end {
-            return Err(Bad::Malformed);
-        }
-        0
-    };
-    Ok(L4 {
-        proto: nh,
-        // SAFETY: the first 4 bytes of the L4 header were checked above.
-        ports: unsafe { load(l4) },
-        tcp_flags,
-    })
+    // SAFETY: a plain read of a local (see `l4`).
+    transport(unsafe { core::ptr::read_volatile(&l4) }, end, nh)
 }

@@ -5,7 +5,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ha_common::{FlowKey, Stat, IPPROTO_TCP};
-use halb::dataplane::Service;
 use halb_lab::frame::{nh, Frame, Frame6};
 use halb_lab::harness::{
     backend_mac, ula, Harness, CLIENT_MAC, LB_MAC, VIP, VIP6, XDP_DROP, XDP_PASS, XDP_TX,
@@ -274,7 +273,6 @@ fn a_backend_of_the_other_family_is_refused() {
     // Nothing changed: the IPv6 service still forwards.
     let d = tcp6(VIP6, 80, 9000).build();
     h.expect(&d, XDP_TX, Stat::TxRing);
-    let _ = Service::new(Ipv6Addr::from(VIP6), 80, IPPROTO_TCP);
 }
 
 #[test]

@@ -24,10 +24,6 @@ struct Fake {
     log: Vec<Op>,
 }
 
-fn k(key: &Service) -> Service {
-    *key
-}
-
 impl Fake {
     fn new() -> Self {
         Self {
@@ -42,7 +38,7 @@ impl Fake {
         if self.filter.slots[(filter_bit(key.addr) & (VIP_FILTER_BITS - 1)) as usize] == 0 {
             return None;
         }
-        let (_, info) = self.vips.get(&k(key))?;
+        let (_, info) = self.vips.get(key)?;
         let ring = self.rings.get(&ring_index(info.id, info.ring_slot))?;
         let id = key.key();
         let h = ring_hash(
@@ -68,7 +64,7 @@ impl Fake {
 
     fn live_ring(&self, key: &Service) -> Option<u32> {
         self.vips
-            .get(&k(key))
+            .get(key)
             .map(|(_, i)| ring_index(i.id, i.ring_slot))
     }
 }
@@ -78,12 +74,12 @@ impl Store for &mut Fake {
         Ok(self.vips.values().copied().collect())
     }
     fn set_vip(&mut self, key: &Service, info: &VipInfo) -> Result<(), Error> {
-        self.vips.insert(k(key), (*key, *info));
+        self.vips.insert(*key, (*key, *info));
         self.log.push(Op::SetVip(*key, *info));
         Ok(())
     }
     fn remove_vip(&mut self, key: &Service) -> Result<(), Error> {
-        self.vips.remove(&k(key));
+        self.vips.remove(key);
         self.log.push(Op::RemoveVip(*key));
         Ok(())
     }
@@ -335,7 +331,7 @@ fn no_backend_means_no_route() {
     w.apply(std::slice::from_ref(&spec)).expect("apply");
     drop(w);
     assert!(spread(&fake, &spec.service).is_empty());
-    let (_, info) = fake.vips[&k(&spec.service)];
+    let (_, info) = fake.vips[&spec.service];
     assert!(
         fake.rings[&ring_index(info.id, info.ring_slot)].entries[..251]
             .iter()
