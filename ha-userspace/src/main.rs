@@ -441,9 +441,15 @@ fn bird_config(
                 let link = nl.link(&iface).await?;
                 let addrs = nl.addresses(link.index).await?;
                 task.abort();
-                addrs.first().map(|(a, _)| *a).with_context(|| {
-                    format!("{iface} has no IPv4 address: set [bgp] router_id or --router-id")
-                })
+                addrs
+                    .iter()
+                    .find_map(|(a, _)| match a {
+                        std::net::IpAddr::V4(a) => Some(*a),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .with_context(|| {
+                        format!("{iface} has no IPv4 address: set [bgp] router_id or --router-id")
+                    })
             })?
         }
     };

@@ -239,15 +239,15 @@ fn packets_from_strangers_are_counted_not_trusted() {
         vrid: 51,
         priority: 254,
         interval_cs: 10,
-        addresses: vec![VIP],
+        addresses: vec![VIP.into()],
         auth: Auth::None,
     };
     let good: String = advert
-        .build(CLIENT, lb_addr(1))
+        .build(CLIENT.into(), lb_addr(1).into())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let mut bad = advert.build(CLIENT, lb_addr(1));
+    let mut bad = advert.build(CLIENT.into(), lb_addr(1).into());
     bad[7] ^= 0xff;
     let bad: String = bad.iter().map(|b| format!("{b:02x}")).collect();
     let forge = format!(

@@ -17,7 +17,7 @@ use crate::config::Bgp;
 use crate::net::Netlink;
 
 /// Per VIP address, names of services.
-type AddressFacts = std::collections::BTreeMap<std::net::Ipv4Addr, Vec<String>>;
+type AddressFacts = std::collections::BTreeMap<std::net::IpAddr, Vec<String>>;
 
 /// The daemon's sessions as last read, or why they could not be.
 pub type Sessions = Result<Vec<Protocol>, String>;
@@ -186,7 +186,7 @@ impl Announcing {
     }
 
     /// The addresses announced now.
-    pub fn announced(&self) -> Vec<std::net::Ipv4Addr> {
+    pub fn announced(&self) -> Vec<std::net::IpAddr> {
         self.gate.announced()
     }
 

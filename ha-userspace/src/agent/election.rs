@@ -3,7 +3,7 @@
 //! scripts) whose results [`Tracking`] combines into a priority or a fault,
 //! and runs the sync groups that make instances change state together.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -67,13 +67,16 @@ impl Election {
         let link = netlink.link(&inst.interface).await?;
         let addrs = instance_addresses(cfg, &inst.vips);
         let all_vips = vip_addresses(cfg);
-        let local: Vec<Ipv4Addr> = netlink
+        // One family per instance (validated): its VIPs'.
+        let v6 = addrs.first().is_some_and(|a| a.is_ipv6());
+        let local: Vec<IpAddr> = netlink
             .addresses(link.index)
             .await?
             .into_iter()
             .map(|(a, _)| a)
+            .filter(|a| a.is_ipv6() == v6)
             .collect();
-        let primary = match v.source {
+        let primary = match v.source.as_ref().map(|a| *a.get_ref()) {
             Some(a) if local.contains(&a) => a,
             Some(a) => {
                 return Err(io::IoError::NotLocal {
@@ -81,10 +84,18 @@ impl Election {
                     iface: link.name.clone(),
                 })
             }
+            // IPv4: the first address that is no VIP; IPv6: the link-local
+            // address (RFC 5798 §5.1.2.1).
             None => local
                 .into_iter()
-                .find(|a| !all_vips.contains(a))
-                .ok_or_else(|| io::IoError::NoAddress(link.name.clone()))?,
+                .find(|a| match a {
+                    IpAddr::V4(_) => !all_vips.contains(a),
+                    IpAddr::V6(a6) => a6.is_unicast_link_local(),
+                })
+                .ok_or_else(|| {
+                    let family = if v6 { "IPv6 link-local" } else { "IPv4" };
+                    io::IoError::NoAddress(link.name.clone(), family)
+                })?,
         };
         let version = if v.version == 2 {
             Version::V2
@@ -103,7 +114,7 @@ impl Election {
                 primary,
                 garp_refresh: Duration::from_millis(v.garp_refresh_ms as u64),
             },
-            unicast_peers: v.unicast_peers.clone(),
+            unicast_peers: v.unicast_peers.iter().map(|p| *p.get_ref()).collect(),
             addresses: addrs,
             auth: match (&v.auth_pass, version) {
                 (Some(p), Version::V2) => Auth::simple(p.get_ref()),
@@ -258,7 +269,7 @@ impl Election {
     }
 
     /// A reload changed the instance's VIP addresses.
-    pub async fn set_addresses(&self, addrs: Vec<Ipv4Addr>) {
+    pub async fn set_addresses(&self, addrs: Vec<IpAddr>) {
         let _ = self.control.send(Control::Addresses(addrs)).await;
     }
 
@@ -405,22 +416,22 @@ pub fn start_group(
 }
 
 /// Every VIP address in `cfg`, once, in order of appearance.
-pub fn vip_addresses(cfg: &Config) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = Vec::new();
+pub fn vip_addresses(cfg: &Config) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
     for v in cfg.vips() {
-        if !out.contains(&v.address) {
-            out.push(v.address);
+        if !out.contains(v.address.get_ref()) {
+            out.push(*v.address.get_ref());
         }
     }
     out
 }
 
 /// The addresses of the VIPs named `vips`, once each.
-pub fn instance_addresses(cfg: &Config, vips: &[String]) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = Vec::new();
+pub fn instance_addresses(cfg: &Config, vips: &[String]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
     for v in cfg.vips().filter(|v| vips.contains(v.name.get_ref())) {
-        if !out.contains(&v.address) {
-            out.push(v.address);
+        if !out.contains(v.address.get_ref()) {
+            out.push(*v.address.get_ref());
         }
     }
     out
@@ -658,7 +669,7 @@ mod tests {
             .expect("VI_2");
         assert_eq!(
             instance_addresses(&new, &vi2.vips),
-            [Ipv4Addr::new(10, 77, 0, 102)],
+            [IpAddr::from([10, 77, 0, 102])],
             "the VIP address follows the file"
         );
         let mut same = cfg(PAIR);

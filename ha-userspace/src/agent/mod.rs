@@ -29,7 +29,7 @@ mod snapshot;
 pub mod supervise;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -156,7 +156,7 @@ fn raise_nofile() {
 
 /// Backends whose address is one of `local` (this node's own): XDP would
 /// send VIP traffic to itself, or to a peer that sends it back.
-fn local_backends(cfg: &Config, local: &[Ipv4Addr]) -> Result<(), AgentError> {
+fn local_backends(cfg: &Config, local: &[IpAddr]) -> Result<(), AgentError> {
     for v in cfg.vips() {
         for b in &v.backends {
             if local.contains(b.address.get_ref()) {
@@ -193,7 +193,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let (netlink, netlink_task) = Netlink::open()?;
     tasks.adopt("the netlink connection", netlink_task);
     let link = netlink.link(cfg.node.interface.get_ref()).await?;
-    let local: Vec<Ipv4Addr> = netlink
+    let local: Vec<IpAddr> = netlink
         .addresses(link.index)
         .await?
         .into_iter()
@@ -228,7 +228,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     }
     let flow_view = Arc::new(dp.maps().flow_view()?);
     let vips = election::vip_addresses(&cfg);
-    let source = local.iter().copied().find(|a| !vips.contains(a));
+    let sources = health_sources(&local, &vips);
     let (status_tx, status_rx) = watch::channel(api::Published::default());
     let (health_tx, mut health_rx) = mpsc::channel(1024);
     let runtime = Runtime::new(&cfg);
@@ -255,7 +255,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         dp,
         macs,
         resolver,
-        source,
+        sources,
         health_tx,
         monitor: None,
         generation: 0,
@@ -479,7 +479,24 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn wanted_missing(a: &Agent) -> Vec<Ipv4Addr> {
+/// Where health checks leave from: this node's first IPv4 address that is
+/// no VIP, and its first IPv6 address that is neither a VIP nor link-local
+/// (a backend answers a global or ULA address over its routes; a probe
+/// must not leave from a VIP, which the backend holds too).
+fn health_sources(local: &[IpAddr], vips: &[IpAddr]) -> Vec<IpAddr> {
+    let usable = |a: &&IpAddr| {
+        !vips.contains(a)
+            && match a {
+                IpAddr::V4(_) => true,
+                IpAddr::V6(a6) => !a6.is_unicast_link_local() && !a6.is_loopback(),
+            }
+    };
+    let v4 = local.iter().filter(usable).find(|a| a.is_ipv4());
+    let v6 = local.iter().filter(usable).find(|a| a.is_ipv6());
+    v4.into_iter().chain(v6).copied().collect()
+}
+
+fn wanted_missing(a: &Agent) -> Vec<IpAddr> {
     runtime::backend_addresses(&a.cfg, &a.runtime)
         .into_iter()
         .filter(|x| !a.macs.contains_key(x))
@@ -517,13 +534,15 @@ struct Agent {
     cfg: Config,
     runtime: Runtime,
     /// VIP addresses this node put on its interface (no VRRP).
-    owned: Vec<Ipv4Addr>,
+    owned: Vec<IpAddr>,
     netlink: Netlink,
     link: Link,
     dp: DataPlane,
     macs: Macs,
     resolver: Resolver,
-    source: Option<Ipv4Addr>,
+    /// Health checks leave from these (one per family; see
+    /// [`health_sources`]).
+    sources: Vec<IpAddr>,
     health_tx: mpsc::Sender<Report>,
     monitor: Option<Monitor>,
     generation: u64,
@@ -607,7 +626,7 @@ impl Agent {
         if !targets.is_empty() {
             self.monitor = Some(Monitor::start(
                 targets,
-                self.source,
+                &self.sources,
                 self.health_tx.clone(),
                 self.generation,
             ));
@@ -861,12 +880,13 @@ impl Agent {
 
     /// Without VRRP: puts VIP addresses on the interface (and announces
     /// them) or takes them off.
-    async fn own_vips(&mut self, addrs: &[Ipv4Addr], own: bool) {
+    async fn own_vips(&mut self, addrs: &[IpAddr], own: bool) {
         for &addr in addrs {
+            let plen = crate::net::host_len(addr);
             let r = if own {
-                self.netlink.add_address(self.link.index, addr, 32).await
+                self.netlink.add_address(self.link.index, addr, plen).await
             } else {
-                self.netlink.del_address(self.link.index, addr, 32).await
+                self.netlink.del_address(self.link.index, addr, plen).await
             };
             if let Err(e) = r {
                 tracing::error!("VIP {addr}: {e}");
@@ -877,9 +897,9 @@ impl Agent {
                 }
                 match crate::net::arp::RawSender::open(self.link.index) {
                     Ok(s) => {
-                        let _ = s.send(&crate::net::arp::garp_frame(self.link.mac, addr));
+                        let _ = s.send(&crate::net::arp::announce_frame(self.link.mac, addr));
                     }
-                    Err(e) => tracing::warn!("gratuitous ARP for {addr}: {e}"),
+                    Err(e) => tracing::warn!("announcing {addr} (gratuitous ARP or NA): {e}"),
                 }
             } else {
                 self.owned.retain(|a| *a != addr);
@@ -897,14 +917,14 @@ impl Agent {
         if !self.reconcile_ticks.is_multiple_of(5) {
             return;
         }
-        let present: Vec<Ipv4Addr> = match self.netlink.addresses(self.link.index).await {
+        let present: Vec<IpAddr> = match self.netlink.addresses(self.link.index).await {
             Ok(v) => v.into_iter().map(|(a, _)| a).collect(),
             Err(e) => {
                 tracing::warn!("checking the VIP addresses: {e}");
                 return;
             }
         };
-        let missing: Vec<Ipv4Addr> = self
+        let missing: Vec<IpAddr> = self
             .owned
             .iter()
             .filter(|a| !present.contains(a))
@@ -950,7 +970,7 @@ impl Agent {
             Ok(c) => c,
             Err(e) => return reject(e.problems.iter().map(ToString::to_string).collect()),
         };
-        let local: Vec<Ipv4Addr> = match self.netlink.addresses(self.link.index).await {
+        let local: Vec<IpAddr> = match self.netlink.addresses(self.link.index).await {
             Ok(v) => v.into_iter().map(|(a, _)| a).collect(),
             Err(e) => return reject(vec![e.to_string()]),
         };
@@ -1042,7 +1062,7 @@ impl Agent {
             }
         }
         let old_addrs = election::vip_addresses(&self.cfg);
-        let old_instance_addrs: Vec<Vec<Ipv4Addr>> = self
+        let old_instance_addrs: Vec<Vec<IpAddr>> = self
             .elections
             .iter()
             .map(|e| election::instance_addresses(&self.cfg, &e.vips))
@@ -1076,12 +1096,12 @@ impl Agent {
             // Scale-out: nothing is held; the gate below follows the VIPs.
         } else if self.elections.is_empty() {
             if new_addrs != old_addrs {
-                let gone: Vec<Ipv4Addr> = old_addrs
+                let gone: Vec<IpAddr> = old_addrs
                     .iter()
                     .filter(|a| !new_addrs.contains(a))
                     .copied()
                     .collect();
-                let added: Vec<Ipv4Addr> = new_addrs
+                let added: Vec<IpAddr> = new_addrs
                     .iter()
                     .filter(|a| !old_addrs.contains(a))
                     .copied()

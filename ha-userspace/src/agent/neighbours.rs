@@ -4,7 +4,7 @@
 //! holds up the agent's loop. The loop gets a new map whenever it changes.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use crate::net::Netlink;
 
 /// Backend address → MAC.
-pub type Macs = HashMap<Ipv4Addr, [u8; 6]>;
+pub type Macs = HashMap<IpAddr, [u8; 6]>;
 
 /// How long answers to one round of ARP requests are waited for.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
@@ -21,30 +21,22 @@ const ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// is missing and its answers awaited up to [`ANSWER_WAIT`]. None when the
 /// table could not be read at all: "no answer" is not "no neighbours", and
 /// must never take every backend out.
-pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Option<Macs> {
-    let v4 = |t: std::collections::HashMap<std::net::IpAddr, [u8; 6]>| -> Macs {
-        t.into_iter()
-            .filter_map(|(a, m)| match a {
-                std::net::IpAddr::V4(a) => Some((a, m)),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect()
-    };
+pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[IpAddr]) -> Option<Macs> {
     let mut table = match netlink.neighbours(ifindex).await {
-        Ok(t) => v4(t),
+        Ok(t) => t,
         Err(e) => {
             tracing::warn!("neighbour dump failed (backend MACs kept as they were): {e}");
             return None;
         }
     };
-    let missing: Vec<Ipv4Addr> = wanted
+    let missing: Vec<IpAddr> = wanted
         .iter()
         .filter(|a| !table.contains_key(a))
         .copied()
         .collect();
     if !missing.is_empty() {
         for a in &missing {
-            if let Err(e) = netlink.probe_neighbour(ifindex, (*a).into()).await {
+            if let Err(e) = netlink.probe_neighbour(ifindex, *a).await {
                 tracing::debug!("probe {a}: {e}");
             }
         }
@@ -53,7 +45,7 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Op
         while tokio::time::Instant::now() < end {
             poll.tick().await;
             if let Ok(t) = netlink.neighbours(ifindex).await {
-                table = v4(t);
+                table = t;
             }
             if missing.iter().all(|a| table.contains_key(a)) {
                 break;
@@ -70,7 +62,7 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[Ipv4Addr]) -> Op
 
 /// The resolver task's handles.
 pub struct Resolver {
-    wanted: watch::Sender<Vec<Ipv4Addr>>,
+    wanted: watch::Sender<Vec<IpAddr>>,
 }
 
 impl Resolver {
@@ -79,13 +71,13 @@ impl Resolver {
     pub fn start(
         netlink: Netlink,
         ifindex: u32,
-        wanted: Vec<Ipv4Addr>,
+        wanted: Vec<IpAddr>,
         known: Macs,
         every: Duration,
         tx: mpsc::Sender<Macs>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         // What is missing now was reported by the caller already.
-        let mut warned: std::collections::HashSet<Ipv4Addr> = wanted
+        let mut warned: std::collections::HashSet<IpAddr> = wanted
             .iter()
             .filter(|a| !known.contains_key(a))
             .copied()
@@ -124,7 +116,7 @@ impl Resolver {
     }
 
     /// The backends to resolve changed (a reload).
-    pub fn want(&self, wanted: Vec<Ipv4Addr>) {
+    pub fn want(&self, wanted: Vec<IpAddr>) {
         self.wanted.send_if_modified(|w| {
             if *w != wanted {
                 *w = wanted;

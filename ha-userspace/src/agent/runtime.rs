@@ -14,7 +14,7 @@
 //! or changes its address, port or protocol, is released at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::dataplane::Service;
@@ -122,13 +122,13 @@ impl Diff {
                 continue;
             };
             if (
-                ov.address,
+                *ov.address.get_ref(),
                 ov.port,
                 ov.protocol,
                 ov.maglev_table_size,
                 ov.hash,
             ) != (
-                nv.address,
+                *nv.address.get_ref(),
                 nv.port,
                 nv.protocol,
                 nv.maglev_table_size,
@@ -139,12 +139,12 @@ impl Diff {
             if !same_health(&ov.health, &nv.health) {
                 d.health_changed.push(name.to_string());
             }
-            let ob: BTreeMap<&str, (Ipv4Addr, u32)> = ov
+            let ob: BTreeMap<&str, (IpAddr, u32)> = ov
                 .backends
                 .iter()
                 .map(|b| (b.name.get_ref().as_str(), (*b.address.get_ref(), b.weight)))
                 .collect();
-            let nb: BTreeMap<&str, (Ipv4Addr, u32)> = nv
+            let nb: BTreeMap<&str, (IpAddr, u32)> = nv
                 .backends
                 .iter()
                 .map(|b| (b.name.get_ref().as_str(), (*b.address.get_ref(), b.weight)))
@@ -267,7 +267,7 @@ pub struct Removing {
     /// The service it served.
     pub service: Service,
     /// Its address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// When the reload removed it.
     pub since: SystemTime,
     /// The same, on the monotonic clock.
@@ -324,12 +324,12 @@ impl Runtime {
         old: &Config,
         new: &Config,
         diff: &Diff,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        macs: &HashMap<IpAddr, [u8; 6]>,
         now: Instant,
         timeout: Duration,
     ) {
-        let service = |v: &Vip| Service::new(v.address, v.port, v.protocol.number());
-        let new_services: BTreeMap<&str, (Service, BTreeSet<Ipv4Addr>)> = new
+        let service = |v: &Vip| Service::new(*v.address.get_ref(), v.port, v.protocol.number());
+        let new_services: BTreeMap<&str, (Service, BTreeSet<IpAddr>)> = new
             .vips()
             .map(|v| {
                 (
@@ -442,8 +442,8 @@ impl Runtime {
         &mut self,
         counted_at: Instant,
         now: Instant,
-        mut live: impl FnMut(&Service, Ipv4Addr) -> Option<u64>,
-        held: impl Fn(&Service, Ipv4Addr) -> bool,
+        mut live: impl FnMut(&Service, IpAddr) -> Option<u64>,
+        held: impl Fn(&Service, IpAddr) -> bool,
     ) -> Vec<(BackendRef, Removing, Released)> {
         let mut out = Vec::new();
         let keys: Vec<BackendRef> = self.removing.keys().cloned().collect();
@@ -551,13 +551,10 @@ impl Runtime {
     pub fn serving_by_address(
         &self,
         cfg: &Config,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
-    ) -> (
-        BTreeMap<Ipv4Addr, Vec<String>>,
-        BTreeMap<Ipv4Addr, Vec<String>>,
-    ) {
-        let mut down: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
-        let mut pending: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+        macs: &HashMap<IpAddr, [u8; 6]>,
+    ) -> (BTreeMap<IpAddr, Vec<String>>, BTreeMap<IpAddr, Vec<String>>) {
+        let mut down: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        let mut pending: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         for v in cfg.vips() {
             let vn = v.name.get_ref();
             let usable = |b: &&crate::config::Backend| {
@@ -579,11 +576,16 @@ impl Runtime {
                 .iter()
                 .filter(usable)
                 .any(|b| health(b).is_some_and(|(known, _)| !known));
-            down.entry(v.address).or_default();
+            down.entry(*v.address.get_ref()).or_default();
             if !serves && unchecked {
-                pending.entry(v.address).or_default().push(vn.clone());
+                pending
+                    .entry(*v.address.get_ref())
+                    .or_default()
+                    .push(vn.clone());
             } else if !serves {
-                down.entry(v.address).or_default().push(vn.clone());
+                down.entry(*v.address.get_ref())
+                    .or_default()
+                    .push(vn.clone());
             }
         }
         (down, pending)
@@ -606,7 +608,7 @@ impl Runtime {
     /// The desired data-plane state: the config's backends, and the
     /// removing ones with weight 0 (usable for their flows, no new ones).
     /// In the BGP mode a VIP without a healthy backend fails open.
-    pub fn specs(&self, cfg: &Config, macs: &HashMap<Ipv4Addr, [u8; 6]>) -> Vec<VipSpec> {
+    pub fn specs(&self, cfg: &Config, macs: &HashMap<IpAddr, [u8; 6]>) -> Vec<VipSpec> {
         self.specs_at(cfg, macs, SystemTime::now())
     }
 
@@ -620,12 +622,12 @@ impl Runtime {
     pub fn specs_at(
         &self,
         cfg: &Config,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        macs: &HashMap<IpAddr, [u8; 6]>,
         now: SystemTime,
     ) -> Vec<VipSpec> {
         cfg.vips()
             .map(|v| {
-                let key = Service::new(v.address, v.port, v.protocol.number());
+                let key = Service::new(*v.address.get_ref(), v.port, v.protocol.number());
                 let settle = settle_time(v);
                 let mut backends: Vec<BackendSpec> = v
                     .backends
@@ -637,7 +639,7 @@ impl Runtime {
                         let settling =
                             cfg.bgp.is_some() && st.is_some_and(|s| s.settling(now, settle));
                         BackendSpec {
-                            addr: addr.into(),
+                            addr,
                             mac: macs.get(&addr).copied(),
                             weight: self.weight(vn, bn, b.weight),
                             healthy: settling || st.is_none_or(BackendState::healthy),
@@ -663,7 +665,7 @@ impl Runtime {
                 for ((vn, _), r) in &self.removing {
                     if vn == v.name.get_ref() && r.service == key {
                         backends.push(BackendSpec {
-                            addr: r.addr.into(),
+                            addr: r.addr,
                             mac: macs.get(&r.addr).copied(),
                             weight: 0,
                             healthy: r.state.healthy(),
@@ -706,10 +708,10 @@ pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
             },
         };
         let port = h.port.unwrap_or(v.port);
-        let target = |backend: &str, addr: Ipv4Addr| Target {
+        let target = |backend: &str, addr: IpAddr| Target {
             vip: v.name.get_ref().clone(),
             backend: backend.to_string(),
-            addr: SocketAddrV4::new(addr, port),
+            addr: SocketAddr::new(addr, port),
             probe: probe.clone(),
             interval: Duration::from_millis(h.interval_ms as u64),
             timeout: Duration::from_millis(h.timeout_ms as u64),
@@ -727,8 +729,8 @@ pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
 }
 
 /// Every backend address in `cfg`, and of the removing backends, once.
-pub fn backend_addresses(cfg: &Config, rt: &Runtime) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = cfg
+pub fn backend_addresses(cfg: &Config, rt: &Runtime) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = cfg
         .vips()
         .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
         .chain(rt.removing.values().map(|r| r.addr))

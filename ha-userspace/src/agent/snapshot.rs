@@ -88,7 +88,7 @@ pub fn build(a: &mut Agent) -> Status {
     let mut vips = Vec::new();
     let mut seen = HashMap::new();
     for v in a.cfg.vips() {
-        let key = Service::new(v.address, v.port, v.protocol.number());
+        let key = Service::new(*v.address.get_ref(), v.port, v.protocol.number());
         let mut backends = Vec::new();
         for b in &v.backends {
             let addr = *b.address.get_ref();
@@ -200,7 +200,7 @@ pub fn build(a: &mut Agent) -> Status {
         }
         vips.push(VipStatus {
             name: v.name.get_ref().clone(),
-            address: v.address.to_string(),
+            address: v.address.get_ref().to_string(),
             port: v.port,
             protocol: format!("{:?}", v.protocol).to_lowercase(),
             mode: format!("{:?}", v.mode).to_lowercase(),
@@ -247,7 +247,11 @@ pub fn build(a: &mut Agent) -> Status {
                 version: v.version,
                 master: st.master.map(|m| m.to_string()),
                 primary: st.primary.to_string(),
-                peers: v.unicast_peers.iter().map(ToString::to_string).collect(),
+                peers: v
+                    .unicast_peers
+                    .iter()
+                    .map(|p| p.get_ref().to_string())
+                    .collect(),
                 adverts_sent: st.adverts_sent,
                 adverts_received: st.adverts_received,
                 rejected: st

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use crate::net::{NetError, Netlink};
@@ -139,9 +139,9 @@ impl Device {
     /// routes. Returns (added, deleted).
     pub async fn set(
         &self,
-        wanted: &BTreeSet<Ipv4Addr>,
-    ) -> Result<(Vec<Ipv4Addr>, Vec<Ipv4Addr>), DeviceError> {
-        let have: BTreeSet<Ipv4Addr> = self
+        wanted: &BTreeSet<IpAddr>,
+    ) -> Result<(Vec<IpAddr>, Vec<IpAddr>), DeviceError> {
+        let have: BTreeSet<IpAddr> = self
             .netlink
             .routes(self.table, self.proto)
             .await?

@@ -7,7 +7,7 @@
 //! An operator's drain and enable take effect at once.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Why an address is, or is not, announced.
@@ -60,10 +60,10 @@ pub struct Facts {
     pub stopping: bool,
     /// Every VIP address, with the names of its services that cannot serve
     /// (empty: all can).
-    pub addresses: BTreeMap<Ipv4Addr, Vec<String>>,
+    pub addresses: BTreeMap<IpAddr, Vec<String>>,
     /// Per address, the services whose backends are not checked yet (none
     /// passed, none failed for good); missing or empty: none.
-    pub pending: BTreeMap<Ipv4Addr, Vec<String>>,
+    pub pending: BTreeMap<IpAddr, Vec<String>>,
 }
 
 /// One address's announcement.
@@ -85,7 +85,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Announce (true) or withdraw (false).
     pub announce: bool,
     /// Why.
@@ -96,7 +96,7 @@ pub struct Change {
 #[derive(Debug, Clone)]
 pub struct Gate {
     hold_down: Duration,
-    entries: BTreeMap<Ipv4Addr, Entry>,
+    entries: BTreeMap<IpAddr, Entry>,
 }
 
 impl Gate {
@@ -198,7 +198,7 @@ impl Gate {
     }
 
     /// The addresses announced now.
-    pub fn announced(&self) -> Vec<Ipv4Addr> {
+    pub fn announced(&self) -> Vec<IpAddr> {
         self.entries
             .iter()
             .filter(|(_, e)| e.announced)
@@ -207,7 +207,7 @@ impl Gate {
     }
 
     /// Every address's state.
-    pub fn entries(&self) -> impl Iterator<Item = (&Ipv4Addr, &Entry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&IpAddr, &Entry)> {
         self.entries.iter()
     }
 }
@@ -216,8 +216,8 @@ impl Gate {
 mod tests {
     use super::*;
 
-    const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
-    const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 100));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 101));
 
     fn s(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -234,7 +234,7 @@ mod tests {
         }
     }
 
-    fn changes(c: &[Change]) -> Vec<(Ipv4Addr, bool)> {
+    fn changes(c: &[Change]) -> Vec<(IpAddr, bool)> {
         c.iter().map(|c| (c.addr, c.announce)).collect()
     }
 

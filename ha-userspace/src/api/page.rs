@@ -103,7 +103,7 @@ function render(s) {
   document.getElementById("sub").innerHTML = sub;
   let html = "";
   for (const vip of s.vips) {
-    html += `<table class="vip" data-vip="${esc(vip.name)}"><caption>${esc(vip.name)} — ${esc(vip.address)}:${vip.port}/${esc(vip.protocol)} ${esc(vip.mode)} · check ${esc(vip.check)} · ${vip.healthy_backends}/${vip.backends.length} healthy</caption>` +
+    html += `<table class="vip" data-vip="${esc(vip.name)}"><caption>${esc(vip.name)} — ${esc(vip.address.includes(":") ? "[" + vip.address + "]" : vip.address)}:${vip.port}/${esc(vip.protocol)} ${esc(vip.mode)} · check ${esc(vip.check)} · ${vip.healthy_backends}/${vip.backends.length} healthy</caption>` +
       `<thead><tr><th class="l">backend</th><th class="l">address</th><th>health</th><th>weight</th><th class="l">last check</th><th>latency ms</th><th>flows</th><th>pkt/s</th><th>bytes/s</th><th>new flows/s</th><th>packets</th><th>bytes</th><th></th></tr></thead><tbody>`;
     for (const b of vip.backends) {
       const cls = b.drained ? "drained" : b.health;

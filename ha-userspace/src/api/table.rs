@@ -124,10 +124,9 @@ pub fn render(s: &Status) -> String {
     for vip in &s.vips {
         let _ = writeln!(
             out,
-            "\nvip {} {}:{}/{} ({}, check {}): {}/{} healthy",
+            "\nvip {} {}/{} ({}, check {}): {}/{} healthy",
             vip.name,
-            vip.address,
-            vip.port,
+            host_port(&vip.address, vip.port),
             vip.protocol,
             vip.mode,
             vip.check,
@@ -185,4 +184,25 @@ pub fn render(s: &Status) -> String {
         d.actions.get("aborted").unwrap_or(&0)
     );
     out
+}
+
+/// `address:port`, with an IPv6 address in brackets (RFC 3986 §3.2.2) so
+/// the port stays readable: `[fd77::100]:80`.
+pub fn host_port(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_before_the_port() {
+        assert_eq!(host_port("10.77.0.100", 80), "10.77.0.100:80");
+        assert_eq!(host_port("fd77::100", 80), "[fd77::100]:80");
+    }
 }

@@ -4,7 +4,7 @@
 //! deserialising, so the TOML parser reports them at the value's position;
 //! checks across values live in `validate`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
@@ -348,9 +348,10 @@ pub struct Vrrp {
     /// Delay before preempting.
     #[serde(default)]
     pub preempt_delay_ms: u32,
-    /// Unicast peers; empty: multicast to 224.0.0.18.
+    /// Unicast peers, of the instance's family; empty: multicast to
+    /// 224.0.0.18 (IPv4) or ff02::12 (IPv6).
     #[serde(default)]
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<Spanned<IpAddr>>,
     /// Interfaces whose link going down puts this node in FAULT.
     #[serde(default)]
     pub track_interfaces: Vec<String>,
@@ -374,9 +375,10 @@ pub struct Vrrp {
     /// least 1000).
     #[serde(default, deserialize_with = "de_garp_refresh")]
     pub garp_refresh_ms: u32,
-    /// Source address of adverts; default: the interface's first address.
+    /// Source address of adverts; default: the interface's first address
+    /// (IPv6: its link-local address, which RFC 5798 requires).
     #[serde(default)]
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<Spanned<IpAddr>>,
     /// Put the node in FAULT when its XDP program is not attached.
     #[serde(default = "default_true")]
     pub track_dataplane: bool,
@@ -435,8 +437,8 @@ impl TrackScript {
 pub struct Vip {
     /// Unique name.
     pub name: Spanned<String>,
-    /// The virtual IPv4 address.
-    pub address: Ipv4Addr,
+    /// The virtual address, IPv4 or IPv6.
+    pub address: Spanned<IpAddr>,
     /// Service port.
     #[serde(deserialize_with = "de_port")]
     pub port: u16,
@@ -574,8 +576,8 @@ pub enum HealthKind {
 pub struct Backend {
     /// Unique within the VIP.
     pub name: Spanned<String>,
-    /// Backend address on the node's segment (DSR).
-    pub address: Spanned<Ipv4Addr>,
+    /// Backend address on the node's segment (DSR), of the VIP's family.
+    pub address: Spanned<IpAddr>,
     /// Maglev weight; 0 drains the backend.
     #[serde(default = "default_weight", deserialize_with = "de_weight")]
     pub weight: u32,

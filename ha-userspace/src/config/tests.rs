@@ -712,3 +712,109 @@ fn the_configuration_reference_describes_every_key() {
         assert!(reference_keys(&heading).is_some(), "no section {heading}");
     }
 }
+
+/// A dual-stack node: an IPv4 and an IPv6 instance, one VIP each.
+const DUAL: &str = r#"
+[node]
+name = "lb1"
+interface = "eth1"
+
+[[vrrp_instance]]
+name = "v4"
+router_id = 51
+vips = ["web"]
+
+[[vrrp_instance]]
+name = "v6"
+router_id = 61
+vips = ["web6"]
+unicast_peers = ["fd77::3"]
+
+[[vip]]
+name = "web"
+address = "10.77.0.100"
+port = 80
+
+  [[vip.backend]]
+  name = "web1"
+  address = "10.77.0.21"
+
+[[vip]]
+name = "web6"
+address = "fd77::100"
+port = 80
+
+  [[vip.backend]]
+  name = "web1"
+  address = "fd77::21"
+"#;
+
+#[test]
+fn ipv6_vips_backends_and_peers_parse_beside_ipv4_ones() {
+    let c = parse_str(DUAL).expect("dual-stack config parses");
+    let v6 = c.vips().find(|v| v.name.get_ref() == "web6").expect("web6");
+    assert_eq!(
+        *v6.address.get_ref(),
+        "fd77::100".parse::<std::net::IpAddr>().expect("a")
+    );
+    assert!(v6.backends[0].address.get_ref().is_ipv6());
+    let inst = c.instances();
+    assert_eq!(inst.len(), 2);
+    assert_eq!(
+        inst[1].vrrp.unicast_peers[0].get_ref().to_string(),
+        "fd77::3"
+    );
+}
+
+#[test]
+fn mixing_families_is_an_error_at_the_value_that_mixes_them() {
+    assert_located(&[
+        // A backend of the other family: at its address.
+        (
+            DUAL.replace("address = \"fd77::21\"", "address = \"10.77.0.23\""),
+            (33, 13),
+            "backend address 10.77.0.23 is IPv4 but vip \"web6\" (fd77::100) is IPv6",
+        ),
+        (
+            DUAL.replace("address = \"10.77.0.21\"", "address = \"fd77::23\""),
+            (24, 13),
+            "is IPv6 but vip \"web\" (10.77.0.100) is IPv4",
+        ),
+        // One instance with both families: at the VIP of the other one.
+        (
+            DUAL.replace("vips = [\"web\"]", "vips = [\"web\", \"web6\"]")
+                .replace("vips = [\"web6\"]\n", ""),
+            (27, 11),
+            "a VRRP instance is of one family",
+        ),
+        // A peer of the other family: at the peer.
+        (
+            DUAL.replace("[\"fd77::3\"]", "[\"10.77.0.3\"]"),
+            (15, 18),
+            "unicast peer 10.77.0.3 is IPv4, but vrrp_instance \"v6\" is IPv6",
+        ),
+        // VRRPv2 has no IPv6: at the instance.
+        (
+            DUAL.replace("router_id = 61", "router_id = 61\nversion = 2"),
+            (11, 1),
+            "VRRPv2 is IPv4 only",
+        ),
+        // An IPv6 multicast instance sends from its link-local address.
+        (
+            DUAL.replace("unicast_peers = [\"fd77::3\"]", "source = \"fd77::2\""),
+            (15, 10),
+            "is not link-local",
+        ),
+        // A lone [vrrp] owns every VIP: both families cannot share it.
+        (
+            DUAL.replace(
+                "[[vrrp_instance]]\nname = \"v4\"\nrouter_id = 51\nvips = [\"web\"]\n\n\
+                 [[vrrp_instance]]\nname = \"v6\"\nrouter_id = 61\nvips = [\"web6\"]\n\
+                 unicast_peers = [\"fd77::3\"]\n",
+                "[vrrp]\nrouter_id = 51\n\n\n\n\n\n\n\n\n",
+            ),
+            (28, 11),
+            "[vrrp] owns IPv4 VIP \"web\" (10.77.0.100) and IPv6 VIP \"web6\"",
+        ),
+    ]);
+}

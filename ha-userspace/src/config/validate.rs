@@ -1,7 +1,7 @@
 //! Checks across values of a parsed configuration (uniqueness, limits,
 //! combinations), each reported with the span it is about.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use super::schema::{Config, HealthKind, MIN_TOKEN_LEN};
@@ -97,7 +97,7 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
     bgp(config, &mut out);
     // Addresses a backend must never have: XDP does not decrement the TTL,
     // so two nodes that send VIP traffic to each other loop it for ever.
-    let mut forbidden: Vec<(std::net::Ipv4Addr, &str)> = Vec::new();
+    let mut forbidden: Vec<(std::net::IpAddr, &str)> = Vec::new();
     for v in config
         .vrrp
         .iter()
@@ -107,13 +107,18 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         forbidden.extend(
             v.unicast_peers
                 .iter()
-                .map(|p| (*p, "a VRRP peer of this node")),
+                .map(|p| (*p.get_ref(), "a VRRP peer of this node")),
         );
-        if let Some(s) = v.source {
-            forbidden.push((s, "this node's own VRRP source address"));
+        if let Some(s) = &v.source {
+            forbidden.push((*s.get_ref(), "this node's own VRRP source address"));
         }
     }
-    forbidden.extend(config.vips().map(|v| (v.address, "a VIP address")));
+    forbidden.extend(
+        config
+            .vips()
+            .map(|v| (*v.address.get_ref(), "a VIP address")),
+    );
+    families(config, &mut out);
 
     let mut vip_names = HashSet::new();
     let mut services = HashSet::new();
@@ -130,12 +135,13 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
         if !vip_names.insert(name.clone()) {
             out.push((vip.name.span(), format!("duplicate vip name {name:?}")));
         }
-        if !services.insert((vip.address, vip.port, vip.protocol)) {
+        if !services.insert((*vip.address.get_ref(), vip.port, vip.protocol)) {
             out.push((
                 spanned.span(),
                 format!(
-                    "another vip already serves {}:{} {:?}",
-                    vip.address, vip.port, vip.protocol
+                    "another vip already serves {} {:?}",
+                    std::net::SocketAddr::new(*vip.address.get_ref(), vip.port),
+                    vip.protocol
                 ),
             ));
         }
@@ -175,6 +181,19 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
                 out.push((
                     b.name.span(),
                     format!("duplicate backend name {bname:?} in vip {name:?}"),
+                ));
+            }
+            if b.address.get_ref().is_ipv6() != vip.address.get_ref().is_ipv6() {
+                out.push((
+                    b.address.span(),
+                    format!(
+                        "backend address {} is {} but vip {name:?} ({}) is {}: DSR \
+                         forwards a packet unchanged, so a backend is of its VIP's family",
+                        b.address.get_ref(),
+                        family_name(*b.address.get_ref()),
+                        vip.address.get_ref(),
+                        family_name(*vip.address.get_ref()),
+                    ),
                 ));
             }
             if let Some((_, what)) = forbidden.iter().find(|(a, _)| a == b.address.get_ref()) {
@@ -305,7 +324,6 @@ fn bgp(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
 /// other and the VIPs: every VIP owned by exactly one instance, an address
 /// by one instance, one VRID per interface, groups of known instances.
 fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
-    use std::collections::HashMap;
     if let (Some(_), Some(first)) = (&config.vrrp, config.vrrp_instances.first()) {
         out.push((
             first.span(),
@@ -345,7 +363,7 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
         .collect();
     let mut names: HashSet<&str> = HashSet::new();
     let mut owner: HashMap<&str, &str> = HashMap::new();
-    let mut addr_owner: HashMap<std::net::Ipv4Addr, &str> = HashMap::new();
+    let mut addr_owner: HashMap<std::net::IpAddr, &str> = HashMap::new();
     let mut vrids: HashMap<(String, u8), &str> = HashMap::new();
     for spanned in &config.vrrp_instances {
         let v = spanned.get_ref();
@@ -426,17 +444,17 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
                 out.push((vip.span(), msg));
                 continue;
             }
-            match addr_owner.get(&vd.address) {
+            match addr_owner.get(vd.address.get_ref()) {
                 Some(prev) if *prev != n => out.push((
                     vip.span(),
                     format!(
                         "vip {vn:?} has address {}, which instance {prev:?} owns already: \
                          an address moves with one instance",
-                        vd.address
+                        vd.address.get_ref()
                     ),
                 )),
                 _ => {
-                    addr_owner.insert(vd.address, n);
+                    addr_owner.insert(*vd.address.get_ref(), n);
                 }
             }
         }
@@ -502,4 +520,129 @@ fn is_token(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// "IPv4" or "IPv6".
+fn family_name(a: std::net::IpAddr) -> &'static str {
+    if a.is_ipv6() {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// A VRRP instance is of one family (RFC 5798 §1: IPv4 and IPv6 virtual
+/// routers are separate): its VIPs, unicast peers and source are of the
+/// family of its first VIP; VRRPv2 is IPv4 only; an IPv6 multicast
+/// instance sends from a link-local address. Each problem is reported at
+/// the value that breaks the rule.
+fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
+    let by_name: HashMap<&str, &toml::Spanned<super::schema::Vip>> = config
+        .vips
+        .iter()
+        .map(|v| (v.get_ref().name.get_ref().as_str(), v))
+        .collect();
+    let sections = config.vrrp.iter().chain(&config.vrrp_instances);
+    for section in sections {
+        let v = section.get_ref();
+        let label = v.name.as_ref().map_or_else(
+            || "[vrrp]".to_string(),
+            |n| format!("vrrp_instance {:?}", n.get_ref()),
+        );
+        // The VIPs it owns: the named ones, or (a lone [vrrp]) all.
+        let owned: Vec<&toml::Spanned<super::schema::Vip>> = match &v.vips {
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|n| by_name.get(n.get_ref().as_str()).copied())
+                .collect(),
+            None if config
+                .vrrp
+                .as_ref()
+                .is_some_and(|s| std::ptr::eq(s, section)) =>
+            {
+                config.vips.iter().collect()
+            }
+            None => Vec::new(),
+        };
+        let Some(first) = owned.first() else { continue };
+        let family = *first.get_ref().address.get_ref();
+        for o in &owned[1..] {
+            let a = o.get_ref().address.get_ref();
+            if a.is_ipv6() != family.is_ipv6() {
+                out.push((
+                    o.get_ref().address.span(),
+                    format!(
+                        "{label} owns {} VIP {:?} ({}) and {} VIP {:?} ({a}): a VRRP instance \
+                         is of one family; give each family a [[vrrp_instance]] of its own",
+                        family_name(family),
+                        first.get_ref().name.get_ref(),
+                        family,
+                        family_name(*a),
+                        o.get_ref().name.get_ref(),
+                    ),
+                ));
+            }
+        }
+        for p in &v.unicast_peers {
+            if p.get_ref().is_ipv6() != family.is_ipv6() {
+                out.push((
+                    p.span(),
+                    format!(
+                        "unicast peer {} is {}, but {label} is {} (its VIPs)",
+                        p.get_ref(),
+                        family_name(*p.get_ref()),
+                        family_name(family)
+                    ),
+                ));
+            }
+        }
+        if let Some(src) = &v.source {
+            let a = *src.get_ref();
+            if a.is_ipv6() != family.is_ipv6() {
+                out.push((
+                    src.span(),
+                    format!(
+                        "source {a} is {}, but {label} is {} (its VIPs)",
+                        family_name(a),
+                        family_name(family)
+                    ),
+                ));
+            } else if let std::net::IpAddr::V6(a6) = a {
+                if v.unicast_peers.is_empty() && !a6.is_unicast_link_local() {
+                    out.push((
+                        src.span(),
+                        format!(
+                            "source {a} is not link-local: IPv6 VRRP adverts to ff02::12 \
+                             are sent from the interface's link-local address (RFC 5798 \
+                             §5.1.2.1), and peers drop others; leave source out"
+                        ),
+                    ));
+                }
+            }
+        }
+        if family.is_ipv6() && v.version == 2 {
+            out.push((
+                section.span(),
+                format!(
+                    "{label} has IPv6 VIPs but version = 2: VRRPv2 is IPv4 only (RFC 3768); \
+                     use version = 3"
+                ),
+            ));
+        }
+    }
+    if config.bgp.is_some() {
+        for v in config.vips() {
+            if v.address.get_ref().is_ipv6() {
+                out.push((
+                    v.address.span(),
+                    format!(
+                        "vip {:?}: IPv6 VIPs are not announced over BGP yet; the scale-out \
+                         mode serves IPv4 VIPs",
+                        v.name.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
 }

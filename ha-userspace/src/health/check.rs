@@ -2,7 +2,7 @@
 //! each within a timeout, from a given source address. Thin I/O; what a
 //! result means is decided by [`super::RiseFall`].
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,8 +38,8 @@ pub struct Outcome {
 /// Probes `target` once, from `source` when given, within `timeout`.
 pub async fn run(
     probe: &Probe,
-    target: SocketAddrV4,
-    source: Option<Ipv4Addr>,
+    target: SocketAddr,
+    source: Option<IpAddr>,
     timeout: Duration,
 ) -> Outcome {
     let start = Instant::now();
@@ -66,18 +66,19 @@ pub async fn run(
 
 async fn attempt(
     probe: &Probe,
-    target: SocketAddrV4,
-    source: Option<Ipv4Addr>,
+    target: SocketAddr,
+    source: Option<IpAddr>,
 ) -> Result<String, String> {
-    let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    let sock = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("socket: {e}"))?;
     if let Some(src) = source {
         sock.bind(SocketAddr::from((src, 0)))
             .map_err(|e| format!("bind {src}: {e}"))?;
     }
-    let mut stream = sock
-        .connect(SocketAddr::V4(target))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = sock.connect(target).await.map_err(|e| e.to_string())?;
     match probe {
         Probe::Tcp => Ok("connected".into()),
         Probe::Http {
@@ -85,7 +86,10 @@ async fn attempt(
             host,
             expect_status,
         } => {
-            let host = host.clone().unwrap_or_else(|| target.ip().to_string());
+            let host = host.clone().unwrap_or_else(|| match target.ip() {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            });
             let req = format!(
                 "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: halb-check\r\nConnection: close\r\n\r\n"
             );
@@ -146,21 +150,63 @@ mod tests {
         assert_eq!(parse_status(b""), None);
     }
 
-    /// A server on loopback answering every connection with `reply`.
-    async fn server(reply: &'static [u8]) -> SocketAddrV4 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = match l.local_addr().expect("addr") {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("bound v4"),
-        };
+    /// A server on IPv4 loopback answering every connection with `reply`.
+    async fn server(reply: &'static [u8]) -> SocketAddr {
+        server_on("127.0.0.1:0", reply, None).await
+    }
+
+    /// A server on `bind` answering every connection with `reply`, and
+    /// handing the first request it reads to `seen`.
+    async fn server_on(
+        bind: &str,
+        reply: &'static [u8],
+        seen: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
+    ) -> SocketAddr {
+        let l = TcpListener::bind(bind).await.expect("bind");
+        let addr = l.local_addr().expect("addr");
         tokio::spawn(async move {
+            let mut seen = seen;
             while let Ok((mut s, _)) = l.accept().await {
                 let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf).await;
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if let Some(tx) = seen.take() {
+                    let _ = tx.send(buf[..n].to_vec());
+                }
                 let _ = s.write_all(reply).await;
             }
         });
         addr
+    }
+
+    #[tokio::test]
+    async fn ipv6_backends_are_probed_over_ipv6_with_a_bracketed_host() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let up = server_on("[::1]:0", b"HTTP/1.1 200 OK\r\n\r\n", Some(tx)).await;
+        assert!(up.is_ipv6());
+        let t = Duration::from_secs(2);
+        let o = run(
+            &http(200),
+            up,
+            Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+            t,
+        )
+        .await;
+        assert!(o.ok, "{}", o.detail);
+        let req = String::from_utf8(rx.await.expect("request")).expect("text");
+        assert!(req.contains("\r\nHost: [::1]\r\n"), "{req}");
+        // A source of the other family cannot be bound: a clear failure.
+        let o = run(
+            &Probe::Tcp,
+            up,
+            Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            t,
+        )
+        .await;
+        assert!(
+            !o.ok && o.detail.starts_with("bind 127.0.0.1"),
+            "{}",
+            o.detail
+        );
     }
 
     fn http(status: u16) -> Probe {
@@ -176,7 +222,13 @@ mod tests {
         let t = Duration::from_millis(500);
         let up = server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
         assert!(run(&Probe::Tcp, up, None, t).await.ok);
-        let o = run(&http(200), up, Some(Ipv4Addr::LOCALHOST), t).await;
+        let o = run(
+            &http(200),
+            up,
+            Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            t,
+        )
+        .await;
         assert!(o.ok, "{o:?}");
         assert_eq!(o.detail, "HTTP 200");
         let o = run(&http(204), up, None, t).await;
@@ -191,10 +243,7 @@ mod tests {
 
         // Nothing listens: refused.
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let closed = match l.local_addr().expect("addr") {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("bound v4"),
-        };
+        let closed = l.local_addr().expect("addr");
         drop(l);
         let o = run(&Probe::Tcp, closed, None, t).await;
         assert!(!o.ok && o.detail.contains("refused"), "{o:?}");
@@ -203,10 +252,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_silent_server_times_out() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = match l.local_addr().expect("addr") {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("bound v4"),
-        };
+        let addr = l.local_addr().expect("addr");
         // Accepts but never answers.
         tokio::spawn(async move {
             let mut keep = Vec::new();

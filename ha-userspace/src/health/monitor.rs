@@ -4,7 +4,7 @@
 //! the monitor; late reports of the old one are recognised and dropped).
 //! Thin I/O: it decides nothing.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub struct Target {
     /// Backend name.
     pub backend: String,
     /// Address and port to probe.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// What to do.
     pub probe: Probe,
     /// Time between probes.
@@ -72,11 +72,12 @@ impl Monitor {
         }
     }
 
-    /// Starts probing `targets` from `source`, reporting on `tx` with
+    /// Starts probing `targets`, each from the first of `sources` of its
+    /// family (none: the kernel's choice), reporting on `tx` with
     /// `generation`.
     pub fn start(
         targets: Vec<Target>,
-        source: Option<Ipv4Addr>,
+        sources: &[IpAddr],
         tx: mpsc::Sender<Report>,
         generation: u64,
     ) -> Self {
@@ -84,6 +85,10 @@ impl Monitor {
         let n = targets.len().max(1) as u64;
         let mut tasks = JoinSet::new();
         for (i, t) in targets.into_iter().enumerate() {
+            let source = sources
+                .iter()
+                .copied()
+                .find(|s| s.is_ipv6() == t.addr.is_ipv6());
             {
                 let limit = limit.clone();
                 let tx = tx.clone();
@@ -169,12 +174,12 @@ mod tests {
         let t = |name: &str, port| Target {
             vip: "v".into(),
             backend: name.into(),
-            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             probe: Probe::Tcp,
             interval: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
         };
-        let _m = Monitor::start(vec![t("up", port), t("down", 1)], None, tx, 7);
+        let _m = Monitor::start(vec![t("up", port), t("down", 1)], &[], tx, 7);
         let mut seen = std::collections::HashMap::new();
         while seen.len() < 2 {
             let r = rx.recv().await.expect("report");

@@ -1,7 +1,11 @@
-//! Gratuitous ARP: raw Ethernet frames on an `AF_PACKET` socket.
+//! Address announcements on takeover: gratuitous ARP (IPv4) and
+//! unsolicited Neighbor Advertisements (IPv6, RFC 4861 §7.2.6), as raw
+//! Ethernet frames on an `AF_PACKET` socket. Built by hand: two fixed
+//! layouts of a few fields, where a packet crate would add a dependency
+//! for less code than its glue.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const ETH_P_ARP: u16 = 0x0806;
@@ -20,6 +24,62 @@ pub fn garp_frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 42] {
     f[32..38].copy_from_slice(&[0xff; 6]);
     f[38..42].copy_from_slice(&addr.octets());
     f
+}
+
+const ETH_P_IPV6: u16 = 0x86dd;
+/// ICMPv6 next header.
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 type Neighbor Advertisement.
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+/// NA flag Override: receivers replace the MAC they have.
+const NA_OVERRIDE: u8 = 0x20;
+
+/// An unsolicited Neighbor Advertisement for `addr` from `mac`: to
+/// all-nodes (ff02::1), from `addr` itself, hop limit 255, the Override
+/// flag set and a target link-layer address option (what keepalived sends;
+/// hosts and routers replace the MAC of an existing entry from it).
+pub fn una_frame(mac: [u8; 6], addr: Ipv6Addr) -> [u8; 86] {
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut f = [0u8; 86];
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+    // IPv6 header: version 6, payload 32 (NA 24 + option 8), ICMPv6, 255.
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&32u16.to_be_bytes());
+    f[20] = IPPROTO_ICMPV6;
+    f[21] = 255;
+    f[22..38].copy_from_slice(&addr.octets());
+    f[38..54].copy_from_slice(&all_nodes.octets());
+    // ICMPv6 NA: type, code 0, checksum, flags, reserved, target, option.
+    f[54] = ND_NEIGHBOR_ADVERT;
+    f[58] = NA_OVERRIDE;
+    f[62..78].copy_from_slice(&addr.octets());
+    f[78] = 2; // target link-layer address
+    f[79] = 1; // in units of 8 bytes
+    f[80..86].copy_from_slice(&mac);
+    let sum = icmpv6_checksum(&f[22..38], &f[38..54], &f[54..86]);
+    f[56..58].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The announcement frame for `addr`: gratuitous ARP or unsolicited NA.
+pub fn announce_frame(mac: [u8; 6], addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => garp_frame(mac, a).to_vec(),
+        IpAddr::V6(a) => una_frame(mac, a).to_vec(),
+    }
+}
+
+/// The ICMPv6 checksum of `body` (its checksum field zero) over the IPv6
+/// pseudo-header of `src` and `dst`.
+fn icmpv6_checksum(src: &[u8], dst: &[u8], body: &[u8]) -> u16 {
+    let mut pseudo = [0u8; 40];
+    pseudo[0..16].copy_from_slice(src);
+    pseudo[16..32].copy_from_slice(dst);
+    pseudo[32..36].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    pseudo[39] = IPPROTO_ICMPV6;
+    crate::net::checksum(&[&pseudo, body])
 }
 
 /// A socket that sends raw frames out of one interface.
@@ -72,6 +132,31 @@ impl RawSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsolicited_na_layout_and_checksum() {
+        let vip: Ipv6Addr = "fd77::100".parse().expect("address");
+        let mac = [2, 0, 0, 0, 0, 9];
+        let f = una_frame(mac, vip);
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(f[21], 255, "hop limit");
+        assert_eq!(&f[22..38], &vip.octets(), "source is the VIP");
+        assert_eq!(f[54], 136);
+        assert_eq!(
+            f[58] & 0xe0,
+            NA_OVERRIDE,
+            "override set, solicited and router clear"
+        );
+        assert_eq!(&f[62..78], &vip.octets());
+        assert_eq!(&f[78..86], &[2, 1, 2, 0, 0, 0, 0, 9]);
+        // Over a correct checksum the sum folds to zero.
+        assert_eq!(icmpv6_checksum(&f[22..38], &f[38..54], &f[54..86]), 0);
+        let mut bad = f;
+        bad[70] ^= 1;
+        assert_ne!(icmpv6_checksum(&bad[22..38], &bad[38..54], &bad[54..86]), 0);
+        assert_eq!(announce_frame(mac, IpAddr::V6(vip)), f.to_vec());
+    }
 
     #[test]
     fn garp_layout() {

@@ -5,10 +5,10 @@
 pub mod arp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -206,43 +206,65 @@ impl Netlink {
         }
     }
 
-    /// IPv4 addresses on `ifindex` with their prefix lengths, primary first.
-    pub async fn addresses(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+    /// The usable addresses on `ifindex` with their prefix lengths: IPv4
+    /// first (primary first), then IPv6 (an address still in duplicate
+    /// address detection, or that failed it, is left out: nothing can be
+    /// sent from it).
+    pub async fn addresses(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetError> {
         limit(|| "dump addresses".into(), self.addresses_inner(ifindex)).await
     }
 
-    async fn addresses_inner(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+    async fn addresses_inner(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetError> {
         let mut dump = self
             .handle
             .address()
             .get()
             .set_link_index_filter(ifindex)
             .execute();
-        let mut out = Vec::new();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
         loop {
             let Some(msg) = next_msg(&mut dump, "dump addresses").await? else {
                 break;
             };
-            if msg.header.family != AddressFamily::Inet || msg.header.index != ifindex {
+            if msg.header.index != ifindex {
                 continue;
             }
+            let unusable = msg.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Flags(f)
+                    if f.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed))
+            });
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(IpAddr::V4(a)) = attr {
-                    out.push((*a, msg.header.prefix_len));
+                match attr {
+                    AddressAttribute::Address(a @ IpAddr::V4(_))
+                        if msg.header.family == AddressFamily::Inet =>
+                    {
+                        v4.push((*a, msg.header.prefix_len))
+                    }
+                    AddressAttribute::Address(a @ IpAddr::V6(_))
+                        if msg.header.family == AddressFamily::Inet6 && !unusable =>
+                    {
+                        v6.push((*a, msg.header.prefix_len))
+                    }
+                    _ => {}
                 }
             }
         }
-        Ok(out)
+        v4.extend(v6);
+        Ok(v4)
     }
 
-    /// Adds `addr/plen` to `ifindex`; already present is fine.
-    pub async fn add_address(
-        &self,
-        ifindex: u32,
-        addr: Ipv4Addr,
-        plen: u8,
-    ) -> Result<(), NetError> {
-        let req = self.handle.address().add(ifindex, IpAddr::V4(addr), plen);
+    /// Adds `addr/plen` to `ifindex`; already present is fine. An IPv6
+    /// address is added without duplicate address detection (`nodad`): a
+    /// VIP taking over must answer Neighbor Solicitations at once, and its
+    /// previous holder, which may still have it, is exactly what DAD would
+    /// find.
+    pub async fn add_address(&self, ifindex: u32, addr: IpAddr, plen: u8) -> Result<(), NetError> {
+        let mut req = self.handle.address().add(ifindex, addr, plen);
+        if addr.is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         request(
             || format!("add address {addr}/{plen}"),
             &[libc::EEXIST],
@@ -252,12 +274,7 @@ impl Netlink {
     }
 
     /// Removes `addr/plen` from `ifindex`; absent is fine.
-    pub async fn del_address(
-        &self,
-        ifindex: u32,
-        addr: Ipv4Addr,
-        plen: u8,
-    ) -> Result<(), NetError> {
+    pub async fn del_address(&self, ifindex: u32, addr: IpAddr, plen: u8) -> Result<(), NetError> {
         limit(
             || format!("delete address {addr}/{plen}"),
             self.del_address_inner(ifindex, addr, plen),
@@ -268,7 +285,7 @@ impl Netlink {
     async fn del_address_inner(
         &self,
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         plen: u8,
     ) -> Result<(), NetError> {
         let mut dump = self
@@ -276,7 +293,7 @@ impl Netlink {
             .address()
             .get()
             .set_link_index_filter(ifindex)
-            .set_address_filter(IpAddr::V4(addr))
+            .set_address_filter(addr)
             .set_prefix_length_filter(plen)
             .execute();
         loop {
@@ -348,34 +365,41 @@ impl Netlink {
         request(|| format!("set link {ifindex} up"), &[], req.execute()).await
     }
 
-    /// The IPv4 routes of routing table `table` made with protocol `proto`:
-    /// (destination, prefix length, output interface index or 0).
-    pub async fn routes(
-        &self,
-        table: u32,
-        proto: u8,
-    ) -> Result<Vec<(Ipv4Addr, u8, u32)>, NetError> {
+    /// The routes (IPv4 and IPv6) of routing table `table` made with
+    /// protocol `proto`: (destination, prefix length, output interface
+    /// index or 0).
+    pub async fn routes(&self, table: u32, proto: u8) -> Result<Vec<(IpAddr, u8, u32)>, NetError> {
         limit(|| format!("dump routes of table {table}"), async {
-            let msg = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-                .table_id(table)
-                .build();
-            let mut dump = self.handle.route().get(msg).execute();
             let mut out = Vec::new();
-            while let Some(m) = next_msg(&mut dump, "dump routes").await? {
-                if route_table(&m) != table || u8::from(m.header.protocol) != proto {
-                    continue;
-                }
-                let oif = m
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        RouteAttribute::Oif(i) => Some(*i),
-                        _ => None,
-                    })
-                    .unwrap_or(0);
-                for a in &m.attributes {
-                    if let RouteAttribute::Destination(RouteAddress::Inet(d)) = a {
-                        out.push((*d, m.header.destination_prefix_length, oif));
+            let msgs = [
+                rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                    .table_id(table)
+                    .build(),
+                rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+                    .table_id(table)
+                    .build(),
+            ];
+            for msg in msgs {
+                let mut dump = self.handle.route().get(msg).execute();
+                while let Some(m) = next_msg(&mut dump, "dump routes").await? {
+                    if route_table(&m) != table || u8::from(m.header.protocol) != proto {
+                        continue;
+                    }
+                    let oif = m
+                        .attributes
+                        .iter()
+                        .find_map(|a| match a {
+                            RouteAttribute::Oif(i) => Some(*i),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    for a in &m.attributes {
+                        let d = match a {
+                            RouteAttribute::Destination(RouteAddress::Inet(d)) => IpAddr::V4(*d),
+                            RouteAttribute::Destination(RouteAddress::Inet6(d)) => IpAddr::V6(*d),
+                            _ => continue,
+                        };
+                        out.push((d, m.header.destination_prefix_length, oif));
                     }
                 }
             }
@@ -384,13 +408,13 @@ impl Netlink {
         .await
     }
 
-    /// Adds (or replaces) the host route `addr/32 dev ifindex` in `table`
-    /// with protocol `proto`.
+    /// Adds (or replaces) the host route `addr/32` (or `/128`) `dev
+    /// ifindex` in `table` with protocol `proto`.
     pub async fn add_host_route(
         &self,
         table: u32,
         proto: u8,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         ifindex: u32,
     ) -> Result<(), NetError> {
         let req = self
@@ -399,19 +423,19 @@ impl Netlink {
             .add(host_route(table, proto, addr, ifindex))
             .replace();
         request(
-            || format!("add route {addr}/32 table {table}"),
+            || format!("add route {addr}/{} table {table}", host_len(addr)),
             &[],
             req.execute(),
         )
         .await
     }
 
-    /// Deletes the host route `addr/32` of `table`; absent is fine.
+    /// Deletes the host route of `addr` in `table`; absent is fine.
     pub async fn del_host_route(
         &self,
         table: u32,
         proto: u8,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         ifindex: u32,
     ) -> Result<(), NetError> {
         let req = self
@@ -419,7 +443,7 @@ impl Netlink {
             .route()
             .del(host_route(table, proto, addr, ifindex));
         request(
-            || format!("delete route {addr}/32 table {table}"),
+            || format!("delete route {addr}/{} table {table}", host_len(addr)),
             &[libc::ESRCH, libc::ENOENT],
             req.execute(),
         )
@@ -427,14 +451,47 @@ impl Netlink {
     }
 }
 
-fn host_route(table: u32, proto: u8, addr: Ipv4Addr, ifindex: u32) -> RouteMessage {
-    rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(addr, 32)
-        .output_interface(ifindex)
-        .table_id(table)
-        .protocol(RouteProtocol::from(proto))
-        .scope(RouteScope::Link)
-        .build()
+/// The Internet checksum (RFC 1071) of the concatenation of `parts`; over
+/// data that includes a correct checksum, it is 0.
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum = 0u32;
+    let mut hi = true;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        sum += if hi { (*b as u32) << 8 } else { *b as u32 };
+        hi = !hi;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The prefix length of a host route to `addr`: 32 or 128.
+pub fn host_len(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+fn host_route(table: u32, proto: u8, addr: IpAddr, ifindex: u32) -> RouteMessage {
+    match addr {
+        IpAddr::V4(a) => rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(a, 32)
+            .output_interface(ifindex)
+            .table_id(table)
+            .protocol(RouteProtocol::from(proto))
+            .scope(RouteScope::Link)
+            .build(),
+        IpAddr::V6(a) => rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(a, 128)
+            .output_interface(ifindex)
+            .table_id(table)
+            .protocol(RouteProtocol::from(proto))
+            .scope(RouteScope::Link)
+            .build(),
+    }
 }
 
 /// The table a route message is in (the 32-bit attribute wins over the

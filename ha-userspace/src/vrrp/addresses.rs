@@ -11,7 +11,7 @@
 //! counted.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Adds that may fail in a row before the keeper raises a fault.
@@ -25,9 +25,9 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Op {
     /// Put the address on the interface.
-    Add(Ipv4Addr),
+    Add(IpAddr),
     /// Take it off.
-    Remove(Ipv4Addr),
+    Remove(IpAddr),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Slot {
 
     /// Wants `want` from now on; returns the operation to send, if one
     /// can go out now.
-    fn wish(&mut self, a: Ipv4Addr, want: Want) -> Option<Op> {
+    fn wish(&mut self, a: IpAddr, want: Want) -> Option<Op> {
         if self.want == want && self.done {
             return None;
         }
@@ -82,7 +82,7 @@ impl Slot {
 /// The keeper (see the module documentation).
 #[derive(Debug, Clone, Default)]
 pub struct Keeper {
-    slots: BTreeMap<Ipv4Addr, Slot>,
+    slots: BTreeMap<IpAddr, Slot>,
     present: bool,
     fault_until: Option<Duration>,
     /// Operations that failed, in all.
@@ -92,7 +92,7 @@ pub struct Keeper {
 impl Keeper {
     /// A keeper for `addrs`; whether they are on the interface is not known
     /// (a crashed agent may have left them), so the first wish is acted on.
-    pub fn new(addrs: &[Ipv4Addr]) -> Self {
+    pub fn new(addrs: &[IpAddr]) -> Self {
         let mut k = Keeper::default();
         for a in addrs {
             k.slots.insert(*a, Slot::new(Want::Absent));
@@ -101,7 +101,7 @@ impl Keeper {
     }
 
     /// The configured addresses.
-    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+    pub fn addresses(&self) -> Vec<IpAddr> {
         self.slots
             .iter()
             .filter(|(_, s)| s.member)
@@ -128,7 +128,7 @@ impl Keeper {
     /// A reload changed the set: new addresses follow the current state,
     /// removed ones are taken off. Returns the operations and the addresses
     /// that are new and go on now (they need gratuitous ARP).
-    pub fn set_addresses(&mut self, addrs: &[Ipv4Addr]) -> (Vec<Op>, Vec<Ipv4Addr>) {
+    pub fn set_addresses(&mut self, addrs: &[IpAddr]) -> (Vec<Op>, Vec<IpAddr>) {
         let want = if self.present {
             Want::Present
         } else {
@@ -222,7 +222,7 @@ impl Keeper {
     }
 }
 
-fn op(a: Ipv4Addr, want: Want) -> Op {
+fn op(a: IpAddr, want: Want) -> Op {
     match want {
         Want::Present => Op::Add(a),
         Want::Absent => Op::Remove(a),
@@ -233,8 +233,8 @@ fn op(a: Ipv4Addr, want: Want) -> Op {
 mod tests {
     use super::*;
 
-    const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
-    const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 100));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 0, 101));
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -142,7 +142,7 @@ mod tests {
             advert_interval: Duration::from_millis(ms),
             preempt: true,
             preempt_delay: Duration::ZERO,
-            primary: Ipv4Addr::new(10, 77, 0, 2),
+            primary: Ipv4Addr::new(10, 77, 0, 2).into(),
             garp_refresh: Duration::ZERO,
         };
         // Different priorities and advert intervals: they still move as one.
@@ -232,7 +232,7 @@ mod tests {
                 advert_interval: Duration::from_millis(100),
                 preempt: true,
                 preempt_delay: Duration::ZERO,
-                primary: Ipv4Addr::new(10, 77, 0, 2 + n),
+                primary: Ipv4Addr::new(10, 77, 0, 2 + n).into(),
                 garp_refresh: Duration::ZERO,
             };
             use crate::vrrp::track::Tracking;
@@ -264,7 +264,7 @@ mod tests {
                     let back = self.m[to][inst].handle(
                         self.now,
                         Input::Advert {
-                            src: Ipv4Addr::new(10, 77, 0, 2 + from as u8),
+                            src: Ipv4Addr::new(10, 77, 0, 2 + from as u8).into(),
                             priority: *priority,
                             interval: Duration::from_millis(100),
                         },

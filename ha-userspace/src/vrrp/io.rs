@@ -1,6 +1,7 @@
 //! The VRRP I/O layer: a raw IP socket (protocol 112) on the interface,
-//! multicast to 224.0.0.18 or unicast to configured peers, the virtual
-//! addresses through netlink, gratuitous ARP bursts, and the notify hook.
+//! multicast to 224.0.0.18 or ff02::12 or unicast to configured peers, the
+//! virtual addresses through netlink (/32 or /128), bursts of gratuitous
+//! ARP or unsolicited Neighbor Advertisements, and the notify hook.
 //! It runs the [`Machine`] and the address [`Keeper`] and turns their
 //! actions into system calls; it holds no protocol logic of its own beyond
 //! packet filtering. Address operations run on a worker task with a time
@@ -8,13 +9,11 @@
 //! timers never wait for netlink or a hook.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -22,8 +21,9 @@ use super::addresses::{Keeper, Op};
 use super::machine::{Action, Input, Machine, Params, State};
 use super::notify::{Hook, Notifier};
 use super::packet::{self, Advert, Auth, Expect, Reject, Version};
-use crate::net::arp::{garp_frame, RawSender};
-use crate::net::{Link, Netlink};
+use super::socket::{Arrival, VrrpSocket};
+use crate::net::arp::{announce_frame, RawSender};
+use crate::net::{host_len, Link, Netlink};
 use crate::watchdog::Beat;
 
 /// Everything the runner needs to know about its virtual router.
@@ -39,15 +39,15 @@ pub struct RouterConfig {
     pub priority: u8,
     /// Protocol parameters.
     pub params: Params,
-    /// Unicast peers (empty: multicast).
-    pub unicast_peers: Vec<Ipv4Addr>,
-    /// The virtual addresses (added as /32).
-    pub addresses: Vec<Ipv4Addr>,
+    /// Unicast peers (empty: multicast), of the router's family.
+    pub unicast_peers: Vec<IpAddr>,
+    /// The virtual addresses (added as /32 or /128), of the router's family.
+    pub addresses: Vec<IpAddr>,
     /// v2 authentication.
     pub auth: Auth,
-    /// Gratuitous ARPs per burst.
+    /// Gratuitous ARPs (or unsolicited NAs) per burst.
     pub garp_count: u32,
-    /// Spacing of a burst's gratuitous ARPs.
+    /// Spacing of a burst's frames.
     pub garp_interval: Duration,
     /// Hook run with MASTER, BACKUP or FAULT.
     pub notify: Option<PathBuf>,
@@ -61,9 +61,9 @@ pub struct Status {
     /// Effective priority.
     pub priority: u8,
     /// The master we hear (when backup).
-    pub master: Option<Ipv4Addr>,
-    /// Our primary address.
-    pub primary: Ipv4Addr,
+    pub master: Option<IpAddr>,
+    /// Our primary address (IPv6: link-local).
+    pub primary: IpAddr,
     /// Advertisements sent.
     pub adverts_sent: u64,
     /// Advertisements accepted.
@@ -95,7 +95,7 @@ pub enum Control {
     Fault(bool),
     /// The VIP addresses after a reload (a master adds the new ones with
     /// gratuitous ARP and removes the gone ones).
-    Addresses(Vec<Ipv4Addr>),
+    Addresses(Vec<IpAddr>),
     /// Its sync group holds it back (see `vrrp::group`).
     Hold(bool),
     /// Its sync group is in FAULT (another member's own fault).
@@ -118,12 +118,12 @@ pub enum IoError {
     },
     /// The interface has no IPv4 address to send from.
     #[error("interface {0} has no IPv4 address to send VRRP from")]
-    NoAddress(String),
+    NoAddress(String, &'static str),
     /// The configured source is not on the interface.
     #[error("[vrrp] source = \"{addr}\" is not an address of {iface}")]
     NotLocal {
         /// The address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// The interface.
         iface: String,
     },
@@ -133,88 +133,6 @@ pub enum IoError {
     /// The VIP address worker ended: addresses can no longer be set.
     #[error("the VIP address worker stopped")]
     Worker,
-}
-
-/// A raw socket for VRRP on one interface.
-pub struct VrrpSocket {
-    fd: AsyncFd<Socket>,
-}
-
-impl VrrpSocket {
-    /// Opens it: bound to the interface, IP header built by us (TTL 255),
-    /// joined to 224.0.0.18 when `multicast`, not looping our own packets,
-    /// and receiving only packets for `vrid` (a socket filter: the other
-    /// instances on the link are not this router's business, and not
-    /// rejections either).
-    pub fn open(link: &Link, src: Ipv4Addr, multicast: bool, vrid: u8) -> std::io::Result<Self> {
-        let s = Socket::new_raw(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(packet::IPPROTO_VRRP as i32)),
-        )?;
-        s.attach_filter(&vrid_filter(vrid))?;
-        s.bind_device(Some(link.name.as_bytes()))?;
-        s.set_header_included_v4(true)?;
-        s.set_multicast_loop_v4(false)?;
-        s.set_multicast_ttl_v4(packet::TTL as u32)?;
-        s.set_multicast_if_v4(&src)?;
-        if multicast {
-            s.join_multicast_v4_n(
-                &packet::MULTICAST,
-                &socket2::InterfaceIndexOrAddress::Index(link.index),
-            )?;
-        }
-        s.set_nonblocking(true)?;
-        // SAFETY: the socket is owned by the AsyncFd from here on and closed
-        // only when it is dropped, after deregistration.
-        let fd = unsafe { AsyncFd::register(s) }.map_err(|e| e.into_parts().1)?;
-        Ok(Self { fd })
-    }
-
-    /// Receives one packet (IP header included).
-    pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|inner| {
-                let s = inner.get_ref();
-                // SAFETY: recv writes at most buf.len() initialised bytes.
-                let uninit = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
-                        buf.len(),
-                    )
-                };
-                s.recv(uninit)
-            }) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Sends a whole IP packet to `dst`.
-    pub fn send(&self, dst: Ipv4Addr, pkt: &[u8]) -> std::io::Result<()> {
-        let addr = SockAddr::from(SocketAddrV4::new(dst, 0));
-        self.fd.get_ref().send_to(pkt, &addr).map(|_| ())
-    }
-}
-
-/// A classic BPF program for a raw IPv4 socket (it sees the packet from the
-/// IP header on) that keeps VRRP packets whose VRID byte (the second byte
-/// after the IP header) is `vrid`.
-fn vrid_filter(vrid: u8) -> [socket2::SockFilter; 5] {
-    use socket2::SockFilter as F;
-    const LDX_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf): the IP header length
-    const LDB_IND: u16 = 0x50; // A = P[X + k]
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    [
-        F::new(LDX_MSH, 0, 0, 0),
-        F::new(LDB_IND, 0, 0, 1),
-        F::new(JEQ_K, 0, 1, vrid as u32),
-        F::new(RET_K, 0, 0, u32::MAX),
-        F::new(RET_K, 0, 0, 0),
-    ]
 }
 
 /// Time a netlink address operation may take.
@@ -271,6 +189,7 @@ impl Router {
             vrid: self.cfg.vrid,
             auth: self.cfg.auth.clone(),
             interval_cs: interval_cs(self.cfg.params.advert_interval),
+            link_local_source: self.cfg.unicast_peers.is_empty(),
         };
         let (ops_tx, mut results) = address_worker(netlink, self.link.index);
         let notifier = self.cfg.notify.clone().map(|path| {
@@ -340,10 +259,10 @@ impl Router {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 r = io.sock.recv(&mut buf) => {
-                    let n = match r {
-                        Ok(n) => {
+                    let arrival = match r {
+                        Ok(a) => {
                             recv_errors = 0;
-                            n
+                            a
                         }
                         Err(e) => {
                             // Logged on the first and then every 100th in a
@@ -357,7 +276,7 @@ impl Router {
                             continue;
                         }
                     };
-                    if let Some(input) = io.accept(&buf[..n], &expect) {
+                    if let Some(input) = io.accept(&buf, arrival, &expect) {
                         let actions = machine.handle(epoch.elapsed(), input);
                         io.execute(&mut machine, actions, epoch);
                     }
@@ -450,8 +369,8 @@ fn address_worker(
         while let Some(op) = rx.recv().await {
             let fut = async {
                 match op {
-                    Op::Add(a) => netlink.add_address(ifindex, a, 32).await,
-                    Op::Remove(a) => netlink.del_address(ifindex, a, 32).await,
+                    Op::Add(a) => netlink.add_address(ifindex, a, host_len(a)).await,
+                    Op::Remove(a) => netlink.del_address(ifindex, a, host_len(a)).await,
                 }
             };
             let r = match tokio::time::timeout(NETLINK_TIMEOUT, fut).await {
@@ -490,13 +409,13 @@ struct Io {
 impl Io {
     /// Checks a received packet; returns the input for the machine, or
     /// None (counted) when it must not be trusted.
-    fn accept(&mut self, pkt: &[u8], expect: &Expect) -> Option<Input> {
+    fn accept(&mut self, buf: &[u8], arrival: Arrival, expect: &Expect) -> Option<Input> {
         // Our own packets (multicast loop is off; unicast to ourselves is a
         // misconfiguration) are ignored silently.
-        if pkt.len() >= 16 && pkt[12..16] == self.cfg.params.primary.octets() {
+        if arrival.source(buf) == Some(self.cfg.params.primary) {
             return None;
         }
-        match packet::parse(pkt, expect) {
+        match arrival.parse(buf, expect) {
             Ok(r) => {
                 if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&r.src) {
                     *self.status.rejected.entry(Reject::NotPeer).or_default() += 1;
@@ -538,7 +457,7 @@ impl Io {
         }
     }
 
-    fn set_addresses(&mut self, addrs: &[Ipv4Addr]) {
+    fn set_addresses(&mut self, addrs: &[IpAddr]) {
         let (ops, fresh) = self.keeper.set_addresses(addrs);
         self.send_ops(ops);
         if !fresh.is_empty() {
@@ -642,13 +561,17 @@ impl Io {
             auth: self.cfg.auth.clone(),
         };
         let src = self.cfg.params.primary;
-        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
-            vec![packet::MULTICAST]
+        let dsts: Vec<IpAddr> = if self.cfg.unicast_peers.is_empty() {
+            vec![packet::multicast_for(src)]
         } else {
             self.cfg.unicast_peers.clone()
         };
         for dst in dsts {
-            let pkt = advert.build_ip(src, dst);
+            let pkt = match (src, dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => advert.build_ip(s, d),
+                // IPv6: the kernel builds the header (hop limit 255).
+                (s, d) => advert.build(s, d),
+            };
             match self.sock.send(dst, &pkt) {
                 Ok(()) => self.status.adverts_sent += 1,
                 Err(e) => tracing::debug!(%dst, "VRRP send: {e}"),
@@ -656,13 +579,14 @@ impl Io {
         }
     }
 
-    /// Sends `garp_count` gratuitous ARPs per address, spaced by
-    /// `garp_interval`, on a task of its own.
-    fn garp_burst(&mut self, addrs: Vec<Ipv4Addr>) {
+    /// Sends `garp_count` gratuitous ARPs (IPv4) or unsolicited Neighbor
+    /// Advertisements (IPv6) per address, spaced by `garp_interval`, on a
+    /// task of its own.
+    fn garp_burst(&mut self, addrs: Vec<IpAddr>) {
         self.garp_tasks.retain(|t| !t.is_finished());
-        let frames: Vec<[u8; 42]> = addrs
+        let frames: Vec<Vec<u8>> = addrs
             .iter()
-            .map(|a| garp_frame(self.link.mac, *a))
+            .map(|a| announce_frame(self.link.mac, *a))
             .collect();
         let sender = self.garp.clone();
         let count = self.cfg.garp_count.max(1);
@@ -674,7 +598,7 @@ impl Io {
                 }
                 for f in &frames {
                     if let Err(e) = sender.send(f) {
-                        tracing::warn!("gratuitous ARP: {e}");
+                        tracing::warn!("address announcement (gratuitous ARP or NA): {e}");
                     }
                 }
             }

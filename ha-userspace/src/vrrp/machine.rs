@@ -25,7 +25,7 @@
 //!   master, or it preempts) it keeps them all along. So a restarted
 //!   backup holds no VIP, and a lone node's restart never drops them.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Split-brain answers per advertisement interval, at most (one per
@@ -67,7 +67,7 @@ pub enum Input {
     /// An advertisement that passed every packet check.
     Advert {
         /// Sender's primary address.
-        src: Ipv4Addr,
+        src: IpAddr,
         /// Sender's priority.
         priority: u8,
         /// Sender's advertisement interval.
@@ -97,7 +97,8 @@ pub enum Action {
     AddAddresses,
     /// Take them off.
     RemoveAddresses,
-    /// Send gratuitous ARPs for the virtual addresses.
+    /// Announce the virtual addresses: gratuitous ARP (IPv4), unsolicited
+    /// Neighbor Advertisements (IPv6).
     Garp,
     /// Run the notify hook for the new state.
     Notify(State),
@@ -113,7 +114,7 @@ pub struct Params {
     /// Wait before preempting.
     pub preempt_delay: Duration,
     /// Our primary address (equal-priority tie-break).
-    pub primary: Ipv4Addr,
+    pub primary: IpAddr,
     /// Gratuitous ARP refresh while master (zero: none).
     pub garp_refresh: Duration,
 }
@@ -143,10 +144,10 @@ pub struct Machine {
     master_down_at: Option<Duration>,
     garp_at: Option<Duration>,
     lower_master_since: Option<Duration>,
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
     stats: Stats,
     /// When each lower-priority master was last answered.
-    answered: Vec<(Ipv4Addr, Duration)>,
+    answered: Vec<(IpAddr, Duration)>,
     /// Started as backup and not yet told whether the addresses stay.
     unsettled: bool,
     /// Held back by a sync group.
@@ -193,7 +194,7 @@ impl Machine {
     }
 
     /// The master we last heard (None while we are master or know none).
-    pub fn master(&self) -> Option<Ipv4Addr> {
+    pub fn master(&self) -> Option<IpAddr> {
         self.master
     }
 
@@ -378,7 +379,7 @@ impl Machine {
     fn backup_advert(
         &mut self,
         now: Duration,
-        src: Ipv4Addr,
+        src: IpAddr,
         priority: u8,
         interval: Duration,
         out: &mut Vec<Action>,
@@ -416,7 +417,7 @@ impl Machine {
     fn master_advert(
         &mut self,
         now: Duration,
-        src: Ipv4Addr,
+        src: IpAddr,
         priority: u8,
         interval: Duration,
         out: &mut Vec<Action>,
@@ -428,8 +429,8 @@ impl Machine {
             self.adver_at = Some(now + self.params.advert_interval);
             return;
         }
-        let wins = priority > self.priority
-            || (priority == self.priority && u32::from(src) > u32::from(self.params.primary));
+        let wins =
+            priority > self.priority || (priority == self.priority && src > self.params.primary);
         if wins {
             self.adver_at = None;
             self.garp_at = None;

@@ -3,8 +3,8 @@
 //! keeping of the VIPs on the interface through netlink failures, `group`
 //! the sans-IO sync groups, `track`
 //! how tracked conditions combine into a priority or a fault, `notify` the
-//! hook worker, and `io` the sockets and netlink that connect them to the
-//! system.
+//! hook worker, `socket` the raw VRRP socket of either family, and `io`
+//! the sockets and netlink that connect them to the system.
 
 pub mod addresses;
 pub mod group;
@@ -12,4 +12,5 @@ pub mod io;
 pub mod machine;
 pub mod notify;
 pub mod packet;
+pub mod socket;
 pub mod track;

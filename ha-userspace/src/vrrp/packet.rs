@@ -1,20 +1,36 @@
-//! VRRP advertisements on the wire: VRRPv3 (RFC 5798, IPv4) and VRRPv2
-//! (RFC 3768, with authentication types 0 and 1), parsed and built.
+//! VRRP advertisements on the wire: VRRPv3 (RFC 5798) over IPv4 and IPv6,
+//! and VRRPv2 (RFC 3768, IPv4 only, with authentication types 0 and 1),
+//! parsed and built.
 //!
 //! Parsing never panics: every malformed input is rejected with a
-//! [`Reject`] reason that the I/O layer counts. Parsing starts at the IPv4
-//! header (what a raw socket delivers), because the TTL and the addresses
-//! are part of what must be checked.
+//! [`Reject`] reason that the I/O layer counts. IPv4 parsing starts at the
+//! IP header (what a raw IPv4 socket delivers); an IPv6 raw socket delivers
+//! the VRRP part only, so [`parse6`] takes the header's facts (addresses,
+//! hop limit) beside it. Either way the TTL or hop limit, the addresses and
+//! the pseudo-header checksum are checked here.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::net::checksum as inet_checksum;
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
 /// The VRRP IPv4 multicast group.
 pub const MULTICAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// TTL every VRRP packet is sent with and must arrive with.
+/// The VRRP IPv6 multicast group (RFC 5798 §5.1.2.2).
+pub const MULTICAST6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// TTL (IPv4) or hop limit (IPv6) every VRRP packet is sent with and must
+/// arrive with.
 pub const TTL: u8 = 255;
+
+/// The VRRP multicast group of `addr`'s family.
+pub fn multicast_for(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => IpAddr::V4(MULTICAST),
+        IpAddr::V6(_) => IpAddr::V6(MULTICAST6),
+    }
+}
 /// VRRP packet type: advertisement (the only one).
 const TYPE_ADVERT: u8 = 1;
 /// VRRPv2 authentication data length.
@@ -71,8 +87,8 @@ pub struct Advert {
     pub priority: u8,
     /// Advertisement interval in centiseconds (v2: seconds × 100).
     pub interval_cs: u16,
-    /// The virtual addresses.
-    pub addresses: Vec<Ipv4Addr>,
+    /// The virtual addresses, all of the packet's family.
+    pub addresses: Vec<IpAddr>,
     /// v2 authentication (always `None` for v3).
     pub auth: Auth,
 }
@@ -80,10 +96,10 @@ pub struct Advert {
 /// An advertisement with the IP facts of its packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    /// IP source (the sender's primary address).
-    pub src: Ipv4Addr,
+    /// IP source (the sender's primary or link-local address).
+    pub src: IpAddr,
     /// IP destination.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// The advertisement.
     pub advert: Advert,
 }
@@ -95,8 +111,11 @@ pub enum Reject {
     Truncated,
     /// Not IPv4, not protocol 112, or a bad IP header.
     NotVrrp,
-    /// TTL other than 255.
+    /// TTL or hop limit other than 255.
     Ttl,
+    /// IPv6 multicast advert whose source is not link-local (RFC 5798
+    /// §5.1.2.1).
+    Source,
     /// VRRP version other than the configured one.
     Version,
     /// Type other than ADVERTISEMENT.
@@ -117,10 +136,11 @@ pub enum Reject {
 
 impl Reject {
     /// Every reason, for reporting.
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::Truncated,
         Reject::NotVrrp,
         Reject::Ttl,
+        Reject::Source,
         Reject::Version,
         Reject::Type,
         Reject::Vrid,
@@ -137,6 +157,7 @@ impl Reject {
             Reject::Truncated => "truncated",
             Reject::NotVrrp => "not_vrrp",
             Reject::Ttl => "ttl",
+            Reject::Source => "source",
             Reject::Version => "version",
             Reject::Type => "type",
             Reject::Vrid => "vrid",
@@ -166,6 +187,9 @@ pub struct Expect {
     pub auth: Auth,
     /// v2: our interval in centiseconds (must match); ignored for v3.
     pub interval_cs: u16,
+    /// IPv6: the source must be link-local (multicast instances; unicast
+    /// peers are checked by address instead).
+    pub link_local_source: bool,
 }
 
 /// Parses an IPv4 packet carrying VRRP (as a raw socket delivers it).
@@ -194,19 +218,56 @@ pub fn parse(pkt: &[u8], expect: &Expect) -> Result<Received, Reject> {
     if pkt[8] != TTL {
         return Err(Reject::Ttl);
     }
-    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+    let src = IpAddr::V4(Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]));
+    let dst = IpAddr::V4(Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]));
     let advert = parse_vrrp(&pkt[ihl..end], src, dst, expect)?;
     Ok(Received { src, dst, advert })
 }
 
-/// Parses the VRRP part (after the IP header).
-pub fn parse_vrrp(
+/// Parses the VRRP part of an IPv6 packet, given its header's source,
+/// destination and hop limit (as an IPv6 raw socket reports them).
+pub fn parse6(
     v: &[u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
     expect: &Expect,
-) -> Result<Advert, Reject> {
+) -> Result<Received, Reject> {
+    if hop_limit != TTL {
+        return Err(Reject::Ttl);
+    }
+    if expect.link_local_source && !src.is_unicast_link_local() {
+        return Err(Reject::Source);
+    }
+    let (src, dst) = (IpAddr::V6(src), IpAddr::V6(dst));
+    let advert = parse_vrrp(v, src, dst, expect)?;
+    Ok(Received { src, dst, advert })
+}
+
+/// Parses a whole IPv6 packet carrying VRRP (no extension headers; what
+/// tests and packet captures hold).
+pub fn parse_ip6(pkt: &[u8], expect: &Expect) -> Result<Received, Reject> {
+    if pkt.len() < 40 {
+        return Err(Reject::Truncated);
+    }
+    if pkt[0] >> 4 != 6 || pkt[6] != IPPROTO_VRRP {
+        return Err(Reject::NotVrrp);
+    }
+    let payload = u16::from_be_bytes([pkt[4], pkt[5]]) as usize;
+    if 40 + payload > pkt.len() {
+        return Err(Reject::Truncated);
+    }
+    let addr = |o: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&pkt[o..o + 16]);
+        Ipv6Addr::from(a)
+    };
+    parse6(&pkt[40..40 + payload], addr(8), addr(24), pkt[7], expect)
+}
+
+/// Parses the VRRP part (after the IP header); `src`'s family is the
+/// packet's.
+pub fn parse_vrrp(v: &[u8], src: IpAddr, dst: IpAddr, expect: &Expect) -> Result<Advert, Reject> {
     if v.len() < 8 {
         return Err(Reject::Truncated);
     }
@@ -215,7 +276,8 @@ pub fn parse_vrrp(
         3 => Version::V3,
         _ => return Err(Reject::Version),
     };
-    if version != expect.version {
+    // VRRPv2 has no IPv6 (RFC 3768 is IPv4 only).
+    if version != expect.version || (version == Version::V2 && src.is_ipv6()) {
         return Err(Reject::Version);
     }
     if v[0] & 0x0f != TYPE_ADVERT {
@@ -224,7 +286,8 @@ pub fn parse_vrrp(
     let vrid = v[1];
     let priority = v[2];
     let count = v[3] as usize;
-    let addrs_len = count * 4;
+    let width = if src.is_ipv6() { 16 } else { 4 };
+    let addrs_len = count * width;
     let want = 8 + addrs_len + if version == Version::V2 { AUTH_LEN } else { 0 };
     if count == 0 || v.len() < want {
         return Err(if v.len() < want {
@@ -270,8 +333,11 @@ pub fn parse_vrrp(
         }
     };
     let addresses = v[8..8 + addrs_len]
-        .chunks_exact(4)
-        .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+        .chunks_exact(width)
+        .map(|c| match <[u8; 16]>::try_from(c) {
+            Ok(a) => IpAddr::V6(Ipv6Addr::from(a)),
+            Err(_) => IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], c[3])),
+        })
         .collect();
     Ok(Advert {
         version,
@@ -285,9 +351,16 @@ pub fn parse_vrrp(
 
 impl Advert {
     /// The VRRP part of the packet (no IP header), checksum filled in. `src`
-    /// and `dst` are needed for the v3 checksum's pseudo-header.
-    pub fn build(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        let mut v = Vec::with_capacity(8 + 4 * self.addresses.len() + AUTH_LEN);
+    /// and `dst` are needed for the v3 checksum's pseudo-header; addresses
+    /// of another family than theirs are left out.
+    pub fn build(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + 16 * self.addresses.len() + AUTH_LEN);
+        let addrs: Vec<&IpAddr> = self
+            .addresses
+            .iter()
+            .filter(|a| a.is_ipv6() == src.is_ipv6())
+            .take(255)
+            .collect();
         let ver = match self.version {
             Version::V2 => 2,
             Version::V3 => 3,
@@ -295,7 +368,7 @@ impl Advert {
         v.push((ver << 4) | TYPE_ADVERT);
         v.push(self.vrid);
         v.push(self.priority);
-        v.push(self.addresses.len().min(255) as u8);
+        v.push(addrs.len() as u8);
         match self.version {
             Version::V3 => {
                 let i = self.interval_cs & 0x0fff;
@@ -311,8 +384,11 @@ impl Advert {
             }
         }
         v.extend_from_slice(&[0, 0]);
-        for a in self.addresses.iter().take(255) {
-            v.extend_from_slice(&a.octets());
+        for a in addrs {
+            match a {
+                IpAddr::V4(a) => v.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) => v.extend_from_slice(&a.octets()),
+            }
         }
         if self.version == Version::V2 {
             match &self.auth {
@@ -328,10 +404,23 @@ impl Advert {
         v
     }
 
+    /// A whole IPv6 packet (hop limit 255, traffic class 0xc0 as keepalived
+    /// sends, next header 112) carrying this advertisement.
+    pub fn build_ip6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        let body = self.build(IpAddr::V6(src), IpAddr::V6(dst));
+        let mut p = vec![0x6c, 0, 0, 0];
+        p.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[IPPROTO_VRRP, TTL]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&body);
+        p
+    }
+
     /// A whole IPv4 packet (header with TTL 255, TOS 0xc0 as keepalived
     /// sends, protocol 112) carrying this advertisement.
     pub fn build_ip(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        let body = self.build(src, dst);
+        let body = self.build(IpAddr::V4(src), IpAddr::V4(dst));
         let total = (20 + body.len()) as u16;
         let mut p = vec![0x45, 0xc0];
         p.extend_from_slice(&total.to_be_bytes());
@@ -345,31 +434,38 @@ impl Advert {
     }
 }
 
-fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> [u8; 12] {
-    let mut h = [0u8; 12];
-    h[0..4].copy_from_slice(&src.octets());
-    h[4..8].copy_from_slice(&dst.octets());
-    h[9] = IPPROTO_VRRP;
-    h[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+/// The v3 checksum's pseudo-header: RFC 791's for IPv4, RFC 8200 §8.1's
+/// for IPv6.
+fn pseudo_header(src: IpAddr, dst: IpAddr, len: usize) -> Vec<u8> {
+    let mut h = Vec::with_capacity(40);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            h.extend_from_slice(&[0, IPPROTO_VRRP]);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        (s, d) => {
+            h.extend_from_slice(&v6_octets(s));
+            h.extend_from_slice(&v6_octets(d));
+            h.extend_from_slice(&(len as u32).to_be_bytes());
+            h.extend_from_slice(&[0, 0, 0, IPPROTO_VRRP]);
+        }
+    }
     h
 }
 
-/// Internet checksum over `a` then `b` (both even-length except `b`'s tail).
-/// Over data that includes a correct checksum, the result is 0.
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// Internet checksum over `a` then `b`; over data that includes a correct
+/// checksum, the result is 0.
 fn checksum(a: &[u8], b: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for chunk in a.chunks(2).chain(b.chunks(2)) {
-        let w = match chunk {
-            [x, y] => u16::from_be_bytes([*x, *y]),
-            [x] => u16::from_be_bytes([*x, 0]),
-            _ => 0,
-        };
-        sum += w as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    inet_checksum(&[a, b])
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@ use std::path::Path;
 use super::*;
 use crate::config;
 
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::from([a, b, c, d])
+}
+
 const BASE: &str = r#"
 [node]
 interface = "eth0"
@@ -41,9 +45,9 @@ fn cfg(text: &str) -> Config {
 }
 
 /// Every lab MAC known (backends are reachable).
-fn macs() -> HashMap<Ipv4Addr, [u8; 6]> {
+fn macs() -> HashMap<IpAddr, [u8; 6]> {
     (0..=255u8)
-        .map(|i| (Ipv4Addr::new(10, 77, 0, i), [2, 0, 0, 0, 0, i]))
+        .map(|i| (v4(10, 77, 0, i), [2, 0, 0, 0, 0, i]))
         .collect()
 }
 
@@ -162,7 +166,7 @@ fn specs_follow_health_weight_and_macs() {
     let base = cfg(BASE);
     let mut rt = Runtime::new(&base);
     let mut macs = HashMap::new();
-    macs.insert(Ipv4Addr::new(10, 77, 0, 21), [2, 0, 0, 0, 0, 21]);
+    macs.insert(v4(10, 77, 0, 21), [2, 0, 0, 0, 0, 21]);
     rt.record("web", "web2", ok(false), SystemTime::UNIX_EPOCH);
     rt.admin(&base, "web", "web1", |a| a.weight = Some(7))
         .expect("weight");
@@ -207,10 +211,7 @@ fn targets_use_the_check_port_or_the_vip_port() {
     let base = cfg(&BASE.replace("  kind = \"http\"", "  kind = \"http\"\n  port = 8080"));
     let t = targets(&base, &Runtime::new(&base));
     assert_eq!(t.len(), 2, "the dns vip has no check");
-    assert_eq!(
-        t[0].addr,
-        SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 21), 8080)
-    );
+    assert_eq!(t[0].addr, SocketAddr::new(v4(10, 77, 0, 21), 8080));
     assert_eq!(t[0].interval, Duration::from_millis(1000));
 }
 
@@ -235,12 +236,12 @@ fn a_removed_backend_keeps_its_flows_until_they_end() {
     let web2 = specs[0]
         .backends
         .iter()
-        .find(|b| b.addr == Ipv4Addr::new(10, 77, 0, 22))
+        .find(|b| b.addr == v4(10, 77, 0, 22))
         .expect("web2 still in the spec");
     assert_eq!((web2.weight, web2.healthy, web2.usable()), (0, true, true));
     // A count made before the removal says nothing; one after it with live
     // flows keeps it; one with none releases it.
-    let web2_addr = Ipv4Addr::new(10, 77, 0, 22);
+    let web2_addr = v4(10, 77, 0, 22);
     let earlier = t0 - Duration::from_millis(1);
     assert!(rt
         .settle(earlier, t0, |_, _| Some(0), |_, _| false)
@@ -367,10 +368,7 @@ fn an_address_change_removes_the_old_address_gracefully() {
         .next()
         .expect("the old address is removing");
     assert_eq!(key, &pair("web", "web2@10.77.0.22"));
-    assert_eq!(
-        (r.name.as_str(), r.addr),
-        ("web2", Ipv4Addr::new(10, 77, 0, 22))
-    );
+    assert_eq!((r.name.as_str(), r.addr), ("web2", v4(10, 77, 0, 22)));
     let specs = rt.specs(&moved, &macs());
     let addrs: Vec<(std::net::IpAddr, u32)> = specs[0]
         .backends
@@ -380,15 +378,16 @@ fn an_address_change_removes_the_old_address_gracefully() {
     assert_eq!(
         addrs,
         [
-            (Ipv4Addr::new(10, 77, 0, 21).into(), 1),
-            (Ipv4Addr::new(10, 77, 0, 29).into(), 1),
-            (Ipv4Addr::new(10, 77, 0, 22).into(), 0)
+            (v4(10, 77, 0, 21), 1),
+            (v4(10, 77, 0, 29), 1),
+            (v4(10, 77, 0, 22), 0)
         ]
     );
     // Still health-checked, under that name.
     let t = targets(&moved, &rt);
-    assert!(t.iter().any(|t| t.backend == "web2@10.77.0.22"
-        && t.addr == SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 22), 80)));
+    assert!(t.iter().any(
+        |t| t.backend == "web2@10.77.0.22" && t.addr == SocketAddr::new(v4(10, 77, 0, 22), 80)
+    ));
 }
 
 #[test]
@@ -406,7 +405,7 @@ fn a_removed_backend_that_dies_gives_its_flows_up_at_once() {
     let web2 = specs[0]
         .backends
         .iter()
-        .find(|b| b.addr == Ipv4Addr::new(10, 77, 0, 22))
+        .find(|b| b.addr == v4(10, 77, 0, 22))
         .expect("spec");
     assert!(!web2.usable(), "a down removing backend carries nothing");
     let gone = rt.settle(t0, t0, |_, _| Some(4), |_, _| false);
@@ -435,14 +434,14 @@ fn healthy_in_dataplane(rt: &Runtime, c: &Config, at: SystemTime) -> Vec<bool> {
 fn bgp_mode_announces_on_evidence_settles_downs_and_fails_open() {
     let c = cfg(&bgp_base());
     let mut rt = Runtime::new(&c);
-    let web: Ipv4Addr = "10.77.0.100".parse().expect("addr");
+    let web: IpAddr = "10.77.0.100".parse().expect("addr");
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
     // Not checked yet: pending (the dns VIP has no check: it serves).
     let (down, pending) = rt.serving_by_address(&c, &macs());
     assert_eq!(pending[&web], ["web"]);
     assert!(down[&web].is_empty());
-    assert!(down[&"10.77.0.101".parse::<Ipv4Addr>().expect("addr")].is_empty());
-    assert!(!pending.contains_key(&"10.77.0.101".parse::<Ipv4Addr>().expect("addr")));
+    assert!(down[&"10.77.0.101".parse::<IpAddr>().expect("addr")].is_empty());
+    assert!(!pending.contains_key(&"10.77.0.101".parse::<IpAddr>().expect("addr")));
     // A backend without a MAC does not count: the data plane leaves it out.
     let mut no_mac = macs();
     no_mac.remove(&"10.77.0.21".parse().expect("addr"));
