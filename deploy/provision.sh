@@ -10,7 +10,11 @@
 #          config (FILE → /etc/halb/halb.toml) and, when packages are
 #          wanted, the systemd unit.
 # backend: puts the VIPs on lo and stops the host from answering ARP for
-#          them (arp_ignore=1, arp_announce=2): the DSR backend side.
+#          them (arp_ignore=1, arp_announce=2): the DSR backend side. An
+#          IPv6 VIP goes on lo as /128 without DAD (nodad), and an nftables
+#          table (inet halb-dsr) drops Neighbor Solicitations for it: IPv6
+#          has no arp_ignore, and a backend answering them would take the
+#          VIP's traffic from the load balancer.
 set -euo pipefail
 
 role=${1:-}
@@ -43,6 +47,26 @@ apt_install() {
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# An IPv6 address as one 128-bit hex number (nft matches raw header bits).
+v6hex() {
+    local a=$1 head tail out="" g i n
+    local -a h=() t=()
+    if [[ $a == *::* ]]; then
+        head=${a%%::*}
+        tail=${a##*::}
+    else
+        head=$a
+        tail=""
+    fi
+    [ -n "$head" ] && IFS=: read -ra h <<<"$head"
+    [ -n "$tail" ] && IFS=: read -ra t <<<"$tail"
+    n=$((8 - ${#h[@]} - ${#t[@]}))
+    for g in "${h[@]}"; do out+=$(printf %04x $((16#$g))); done
+    for ((i = 0; i < n; i++)); do out+=0000; done
+    for g in "${t[@]}"; do out+=$(printf %04x $((16#$g))); done
+    echo "0x$out"
+}
+
 case "$role" in
     lb)
         apt_install iproute2 ethtool bpftool curl ca-certificates build-essential git
@@ -62,9 +86,29 @@ case "$role" in
     backend)
         [ ${#vips[@]} -gt 0 ] || { echo "provision.sh backend: --vip is required" >&2; exit 2; }
         apt_install iproute2 nginx-light
+        v6=()
         for vip in "${vips[@]}"; do
-            ip addr replace "$vip/32" dev lo
+            case "$vip" in
+                *:*) ip -6 addr replace "$vip/128" dev lo nodad; v6+=("$vip") ;;
+                *) ip addr replace "$vip/32" dev lo ;;
+            esac
         done
+        if [ ${#v6[@]} -gt 0 ]; then
+            apt_install nftables
+            rules="table inet halb-dsr {
+  chain input {
+    type filter hook input priority filter - 10; policy accept;"
+            for vip in "${v6[@]}"; do
+                # The target address of an NS: 128 bits at bit 64 of ICMPv6.
+                rules+="
+    icmpv6 type nd-neighbor-solicit @th,64,128 $(v6hex "$vip") counter drop"
+            done
+            rules+="
+  }
+}"
+            nft delete table inet halb-dsr 2>/dev/null || true
+            nft -f - <<<"$rules"
+        fi
         sysctl -q -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
         if [ -n "$iface" ]; then
             sysctl -q -w "net.ipv4.conf.$iface.arp_ignore=1" "net.ipv4.conf.$iface.arp_announce=2"

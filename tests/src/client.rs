@@ -2,7 +2,7 @@
 //! inside a namespace with [`crate::lab::Lab::in_ns`]) and nftables counters.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,9 +18,15 @@ pub struct Reply {
     pub body: String,
 }
 
-/// `GET path` on a new connection to `addr:port`.
-pub fn http_get(addr: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<Reply> {
-    let sa = SocketAddr::from((addr, port));
+/// `GET path` on a new connection to `addr:port` (IPv4 or IPv6).
+pub fn http_get(
+    addr: impl Into<IpAddr>,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<Reply> {
+    let addr = addr.into();
+    let sa = SocketAddr::new(addr, port);
     let s = TcpStream::connect_timeout(&sa, timeout).with_context(|| format!("connect {sa}"))?;
     get_on(s, addr, path, timeout)
 }
@@ -82,14 +88,22 @@ pub fn http_get_from(
             );
         }
     }
-    get_on(s, addr, path, timeout)
+    get_on(s, addr.into(), path, timeout)
 }
 
-fn get_on(mut s: TcpStream, addr: Ipv4Addr, path: &str, timeout: Duration) -> Result<Reply> {
+/// The Host header's value for `addr` (an IPv6 literal in brackets).
+fn host(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+fn get_on(mut s: TcpStream, addr: IpAddr, path: &str, timeout: Duration) -> Result<Reply> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let local_port = s.local_addr()?.port();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", host(addr))?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).context("read reply")?;
     let text = String::from_utf8_lossy(&buf);
@@ -119,14 +133,15 @@ pub struct Stream {
     pub elapsed: Duration,
 }
 
-/// Downloads `path` from `addr:80`, timing the gaps between reads; calls
-/// `started` once the first body bytes have arrived.
-pub fn download(addr: Ipv4Addr, path: &str, started: impl FnOnce(u16)) -> Result<Stream> {
-    let sa = SocketAddr::from((addr, 80));
+/// Downloads `path` from `addr:80` (IPv4 or IPv6), timing the gaps between
+/// reads; calls `started` once the first body bytes have arrived.
+pub fn download(addr: impl Into<IpAddr>, path: &str, started: impl FnOnce(u16)) -> Result<Stream> {
+    let addr = addr.into();
+    let sa = SocketAddr::new(addr, 80);
     let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let local_port = s.local_addr()?.port();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", host(addr))?;
     let begin = Instant::now();
     let mut last = Instant::now();
     let mut max_gap = Duration::ZERO;

@@ -92,7 +92,7 @@ pub fn start_keepalived(
             name: "VI_1",
             vrid: 51,
             priority,
-            vip: VIP,
+            vip: VIP.into(),
         }],
     );
 }
@@ -106,8 +106,8 @@ pub struct KaInstance {
     pub vrid: u8,
     /// priority.
     pub priority: u8,
-    /// Its one virtual address.
-    pub vip: std::net::Ipv4Addr,
+    /// Its one virtual address (its family is the instance's).
+    pub vip: std::net::IpAddr,
 }
 
 /// Starts keepalived (VRRP only, foreground) in `node` with `instances`.
@@ -129,11 +129,12 @@ pub fn start_keepalived_instances(
     for i in instances {
         conf.push_str(&format!(
             "vrrp_instance {name} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n\
-             priority {prio}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {vip}/32 dev eth0\n  }}\n}}\n",
+             priority {prio}\n  advert_int {advert}\n{auth}  virtual_ipaddress {{\n    {vip}/{plen} dev eth0\n  }}\n}}\n",
             name = i.name,
             vrid = i.vrid,
             prio = i.priority,
-            vip = i.vip
+            vip = i.vip,
+            plen = if i.vip.is_ipv6() { 128 } else { 32 }
         ));
     }
     let dir = lab.dir.clone();
@@ -338,13 +339,13 @@ pub fn start_active_active(
                         name: "VI_1",
                         vrid: 51,
                         priority: priorities.0,
-                        vip: VIP,
+                        vip: VIP.into(),
                     },
                     KaInstance {
                         name: "VI_2",
                         vrid: 52,
                         priority: priorities.1,
-                        vip: VIP2,
+                        vip: VIP2.into(),
                     },
                 ],
             );

@@ -1,6 +1,7 @@
 //! The namespace lab: one bridge, a client, load-balancer nodes and nginx
-//! backends on 10.77.0.0/24, each in a network namespace whose name carries
-//! a per-run prefix. Everything a [`Lab`] creates (namespaces, processes,
+//! backends on 10.77.0.0/24 and the ULA fd77::/64 (dual stack: host
+//! 10.77.0.N is also fd77::N, the digits of N read as hex), each in a
+//! network namespace whose name carries a per-run prefix. Everything a [`Lab`] creates (namespaces, processes,
 //! pins, files) is removed when it is dropped, also when a test panics.
 //!
 //! Topology: the bridge `br0` lives in namespace `<prefix>sw`; every host
@@ -9,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,19 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
 /// The client's address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+
+/// The IPv6 VIP of the standard topology (the counterpart of [`VIP`]).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
+/// The lab's IPv6 prefix length.
+pub const PREFIX_LEN6: u8 = 64;
+
+/// The lab's IPv6 address of the host at IPv4 address `a`: 10.77.0.N is
+/// fd77::N, the decimal digits of N read as hex (10.77.0.21 is fd77::21).
+pub fn ula_of(a: Ipv4Addr) -> Ipv6Addr {
+    let n = a.octets()[3];
+    let group = u16::from_str_radix(&n.to_string(), 16).unwrap_or(u16::from(n));
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, group)
+}
 
 /// Address of load-balancer node `n` (1-based): .2, .3, ...
 pub fn lb_addr(n: u8) -> Ipv4Addr {
@@ -261,6 +275,24 @@ impl Lab {
                 "eth0",
             ],
         )?;
+        // The IPv6 side: the lab's ULA, and no duplicate address detection
+        // (a fresh namespace has no duplicate to find, and a tentative
+        // link-local address could not send VRRP yet).
+        run(self
+            .cmd(host, "sysctl")
+            .args(["-q", "-w", "net.ipv6.conf.eth0.accept_dad=0"]))?;
+        self.ip(
+            host,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/{PREFIX_LEN6}", ula_of(addr)),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
         self.ip(host, &["link", "set", "eth0", "up"])?;
         // veth hands frames on with the checksum still to be filled in
         // (CHECKSUM_PARTIAL); a frame that XDP forwards loses that note and
@@ -313,9 +345,10 @@ impl Lab {
         Ok(())
     }
 
-    /// A backend: DSR set-up (VIP on `lo`, `arp_ignore=1`, `arp_announce=2`)
-    /// and an nginx answering `GET /` with its name and `/big` with a
-    /// rate-limited large body.
+    /// A backend: DSR set-up for `vip` and its IPv6 counterpart (both on
+    /// `lo`; `arp_ignore=1`, `arp_announce=2`; Neighbor Solicitations for
+    /// the IPv6 one dropped) and an nginx answering `GET /` with its name
+    /// and `/big` with a rate-limited large body, on both families.
     pub fn add_backend(&mut self, host: &str, addr: Ipv4Addr, vip: Ipv4Addr) -> Result<()> {
         self.add_host(host, addr)?;
         // The same preparation as a real backend (deploy/provision.sh).
@@ -324,6 +357,8 @@ impl Lab {
             "backend",
             "--vip",
             &vip.to_string(),
+            "--vip",
+            &ula_of(vip).to_string(),
             "--iface",
             "eth0",
             "--no-packages",
@@ -350,7 +385,7 @@ impl Lab {
                  proxy_temp_path {d}/tmp-{host};\n  fastcgi_temp_path {d}/tmp-{host};\n\
                  uwsgi_temp_path {d}/tmp-{host};\n  scgi_temp_path {d}/tmp-{host};\n\
                  keepalive_timeout 30;\n\
-                 server {{\n    listen 80 reuseport;\n    root {root};\n\
+                 server {{\n    listen 80 reuseport;\n    listen [::]:80 reuseport ipv6only=on;\n    root {root};\n\
                  location = / {{ default_type text/plain; return 200 \"{host}\\n\"; }}\n\
                  location = /big {{ limit_rate {BIG_RATE}; }}\n  }}\n}}\n",
                 root = root.display()
@@ -420,10 +455,11 @@ impl Lab {
     /// [`Lab::requests`] to another VIP.
     pub fn requests_to(
         &self,
-        vip: Ipv4Addr,
+        vip: impl Into<IpAddr>,
         n: usize,
         timeout: Duration,
     ) -> Result<Vec<crate::client::Reply>> {
+        let vip = vip.into();
         self.in_ns("client", move || {
             (0..n)
                 .map(|_| crate::client::http_get(vip, 80, "/", timeout))
@@ -433,7 +469,8 @@ impl Lab {
 
     /// Starts `n` downloads of `/big` from the client through `vip`; returns
     /// once each has its first bytes.
-    pub fn streams(&self, vip: Ipv4Addr, n: usize) -> Result<Vec<Stream>> {
+    pub fn streams(&self, vip: impl Into<IpAddr>, n: usize) -> Result<Vec<Stream>> {
+        let vip = vip.into();
         (0..n)
             .map(|_| {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -727,8 +764,13 @@ pub struct VrrpOpts {
     pub auth_pass: Option<String>,
     /// Tracked interfaces.
     pub track_interfaces: Vec<String>,
-    /// Extra lines appended to `[vrrp]`.
+    /// Extra lines appended to `[vrrp]` (each instance's, when dual stack).
     pub extra: String,
+    /// Dual stack: an IPv6 VIP ([`VIP6`], the same backends by their ULA)
+    /// beside the IPv4 one, each owned by an instance of its family
+    /// (`v4` and `v6`, the same VRID: the families' VRID spaces are
+    /// separate, RFC 5798 §7.3).
+    pub dual_stack: bool,
 }
 
 impl VrrpOpts {
@@ -743,6 +785,7 @@ impl VrrpOpts {
             auth_pass: None,
             track_interfaces: vec!["eth0".into()],
             extra: String::new(),
+            dual_stack: false,
         }
     }
 }
@@ -761,38 +804,72 @@ pub fn node_config(
         "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"{mode}\"\nbpf_dir = \"{}\"\n\n",
         lab.pin_dir(node).display()
     );
+    let dual = vrrp.is_some_and(|v| v.dual_stack);
     if let Some(v) = vrrp {
-        let peers: Vec<String> = v.unicast_peers.iter().map(|p| format!("\"{p}\"")).collect();
         let tracks: Vec<String> = v
             .track_interfaces
             .iter()
             .map(|p| format!("\"{p}\""))
             .collect();
-        c.push_str(&format!(
-            "[vrrp]\nversion = {}\nrouter_id = 51\npriority = {}\nadvert_interval_ms = {}\n\
-             preempt = {}\nunicast_peers = [{}]\ntrack_interfaces = [{}]\n",
-            v.version,
-            v.priority,
-            v.advert_ms,
-            v.preempt,
-            peers.join(", "),
-            tracks.join(", ")
-        ));
-        if let Some(p) = &v.auth_pass {
-            c.push_str(&format!("auth_pass = \"{p}\"\n"));
+        let families: &[(&str, &str, bool)] = if dual {
+            &[("v4", "web", false), ("v6", "web6", true)]
+        } else {
+            &[("", "", false)]
+        };
+        for (name, vip, v6) in families {
+            let peers: Vec<String> = v
+                .unicast_peers
+                .iter()
+                .map(|p| match v6 {
+                    true => format!("\"{}\"", ula_of(*p)),
+                    false => format!("\"{p}\""),
+                })
+                .collect();
+            if dual {
+                c.push_str(&format!(
+                    "[[vrrp_instance]]\nname = \"{name}\"\nvips = [\"{vip}\"]\n"
+                ));
+            } else {
+                c.push_str("[vrrp]\n");
+            }
+            c.push_str(&format!(
+                "version = {}\nrouter_id = 51\npriority = {}\nadvert_interval_ms = {}\n\
+                 preempt = {}\nunicast_peers = [{}]\ntrack_interfaces = [{}]\n",
+                v.version,
+                v.priority,
+                v.advert_ms,
+                v.preempt,
+                peers.join(", "),
+                tracks.join(", ")
+            ));
+            if let Some(p) = &v.auth_pass {
+                c.push_str(&format!("auth_pass = \"{p}\"\n"));
+            }
+            c.push_str(&v.extra);
+            c.push('\n');
         }
-        c.push_str(&v.extra);
-        c.push('\n');
     }
-    c.push_str(&format!(
-        "[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\nmode = \"dsr\"\n"
-    ));
-    for i in 1..=backends {
-        let w = if drained == Some(i) { 0 } else { 1 };
+    let vips: &[(&str, IpAddr)] = if dual {
+        &[("web", IpAddr::V4(VIP)), ("web6", IpAddr::V6(VIP6))]
+    } else {
+        &[("web", IpAddr::V4(VIP))]
+    };
+    for (name, addr) in vips {
         c.push_str(&format!(
-            "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n  weight = {w}\n",
-            backend_addr(i)
+            "[[vip]]\nname = \"{name}\"\naddress = \"{addr}\"\nport = 80\nprotocol = \"tcp\"\n\
+             mode = \"dsr\"\n"
         ));
+        for i in 1..=backends {
+            let w = if drained == Some(i) { 0 } else { 1 };
+            let b = match addr {
+                IpAddr::V4(_) => IpAddr::V4(backend_addr(i)),
+                IpAddr::V6(_) => IpAddr::V6(ula_of(backend_addr(i))),
+            };
+            c.push_str(&format!(
+                "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{b}\"\n  weight = {w}\n"
+            ));
+        }
+        c.push('\n');
     }
     c
 }
@@ -809,7 +886,8 @@ impl Lab {
     }
 
     /// Which of lb1 and lb2 holds `vip` on eth0, if exactly one does.
-    pub fn vip_owner(&self, vip: Ipv4Addr) -> Option<&'static str> {
+    pub fn vip_owner(&self, vip: impl Into<IpAddr>) -> Option<&'static str> {
+        let vip = vip.into();
         match (
             self.has_addr("lb1", vip).unwrap_or(false),
             self.has_addr("lb2", vip).unwrap_or(false),
@@ -820,10 +898,13 @@ impl Lab {
         }
     }
 
-    /// Whether `host` has `addr` on eth0.
-    pub fn has_addr(&self, host: &str, addr: Ipv4Addr) -> Result<bool> {
-        let out = self.ip(host, &["-4", "-o", "addr", "show", "dev", "eth0"])?;
-        Ok(out.contains(&format!("inet {addr}/")))
+    /// Whether `host` has `addr` (IPv4 or IPv6) on eth0.
+    pub fn has_addr(&self, host: &str, addr: impl Into<IpAddr>) -> Result<bool> {
+        let out = self.ip(host, &["-o", "addr", "show", "dev", "eth0"])?;
+        Ok(match addr.into() {
+            IpAddr::V4(a) => out.contains(&format!("inet {a}/")),
+            IpAddr::V6(a) => out.contains(&format!("inet6 {a}/")),
+        })
     }
 
     /// Waits until `f` holds, polling every `step`; returns how long it took.
@@ -948,7 +1029,22 @@ pub fn survived(streams: Vec<Stream>) -> (usize, Duration) {
 
 /// The MAC address `host`'s neighbour table holds for `addr` (read from
 /// `/proc/thread-self/net/arp` on a thread inside the namespace).
-pub fn neighbour_mac(lab: &Lab, host: &str, addr: Ipv4Addr) -> Option<String> {
+pub fn neighbour_mac(lab: &Lab, host: &str, addr: impl Into<IpAddr>) -> Option<String> {
+    let addr = addr.into();
+    if let IpAddr::V6(a) = addr {
+        // `fd77::100 dev eth0 lladdr 02:.. REACHABLE` (none while INCOMPLETE).
+        let out = lab
+            .ip(
+                host,
+                &["-6", "neigh", "show", &a.to_string(), "dev", "eth0"],
+            )
+            .ok()?;
+        return out
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_string);
+    }
     lab.in_ns(host, move || {
         let text = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
         text.lines().skip(1).find_map(|l| {

@@ -270,13 +270,13 @@ fn halb_and_keepalived_form_an_active_active_pair() {
                     name: "VI_1",
                     vrid: 51,
                     priority: 100,
-                    vip: VIP,
+                    vip: VIP.into(),
                 },
                 KaInstance {
                     name: "VI_2",
                     vrid: 52,
                     priority: 150,
-                    vip: VIP2,
+                    vip: VIP2.into(),
                 },
             ],
         )

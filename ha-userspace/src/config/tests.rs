@@ -758,6 +758,9 @@ fn ipv6_vips_backends_and_peers_parse_beside_ipv4_ones() {
         "fd77::100".parse::<std::net::IpAddr>().expect("a")
     );
     assert!(v6.backends[0].address.get_ref().is_ipv6());
+    // One VRID for both families is fine (separate VRID spaces)...
+    let same = DUAL.replace("router_id = 61", "router_id = 51");
+    let c = parse_str(&same).expect("one VRID per family");
     let inst = c.instances();
     assert_eq!(inst.len(), 2);
     assert_eq!(

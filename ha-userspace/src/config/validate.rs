@@ -364,7 +364,7 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
     let mut names: HashSet<&str> = HashSet::new();
     let mut owner: HashMap<&str, &str> = HashMap::new();
     let mut addr_owner: HashMap<std::net::IpAddr, &str> = HashMap::new();
-    let mut vrids: HashMap<(String, u8), &str> = HashMap::new();
+    let mut vrids: HashMap<(String, bool, u8), &str> = HashMap::new();
     for spanned in &config.vrrp_instances {
         let v = spanned.get_ref();
         let Some(name) = &v.name else {
@@ -398,12 +398,20 @@ fn instances(config: &Config, out: &mut Vec<(Range<usize>, String)>) {
                 ));
             }
         }
-        if let Some(other) = vrids.insert((iface.clone(), v.router_id), n) {
+        // The VRID spaces of IPv4 and IPv6 are separate (RFC 5798 §7.3:
+        // another virtual MAC, another group): one VRID may serve both.
+        let v6 = v
+            .vips
+            .as_ref()
+            .and_then(|l| l.get_ref().first())
+            .and_then(|first| vip_names.get(first.get_ref().as_str()))
+            .is_some_and(|vd| vd.address.get_ref().is_ipv6());
+        if let Some(other) = vrids.insert((iface.clone(), v6, v.router_id), n) {
             out.push((
                 spanned.span(),
                 format!(
                     "instances {other:?} and {n:?} both use router_id {} on {iface}; \
-                     a VRID names one virtual router per link",
+                     a VRID names one virtual router per link and family",
                     v.router_id
                 ),
             ));

@@ -82,7 +82,6 @@ impl VrrpSocket {
                 let s = Socket::new_raw(Domain::IPV6, Type::RAW, proto)?;
                 s.attach_filter(&vrid_filter(vrid, false))?;
                 s.bind_device(Some(link.name.as_bytes()))?;
-                s.set_only_v6(true)?;
                 // The source of what we send: the kernel must not pick one.
                 let scope = if src.is_unicast_link_local() {
                     link.index

@@ -1,0 +1,249 @@
+//! IPv6 end to end in the dual-stack lab (10.77.0.0/24 and fd77::/64 on
+//! one bridge): two halb nodes, each with an IPv4 and an IPv6 VRRPv3
+//! instance, three DSR backends holding both VIPs on `lo`. Requests over
+//! IPv6 spread over the backends; a master killed while IPv6 downloads run
+//! is taken over within the same bound as IPv4 (the client's neighbour
+//! entry follows the new master's unsolicited Neighbor Advertisement) and
+//! every download completes; keepalived's IPv6 VRRPv3 and halb's form one
+//! pair in both directions. Needs root; CI runs as root.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use halb_lab::failover::{start_keepalived_instances, KaInstance};
+use halb_lab::lab::{
+    backend_addr, lb_addr, neighbour_mac, node_config, ula_of, Lab, VrrpOpts, BIG_SIZE, CLIENT,
+    VIP, VIP6,
+};
+
+const BACKENDS: u8 = 3;
+
+/// Client, lb1 and lb2 (XDP native, pass programs on their bridge ports),
+/// three backends; every host dual stack.
+fn lab(tag: &str) -> Lab {
+    let mut lab = Lab::new(tag).expect("lab");
+    lab.add_host("client", CLIENT).expect("client");
+    for n in 1..=2u8 {
+        let h = format!("lb{n}");
+        lab.add_host(&h, lb_addr(n)).expect("lb");
+        lab.attach_pass_on_port(&h).expect("pass program");
+    }
+    for i in 1..=BACKENDS {
+        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
+            .expect("backend");
+    }
+    lab
+}
+
+fn dual(priority: u8) -> VrrpOpts {
+    let mut v = VrrpOpts::v3(priority);
+    v.dual_stack = true;
+    v
+}
+
+fn start(lab: &mut Lab, node: &str, v: &VrrpOpts) {
+    let cfg = node_config(lab, node, "native", BACKENDS, None, Some(v));
+    lab.start_halb(node, &cfg, &[])
+        .expect("start")
+        .wait_log("starting VRRP", Duration::from_secs(20))
+        .expect("VRRP starts");
+}
+
+fn wait_owner(lab: &Lab, vip: std::net::IpAddr, node: &'static str, timeout: Duration) {
+    lab.wait_for(
+        &format!("{node} to own {vip} alone"),
+        timeout,
+        Duration::from_millis(10),
+        || lab.vip_owner(vip) == Some(node),
+    )
+    .unwrap_or_else(|e| panic!("{e}; owner now {:?}", lab.vip_owner(vip)));
+}
+
+/// `n` requests over IPv6 through the VIP: every one answered, each
+/// backend within 40% of its fair share.
+fn spread(lab: &Lab, n: usize) {
+    let replies = lab
+        .requests_to(VIP6, n, Duration::from_secs(3))
+        .expect("every request through the IPv6 VIP succeeds");
+    let mut per_backend: HashMap<String, usize> = HashMap::new();
+    for r in replies {
+        assert_eq!(r.status, 200);
+        *per_backend.entry(r.body.trim().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_backend.len(), BACKENDS as usize, "{per_backend:?}");
+    let fair = n / BACKENDS as usize;
+    for (b, got) in &per_backend {
+        assert!(
+            (fair * 6 / 10..=fair * 14 / 10).contains(got),
+            "fair share for {b}: {per_backend:?}"
+        );
+    }
+}
+
+/// `n` requests over IPv6 through the VIP, every one answered.
+fn serves(lab: &Lab, n: usize) {
+    let replies = lab
+        .requests_to(VIP6, n, Duration::from_secs(3))
+        .expect("every request through the IPv6 VIP succeeds");
+    assert!(replies.iter().all(|r| r.status == 200));
+}
+
+#[test]
+fn ipv6_requests_spread_and_streams_survive_the_masters_death() {
+    let mut lab = lab("v6e");
+    start(&mut lab, "lb1", &dual(150));
+    start(&mut lab, "lb2", &dual(100));
+    wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
+    wait_owner(&lab, VIP.into(), "lb1", Duration::from_secs(3));
+    spread(&lab, 300);
+    // IPv4 beside it, on the same node and backends.
+    let v4 = lab
+        .requests_to(VIP, 20, Duration::from_secs(3))
+        .expect("IPv4 requests");
+    assert!(v4.iter().all(|r| r.status == 200));
+    assert_eq!(
+        neighbour_mac(&lab, "client", VIP6),
+        Some(lab.mac("lb1").expect("mac")),
+        "the client reaches the IPv6 VIP at lb1"
+    );
+
+    // Eight IPv6 downloads run; the master's agent dies without clean-up.
+    let streams = lab.streams(VIP6, 8).expect("streams");
+    let mac2 = lab.mac("lb2").expect("mac");
+    let mut p = lab.take_proc("halb-lb1").expect("halb");
+    let t0 = Instant::now();
+    p.signal(libc::SIGKILL);
+    lab.wait_for(
+        "the client's neighbour entry for the IPv6 VIP to follow",
+        Duration::from_secs(5),
+        Duration::from_millis(2),
+        || neighbour_mac(&lab, "client", VIP6).as_deref() == Some(mac2.as_str()),
+    )
+    .expect("client follows the unsolicited NA");
+    let took = t0.elapsed();
+    p.wait_exit(Duration::from_secs(5));
+    eprintln!("IPv6 takeover (100 ms adverts, SIGKILL): {took:?}");
+    assert!(took <= Duration::from_millis(400), "takeover took {took:?}");
+    assert!(lab.has_addr("lb2", VIP6).expect("addr"));
+    for h in streams {
+        let s = h
+            .join()
+            .expect("join")
+            .expect("ns")
+            .expect("the IPv6 stream survives the failover");
+        assert_eq!(s.bytes, BIG_SIZE);
+    }
+    serves(&lab, 20);
+}
+
+/// `node`'s VRRP status from its API (halb nodes listen on 127.0.0.1:8480).
+fn vrrp_of(lab: &Lab, node: &str) -> Option<halb::api::model::VrrpStatus> {
+    lab.in_ns(node, || {
+        halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+            .get("/api/v1/status")
+            .ok()
+            .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
+            .and_then(|s| s.vrrp)
+    })
+    .ok()
+    .flatten()
+}
+
+/// keepalived's IPv6 VRRPv3 and halb's form one pair: the higher priority
+/// wins either way, and each takes over from the other.
+#[test]
+fn interop_with_keepalived_ipv6_vrrp_v3() {
+    let mut lab = lab("v6k");
+    let ka = |lab: &mut Lab, priority: u8| {
+        start_keepalived_instances(
+            lab,
+            "lb2",
+            3,
+            100,
+            None,
+            &[KaInstance {
+                name: "VI_6",
+                vrid: 51,
+                priority,
+                vip: VIP6.into(),
+            }],
+        )
+    };
+    let mut v = dual(150);
+    // halb runs its IPv6 instance only here: keepalived has no IPv4 one.
+    v.dual_stack = false;
+    let cfg6 = node_config(&lab, "lb1", "native", BACKENDS, None, Some(&v)).replace(
+        "address = \"10.77.0.100\"",
+        &format!("address = \"{VIP6}\""),
+    );
+    let cfg6 = (1..=BACKENDS).fold(cfg6, |c, i| {
+        c.replace(
+            &format!("address = \"{}\"", backend_addr(i)),
+            &format!("address = \"{}\"", ula_of(backend_addr(i))),
+        )
+    });
+    lab.start_halb("lb1", &cfg6, &[])
+        .expect("start")
+        .wait_log("starting VRRP", Duration::from_secs(20))
+        .expect("VRRP starts");
+    ka(&mut lab, 100);
+    wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
+    // Five of halb's adverts later (past keepalived's master-down interval,
+    // so keepalived heard them), halb alone still holds the VIP.
+    let sent = |lab: &Lab| vrrp_of(lab, "lb1").map_or(0, |v| v.adverts_sent);
+    let start = sent(&lab);
+    lab.wait_for(
+        "five more adverts from halb",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || sent(&lab) >= start + 5,
+    )
+    .expect("halb advertises");
+    assert_eq!(
+        lab.vip_owner(VIP6),
+        Some("lb1"),
+        "keepalived stays backup under a higher halb"
+    );
+    serves(&lab, 20);
+    // halb dies: keepalived takes over (the dead node's stale VIP is
+    // cleared, as a dead node would not hold it).
+    let mut p = lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    lab.ip(
+        "lb1",
+        &["-6", "addr", "del", &format!("{VIP6}/128"), "dev", "eth0"],
+    )
+    .expect("clear stale VIP");
+    wait_owner(&lab, VIP6.into(), "lb2", Duration::from_secs(3));
+    // halb returns below keepalived: it stays backup while keepalived lives...
+    let cfg_low = cfg6.replace("priority = 150", "priority = 50");
+    lab.start_halb("lb1", &cfg_low, &[])
+        .expect("start")
+        .wait_log("VRRP state change", Duration::from_secs(20))
+        .expect("halb enters a state");
+    let heard = lab.wait_for(
+        "halb to hear keepalived's adverts as backup",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            vrrp_of(&lab, "lb1").is_some_and(|v| {
+                v.state == "BACKUP" && v.adverts_received >= 5 && v.master.is_some()
+            })
+        },
+    );
+    heard.expect("halb backs up to keepalived");
+    assert_eq!(lab.vip_owner(VIP6), Some("lb2"));
+    // ...and takes over when it stops.
+    lab.stop("keepalived-lb2");
+    wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
+    serves(&lab, 20);
+    let p = lab.proc_mut("halb-lb1").expect("halb");
+    p.signal(libc::SIGTERM);
+    p.wait_exit(Duration::from_secs(5)).expect("exits");
+    let log = p.log_text();
+    assert!(
+        log.contains("rejected=none"),
+        "no packet of keepalived's was rejected: {log}"
+    );
+}
