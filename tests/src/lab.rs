@@ -208,6 +208,17 @@ impl Lab {
         run(Command::new("ip").args(["netns", "add", &lab.ns("sw")]))?;
         lab.ip("sw", &["link", "add", "br0", "type", "bridge"])?;
         lab.ip("sw", &["link", "set", "br0", "up"])?;
+        // A switch, not a firewall: where br_netfilter is loaded (Docker
+        // loads it), bridged IP would go through netfilter, which drops a
+        // frame whose IP lengths disagree before any load balancer sees
+        // it. The sysctls exist per namespace only with that module.
+        for key in ["iptables", "ip6tables", "arptables"] {
+            let _ = lab
+                .cmd("sw", "sysctl")
+                .args(["-q", "-w", &format!("net.bridge.bridge-nf-call-{key}=0")])
+                .stderr(Stdio::null())
+                .status();
+        }
         lab.ip("sw", &["link", "set", "lo", "up"])?;
         Ok(lab)
     }

@@ -247,3 +247,80 @@ fn interop_with_keepalived_ipv6_vrrp_v3() {
         "no packet of keepalived's was rejected: {log}"
     );
 }
+
+/// The data plane's drop counters of `node`, by stat.
+fn drops(lab: &Lab, node: &str) -> HashMap<&'static str, u64> {
+    let maps = halb::dataplane::Maps::open_pinned(&lab.pin_dir(node)).expect("pinned maps");
+    maps.stats()
+        .expect("stats")
+        .into_iter()
+        .map(|(s, c)| (s.name(), c.packets))
+        .collect()
+}
+
+/// Malformed IPv4 and IPv6 frames thrown at the VIPs while downloads of
+/// both families run: every kind is dropped and counted under its reason,
+/// the agent stays up, the downloads finish and new requests are served.
+#[test]
+fn malformed_frames_at_both_vips_are_counted_and_change_nothing() {
+    let mut lab = lab("v6m");
+    start(&mut lab, "lb1", &dual(150));
+    wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
+    wait_owner(&lab, VIP.into(), "lb1", Duration::from_secs(3));
+    let mut streams = lab.streams(VIP6, 2).expect("IPv6 streams");
+    streams.extend(lab.streams(VIP, 2).expect("IPv4 streams"));
+    let before = drops(&lab, "lb1");
+    let mac = lab.mac("lb1").expect("mac");
+    let (c4, c6) = (CLIENT, ula_of(CLIENT));
+    // Each kind five times, then 300 fuzzed variants of well-formed SYNs
+    // (scapy's fuzz() randomises every field it is not told).
+    let script = format!(
+        "from scapy.all import *\n\
+         e = Ether(dst='{mac}')\n\
+         v6 = IPv6(src='{c6}', dst='{VIP6}')\n\
+         v4 = IP(src='{c4}', dst='{VIP}')\n\
+         frames = [\n\
+         \x20 e/IPv6(src='{c6}', dst='{VIP6}', nh=6, plen=4)/Raw(b'\\x00\\x50\\x00\\x50'),\n\
+         \x20 e/IPv6(src='{c6}', dst='{VIP6}', plen=1400)/TCP(dport=80),\n\
+         \x20 e/v6/IPv6ExtHdrFragment(offset=0, m=1)/TCP(dport=80),\n\
+         \x20 e/v6/IPv6ExtHdrFragment(offset=8, m=0)/Raw(b'x' * 16),\n\
+         \x20 e/v6/IPv6ExtHdrDestOpt()/IPv6ExtHdrDestOpt()/IPv6ExtHdrDestOpt()/IPv6ExtHdrDestOpt()/IPv6ExtHdrDestOpt()/TCP(dport=80),\n\
+         \x20 e/v6/IPv6ExtHdrRouting(addresses=['{c6}'], segleft=1)/TCP(dport=80),\n\
+         \x20 e/IP(src='{c4}', dst='{VIP}', ihl=4)/Raw(b'\\x00' * 20),\n\
+         \x20 e/IP(src='{c4}', dst='{VIP}', proto=6, len=24)/Raw(b'\\x00\\x50\\x00\\x50'),\n\
+         \x20 e/v4/TCP(dport=80)/Raw(b'y' * 40),\n\
+         ]\n\
+         frames[-1][IP].flags = 'MF'\n\
+         sendp(frames, iface='eth0', count=5, verbose=0)\n\
+         sendp([e/fuzz(v6/TCP(dport=80, flags='S')) for _ in range(150)], iface='eth0', verbose=0)\n\
+         sendp([e/fuzz(v4/TCP(dport=80, flags='S')) for _ in range(150)], iface='eth0', verbose=0)\n"
+    );
+    halb_lab::lab::run(lab.cmd("client", "/usr/bin/python3").args(["-c", &script]))
+        .expect("scapy sends");
+    let after = drops(&lab, "lb1");
+    let grew = |k: &str| after[k] - before[k];
+    assert!(grew("drop_malformed") >= 20, "malformed: {after:?}");
+    assert!(grew("drop_fragment") >= 15, "fragments: {after:?}");
+    assert!(grew("drop_ext_headers") >= 10, "extension headers: {after:?}");
+    assert!(
+        lab.proc_mut("halb-lb1")
+            .expect("halb")
+            .try_wait()
+            .is_none(),
+        "the agent is still running"
+    );
+    for h in streams {
+        let s = h
+            .join()
+            .expect("join")
+            .expect("ns")
+            .expect("the download survives the junk");
+        assert_eq!(s.bytes, BIG_SIZE);
+    }
+    serves(&lab, 20);
+    let v4 = lab
+        .requests_to(VIP, 20, Duration::from_secs(3))
+        .expect("IPv4 requests");
+    assert!(v4.iter().all(|r| r.status == 200));
+}
+
