@@ -324,3 +324,67 @@ fn malformed_frames_at_both_vips_are_counted_and_change_nothing() {
     assert!(v4.iter().all(|r| r.status == 200));
 }
 
+
+/// HTTP checks reach the IPv6 backends from the node's IPv6 address; a
+/// backend whose nginx stops goes down over IPv6 alone (its IPv4 twin has
+/// no check), and `halb status` shows the IPv6 VIP as `[address]:port`.
+#[test]
+fn ipv6_backends_are_health_checked_and_shown() {
+    let mut lab = lab("v6h");
+    let cfg = node_config(&lab, "lb1", "native", BACKENDS, None, Some(&dual(150)));
+    // The last [[vip]] is web6: its health check.
+    let cfg = format!(
+        "{cfg}  [vip.health]\n  kind = \"http\"\n  path = \"/\"\n  interval_ms = 200\n  \
+         timeout_ms = 150\n  rise = 1\n  fall = 1\n"
+    );
+    lab.start_halb("lb1", &cfg, &[])
+        .expect("start")
+        .wait_log("starting VRRP", Duration::from_secs(20))
+        .expect("VRRP starts");
+    wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
+    let web6 = |lab: &Lab| {
+        lab.in_ns("lb1", || {
+            halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+                .get("/api/v1/status")
+                .ok()
+                .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
+                .and_then(|s| s.vips.into_iter().find(|v| v.name == "web6"))
+        })
+        .ok()
+        .flatten()
+    };
+    lab.wait_for(
+        "every IPv6 backend up by its HTTP check",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || web6(&lab).is_some_and(|v| v.check == "http" && v.healthy_backends == 3),
+    )
+    .expect("IPv6 checks pass");
+    let v = web6(&lab).expect("status");
+    assert_eq!(v.address, VIP6.to_string());
+    for b in &v.backends {
+        assert!(b.address.starts_with("fd77::"), "{b:?}");
+        assert!(b.mac.is_some(), "learned by ND: {b:?}");
+        let detail = b.last_check.as_ref().map(|c| c.detail.clone());
+        assert_eq!(detail.as_deref(), Some("HTTP 200"), "{b:?}");
+    }
+    // nginx on web3 stops: down over IPv6, traffic goes to the others.
+    lab.stop("nginx-web3");
+    lab.wait_for(
+        "web3 down over IPv6",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || web6(&lab).is_some_and(|v| v.healthy_backends == 2),
+    )
+    .expect("the failed check takes web3 out");
+    let replies = lab
+        .requests_to(VIP6, 30, Duration::from_secs(3))
+        .expect("requests succeed without web3");
+    assert!(replies.iter().all(|r| r.status == 200 && r.body.trim() != "web3"));
+    // The table names the IPv6 VIP with its port in brackets.
+    let mut c = lab.nsenter("lb1", &halb_lab::lab::halb_bin());
+    c.args(["status", "--api", "127.0.0.1:8480"]);
+    let out = halb_lab::lab::run(&mut c).expect("halb status");
+    assert!(out.contains("vip web6 [fd77::100]:80/tcp"), "{out}");
+    assert!(out.contains("fd77::23"), "{out}");
+}
