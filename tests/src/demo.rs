@@ -2,17 +2,19 @@
 //!
 //! Two halb nodes as an active-active pair in front of three nginx backends
 //! (DSR): two VRRP instances with swapped priorities, so lb1 masters VI_1
-//! (the first VIP) and lb2 masters VI_2 (the second), and both forward. A
-//! client makes requests to both VIPs; lb1 dies with a download running on
-//! each VIP (agent crashed, link down), lb2 takes VI_1 over and both
-//! downloads go on (same Maglev table on both nodes); lb1 comes back and
-//! takes VI_1 back (preempt) under a running download; a backend is drained
+//! (the first VIP) and lb2 masters VI_2 (the second), and both forward;
+//! the lab is dual stack, and VI_6 (VRRPv3 over IPv6, mastered by lb1)
+//! owns an IPv6 VIP over the same backends. A client makes requests to
+//! all three VIPs; lb1 dies with a download running on each (agent
+//! crashed, link down), lb2 takes VI_1 and VI_6 over and every download
+//! goes on (same Maglev table on both nodes); lb1 comes back and takes its
+//! instances back (preempt) under a running download; a backend is drained
 //! on both nodes by a config reload. Every claim is checked: the demo fails
 //! if one does not hold. Everything is cleaned up at the end, on error, and
 //! on Ctrl-C.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,8 +24,8 @@ use halb::dataplane::Maps;
 
 use crate::client::{self, Stream};
 use crate::lab::{
-    active_active_config, backend_addr, interrupted, lb_addr, neighbour_mac, Lab, BIG_SIZE, CLIENT,
-    VIP, VIP2,
+    active_active_dual_config, backend_addr, interrupted, lb_addr, neighbour_mac, ula_of, Lab,
+    BIG_SIZE, CLIENT, VIP, VIP2, VIP6,
 };
 
 const BACKENDS: u8 = 3;
@@ -39,7 +41,8 @@ fn step(n: u32, text: &str) -> Result<()> {
 }
 
 /// `n` requests to `vip`, counted per answering backend.
-fn spread(lab: &Lab, vip: Ipv4Addr, n: usize) -> Result<BTreeMap<String, usize>> {
+fn spread(lab: &Lab, vip: impl Into<IpAddr>, n: usize) -> Result<BTreeMap<String, usize>> {
+    let vip = vip.into();
     let replies = lab.requests_to(vip, n, Duration::from_secs(3))?;
     let mut m = BTreeMap::new();
     for r in replies {
@@ -65,7 +68,8 @@ fn forwarded(lab: &Lab, node: &str) -> Result<(u64, usize)> {
 type Download = JoinHandle<Result<Result<Stream>>>;
 
 /// Starts a download of `/big` from `vip`; returns once its first bytes arrived.
-fn download(lab: &Lab, vip: Ipv4Addr) -> Result<(Download, u16)> {
+fn download(lab: &Lab, vip: impl Into<IpAddr>) -> Result<(Download, u16)> {
+    let vip = vip.into();
     let (tx, rx) = mpsc::channel();
     let h = lab.spawn_in_ns("client", move || {
         client::download(vip, "/big", move |p| {
@@ -79,7 +83,8 @@ fn download(lab: &Lab, vip: Ipv4Addr) -> Result<(Download, u16)> {
 }
 
 /// Waits for a download and checks that every byte arrived.
-fn finished(d: Download, vip: Ipv4Addr) -> Result<Stream> {
+fn finished(d: Download, vip: impl Into<IpAddr>) -> Result<Stream> {
+    let vip = vip.into();
     let s = d
         .join()
         .map_err(|_| anyhow::anyhow!("download thread"))???;
@@ -99,7 +104,7 @@ fn finished(d: Download, vip: Ipv4Addr) -> Result<Stream> {
 }
 
 fn start(lab: &mut Lab, node: &str, priorities: (u8, u8)) -> Result<()> {
-    let cfg = active_active_config(lab, node, priorities, BACKENDS, "");
+    let cfg = active_active_dual_config(lab, node, priorities, BACKENDS);
     lab.start_halb(node, &cfg, &[])?
         .wait_log("API and stats page listening", Duration::from_secs(30))?;
     Ok(())
@@ -107,12 +112,14 @@ fn start(lab: &mut Lab, node: &str, priorities: (u8, u8)) -> Result<()> {
 
 fn wait_owners(lab: &Lab, first: &'static str, second: &'static str) -> Result<Duration> {
     lab.wait_for(
-        &format!("{first} to hold {VIP} and {second} {VIP2}"),
+        &format!("{first} to hold {VIP} and {VIP6}, {second} {VIP2}"),
         Duration::from_secs(10),
         Duration::from_millis(5),
         || {
             interrupted()
-                || (lab.vip_owner(VIP) == Some(first) && lab.vip_owner(VIP2) == Some(second))
+                || (lab.vip_owner(VIP) == Some(first)
+                    && lab.vip_owner(VIP6) == Some(first)
+                    && lab.vip_owner(VIP2) == Some(second))
         },
     )
 }
@@ -129,17 +136,25 @@ pub fn run() -> Result<()> {
     lab.pair_topology(BACKENDS)?;
     lab.add_vip_on_backends(VIP2, BACKENDS)?;
     println!(
-        "   namespaces {}*: client {CLIENT}, lb1 {}, lb2 {}, backends {}..{} (DSR, both VIPs on lo)",
+        "   namespaces {}*: client {CLIENT}, lb1 {}, lb2 {}, backends {}..{} (DSR, the VIPs on lo)",
         lab.prefix,
         lb_addr(1),
         lb_addr(2),
         backend_addr(1),
         backend_addr(BACKENDS)
     );
+    println!(
+        "   dual stack: client {}, lb1 {}, lb2 {}, backends {}..{} on fd77::/64",
+        ula_of(CLIENT),
+        ula_of(lb_addr(1)),
+        ula_of(lb_addr(2)),
+        ula_of(backend_addr(1)),
+        ula_of(backend_addr(BACKENDS))
+    );
 
     step(
         2,
-        "starting `halb run` on both nodes: two VRRP instances each, priorities swapped, adverts every 100 ms",
+        "starting `halb run` on both nodes: three VRRP instances each (two IPv4, one IPv6), priorities swapped, adverts every 100 ms",
     )?;
     for (node, prio) in NODES {
         start(&mut lab, node, prio)?;
@@ -147,6 +162,10 @@ pub fn run() -> Result<()> {
     wait_owners(&lab, "lb1", "lb2")?;
     println!("   VI_1 (router_id 51) owns VIP {VIP}:80   lb1 priority 150 (master), lb2 100");
     println!("   VI_2 (router_id 52) owns VIP {VIP2}:80   lb1 priority 100, lb2 150 (master)");
+    println!(
+        "   VI_6 (router_id 51, IPv6: adverts to ff02::12 from link-local) owns VIP [{VIP6}]:80   \
+         lb1 150 (master), lb2 100"
+    );
     println!("   both nodes forward: XDP attached in native mode on each");
     println!(
         "   while the demo runs: nsenter --net=/run/netns/{p}lb1 {} status   (stats page: \
@@ -155,16 +174,18 @@ pub fn run() -> Result<()> {
         p = lab.prefix
     );
 
-    step(3, "requests from the client to both VIPs")?;
+    step(3, "requests from the client to the three VIPs")?;
     let replies = lab.requests(6, Duration::from_secs(3))?;
     let replies2 = lab.requests_to(VIP2, 6, Duration::from_secs(3))?;
+    let replies6 = lab.requests_to(VIP6, 6, Duration::from_secs(3))?;
     for (vip, r) in replies
         .iter()
-        .map(|r| (VIP, r))
-        .chain(replies2.iter().map(|r| (VIP2, r)))
+        .map(|r| (IpAddr::V4(VIP), r))
+        .chain(replies2.iter().map(|r| (IpAddr::V4(VIP2), r)))
+        .chain(replies6.iter().map(|r| (IpAddr::V6(VIP6), r)))
     {
         println!(
-            "   {vip} from port {:5} → {} (HTTP {})",
+            "   {vip:<11} from port {:5} → {} (HTTP {})",
             r.local_port,
             r.body.trim(),
             r.status
@@ -173,8 +194,14 @@ pub fn run() -> Result<()> {
     let before = [forwarded(&lab, "lb1")?.0, forwarded(&lab, "lb2")?.0];
     let m1 = spread(&lab, VIP, 300)?;
     let m2 = spread(&lab, VIP2, 300)?;
+    let m6 = spread(&lab, VIP6, 300)?;
     println!("   300 more to {VIP}: {m1:?}");
     println!("   300 more to {VIP2}: {m2:?}");
+    println!("   300 more to {VIP6}: {m6:?}");
+    ensure!(
+        m6.len() == BACKENDS as usize,
+        "IPv6 requests reached only {m6:?}"
+    );
     let after = [forwarded(&lab, "lb1")?.0, forwarded(&lab, "lb2")?.0];
     for (i, node) in ["lb1", "lb2"].iter().enumerate() {
         let d = after[i] - before[i];
@@ -188,30 +215,50 @@ pub fn run() -> Result<()> {
     )?;
     let (d1, p1) = download(&lab, VIP)?;
     let (d2, p2) = download(&lab, VIP2)?;
+    let (d6, p6) = download(&lab, VIP6)?;
     println!(
-        "   {} MiB downloads started: from {VIP} port {p1} (through lb1), from {VIP2} port {p2} (through lb2)",
+        "   {} MiB downloads started: from {VIP} port {p1} and {VIP6} port {p6} (through lb1), \
+         from {VIP2} port {p2} (through lb2)",
         BIG_SIZE >> 20
     );
     let mac2 = lab.mac("lb2")?;
+    let crashed = Instant::now();
     crate::failover::crash(&mut lab, crate::failover::Daemon::Halb, "lb1")?;
     lab.ip("lb1", &["link", "set", "eth0", "down"])?;
-    let took = lab.wait_for(
-        "the client to follow lb2 for the first VIP",
+    // When the client's entry for each VIP first names lb2.
+    let (mut at4, mut at6) = (None, None);
+    lab.wait_for(
+        "the client to follow lb2 for the first VIP and the IPv6 VIP",
         Duration::from_secs(5),
         Duration::from_millis(2),
-        || neighbour_mac(&lab, "client", VIP).as_deref() == Some(mac2.as_str()),
+        || {
+            for (vip, at) in [(IpAddr::V4(VIP), &mut at4), (IpAddr::V6(VIP6), &mut at6)] {
+                if at.is_none() && neighbour_mac(&lab, "client", vip).as_deref() == Some(&mac2) {
+                    *at = Some(crashed.elapsed());
+                }
+            }
+            at4.is_some() && at6.is_some()
+        },
     )?;
+    let ms = |at: Option<Duration>| at.map_or(0, |d| d.as_millis());
     println!(
         "   lb2 took VI_1 over: the client's ARP entry for {VIP} moved to lb2 {} ms after the crash",
-        took.as_millis()
+        ms(at4)
+    );
+    println!(
+        "   lb2 took VI_6 over: the client's neighbour entry for {VIP6} moved to lb2 (unsolicited \
+         NA) {} ms after the crash",
+        ms(at6)
     );
     ensure!(lab.vip_owner(VIP2) == Some("lb2"), "lb2 lost {VIP2}");
     println!("   VI_2 was not disturbed: lb2 kept {VIP2}");
     finished(d1, VIP)?;
     finished(d2, VIP2)?;
+    finished(d6, VIP6)?;
     let m1 = spread(&lab, VIP, 150)?;
     let m2 = spread(&lab, VIP2, 150)?;
-    println!("   150 new requests to each VIP, all through lb2: {m1:?} {m2:?}");
+    let m6 = spread(&lab, VIP6, 150)?;
+    println!("   150 new requests to each VIP, all through lb2: {m1:?} {m2:?} {m6:?}");
 
     step(
         5,
@@ -223,7 +270,7 @@ pub fn run() -> Result<()> {
     start(&mut lab, "lb1", NODES[0].1)?;
     let back = wait_owners(&lab, "lb1", "lb2")?;
     println!(
-        "   lb1 is master of VI_1 again ({} ms after its agent was up); lb2 still masters VI_2",
+        "   lb1 is master of VI_1 and VI_6 again ({} ms after its agent was up); lb2 still masters VI_2",
         back.as_millis()
     );
     finished(d3, VIP)?;
@@ -232,11 +279,19 @@ pub fn run() -> Result<()> {
         6,
         "draining web2 on both nodes (weight 0) with a config reload (SIGHUP)",
     )?;
-    let drained = format!("  name = \"web2\"\n  address = \"{}\"\n", backend_addr(2));
     for (node, prio) in NODES {
-        let cfg = active_active_config(&lab, node, prio, BACKENDS, "");
-        ensure!(cfg.contains(&drained), "no web2 backend in the config");
-        let cfg = cfg.replace(&drained, &format!("{drained}  weight = 0\n"));
+        let mut cfg = active_active_dual_config(&lab, node, prio, BACKENDS);
+        for addr in [
+            IpAddr::V4(backend_addr(2)),
+            IpAddr::V6(ula_of(backend_addr(2))),
+        ] {
+            let drained = format!("  name = \"web2\"\n  address = \"{addr}\"\n");
+            ensure!(
+                cfg.contains(&drained),
+                "no web2 backend at {addr} in the config"
+            );
+            cfg = cfg.replace(&drained, &format!("{drained}  weight = 0\n"));
+        }
         std::fs::write(lab.dir.join(format!("halb-{node}.toml")), cfg)?;
         let p = lab.proc_mut(&format!("halb-{node}")).context("halb")?;
         p.signal(libc::SIGHUP);
@@ -244,9 +299,10 @@ pub fn run() -> Result<()> {
     }
     let m1 = spread(&lab, VIP, 150)?;
     let m2 = spread(&lab, VIP2, 150)?;
-    println!("   150 new requests to each VIP: {m1:?} {m2:?}");
+    let m6 = spread(&lab, VIP6, 150)?;
+    println!("   150 new requests to each VIP: {m1:?} {m2:?} {m6:?}");
     ensure!(
-        !m1.contains_key("web2") && !m2.contains_key("web2"),
+        !m1.contains_key("web2") && !m2.contains_key("web2") && !m6.contains_key("web2"),
         "web2 still got new connections"
     );
 

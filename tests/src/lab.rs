@@ -1165,6 +1165,32 @@ pub fn active_active_config_with(
     c
 }
 
+/// [`active_active_config`] with IPv6 beside it: instance VI_6 (router_id
+/// 51 of the IPv6 VRID space) owns VIP `web6` ([`VIP6`]) over the same
+/// backends by their ULAs, with the priority of VI_1 (it fails over with
+/// it).
+pub fn active_active_dual_config(
+    lab: &Lab,
+    node: &str,
+    priorities: (u8, u8),
+    backends: u8,
+) -> String {
+    let mut c = active_active_config(lab, node, priorities, backends, "");
+    c.push_str(&format!(
+        "\n[[vrrp_instance]]\nname = \"VI_6\"\nrouter_id = 51\npriority = {}\n\
+         advert_interval_ms = 100\ntrack_interfaces = [\"eth0\"]\nvips = [\"web6\"]\n\n\
+         [[vip]]\nname = \"web6\"\naddress = \"{VIP6}\"\nport = 80\nprotocol = \"tcp\"\n",
+        priorities.0
+    ));
+    for i in 1..=backends {
+        c.push_str(&format!(
+            "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
+            ula_of(backend_addr(i))
+        ));
+    }
+    c
+}
+
 impl Lab {
     /// Puts `vip` on the `lo` of backends web1..web`n` too (DSR for a second VIP).
     pub fn add_vip_on_backends(&self, vip: Ipv4Addr, n: u8) -> Result<()> {
