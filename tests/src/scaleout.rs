@@ -9,15 +9,19 @@
 //! - `web1..webN`: nginx backends (DSR: the VIP on `lo`) on the node segment,
 //!   replying to the client through the router (their default route).
 //!
+//! Dual stack ([`ScaleOut::new_dual`]): the same on fd77::/64 (node
+//! segment, router fd77::1) and fd77:0:0:1::/64 (client side), an IPv6
+//! BGP session from every node to the router carrying the IPv6 VIP.
+//!
 //! Nothing leaves the lab's namespaces.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{backend_addr, halb_bin, lb_addr, run, Lab, VIP};
+use crate::lab::{backend_addr, halb_bin, lb_addr, run, ula_of, Lab, VIP, VIP6};
 
 /// The router's address on the node segment.
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -25,6 +29,10 @@ pub const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 129);
 /// The client's address (behind the router).
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 130);
+/// The router's IPv6 address on the client side.
+pub const ROUTER6_CLIENT_SIDE: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 1, 0, 0, 0, 0x129);
+/// The client's IPv6 address (behind the router).
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 1, 0, 0, 0, 0x130);
 /// The router's AS.
 pub const ROUTER_ASN: u32 = 65000;
 /// The nodes' AS.
@@ -63,6 +71,8 @@ pub struct ScaleOut {
     pub backends: u8,
     /// Node options.
     pub opts: NodeOpts,
+    /// Dual stack: the IPv6 VIP beside the IPv4 one, over IPv6 sessions.
+    pub ipv6: bool,
 }
 
 impl ScaleOut {
@@ -71,13 +81,25 @@ impl ScaleOut {
         Self::build(Lab::new(tag)?, nodes, backends)
     }
 
+    /// [`ScaleOut::new`], dual stack: every node also announces [`VIP6`]
+    /// over an IPv6 session, and the client reaches it through the router.
+    pub fn new_dual(tag: &str, nodes: u8, backends: u8) -> Result<Self> {
+        Self::build_with(Lab::new(tag)?, nodes, backends, true)
+    }
+
     /// [`ScaleOut::new`] in an empty `lab`.
-    pub fn build(mut lab: Lab, nodes: u8, backends: u8) -> Result<Self> {
+    pub fn build(lab: Lab, nodes: u8, backends: u8) -> Result<Self> {
+        Self::build_with(lab, nodes, backends, false)
+    }
+
+    fn build_with(mut lab: Lab, nodes: u8, backends: u8, ipv6: bool) -> Result<Self> {
         lab.prefix_len = PLEN;
         lab.add_host("router", ROUTER)?;
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.fib_multipath_hash_policy", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.fib_multipath_hash_policy", "1"),
         ] {
             run(lab
                 .cmd("router", "sysctl")
@@ -110,12 +132,45 @@ impl ScaleOut {
                 "eth1",
             ],
         )?;
+        for (host, dev, addr) in [
+            ("router", "eth1", ROUTER6_CLIENT_SIDE),
+            ("client", "eth0", CLIENT6),
+        ] {
+            run(lab.cmd(host, "sysctl").args([
+                "-q",
+                "-w",
+                &format!("net.ipv6.conf.{dev}.accept_dad=0"),
+            ]))?;
+            lab.ip(
+                host,
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{addr}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            )?;
+        }
         lab.ip("router", &["link", "set", "eth1", "up"])?;
         lab.ip(
             "client",
             &["addr", "add", &format!("{CLIENT}/{PLEN}"), "dev", "eth0"],
         )?;
         lab.ip("client", &["link", "set", "eth0", "up"])?;
+        lab.ip(
+            "client",
+            &[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER6_CLIENT_SIDE.to_string(),
+            ],
+        )?;
         lab.ip(
             "client",
             &[
@@ -138,12 +193,15 @@ impl ScaleOut {
             let h = format!("web{i}");
             lab.add_backend(&h, backend_addr(i), VIP)?;
             lab.ip(&h, &["route", "add", "default", "via", &ROUTER.to_string()])?;
+            let router6 = ula_of(ROUTER).to_string();
+            lab.ip(&h, &["-6", "route", "add", "default", "via", &router6])?;
         }
         let mut s = Self {
             lab,
             nodes,
             backends,
             opts: NodeOpts::default(),
+            ipv6,
         };
         s.start_router_bird()?;
         Ok(s)
@@ -166,6 +224,20 @@ impl ScaleOut {
                 "protocol bgp lb{n} from halbnode {{\n    neighbor {} as {NODE_ASN};\n}}\n",
                 lb_addr(n)
             ));
+        }
+        if self.ipv6 {
+            c.push_str(&format!(
+                "protocol kernel kernel6 {{\n    merge paths on;\n    ipv6 {{ import none; export all; }};\n}}\n\
+                 template bgp halbnode6 {{\n    local as {ROUTER_ASN};\n    bfd on;\n\
+                 \x20   connect delay time 1;\n    connect retry time 2;\n    error wait time 1, 10;\n\
+                 \x20   ipv6 {{ import all; export none; }};\n}}\n"
+            ));
+            for n in 1..=self.nodes {
+                c.push_str(&format!(
+                    "protocol bgp lb{n}_6 from halbnode6 {{\n    neighbor {} as {NODE_ASN};\n}}\n",
+                    ula_of(lb_addr(n))
+                ));
+            }
         }
         self.start_bird("router", &c)
     }
@@ -211,6 +283,27 @@ impl ScaleOut {
                 "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
                 backend_addr(i)
             ));
+        }
+        if self.ipv6 {
+            c = c.replace(
+                "  asn = {ROUTER_ASN}\n\n[[vip]]".replace("{ROUTER_ASN}", &ROUTER_ASN.to_string()).as_str(),
+                &format!(
+                    "  asn = {ROUTER_ASN}\n\n  [[bgp.neighbor]]\n  address = \"{}\"\n  asn = {ROUTER_ASN}\n\n[[vip]]",
+                    ula_of(ROUTER)
+                ),
+            );
+            c.push_str(&format!(
+                "\n[[vip]]\nname = \"web6\"\naddress = \"{VIP6}\"\nport = 80\nprotocol = \"tcp\"\n\n\
+                 \x20 [vip.health]\n  kind = \"tcp\"\n  interval_ms = {}\n  timeout_ms = {}\n  rise = 1\n  fall = 2\n",
+                o.check_ms,
+                o.check_ms / 2,
+            ));
+            for i in 1..=self.backends {
+                c.push_str(&format!(
+                    "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
+                    ula_of(backend_addr(i))
+                ));
+            }
         }
         c
     }
@@ -275,11 +368,31 @@ impl ScaleOut {
 
     /// The next hops the router's kernel uses for the VIP, sorted.
     pub fn paths(&self) -> Vec<Ipv4Addr> {
+        self.paths_of(VIP.into())
+            .into_iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    /// The next hops the router's kernel uses for `vip` (either family),
+    /// sorted.
+    pub fn paths_of(&self, vip: IpAddr) -> Vec<IpAddr> {
+        let (family, len) = if vip.is_ipv6() {
+            ("-6", 128)
+        } else {
+            ("-4", 32)
+        };
         let out = self
             .lab
-            .ip("router", &["-4", "route", "show", &format!("{VIP}/32")])
+            .ip(
+                "router",
+                &[family, "route", "show", &format!("{vip}/{len}")],
+            )
             .unwrap_or_default();
-        let mut v: Vec<Ipv4Addr> = out
+        let mut v: Vec<IpAddr> = out
             .split_whitespace()
             .collect::<Vec<_>>()
             .windows(2)
@@ -289,6 +402,21 @@ impl ScaleOut {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// Waits until the router's paths for the IPv6 VIP are exactly `nodes`
+    /// (by their ULAs).
+    pub fn wait_paths6(&self, nodes: &[u8], timeout: Duration) -> Result<Duration> {
+        let mut want: Vec<IpAddr> = nodes.iter().map(|n| ula_of(lb_addr(*n)).into()).collect();
+        want.sort();
+        self.lab
+            .wait_for(
+                &format!("the router to route the IPv6 VIP via {want:?}"),
+                timeout,
+                Duration::from_millis(5),
+                || self.paths_of(VIP6.into()) == want,
+            )
+            .with_context(|| format!("paths now {:?}", self.paths_of(VIP6.into())))
     }
 
     /// Waits until the router's paths for the VIP are exactly `nodes`.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use halb_lab::lab::VIP;
+use halb_lab::lab::{VIP, VIP6};
 use halb_lab::scaleout::{self, ScaleOut, CLIENT};
 
 fn lab(tag: &str) -> ScaleOut {
@@ -375,7 +375,7 @@ fn a_bird_restart_and_a_session_flap_move_traffic_to_the_other_nodes() {
     s.wait_paths(&[1, 2, 3], Duration::from_secs(15))
         .expect("lb1 back");
     // The session flaps (disabled and enabled on the node's side).
-    let proto = halb::announce::bird::protocol_name(halb_lab::scaleout::ROUTER);
+    let proto = halb::announce::bird::protocol_name(halb_lab::scaleout::ROUTER.into());
     let out = halb_lab::lab::run(scaleout::birdc(&s.lab, "lb1").args(["disable", &proto]))
         .expect("birdc");
     assert!(out.contains("disabled"), "{out}");
@@ -578,4 +578,63 @@ fn a_replaced_xdp_program_withdraws_the_node() {
     );
     assert_eq!(b.announcements[0].reason, "XDP program not attached");
     assert_eq!(s.paths().len(), 2, "still withdrawn");
+}
+
+/// Dual stack: every node announces the IPv6 VIP over an IPv6 session too;
+/// the router spreads IPv6 flows over all of them (ECMP), and a node whose
+/// agent dies is withdrawn for IPv6 as for IPv4.
+#[test]
+fn ipv6_vips_are_announced_over_ipv6_sessions_and_spread_by_ecmp() {
+    let mut s = ScaleOut::new_dual("so6", 3, 3).expect("dual-stack scale-out lab");
+    s.start_all().expect("three nodes announced");
+    s.wait_paths6(&[1, 2, 3], Duration::from_secs(30))
+        .expect("the IPv6 VIP routed via every node");
+    let before: Vec<u64> = (1..=3).map(|n| s.forwarded(n)).collect();
+    let m = s
+        .lab
+        .in_ns("client", move || {
+            let mut m: BTreeMap<String, usize> = BTreeMap::new();
+            for _ in 0..600 {
+                match halb_lab::client::http_get(VIP6, 80, "/", Duration::from_secs(3)) {
+                    Ok(r) if r.status == 200 => {
+                        *m.entry(r.body.trim().to_string()).or_default() += 1
+                    }
+                    Ok(r) => *m.entry(format!("HTTP {}", r.status)).or_default() += 1,
+                    Err(e) => *m.entry(format!("error: {e}")).or_default() += 1,
+                }
+            }
+            m
+        })
+        .expect("client");
+    for b in ["web1", "web2", "web3"] {
+        assert!(
+            m.get(b).copied().unwrap_or(0) >= 120,
+            "fair share over IPv6: {m:?}"
+        );
+    }
+    assert_eq!(m.values().sum::<usize>(), 600);
+    let d: Vec<u64> = (1..=3)
+        .map(|n| s.forwarded(n) - before[n as usize - 1])
+        .collect();
+    let total: u64 = d.iter().sum();
+    for (i, x) in d.iter().enumerate() {
+        assert!(
+            *x * 5 >= total,
+            "node lb{} forwarded {x} of {total} IPv6 packets: {d:?}",
+            i + 1
+        );
+    }
+    // lb1's agent dies: its device goes, BIRD withdraws both families.
+    let mut p = s.lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    s.wait_paths6(&[2, 3], Duration::from_secs(3))
+        .expect("lb1 out of the IPv6 ECMP set");
+    s.wait_paths(&[2, 3], Duration::from_secs(3))
+        .expect("and of the IPv4 one");
+    let r = s
+        .lab
+        .requests_to(VIP6, 30, Duration::from_secs(3))
+        .expect("IPv6 requests through the other nodes");
+    assert!(r.iter().all(|r| r.status == 200));
 }

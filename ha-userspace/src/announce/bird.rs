@@ -4,7 +4,7 @@
 //! announces depends on this socket.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,8 +12,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::Bgp;
 
-/// BIRD's name for the table of halb's routes.
+/// BIRD's name for the table of halb's IPv4 routes.
 pub const TABLE: &str = "halb_vips";
+/// BIRD's name for the table of halb's IPv6 routes.
+pub const TABLE6: &str = "halb_vips6";
 
 /// A BIRD 2 configuration for a node with `bgp`; `router_id` is used when
 /// `[bgp] router_id` is not set (the node's address).
@@ -31,7 +33,8 @@ pub fn render(bgp: &Bgp, node: &str, router_id: Ipv4Addr) -> String {
          log syslog all;\n\
          router id {rid};\n\n\
          protocol device {{\n}}\n\n\
-         ipv4 table {TABLE};\n\n\
+         ipv4 table {TABLE};\n\
+         ipv6 table {TABLE6};\n\n\
          protocol kernel halb_routes {{\n\
          \x20   kernel table {table};\n\
          \x20   learn;          # the routes are halb's, not BIRD's\n\
@@ -39,6 +42,16 @@ pub fn render(bgp: &Bgp, node: &str, router_id: Ipv4Addr) -> String {
          \x20   ipv4 {{\n\
          \x20       table {TABLE};\n\
          \x20       import filter {{ if krt_source = {proto} && net.len = 32 then accept; reject; }};\n\
+         \x20       export none;\n\
+         \x20   }};\n\
+         }}\n\n\
+         protocol kernel halb_routes6 {{\n\
+         \x20   kernel table {table};\n\
+         \x20   learn;\n\
+         \x20   scan time 10;\n\
+         \x20   ipv6 {{\n\
+         \x20       table {TABLE6};\n\
+         \x20       import filter {{ if krt_source = {proto} && net.len = 128 then accept; reject; }};\n\
          \x20       export none;\n\
          \x20   }};\n\
          }}\n\n\
@@ -68,10 +81,10 @@ pub fn render(bgp: &Bgp, node: &str, router_id: Ipv4Addr) -> String {
              \x20   connect delay time 1;\n\
              \x20   connect retry time 2;\n\
              \x20   error wait time 1, 10;\n\
-             \x20   ipv4 {{\n\
-             \x20       table {TABLE};\n\
+             \x20   {family} {{\n\
+             \x20       table {table};\n\
              \x20       import none;\n\
-             \x20       export where net.len = 32;\n\
+             \x20       export where net.len = {len};\n\
              \x20       next hop self;\n\
              \x20   }};\n\
              }}\n",
@@ -79,15 +92,25 @@ pub fn render(bgp: &Bgp, node: &str, router_id: Ipv4Addr) -> String {
             local = bgp.local_asn,
             asn = n.asn,
             bfd = if n.bfd { "on" } else { "off" },
+            // The session carries the VIPs of its own family.
+            family = if addr.is_ipv6() { "ipv6" } else { "ipv4" },
+            table = if addr.is_ipv6() { TABLE6 } else { TABLE },
+            len = crate::net::host_len(*addr),
         );
     }
     c
 }
 
-/// BIRD's protocol name for the session with `addr`.
-pub fn protocol_name(addr: Ipv4Addr) -> String {
-    let o = addr.octets();
-    format!("halb_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
+/// BIRD's protocol name for the session with `addr`: `halb_10_77_0_1`,
+/// `halb_fd77__1` (BIRD names are letters, digits and underscores).
+pub fn protocol_name(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            format!("halb_{}_{}_{}_{}", o[0], o[1], o[2], o[3])
+        }
+        IpAddr::V6(a) => format!("halb_{}", a.to_string().replace(':', "_")),
+    }
 }
 
 /// One protocol of `show protocols`.
@@ -271,7 +294,8 @@ mod tests {
             Path::new("halb.toml"),
             "[node]\ninterface = \"eth0\"\n[bgp]\nlocal_asn = 65001\n\
              [[bgp.neighbor]]\naddress = \"10.77.0.1\"\nasn = 65000\n\
-             [[bgp.neighbor]]\naddress = \"10.77.0.5\"\nasn = 65000\nbfd = false\n",
+             [[bgp.neighbor]]\naddress = \"10.77.0.5\"\nasn = 65000\nbfd = false\n\
+             [[bgp.neighbor]]\naddress = \"fd77::1\"\nasn = 65000\n",
         )
         .expect("config");
         let bgp = cfg.bgp.as_ref().expect("bgp").get_ref();
@@ -283,5 +307,23 @@ mod tests {
         assert!(c.contains("neighbor 10.77.0.5 as 65000;\n    direct;"));
         assert!(c.contains("    bfd off;"));
         assert!(c.contains("min rx interval 50 ms;"));
+        // IPv6: its own table and kernel protocol, and the IPv6 session
+        // carries the /128s.
+        assert!(c.contains("ipv6 table halb_vips6;"));
+        assert!(c.contains("if krt_source = 77 && net.len = 128 then accept;"));
+        let v6 = c
+            .split("protocol bgp halb_fd77__1 {")
+            .nth(1)
+            .expect("v6 session");
+        let v6 = v6.split("\n}\n").next().unwrap_or_default();
+        assert!(v6.contains("neighbor fd77::1 as 65000;"), "{v6}");
+        assert!(v6.contains("ipv6 {\n        table halb_vips6;"), "{v6}");
+        assert!(v6.contains("export where net.len = 128;"), "{v6}");
+        let v4 = c
+            .split("protocol bgp halb_10_77_0_1 {")
+            .nth(1)
+            .expect("v4 session");
+        let v4 = v4.split("\n}\n").next().unwrap_or_default();
+        assert!(v4.contains("ipv4 {\n        table halb_vips;"), "{v4}");
     }
 }

@@ -146,7 +146,7 @@ impl Device {
             .routes(self.table, self.proto)
             .await?
             .into_iter()
-            .filter(|(_, plen, oif)| *plen == 32 && *oif == self.index)
+            .filter(|(a, plen, oif)| *plen == crate::net::host_len(*a) && *oif == self.index)
             .map(|(a, _, _)| a)
             .collect();
         let mut added = Vec::new();

@@ -112,8 +112,9 @@ impl Default for Bfd {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Neighbor {
-    /// The router's address (on the node's segment).
-    pub address: Spanned<Ipv4Addr>,
+    /// The router's address (on the node's segment). The session carries
+    /// the VIPs of its family: an IPv6 neighbour, the IPv6 VIPs.
+    pub address: Spanned<IpAddr>,
     /// Its AS number.
     #[serde(deserialize_with = "de_asn")]
     pub asn: u32,

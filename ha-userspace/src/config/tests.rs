@@ -530,6 +530,26 @@ fn bgp_section_parses_with_defaults() {
 }
 
 #[test]
+fn ipv6_vips_are_announced_over_ipv6_sessions() {
+    let dual = BGP.replace(
+        "  asn = 65000\n",
+        "  asn = 65000\n\n  [[bgp.neighbor]]\n  address = \"fd77::1\"\n  asn = 65000\n",
+    ) + "\n[[vip]]\nname = \"web6\"\naddress = \"fd77::100\"\nport = 80\n\n  \
+         [[vip.backend]]\n  name = \"web1\"\n  address = \"fd77::21\"\n";
+    let c = parse_str(&dual).expect("dual-stack scale-out");
+    let b = c.bgp.as_ref().expect("bgp").get_ref();
+    assert!(b.neighbors[1].get_ref().address.get_ref().is_ipv6());
+    // Without an IPv6 session nothing could announce the IPv6 VIP.
+    let only_v4 =
+        BGP.to_string() + "\n[[vip]]\nname = \"web6\"\naddress = \"fd77::100\"\nport = 80\n";
+    assert_located(&[(
+        only_v4,
+        (25, 11),
+        "vip \"web6\" is IPv6, but no [[bgp.neighbor]] is",
+    )]);
+}
+
+#[test]
 fn bgp_errors_are_located() {
     let cases = [
         (

@@ -639,15 +639,24 @@ fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
             ));
         }
     }
-    if config.bgp.is_some() {
+    if let Some(bgp) = &config.bgp {
+        // A session announces the VIPs of its own family (an IPv4 session
+        // has no IPv6 next hop to give, and the other way round).
+        let neighbours = &bgp.get_ref().neighbors;
         for v in config.vips() {
-            if v.address.get_ref().is_ipv6() {
+            let a = *v.address.get_ref();
+            if !neighbours.is_empty()
+                && !neighbours
+                    .iter()
+                    .any(|n| n.get_ref().address.get_ref().is_ipv6() == a.is_ipv6())
+            {
                 out.push((
                     v.address.span(),
                     format!(
-                        "vip {:?}: IPv6 VIPs are not announced over BGP yet; the scale-out \
-                         mode serves IPv4 VIPs",
-                        v.name.get_ref()
+                        "vip {:?} is {}, but no [[bgp.neighbor]] is: a BGP session announces \
+                         the VIPs of its family; add a neighbor address of that family",
+                        v.name.get_ref(),
+                        family_name(a)
                     ),
                 ));
             }
