@@ -136,14 +136,22 @@ fn ipv6_requests_spread_and_streams_survive_the_masters_death() {
     serves(&lab, 20);
 }
 
-/// `node`'s VRRP status from its API (halb nodes listen on 127.0.0.1:8480).
+/// The status of `node`'s IPv6 VRRP instance (the one owning `web6`, or
+/// the only one) from its API (halb nodes listen on 127.0.0.1:8480).
 fn vrrp_of(lab: &Lab, node: &str) -> Option<halb::api::model::VrrpStatus> {
     lab.in_ns(node, || {
         halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
             .get("/api/v1/status")
             .ok()
             .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
-            .and_then(|s| s.vrrp)
+            .and_then(|s| {
+                let v6 = s
+                    .vrrp_instances
+                    .iter()
+                    .find(|i| i.vips.iter().any(|v| v == "web6"))
+                    .cloned();
+                v6.or(s.vrrp)
+            })
     })
     .ok()
     .flatten()
@@ -388,4 +396,45 @@ fn ipv6_backends_are_health_checked_and_shown() {
     let out = halb_lab::lab::run(&mut c).expect("halb status");
     assert!(out.contains("vip web6 [fd77::100]:80/tcp"), "{out}");
     assert!(out.contains("fd77::23"), "{out}");
+}
+
+/// A unicast pair over IPv6: adverts to the peer's ULA (no multicast), a
+/// global source accepted because it is the configured peer; the backup
+/// takes the IPv6 VIP over when the master dies.
+#[test]
+fn a_unicast_ipv6_pair_elects_and_fails_over() {
+    let mut lab = lab("v6u");
+    let mut v1 = dual(150);
+    v1.unicast_peers = vec![lb_addr(2)];
+    let mut v2 = dual(100);
+    v2.unicast_peers = vec![lb_addr(1)];
+    start(&mut lab, "lb1", &v1);
+    start(&mut lab, "lb2", &v2);
+    let cfg = std::fs::read_to_string(lab.dir.join("halb-lb1.toml")).expect("config");
+    assert!(cfg.contains(&format!("unicast_peers = [\"{}\"]", ula_of(lb_addr(2)))));
+    wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
+    // lb2 hears lb1's unicast adverts (from its ULA, not link-local).
+    lab.wait_for(
+        "lb2 to hear lb1 over IPv6 unicast",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            vrrp_of(&lab, "lb2")
+                .is_some_and(|v| v.adverts_received >= 5 && v.master.as_deref() == Some("fd77::2"))
+        },
+    )
+    .expect("unicast adverts arrive");
+    serves(&lab, 20);
+    let mac2 = lab.mac("lb2").expect("mac");
+    let mut p = lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    lab.wait_for(
+        "the client to follow lb2",
+        Duration::from_secs(3),
+        Duration::from_millis(5),
+        || neighbour_mac(&lab, "client", VIP6).as_deref() == Some(mac2.as_str()),
+    )
+    .expect("takeover over unicast");
+    serves(&lab, 20);
 }

@@ -69,13 +69,7 @@ impl Election {
         let all_vips = vip_addresses(cfg);
         // One family per instance (validated): its VIPs'.
         let v6 = addrs.first().is_some_and(|a| a.is_ipv6());
-        let local: Vec<IpAddr> = netlink
-            .addresses(link.index)
-            .await?
-            .into_iter()
-            .map(|(a, _)| a)
-            .filter(|a| a.is_ipv6() == v6)
-            .collect();
+        let local = local_addresses(netlink, link.index, v6).await?;
         let primary = match v.source.as_ref().map(|a| *a.get_ref()) {
             Some(a) if local.contains(&a) => a,
             Some(a) => {
@@ -84,18 +78,33 @@ impl Election {
                     iface: link.name.clone(),
                 })
             }
-            // IPv4: the first address that is no VIP; IPv6: the link-local
-            // address (RFC 5798 §5.1.2.1).
-            None => local
-                .into_iter()
-                .find(|a| match a {
-                    IpAddr::V4(_) => !all_vips.contains(a),
-                    IpAddr::V6(a6) => a6.is_unicast_link_local(),
-                })
-                .ok_or_else(|| {
-                    let family = if v6 { "IPv6 link-local" } else { "IPv4" };
-                    io::IoError::NoAddress(link.name.clone(), family)
-                })?,
+            // IPv4: the first address that is no VIP. IPv6: the link-local
+            // address (RFC 5798 §5.1.2.1); with unicast peers at global
+            // addresses, a global one (no VIP), so that each side's source
+            // is the address the other lists as its peer.
+            None => {
+                let global_peers = v
+                    .unicast_peers
+                    .iter()
+                    .any(|p| matches!(p.get_ref(), IpAddr::V6(a) if !a.is_unicast_link_local()));
+                local
+                    .into_iter()
+                    .find(|a| match a {
+                        IpAddr::V4(_) => !all_vips.contains(a),
+                        IpAddr::V6(a6) if global_peers => {
+                            !a6.is_unicast_link_local() && !all_vips.contains(a)
+                        }
+                        IpAddr::V6(a6) => a6.is_unicast_link_local(),
+                    })
+                    .ok_or_else(|| {
+                        let family = match (v6, global_peers) {
+                            (false, _) => "IPv4",
+                            (true, false) => "IPv6 link-local",
+                            (true, true) => "global IPv6 (its unicast peers are global)",
+                        };
+                        io::IoError::NoAddress(link.name.clone(), family)
+                    })?
+            }
         };
         let version = if v.version == 2 {
             Version::V2
@@ -413,6 +422,39 @@ pub fn start_group(
         .instrument(span),
     );
     rx
+}
+
+/// How long an IPv6 instance waits at start for the interface's
+/// link-local address to leave duplicate address detection (one probe,
+/// one second by default, after the link comes up).
+const LINK_LOCAL_WAIT: Duration = Duration::from_secs(3);
+
+/// The interface's usable addresses of one family. For IPv6, when no
+/// link-local address is usable yet (a node started as its link came up,
+/// the address still tentative), this waits for one, a bounded time.
+async fn local_addresses(
+    netlink: &Netlink,
+    ifindex: u32,
+    v6: bool,
+) -> Result<Vec<IpAddr>, crate::net::NetError> {
+    let deadline = tokio::time::Instant::now() + LINK_LOCAL_WAIT;
+    loop {
+        let local: Vec<IpAddr> = netlink
+            .addresses(ifindex)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .filter(|a| a.is_ipv6() == v6)
+            .collect();
+        let ready = !v6
+            || local
+                .iter()
+                .any(|a| matches!(a, IpAddr::V6(a6) if a6.is_unicast_link_local()));
+        if ready || tokio::time::Instant::now() >= deadline {
+            return Ok(local);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every VIP address in `cfg`, once, in order of appearance.
