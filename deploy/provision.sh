@@ -89,7 +89,10 @@ case "$role" in
         v6=()
         for vip in "${vips[@]}"; do
             case "$vip" in
-                *:*) ip -6 addr replace "$vip/128" dev lo nodad; v6+=("$vip") ;;
+                *:*.*) echo "provision.sh: write IPv6 VIP $vip in hex groups, not with an embedded IPv4 address" >&2; exit 2 ;;
+                # Deprecated (preferred_lft 0): never the source of the
+                # backend's own packets, answered as any address.
+                *:*) ip -6 addr replace "$vip/128" dev lo nodad preferred_lft 0; v6+=("$vip") ;;
                 *) ip addr replace "$vip/32" dev lo ;;
             esac
         done

@@ -88,13 +88,70 @@ fn serves(lab: &Lab, n: usize) {
     assert!(replies.iter().all(|r| r.status == 200));
 }
 
+/// Turns duplicate address detection back on for `host`'s eth0 (the lab
+/// has it off) and takes the link down and up: its link-local and ULA
+/// addresses are tentative again for about a second, as on a node that
+/// boots.
+fn with_dad(lab: &Lab, host: &str) {
+    halb_lab::lab::run(lab.cmd(host, "sysctl").args([
+        "-q",
+        "-w",
+        "net.ipv6.conf.eth0.accept_dad=1",
+    ]))
+    .expect("sysctl");
+    lab.ip(host, &["link", "set", "eth0", "down"])
+        .expect("down");
+    lab.ip(host, &["link", "set", "eth0", "up"]).expect("up");
+}
+
+/// `host`'s eth0 line for `addr` in `ip -6 -o addr`.
+fn addr_line(lab: &Lab, host: &str, addr: std::net::Ipv6Addr) -> String {
+    lab.ip(host, &["-6", "-o", "addr", "show", "dev", "eth0"])
+        .expect("ip")
+        .lines()
+        .find(|l| l.contains(&format!("inet6 {addr}/")))
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn ipv6_requests_spread_and_streams_survive_the_masters_death() {
     let mut lab = lab("v6e");
+    // The nodes start as a booting node would: DAD running on their link.
+    for h in ["lb1", "lb2"] {
+        with_dad(&lab, h);
+        assert!(
+            lab.ip(h, &["-6", "-o", "addr", "show", "dev", "eth0"])
+                .expect("ip")
+                .contains("tentative"),
+            "{h}'s addresses are in DAD"
+        );
+    }
     start(&mut lab, "lb1", &dual(150));
     start(&mut lab, "lb2", &dual(100));
     wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
     wait_owner(&lab, VIP.into(), "lb1", Duration::from_secs(3));
+    // Once lb1's own addresses left DAD it resolved every IPv6 backend by
+    // ND (a booting node asks again within a second, not a refresh later).
+    lab.wait_for(
+        "lb1 to know every IPv6 backend's MAC",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            vip_status(&lab, "lb1", "web6")
+                .is_some_and(|v| v.backends.iter().all(|b| b.mac.is_some()))
+        },
+    )
+    .expect("backends resolved");
+    // The VIP is /128, without DAD (usable at once) and deprecated (never
+    // the node's own source address).
+    let line = addr_line(&lab, "lb1", VIP6);
+    assert!(line.contains(&format!("inet6 {VIP6}/128")), "{line}");
+    assert!(
+        line.contains("nodad") && !line.contains("tentative"),
+        "{line}"
+    );
+    assert!(line.contains("preferred_lft 0sec"), "{line}");
     spread(&lab, 300);
     // IPv4 beside it, on the same node and backends.
     let v4 = lab
@@ -134,6 +191,20 @@ fn ipv6_requests_spread_and_streams_survive_the_masters_death() {
         assert_eq!(s.bytes, BIG_SIZE);
     }
     serves(&lab, 20);
+}
+
+/// `node`'s status of VIP `name` from its API.
+fn vip_status(lab: &Lab, node: &str, name: &str) -> Option<halb::api::model::VipStatus> {
+    let name = name.to_string();
+    lab.in_ns(node, move || {
+        halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
+            .get("/api/v1/status")
+            .ok()
+            .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
+            .and_then(|s| s.vips.into_iter().find(|v| v.name == name))
+    })
+    .ok()
+    .flatten()
 }
 
 /// The status of `node`'s IPv6 VRRP instance (the one owning `web6`, or
@@ -349,17 +420,7 @@ fn ipv6_backends_are_health_checked_and_shown() {
         .wait_log("starting VRRP", Duration::from_secs(20))
         .expect("VRRP starts");
     wait_owner(&lab, VIP6.into(), "lb1", Duration::from_secs(3));
-    let web6 = |lab: &Lab| {
-        lab.in_ns("lb1", || {
-            halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
-                .get("/api/v1/status")
-                .ok()
-                .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
-                .and_then(|s| s.vips.into_iter().find(|v| v.name == "web6"))
-        })
-        .ok()
-        .flatten()
-    };
+    let web6 = |lab: &Lab| vip_status(lab, "lb1", "web6");
     lab.wait_for(
         "every IPv6 backend up by its HTTP check",
         Duration::from_secs(10),

@@ -69,7 +69,11 @@ impl Election {
         let all_vips = vip_addresses(cfg);
         // One family per instance (validated): its VIPs'.
         let v6 = addrs.first().is_some_and(|a| a.is_ipv6());
-        let local = local_addresses(netlink, link.index, v6).await?;
+        let global_peers = v
+            .unicast_peers
+            .iter()
+            .any(|p| matches!(p.get_ref(), IpAddr::V6(a) if !a.is_unicast_link_local()));
+        let local = local_addresses(netlink, link.index, v6, global_peers, &all_vips).await?;
         let primary = match v.source.as_ref().map(|a| *a.get_ref()) {
             Some(a) if local.contains(&a) => a,
             Some(a) => {
@@ -83,27 +87,37 @@ impl Election {
             // addresses, a global one (no VIP), so that each side's source
             // is the address the other lists as its peer.
             None => {
-                let global_peers = v
-                    .unicast_peers
-                    .iter()
-                    .any(|p| matches!(p.get_ref(), IpAddr::V6(a) if !a.is_unicast_link_local()));
-                local
+                let usable: Vec<IpAddr> = local
                     .into_iter()
-                    .find(|a| match a {
+                    .filter(|a| match a {
                         IpAddr::V4(_) => !all_vips.contains(a),
                         IpAddr::V6(a6) if global_peers => {
                             !a6.is_unicast_link_local() && !all_vips.contains(a)
                         }
                         IpAddr::V6(a6) => a6.is_unicast_link_local(),
                     })
-                    .ok_or_else(|| {
-                        let family = match (v6, global_peers) {
-                            (false, _) => "IPv4",
-                            (true, false) => "IPv6 link-local",
-                            (true, true) => "global IPv6 (its unicast peers are global)",
-                        };
-                        io::IoError::NoAddress(link.name.clone(), family)
-                    })?
+                    .collect();
+                // IPv4: the primary (listed first). IPv6 toward global
+                // peers: the address sharing the longest prefix with the
+                // first peer (the one on its segment), the lowest on a tie:
+                // the same address at every start, whatever order the
+                // kernel lists them in.
+                let first_peer = v.unicast_peers.first().map(|p| *p.get_ref());
+                match (v6 && global_peers, first_peer) {
+                    (true, Some(peer)) => usable
+                        .iter()
+                        .copied()
+                        .max_by_key(|a| (common_prefix(*a, peer), std::cmp::Reverse(*a))),
+                    _ => usable.first().copied(),
+                }
+                .ok_or_else(|| {
+                    let family = match (v6, global_peers) {
+                        (false, _) => "IPv4",
+                        (true, false) => "IPv6 link-local",
+                        (true, true) => "global IPv6 (its unicast peers are global)",
+                    };
+                    io::IoError::NoAddress(link.name.clone(), family)
+                })?
             }
         };
         let version = if v.version == 2 {
@@ -424,32 +438,47 @@ pub fn start_group(
     rx
 }
 
+/// Leading bits `a` and `b` share (0 across families).
+fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+        _ => 0,
+    }
+}
+
 /// How long an IPv6 instance waits at start for the interface's
 /// link-local address to leave duplicate address detection (one probe,
 /// one second by default, after the link comes up).
 const LINK_LOCAL_WAIT: Duration = Duration::from_secs(3);
 
-/// The interface's usable addresses of one family. For IPv6, when no
-/// link-local address is usable yet (a node started as its link came up,
-/// the address still tentative), this waits for one, a bounded time.
+/// The interface's usable addresses of one family. For IPv6, when the
+/// kind of address the instance sends from is not usable yet (a node
+/// started as its link came up, the address still in DAD): a link-local
+/// one, or with global unicast peers a global one that is no VIP, this
+/// waits for it, a bounded time.
 async fn local_addresses(
     netlink: &Netlink,
     ifindex: u32,
     v6: bool,
+    global: bool,
+    vips: &[IpAddr],
 ) -> Result<Vec<IpAddr>, crate::net::NetError> {
     let deadline = tokio::time::Instant::now() + LINK_LOCAL_WAIT;
     loop {
         let local: Vec<IpAddr> = netlink
-            .addresses(ifindex)
+            .source_addresses(ifindex)
             .await?
             .into_iter()
             .map(|(a, _)| a)
             .filter(|a| a.is_ipv6() == v6)
             .collect();
         let ready = !v6
-            || local
-                .iter()
-                .any(|a| matches!(a, IpAddr::V6(a6) if a6.is_unicast_link_local()));
+            || local.iter().any(|a| match a {
+                IpAddr::V6(a6) if global => !a6.is_unicast_link_local() && !vips.contains(a),
+                IpAddr::V6(a6) => a6.is_unicast_link_local(),
+                IpAddr::V4(_) => false,
+            });
         if ready || tokio::time::Instant::now() >= deadline {
             return Ok(local);
         }
@@ -636,6 +665,32 @@ pub fn for_reload(running: &Config, new: &mut Config) -> Result<bool, String> {
         }
         m
     };
+    // An instance of another family than before: its socket, source and
+    // peers are of the running family (RFC 5798: a virtual router is of
+    // one family), and its settings stay as they run until a restart.
+    let family = |c: &Config| {
+        c.instances()
+            .iter()
+            .map(|i| {
+                let v6 = instance_addresses(c, &i.vips).first().map(IpAddr::is_ipv6);
+                (i.name.clone(), v6)
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let (fam_before, fam_after) = (family(running), family(new));
+    for (inst, after) in &fam_after {
+        if let (Some(Some(b)), Some(a)) = (fam_before.get(inst), after) {
+            if b != a {
+                let name = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+                return Err(format!(
+                    "instance {inst:?} changes from {} to {} VIPs: an instance's address \
+                     family changes only with a restart",
+                    name(*b),
+                    name(*a)
+                ));
+            }
+        }
+    }
     let (before, after) = (owner(running), owner(new));
     for (addr, inst) in &after {
         if let Some(prev) = before.get(addr) {
@@ -728,6 +783,17 @@ mod tests {
             .replacen("vips = [\"x\"]", "vips = [\"api\"]", 1));
         let e = for_reload(&running, &mut swapped).expect_err("refused");
         assert!(e.contains("moves from instance"), "{e}");
+        // VI_2's VIP (and its backends) turned IPv6: the instance's family.
+        let (head, api) = PAIR.split_at(PAIR.find("name = \"api\"").expect("api vip"));
+        let api6 = api
+            .replace("10.77.0.101", "fd77::101")
+            .replace("\"10.77.0.2", "\"fd77::2");
+        // (Its peer too, or the file itself is refused.)
+        let (h1, h2) = head.split_at(head.find("name = \"VI_2\"").expect("VI_2"));
+        let h2 = h2.replace("[\"10.77.0.3\"]", "[\"fd77::3\"]");
+        let mut v6 = cfg(&format!("{h1}{h2}{api6}"));
+        let e = for_reload(&running, &mut v6).expect_err("refused");
+        assert!(e.contains("changes from IPv4 to IPv6 VIPs"), "{e}");
         // A renamed instance.
         let mut renamed = cfg(&PAIR.replacen("name = \"VI_2\"", "name = \"VI_3\"", 1));
         let e = for_reload(&running, &mut renamed).expect_err("refused");

@@ -228,7 +228,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     }
     let flow_view = Arc::new(dp.maps().flow_view()?);
     let vips = election::vip_addresses(&cfg);
-    let sources = health_sources(&local, &vips);
+    let sources = match netlink.source_addresses(link.index).await {
+        Ok(v) => health_sources(&v.into_iter().map(|(a, _)| a).collect::<Vec<_>>(), &vips),
+        Err(e) => {
+            tracing::warn!("no source addresses for health checks (the kernel picks): {e}");
+            Vec::new()
+        }
+    };
     let (status_tx, status_rx) = watch::channel(api::Published::default());
     let (health_tx, mut health_rx) = mpsc::channel(1024);
     let runtime = Runtime::new(&cfg);
@@ -279,7 +285,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         reconcile_ticks: 0,
     };
     for a in wanted_missing(&agent) {
-        tracing::warn!(backend = %a, "no MAC address for backend (no ARP reply); it gets no traffic");
+        tracing::warn!(backend = %a, "no MAC address for backend (no ARP or ND reply); it gets no traffic");
     }
     if agent.cfg.node.flow_hash_seed == 0 {
         tracing::warn!(
@@ -1036,6 +1042,23 @@ impl Agent {
                 "reload: these take effect at the next restart; the running agent keeps its values"
             );
         }
+        // What runs now is the file with the kept settings merged in: it
+        // must hold together too (a new IPv6 VIP with a new IPv6 neighbour
+        // while the running [bgp] has none would be announced to nobody).
+        let merged = config::revalidate(&new);
+        if !merged.is_empty() {
+            return reject(
+                merged
+                    .into_iter()
+                    .map(|p| {
+                        format!(
+                            "{}: with the settings that wait for a restart kept: {p}",
+                            path.display()
+                        )
+                    })
+                    .collect(),
+            );
+        }
         let diff = Diff::between(&self.cfg, &new);
         let mut runtime = self.runtime.clone();
         runtime.reload(
@@ -1077,6 +1100,17 @@ impl Agent {
         }
         self.cfg = new;
         self.runtime = runtime;
+        // The probes' sources, from the addresses of now (an address that was
+        // still in DAD at start is usable by now; a VIP is never one).
+        let sources = match self.netlink.source_addresses(self.link.index).await {
+            Ok(v) => {
+                let v: Vec<IpAddr> = v.into_iter().map(|(a, _)| a).collect();
+                health_sources(&v, &election::vip_addresses(&self.cfg))
+            }
+            Err(_) => self.sources.clone(),
+        };
+        let health_restart = health_restart || sources != self.sources;
+        self.sources = sources;
         for ((vip, backend), r) in self.runtime.removing() {
             if r.started >= t - Duration::from_secs(1) {
                 tracing::info!(

@@ -60,6 +60,9 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[IpAddr]) -> Opti
     )
 }
 
+/// How soon a round follows one that left a backend without a MAC.
+pub const MISSING_RETRY: Duration = Duration::from_secs(1);
+
 /// The resolver task's handles.
 pub struct Resolver {
     wanted: watch::Sender<Vec<IpAddr>>,
@@ -83,25 +86,35 @@ impl Resolver {
             .copied()
             .collect();
         let (wtx, mut wrx) = watch::channel(wanted);
+        // While a backend has no MAC, ask again sooner than `every`: a node
+        // that boots cannot send ND (or ARP) until its own address is
+        // usable, and a backend must not wait a whole refresh for that.
+        let pace = move |missing: bool| {
+            if missing {
+                every.min(MISSING_RETRY)
+            } else {
+                every
+            }
+        };
+        let mut wait = pace(!warned.is_empty());
         let task = tokio::spawn(async move {
             let mut last = known;
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep(wait) => {}
                     r = wrx.changed() => if r.is_err() { return },
                 }
                 let wanted = wrx.borrow_and_update().clone();
                 let Some(macs) = resolve(&netlink, ifindex, &wanted).await else {
+                    wait = every;
                     continue;
                 };
+                wait = pace(wanted.iter().any(|a| !macs.contains_key(a)));
                 for a in &wanted {
                     if macs.contains_key(a) {
                         warned.remove(a);
                     } else if warned.insert(*a) {
-                        tracing::warn!(backend = %a, "no MAC address for backend (no ARP reply); it gets no traffic");
+                        tracing::warn!(backend = %a, "no MAC address for backend (no ARP or ND reply); it gets no traffic");
                     }
                 }
                 if macs != last {

@@ -110,6 +110,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     }
 }
 
+/// The problems of an already parsed config whose sections were merged
+/// from two files (a reload keeping settings that wait for a restart):
+/// every rule of [`parse`], reported without locations, which would point
+/// into either file.
+pub fn revalidate(config: &Config) -> Vec<String> {
+    let mut c = config.clone();
+    validate::check(&mut c)
+        .into_iter()
+        .map(|(_, message)| message)
+        .collect()
+}
+
 /// Line and column (1-based, in characters) of byte `offset` in `text`.
 fn locate(file: &Path, text: &str, offset: usize) -> Location {
     let offset = offset.min(text.len());

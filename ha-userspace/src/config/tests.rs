@@ -539,6 +539,19 @@ fn ipv6_vips_are_announced_over_ipv6_sessions() {
     let c = parse_str(&dual).expect("dual-stack scale-out");
     let b = c.bgp.as_ref().expect("bgp").get_ref();
     assert!(b.neighbors[1].get_ref().address.get_ref().is_ipv6());
+    // A reload that brings the VIP and the session keeps the running
+    // [bgp] (it changes only with a restart): the merged config is refused.
+    let running = parse_str(BGP).expect("running");
+    let mut merged = c.clone();
+    merged.bgp = running.bgp.clone();
+    let problems = super::revalidate(&merged);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("vip \"web6\" is IPv6, but no [[bgp.neighbor]] is")),
+        "{problems:?}"
+    );
+    assert!(super::revalidate(&c).is_empty());
     // Without an IPv6 session nothing could announce the IPv6 VIP.
     let only_v4 =
         BGP.to_string() + "\n[[vip]]\nname = \"web6\"\naddress = \"fd77::100\"\nport = 80\n";
@@ -827,6 +840,41 @@ fn mixing_families_is_an_error_at_the_value_that_mixes_them() {
             DUAL.replace("unicast_peers = [\"fd77::3\"]", "source = \"fd77::2\""),
             (15, 10),
             "is not link-local",
+        ),
+        // Addresses no service can have.
+        (
+            DUAL.replace("address = \"fd77::21\"", "address = \"fe80::21\""),
+            (33, 13),
+            "backend address fe80::21 is link-local",
+        ),
+        (
+            DUAL.replace("address = \"fd77::100\"", "address = \"::ffff:10.77.0.9\""),
+            (28, 11),
+            "is IPv4-mapped",
+        ),
+        (
+            DUAL.replace("address = \"fd77::100\"", "address = \"ff02::1\""),
+            (28, 11),
+            "is a multicast address",
+        ),
+        (
+            DUAL.replace("address = \"10.77.0.21\"", "address = \"127.0.0.1\""),
+            (24, 13),
+            "is a loopback address",
+        ),
+        // IPv6 unicast peers of both kinds, or a source of the other kind.
+        (
+            DUAL.replace("[\"fd77::3\"]", "[\"fd77::3\", \"fe80::3\"]"),
+            (15, 29),
+            "mixes link-local and global unicast peers",
+        ),
+        (
+            DUAL.replace(
+                "unicast_peers = [\"fd77::3\"]",
+                "unicast_peers = [\"fd77::3\"]\nsource = \"fe80::2\"",
+            ),
+            (16, 10),
+            "are not of one kind",
         ),
         // A lone [vrrp] owns every VIP: both families cannot share it.
         (

@@ -550,6 +550,37 @@ fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
         .iter()
         .map(|v| (v.get_ref().name.get_ref().as_str(), v))
         .collect();
+    for v in &config.vips {
+        let v = v.get_ref();
+        if let Some(why) = unusable(*v.address.get_ref()) {
+            out.push((
+                v.address.span(),
+                format!("vip address {} is {why}", v.address.get_ref()),
+            ));
+        }
+        for b in &v.backends {
+            if let Some(why) = unusable(*b.address.get_ref()) {
+                out.push((
+                    b.address.span(),
+                    format!("backend address {} is {why}", b.address.get_ref()),
+                ));
+            }
+        }
+    }
+    if let Some(bgp) = &config.bgp {
+        for n in &bgp.get_ref().neighbors {
+            let a = n.get_ref().address.get_ref();
+            let why = unusable(*a).or(match a {
+                std::net::IpAddr::V6(a6) if a6.is_unicast_link_local() => {
+                    Some("link-local: a BGP neighbor needs an address without a zone")
+                }
+                _ => None,
+            });
+            if let Some(why) = why {
+                out.push((n.get_ref().address.span(), format!("neighbor {a} is {why}")));
+            }
+        }
+    }
     let sections = config.vrrp.iter().chain(&config.vrrp_instances);
     for section in sections {
         let v = section.get_ref();
@@ -603,6 +634,41 @@ fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
                         family_name(family)
                     ),
                 ));
+            }
+        }
+        // IPv6 unicast peers are all link-local or all global, and the
+        // source is of their kind: each side's source is what the other
+        // lists.
+        let ll = |a: &std::net::IpAddr| matches!(a, std::net::IpAddr::V6(a6) if a6.is_unicast_link_local());
+        if family.is_ipv6() {
+            if let Some(first) = v.unicast_peers.first() {
+                let kind = ll(first.get_ref());
+                for p in &v.unicast_peers[1..] {
+                    if ll(p.get_ref()) != kind {
+                        out.push((
+                            p.span(),
+                            format!(
+                                "{label} mixes link-local and global unicast peers ({} and {}): \
+                                 list them all of one kind",
+                                first.get_ref(),
+                                p.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                if let Some(src) = &v.source {
+                    if src.get_ref().is_ipv6() && ll(src.get_ref()) != kind {
+                        out.push((
+                            src.span(),
+                            format!(
+                                "source {} and unicast peer {} are not of one kind (link-local \
+                                 or global): the peer would not recognise this node's adverts",
+                                src.get_ref(),
+                                first.get_ref()
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if let Some(src) = &v.source {
@@ -661,5 +727,24 @@ fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
                 ));
             }
         }
+    }
+}
+
+/// Why `a` cannot be a VIP or backend address, if it cannot: a wildcard,
+/// loopback, multicast, an IPv6 link-local address (it needs a zone, and a
+/// DSR service cannot be reached through one) or an IPv4-mapped IPv6
+/// address (its packets are IPv4 on the wire).
+fn unusable(a: std::net::IpAddr) -> Option<&'static str> {
+    match a {
+        _ if a.is_unspecified() => Some("the unspecified address"),
+        _ if a.is_loopback() => Some("a loopback address"),
+        _ if a.is_multicast() => Some("a multicast address"),
+        std::net::IpAddr::V6(a6) if a6.is_unicast_link_local() => {
+            Some("link-local (fe80::/10): it needs a zone; use a global or ULA address")
+        }
+        std::net::IpAddr::V6(a6) if a6.to_ipv4_mapped().is_some() => {
+            Some("IPv4-mapped (::ffff:0:0/96): write the IPv4 address itself")
+        }
+        _ => None,
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, CacheInfo};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -211,10 +211,29 @@ impl Netlink {
     /// address detection, or that failed it, is left out: nothing can be
     /// sent from it).
     pub async fn addresses(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetError> {
-        limit(|| "dump addresses".into(), self.addresses_inner(ifindex)).await
+        limit(
+            || "dump addresses".into(),
+            self.addresses_inner(ifindex, false),
+        )
+        .await
     }
 
-    async fn addresses_inner(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetError> {
+    /// [`Netlink::addresses`] that a node sends its own packets from: also
+    /// without deprecated IPv6 addresses (VIPs are added deprecated) and
+    /// temporary (privacy) ones, which change.
+    pub async fn source_addresses(&self, ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NetError> {
+        limit(
+            || "dump addresses".into(),
+            self.addresses_inner(ifindex, true),
+        )
+        .await
+    }
+
+    async fn addresses_inner(
+        &self,
+        ifindex: u32,
+        sources_only: bool,
+    ) -> Result<Vec<(IpAddr, u8)>, NetError> {
         let mut dump = self
             .handle
             .address()
@@ -229,10 +248,15 @@ impl Netlink {
             if msg.header.index != ifindex {
                 continue;
             }
-            let unusable = msg.attributes.iter().any(|a| {
-                matches!(a, AddressAttribute::Flags(f)
-                    if f.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed))
-            });
+            let mut bad = AddressFlags::Tentative | AddressFlags::Dadfailed;
+            if sources_only {
+                // IFA_F_SECONDARY is IFA_F_TEMPORARY for IPv6.
+                bad |= AddressFlags::Deprecated | AddressFlags::Secondary;
+            }
+            let unusable = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Flags(f) if f.intersects(bad)));
             for attr in &msg.attributes {
                 match attr {
                     AddressAttribute::Address(a @ IpAddr::V4(_))
@@ -254,16 +278,23 @@ impl Netlink {
     }
 
     /// Adds `addr/plen` to `ifindex`; already present is fine. An IPv6
-    /// address is added without duplicate address detection (`nodad`): a
-    /// VIP taking over must answer Neighbor Solicitations at once, and its
-    /// previous holder, which may still have it, is exactly what DAD would
-    /// find.
+    /// address (a VIP) is added without duplicate address detection
+    /// (`nodad`): a VIP taking over must answer Neighbor Solicitations at
+    /// once, and its previous holder, which may still have it, is exactly
+    /// what DAD would find. It is also added deprecated (preferred lifetime
+    /// 0, valid for ever): it takes traffic as any address, but the kernel
+    /// never picks it as the source of the node's own packets (a Neighbor
+    /// Solicitation to a backend from the VIP, which the backend holds
+    /// too, would be answered to the backend itself).
     pub async fn add_address(&self, ifindex: u32, addr: IpAddr, plen: u8) -> Result<(), NetError> {
         let mut req = self.handle.address().add(ifindex, addr, plen);
         if addr.is_ipv6() {
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            let attrs = &mut req.message_mut().attributes;
+            attrs.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            attrs.push(AddressAttribute::CacheInfo(lifetimes));
         }
         request(
             || format!("add address {addr}/{plen}"),

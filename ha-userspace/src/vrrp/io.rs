@@ -116,8 +116,10 @@ pub enum IoError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The interface has no IPv4 address to send from.
-    #[error("interface {0} has no IPv4 address to send VRRP from")]
+    /// The interface has no usable address of the kind the instance sends
+    /// from (IPv4; IPv6 link-local, or global with global unicast peers),
+    /// also after waiting for duplicate address detection.
+    #[error("interface {0} has no {1} address to send VRRP from (after waiting 3 s for DAD)")]
     NoAddress(String, &'static str),
     /// The configured source is not on the interface.
     #[error("[vrrp] source = \"{addr}\" is not an address of {iface}")]

@@ -93,6 +93,8 @@ impl VrrpSocket {
                 s.set_multicast_hops_v6(packet::TTL as u32)?;
                 s.set_unicast_hops_v6(packet::TTL as u32)?;
                 s.set_multicast_if_v6(link.index)?;
+                // Traffic class 0xc0 (network control), as the IPv4 TOS.
+                s.set_tclass_v6(0xc0)?;
                 s.set_recv_hoplimit_v6(true)?;
                 set_recv_pktinfo6(&s)?;
                 if multicast {
