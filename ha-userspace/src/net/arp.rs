@@ -156,6 +156,14 @@ mod tests {
         bad[70] ^= 1;
         assert_ne!(icmpv6_checksum(&bad[22..38], &bad[38..54], &bad[54..86]), 0);
         assert_eq!(announce_frame(mac, IpAddr::V6(vip)), f.to_vec());
+        // The same frame as scapy builds it (Ether/IPv6(hlim=255)/
+        // ICMPv6ND_NA(O=1)/ICMPv6NDOptDstLLAddr), checksum included: a
+        // known answer from another implementation.
+        let scapy = "33330000000102000000000986dd6000000000203afffd77000000000000000000000000\
+                     0100ff020000000000000000000000000001880057a720000000fd770000000000000000\
+                     0000000001000201020000000009";
+        let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, scapy);
     }
 
     #[test]

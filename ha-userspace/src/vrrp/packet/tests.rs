@@ -227,6 +227,20 @@ fn ipv6_round_trips_with_16_byte_addresses() {
     assert_eq!(r.advert, a);
 }
 
+/// Known answers from another implementation: scapy's VRRPv3 layer over
+/// IPv6 (fe80::2 → ff02::12) and IPv4 (10.77.0.2 → 224.0.0.18).
+#[test]
+fn adverts_match_scapys_bytes_checksum_included() {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let v6 = v3_6().build(IpAddr::V6(SRC6), IpAddr::V6(MULTICAST6));
+    assert_eq!(
+        hex(&v6),
+        "313d9602000a3d95fd770000000000000000000000000100fd770000000000000000000000000101"
+    );
+    let v4 = v3().build(ip4(SRC), ip4(MULTICAST));
+    assert_eq!(hex(&v4), "31339601000a43320a4d0064");
+}
+
 #[test]
 fn ipv6_checksum_covers_the_ipv6_pseudo_header() {
     let a = v3_6();
