@@ -938,6 +938,14 @@ impl Agent {
             .collect();
         if !missing.is_empty() {
             tracing::warn!(addresses = ?missing, "VIP addresses missing from the interface: adding them again");
+            // An IPv6 VIP that is there but not usable (DAD failed: someone
+            // added it without nodad) is taken off first, or adding it
+            // again would find it present and change nothing.
+            for a in missing.iter().filter(|a| a.is_ipv6()) {
+                if let Err(e) = self.netlink.del_address(self.link.index, *a, 128).await {
+                    tracing::warn!("VIP {a}: {e}");
+                }
+            }
             self.own_vips(&missing, true).await;
         }
     }
