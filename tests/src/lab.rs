@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -907,6 +907,19 @@ impl Lab {
             (false, true) => Some("lb2"),
             _ => None,
         }
+    }
+
+    /// `node`'s status from its API (lab nodes listen on 127.0.0.1:8480,
+    /// no token); None while it does not answer.
+    pub fn api_status(&self, node: &str) -> Option<halb::api::model::Status> {
+        self.in_ns(node, || {
+            halb::api::client::Client::new(SocketAddr::from(([127, 0, 0, 1], 8480)), None)
+                .get("/api/v1/status")
+                .ok()
+                .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
+        })
+        .ok()
+        .flatten()
     }
 
     /// Whether `host` has `addr` (IPv4 or IPv6) on eth0.

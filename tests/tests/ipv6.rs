@@ -22,16 +22,7 @@ const BACKENDS: u8 = 3;
 /// three backends; every host dual stack.
 fn lab(tag: &str) -> Lab {
     let mut lab = Lab::new(tag).expect("lab");
-    lab.add_host("client", CLIENT).expect("client");
-    for n in 1..=2u8 {
-        let h = format!("lb{n}");
-        lab.add_host(&h, lb_addr(n)).expect("lb");
-        lab.attach_pass_on_port(&h).expect("pass program");
-    }
-    for i in 1..=BACKENDS {
-        lab.add_backend(&format!("web{i}"), backend_addr(i), VIP)
-            .expect("backend");
-    }
+    lab.pair_topology(BACKENDS).expect("pair topology");
     lab
 }
 
@@ -195,37 +186,20 @@ fn ipv6_requests_spread_and_streams_survive_the_masters_death() {
 
 /// `node`'s status of VIP `name` from its API.
 fn vip_status(lab: &Lab, node: &str, name: &str) -> Option<halb::api::model::VipStatus> {
-    let name = name.to_string();
-    lab.in_ns(node, move || {
-        halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
-            .get("/api/v1/status")
-            .ok()
-            .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
-            .and_then(|s| s.vips.into_iter().find(|v| v.name == name))
-    })
-    .ok()
-    .flatten()
+    lab.api_status(node)
+        .and_then(|s| s.vips.into_iter().find(|v| v.name == name))
 }
 
 /// The status of `node`'s IPv6 VRRP instance (the one owning `web6`, or
-/// the only one) from its API (halb nodes listen on 127.0.0.1:8480).
+/// the only one).
 fn vrrp_of(lab: &Lab, node: &str) -> Option<halb::api::model::VrrpStatus> {
-    lab.in_ns(node, || {
-        halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
-            .get("/api/v1/status")
-            .ok()
-            .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
-            .and_then(|s| {
-                let v6 = s
-                    .vrrp_instances
-                    .iter()
-                    .find(|i| i.vips.iter().any(|v| v == "web6"))
-                    .cloned();
-                v6.or(s.vrrp)
-            })
-    })
-    .ok()
-    .flatten()
+    let s = lab.api_status(node)?;
+    let v6 = s
+        .vrrp_instances
+        .iter()
+        .find(|i| i.vips.iter().any(|v| v == "web6"))
+        .cloned();
+    v6.or(s.vrrp)
 }
 
 /// keepalived's IPv6 VRRPv3 and halb's form one pair: the higher priority

@@ -17,11 +17,16 @@ fn lab(tag: &str) -> ScaleOut {
 /// `n` requests from the client, a new connection (and source port) each:
 /// the answering backends counted.
 fn spread(s: &ScaleOut, n: usize) -> BTreeMap<String, usize> {
+    spread_to(s, VIP.into(), n)
+}
+
+/// [`spread`] to `vip` (either family).
+fn spread_to(s: &ScaleOut, vip: std::net::IpAddr, n: usize) -> BTreeMap<String, usize> {
     s.lab
         .in_ns("client", move || {
             let mut m = BTreeMap::new();
             for _ in 0..n {
-                match halb_lab::client::http_get(VIP, 80, "/", Duration::from_secs(3)) {
+                match halb_lab::client::http_get(vip, 80, "/", Duration::from_secs(3)) {
                     Ok(r) if r.status == 200 => {
                         *m.entry(r.body.trim().to_string()).or_default() += 1
                     }
@@ -590,22 +595,7 @@ fn ipv6_vips_are_announced_over_ipv6_sessions_and_spread_by_ecmp() {
     s.wait_paths6(&[1, 2, 3], Duration::from_secs(30))
         .expect("the IPv6 VIP routed via every node");
     let before: Vec<u64> = (1..=3).map(|n| s.forwarded(n)).collect();
-    let m = s
-        .lab
-        .in_ns("client", move || {
-            let mut m: BTreeMap<String, usize> = BTreeMap::new();
-            for _ in 0..600 {
-                match halb_lab::client::http_get(VIP6, 80, "/", Duration::from_secs(3)) {
-                    Ok(r) if r.status == 200 => {
-                        *m.entry(r.body.trim().to_string()).or_default() += 1
-                    }
-                    Ok(r) => *m.entry(format!("HTTP {}", r.status)).or_default() += 1,
-                    Err(e) => *m.entry(format!("error: {e}")).or_default() += 1,
-                }
-            }
-            m
-        })
-        .expect("client");
+    let m = spread_to(&s, VIP6.into(), 600);
     let answered: usize = ["web1", "web2", "web3"]
         .iter()
         .map(|b| m.get(*b).copied().unwrap_or(0))

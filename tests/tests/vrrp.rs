@@ -59,15 +59,7 @@ fn wait_owner(lab: &Lab, node: &'static str, timeout: Duration) -> Duration {
 
 /// `node`'s VRRP status from its API (halb nodes listen on 127.0.0.1:8480).
 fn vrrp_of(lab: &Lab, node: &str) -> Option<halb::api::model::VrrpStatus> {
-    lab.in_ns(node, || {
-        halb::api::client::Client::new("127.0.0.1:8480".parse().expect("addr"), None)
-            .get("/api/v1/status")
-            .ok()
-            .and_then(|a| serde_json::from_str::<halb::api::model::Status>(&a.body).ok())
-            .and_then(|s| s.vrrp)
-    })
-    .ok()
-    .flatten()
+    lab.api_status(node).and_then(|s| s.vrrp)
 }
 
 /// Waits until halb node `node` has sent (`sent`) or heard `n` more
