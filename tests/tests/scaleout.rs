@@ -14,13 +14,8 @@ fn lab(tag: &str) -> ScaleOut {
     s
 }
 
-/// `n` requests from the client, a new connection (and source port) each:
-/// the answering backends counted.
-fn spread(s: &ScaleOut, n: usize) -> BTreeMap<String, usize> {
-    spread_to(s, VIP.into(), n)
-}
-
-/// [`spread`] to `vip` (either family).
+/// `n` requests from the client to `vip` (either family), a new connection
+/// (and source port) each: the answering backends counted.
 fn spread_to(s: &ScaleOut, vip: std::net::IpAddr, n: usize) -> BTreeMap<String, usize> {
     s.lab
         .in_ns("client", move || {
@@ -43,15 +38,24 @@ fn spread_to(s: &ScaleOut, vip: std::net::IpAddr, n: usize) -> BTreeMap<String, 
 fn flows_spread_over_every_node_and_backend() {
     let s = lab("sod");
     assert_eq!(halb_lab::scaleout::CLIENT, CLIENT);
+    spread_over_everything(&s, VIP.into());
+}
+
+/// 600 requests to `vip`: every one answered by a backend, each backend
+/// at least 120 of them, each node at least a fifth of the packets.
+fn spread_over_everything(s: &ScaleOut, vip: std::net::IpAddr) {
     let before: Vec<u64> = (1..=3).map(|n| s.forwarded(n)).collect();
-    let m = spread(&s, 600);
+    let m = spread_to(s, vip, 600);
     let ok: usize = ["web1", "web2", "web3"]
         .iter()
         .map(|b| m.get(*b).copied().unwrap_or(0))
         .sum();
-    assert_eq!(ok, 600, "every request answered: {m:?}");
+    assert_eq!(ok, 600, "every request to {vip} answered: {m:?}");
     for b in ["web1", "web2", "web3"] {
-        assert!(m[b] >= 120, "each backend gets a fair share: {m:?}");
+        assert!(
+            m[b] >= 120,
+            "each backend gets a fair share of {vip}: {m:?}"
+        );
     }
     let d: Vec<u64> = (1..=3)
         .map(|n| s.forwarded(n) - before[n as usize - 1])
@@ -60,7 +64,7 @@ fn flows_spread_over_every_node_and_backend() {
     for (i, x) in d.iter().enumerate() {
         assert!(
             *x * 5 >= total,
-            "node lb{} forwarded {x} of {total} packets: {d:?}",
+            "node lb{} forwarded {x} of {total} packets for {vip}: {d:?}",
             i + 1
         );
     }
@@ -594,30 +598,7 @@ fn ipv6_vips_are_announced_over_ipv6_sessions_and_spread_by_ecmp() {
     s.start_all().expect("three nodes announced");
     s.wait_paths6(&[1, 2, 3], Duration::from_secs(30))
         .expect("the IPv6 VIP routed via every node");
-    let before: Vec<u64> = (1..=3).map(|n| s.forwarded(n)).collect();
-    let m = spread_to(&s, VIP6.into(), 600);
-    let answered: usize = ["web1", "web2", "web3"]
-        .iter()
-        .map(|b| m.get(*b).copied().unwrap_or(0))
-        .sum();
-    assert_eq!(
-        answered, 600,
-        "every IPv6 request answered by a backend: {m:?}"
-    );
-    for b in ["web1", "web2", "web3"] {
-        assert!(m[b] >= 120, "fair share over IPv6: {m:?}");
-    }
-    let d: Vec<u64> = (1..=3)
-        .map(|n| s.forwarded(n) - before[n as usize - 1])
-        .collect();
-    let total: u64 = d.iter().sum();
-    for (i, x) in d.iter().enumerate() {
-        assert!(
-            *x * 5 >= total,
-            "node lb{} forwarded {x} of {total} IPv6 packets: {d:?}",
-            i + 1
-        );
-    }
+    spread_over_everything(&s, VIP6.into());
     // lb1's agent dies: its device goes, BIRD withdraws both families.
     let mut p = s.lab.take_proc("halb-lb1").expect("halb");
     p.signal(libc::SIGKILL);
