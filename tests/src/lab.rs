@@ -931,6 +931,80 @@ impl Lab {
         })
     }
 
+    /// Watches `host`'s IPv6 neighbour table through netlink (`ip -6
+    /// monitor neigh`) for `addr` to name `mac`: the moment it happens is
+    /// seen as an event, not found by a poll. Returns once the monitor is
+    /// known to be listening (it has seen a marker entry this adds and
+    /// removes).
+    pub fn watch_neighbour6(
+        &self,
+        host: &str,
+        addr: Ipv6Addr,
+        mac: &str,
+    ) -> Result<NeighbourWatch> {
+        use std::io::BufRead as _;
+        let mut child = self
+            .cmd(host, "ip")
+            .args(["-6", "monitor", "neigh", "dev", "eth0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("ip monitor")?;
+        let out = child.stdout.take().context("monitor output")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = "fd77::ffff";
+        let want = (addr.to_string(), format!("lladdr {mac}"));
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let first = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let event = if first == marker {
+                    Some(false)
+                } else if first == want.0 && line.contains(&want.1) {
+                    Some(true)
+                } else {
+                    None
+                };
+                if let Some(hit) = event {
+                    if tx.send((hit, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut w = NeighbourWatch { child, rx };
+        // The marker: once the monitor prints a change of it, it is
+        // subscribed. Changed (another MAC each time) until it does: a
+        // change made before it subscribed is never printed.
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut listening = false;
+        let mut round = 0u8;
+        while !listening && Instant::now() < end {
+            round = round.wrapping_add(1);
+            let mac = format!("02:00:00:00:ff:{round:02x}");
+            self.ip(
+                host,
+                &[
+                    "-6", "neigh", "replace", marker, "lladdr", &mac, "dev", "eth0",
+                ],
+            )?;
+            listening = matches!(
+                w.rx.recv_timeout(Duration::from_millis(100)),
+                Ok((false, _))
+            );
+        }
+        let _ = self.ip(host, &["-6", "neigh", "del", marker, "dev", "eth0"]);
+        if !listening {
+            w.stop();
+            bail!("ip monitor did not report the marker neighbour");
+        }
+        Ok(w)
+    }
+
     /// Waits until `f` holds, polling every `step`; returns how long it took.
     pub fn wait_for(
         &self,
@@ -1214,5 +1288,37 @@ impl Lab {
             )?;
         }
         Ok(())
+    }
+}
+
+/// A running [`Lab::watch_neighbour6`]; stopped when dropped.
+pub struct NeighbourWatch {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<(bool, Instant)>,
+}
+
+impl NeighbourWatch {
+    /// When the watched entry first named the MAC, waiting up to `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Option<Instant> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.rx.recv_timeout(left) {
+                Ok((true, at)) => return Some(at),
+                Ok((false, _)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NeighbourWatch {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
