@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::net::link_local;
+
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
@@ -72,7 +74,7 @@ impl Election {
         let global_peers = v
             .unicast_peers
             .iter()
-            .any(|p| matches!(p.get_ref(), IpAddr::V6(a) if !a.is_unicast_link_local()));
+            .any(|p| p.get_ref().is_ipv6() && !link_local(p.get_ref()));
         let local = local_addresses(netlink, link.index, v6, global_peers, &all_vips).await?;
         let primary = match v.source.as_ref().map(|a| *a.get_ref()) {
             Some(a) if local.contains(&a) => a,
@@ -89,13 +91,7 @@ impl Election {
             None => {
                 let usable: Vec<IpAddr> = local
                     .into_iter()
-                    .filter(|a| match a {
-                        IpAddr::V4(_) => !all_vips.contains(a),
-                        IpAddr::V6(a6) if global_peers => {
-                            !a6.is_unicast_link_local() && !all_vips.contains(a)
-                        }
-                        IpAddr::V6(a6) => a6.is_unicast_link_local(),
-                    })
+                    .filter(|a| sends_from(a, global_peers, &all_vips))
                     .collect();
                 // IPv4: the primary (listed first). IPv6 toward global
                 // peers: the address sharing the longest prefix with the
@@ -447,6 +443,17 @@ fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
     }
 }
 
+/// Whether an instance may send its adverts from `a`: IPv4, an address
+/// that is no VIP; IPv6, its link-local address, or with `global` unicast
+/// peers a global one that is no VIP (each side's source is then the
+/// address the other lists as its peer).
+fn sends_from(a: &IpAddr, global: bool, vips: &[IpAddr]) -> bool {
+    match a {
+        IpAddr::V6(_) if !global => link_local(a),
+        _ => !link_local(a) && !vips.contains(a),
+    }
+}
+
 /// How long an IPv6 instance waits at start for the interface's
 /// link-local address to leave duplicate address detection (one probe,
 /// one second by default, after the link comes up).
@@ -473,12 +480,7 @@ async fn local_addresses(
             .map(|(a, _)| a)
             .filter(|a| a.is_ipv6() == v6)
             .collect();
-        let ready = !v6
-            || local.iter().any(|a| match a {
-                IpAddr::V6(a6) if global => !a6.is_unicast_link_local() && !vips.contains(a),
-                IpAddr::V6(a6) => a6.is_unicast_link_local(),
-                IpAddr::V4(_) => false,
-            });
+        let ready = !v6 || local.iter().any(|a| sends_from(a, global, vips));
         if ready || tokio::time::Instant::now() >= deadline {
             return Ok(local);
         }

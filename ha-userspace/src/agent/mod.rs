@@ -494,7 +494,7 @@ fn health_sources(local: &[IpAddr], vips: &[IpAddr]) -> Vec<IpAddr> {
         !vips.contains(a)
             && match a {
                 IpAddr::V4(_) => true,
-                IpAddr::V6(a6) => !a6.is_unicast_link_local() && !a6.is_loopback(),
+                IpAddr::V6(a6) => !crate::net::link_local(a) && !a6.is_loopback(),
             }
     };
     let v4 = local.iter().filter(usable).find(|a| a.is_ipv4());
@@ -942,7 +942,8 @@ impl Agent {
             // added it without nodad) is taken off first, or adding it
             // again would find it present and change nothing.
             for a in missing.iter().filter(|a| a.is_ipv6()) {
-                if let Err(e) = self.netlink.del_address(self.link.index, *a, 128).await {
+                let plen = crate::net::host_len(*a);
+                if let Err(e) = self.netlink.del_address(self.link.index, *a, plen).await {
                     tracing::warn!("VIP {a}: {e}");
                 }
             }

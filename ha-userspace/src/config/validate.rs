@@ -570,13 +570,7 @@ fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
     if let Some(bgp) = &config.bgp {
         for n in &bgp.get_ref().neighbors {
             let a = n.get_ref().address.get_ref();
-            let why = unusable(*a).or(match a {
-                std::net::IpAddr::V6(a6) if a6.is_unicast_link_local() => {
-                    Some("link-local: a BGP neighbor needs an address without a zone")
-                }
-                _ => None,
-            });
-            if let Some(why) = why {
+            if let Some(why) = unusable(*a) {
                 out.push((n.get_ref().address.span(), format!("neighbor {a} is {why}")));
             }
         }
@@ -639,7 +633,7 @@ fn families(config: &Config, out: &mut Vec<(std::ops::Range<usize>, String)>) {
         // IPv6 unicast peers are all link-local or all global, and the
         // source is of their kind: each side's source is what the other
         // lists.
-        let ll = |a: &std::net::IpAddr| matches!(a, std::net::IpAddr::V6(a6) if a6.is_unicast_link_local());
+        let ll = crate::net::link_local;
         if family.is_ipv6() {
             if let Some(first) = v.unicast_peers.first() {
                 let kind = ll(first.get_ref());

@@ -58,7 +58,7 @@ pub fn una_frame(mac: [u8; 6], addr: Ipv6Addr) -> [u8; 86] {
     f[78] = 2; // target link-layer address
     f[79] = 1; // in units of 8 bytes
     f[80..86].copy_from_slice(&mac);
-    let sum = icmpv6_checksum(&f[22..38], &f[38..54], &f[54..86]);
+    let sum = icmpv6_checksum(&addr.octets(), &all_nodes.octets(), &f[54..86]);
     f[56..58].copy_from_slice(&sum.to_be_bytes());
     f
 }
@@ -73,12 +73,8 @@ pub fn announce_frame(mac: [u8; 6], addr: IpAddr) -> Vec<u8> {
 
 /// The ICMPv6 checksum of `body` (its checksum field zero) over the IPv6
 /// pseudo-header of `src` and `dst`.
-fn icmpv6_checksum(src: &[u8], dst: &[u8], body: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 40];
-    pseudo[0..16].copy_from_slice(src);
-    pseudo[16..32].copy_from_slice(dst);
-    pseudo[32..36].copy_from_slice(&(body.len() as u32).to_be_bytes());
-    pseudo[39] = IPPROTO_ICMPV6;
+fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], body: &[u8]) -> u16 {
+    let pseudo = crate::net::pseudo_header6(src, dst, body.len(), IPPROTO_ICMPV6);
     crate::net::checksum(&[&pseudo, body])
 }
 
@@ -151,10 +147,11 @@ mod tests {
         assert_eq!(&f[62..78], &vip.octets());
         assert_eq!(&f[78..86], &[2, 1, 2, 0, 0, 0, 0, 9]);
         // Over a correct checksum the sum folds to zero.
-        assert_eq!(icmpv6_checksum(&f[22..38], &f[38..54], &f[54..86]), 0);
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
+        assert_eq!(icmpv6_checksum(&vip.octets(), &all_nodes, &f[54..86]), 0);
         let mut bad = f;
         bad[70] ^= 1;
-        assert_ne!(icmpv6_checksum(&bad[22..38], &bad[38..54], &bad[54..86]), 0);
+        assert_ne!(icmpv6_checksum(&vip.octets(), &all_nodes, &bad[54..86]), 0);
         assert_eq!(announce_frame(mac, IpAddr::V6(vip)), f.to_vec());
         // The same frame as scapy builds it (Ether/IPv6(hlim=255)/
         // ICMPv6ND_NA(O=1)/ICMPv6NDOptDstLLAddr), checksum included: a

@@ -497,6 +497,23 @@ pub fn checksum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
+/// The IPv6 pseudo-header (RFC 8200 §8.1) of a `len`-byte upper-layer
+/// packet with `next_header` from `src` to `dst`, which its checksum
+/// covers.
+pub fn pseudo_header6(src: &[u8; 16], dst: &[u8; 16], len: usize, next_header: u8) -> [u8; 40] {
+    let mut h = [0u8; 40];
+    h[0..16].copy_from_slice(src);
+    h[16..32].copy_from_slice(dst);
+    h[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+    h[39] = next_header;
+    h
+}
+
+/// An IPv6 link-local (fe80::/10) address; never an IPv4 one.
+pub fn link_local(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(a6) if a6.is_unicast_link_local())
+}
+
 /// The prefix length of a host route to `addr`: 32 or 128.
 pub fn host_len(addr: IpAddr) -> u8 {
     if addr.is_ipv4() {

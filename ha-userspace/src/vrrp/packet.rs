@@ -445,12 +445,12 @@ fn pseudo_header(src: IpAddr, dst: IpAddr, len: usize) -> Vec<u8> {
             h.extend_from_slice(&[0, IPPROTO_VRRP]);
             h.extend_from_slice(&(len as u16).to_be_bytes());
         }
-        (s, d) => {
-            h.extend_from_slice(&v6_octets(s));
-            h.extend_from_slice(&v6_octets(d));
-            h.extend_from_slice(&(len as u32).to_be_bytes());
-            h.extend_from_slice(&[0, 0, 0, IPPROTO_VRRP]);
-        }
+        (s, d) => h.extend_from_slice(&crate::net::pseudo_header6(
+            &v6_octets(s),
+            &v6_octets(d),
+            len,
+            IPPROTO_VRRP,
+        )),
     }
     h
 }
