@@ -267,41 +267,38 @@ impl ScaleOut {
             "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\n\
              bpf_dir = \"{}\"\nflow_hash_seed = 4242\n\n\
              [bgp]\nlocal_asn = {NODE_ASN}\nhold_down_ms = {}\nshutdown_grace_ms = {}\n\
-             bird_socket = \"{}\"\nstate_dir = \"{}\"\n\n  [[bgp.neighbor]]\n  address = \"{ROUTER}\"\n  asn = {ROUTER_ASN}\n\n\
-             [[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\n\
-             \x20 [vip.health]\n  kind = \"tcp\"\n  interval_ms = {}\n  timeout_ms = {}\n  rise = 1\n  fall = 2\n",
+             bird_socket = \"{}\"\nstate_dir = \"{}\"\n\n",
             self.lab.pin_dir(&node).display(),
             o.hold_down_ms,
             o.grace_ms,
             bird_socket(&self.lab, &node).display(),
             self.lab.dir.display(),
-            o.check_ms,
-            o.check_ms / 2,
         );
-        for i in 1..=self.backends {
+        // Per family: the router's session, and the VIP over the backends.
+        let mut families = vec![(IpAddr::V4(ROUTER), "web", IpAddr::V4(VIP))];
+        if self.ipv6 {
+            families.push((ula_of(ROUTER).into(), "web6", VIP6.into()));
+        }
+        for (router, _, _) in &families {
             c.push_str(&format!(
-                "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
-                backend_addr(i)
+                "  [[bgp.neighbor]]\n  address = \"{router}\"\n  asn = {ROUTER_ASN}\n\n"
             ));
         }
-        if self.ipv6 {
-            c = c.replace(
-                "  asn = {ROUTER_ASN}\n\n[[vip]]".replace("{ROUTER_ASN}", &ROUTER_ASN.to_string()).as_str(),
-                &format!(
-                    "  asn = {ROUTER_ASN}\n\n  [[bgp.neighbor]]\n  address = \"{}\"\n  asn = {ROUTER_ASN}\n\n[[vip]]",
-                    ula_of(ROUTER)
-                ),
-            );
+        for (k, (_, name, vip)) in families.iter().enumerate() {
             c.push_str(&format!(
-                "\n[[vip]]\nname = \"web6\"\naddress = \"{VIP6}\"\nport = 80\nprotocol = \"tcp\"\n\n\
+                "{}[[vip]]\nname = \"{name}\"\naddress = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\n\n\
                  \x20 [vip.health]\n  kind = \"tcp\"\n  interval_ms = {}\n  timeout_ms = {}\n  rise = 1\n  fall = 2\n",
+                if k > 0 { "\n" } else { "" },
                 o.check_ms,
                 o.check_ms / 2,
             ));
             for i in 1..=self.backends {
+                let b = match vip {
+                    IpAddr::V4(_) => IpAddr::V4(backend_addr(i)),
+                    IpAddr::V6(_) => IpAddr::V6(ula_of(backend_addr(i))),
+                };
                 c.push_str(&format!(
-                    "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{}\"\n",
-                    ula_of(backend_addr(i))
+                    "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{b}\"\n"
                 ));
             }
         }
