@@ -51,6 +51,14 @@ pub fn backend_addr(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 20 + n)
 }
 
+/// Backend `n`'s address of `vip`'s family: [`backend_addr`] or its ULA.
+pub fn backend_addr_for(vip: IpAddr, n: u8) -> IpAddr {
+    match vip {
+        IpAddr::V4(_) => IpAddr::V4(backend_addr(n)),
+        IpAddr::V6(_) => IpAddr::V6(ula_of(backend_addr(n))),
+    }
+}
+
 static RUN: AtomicU32 = AtomicU32::new(0);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -872,10 +880,7 @@ pub fn node_config(
         ));
         for i in 1..=backends {
             let w = if drained == Some(i) { 0 } else { 1 };
-            let b = match addr {
-                IpAddr::V4(_) => IpAddr::V4(backend_addr(i)),
-                IpAddr::V6(_) => IpAddr::V6(ula_of(backend_addr(i))),
-            };
+            let b = backend_addr_for(*addr, i);
             c.push_str(&format!(
                 "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{b}\"\n  weight = {w}\n"
             ));

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::lab::{backend_addr, halb_bin, lb_addr, run, ula_of, Lab, VIP, VIP6};
+use crate::lab::{backend_addr, backend_addr_for, halb_bin, lb_addr, run, ula_of, Lab, VIP, VIP6};
 
 /// The router's address on the node segment.
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -293,10 +293,7 @@ impl ScaleOut {
                 o.check_ms / 2,
             ));
             for i in 1..=self.backends {
-                let b = match vip {
-                    IpAddr::V4(_) => IpAddr::V4(backend_addr(i)),
-                    IpAddr::V6(_) => IpAddr::V6(ula_of(backend_addr(i))),
-                };
+                let b = backend_addr_for(*vip, i);
                 c.push_str(&format!(
                     "\n  [[vip.backend]]\n  name = \"web{i}\"\n  address = \"{b}\"\n"
                 ));
