@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -424,13 +424,36 @@ impl Ring {
 /// [`BackendInfo::flags`]: the backend is healthy and may keep or get flows.
 /// A backend without it is down: its flows move to others.
 pub const BACKEND_F_UP: u16 = 1;
+/// [`BackendInfo::flags`]: the backend's address ([`BackendInfo::addr`])
+/// is IPv6 (an IPv4 service reached through IPv4-in-IPv6).
+pub const BACKEND_F_ADDR6: u16 = 4;
 
-/// Value of the backend map: where to send a frame. The MAC comes first so
-/// the program can copy it with one 4-byte and one 2-byte load.
+/// [`BackendInfo::encap`]: layer-2 DSR, only the MAC addresses change.
+pub const ENCAP_DSR: u8 = 0;
+/// [`BackendInfo::encap`]: IP in IP (IPv4 in IPv4 is protocol 4, IPv6 in
+/// IPv6 next header 41, IPv4 in IPv6 next header 4), as the kernel's
+/// `ipip`/`ip6tnl` devices send and receive it.
+pub const ENCAP_IPIP: u8 = 1;
+/// [`BackendInfo::encap`]: GUE variant 1 (the inner IP packet directly
+/// after a UDP header, RFC draft-ietf-intarea-gue §5; what the kernel's
+/// `fou` decapsulates) to [`BackendInfo::gue_port`].
+pub const ENCAP_GUE: u8 = 2;
+/// Outer IPv4 header bytes of an encapsulation.
+pub const OUTER4_LEN: u16 = 20;
+/// Outer IPv6 header bytes of an encapsulation.
+pub const OUTER6_LEN: u16 = 40;
+/// UDP header bytes GUE adds.
+pub const GUE_UDP_LEN: u16 = 8;
+/// Hop limit (TTL) of an outer header.
+pub const ENCAP_TTL: u8 = 64;
+
+/// Value of the backend map: where and how to send a frame. The MAC comes
+/// first so the program can copy it with one 4-byte and one 2-byte load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendInfo {
-    /// Backend MAC address: the new destination MAC.
+    /// The new destination MAC: the backend's own (DSR, or an encapsulated
+    /// backend on the link), or its next hop's (a router).
     pub mac: [u8; 6],
     /// `BACKEND_F_*` flags.
     pub flags: u16,
@@ -443,9 +466,24 @@ pub struct BackendInfo {
     /// service.
     pub vip: VipKey,
     /// Backend address, octets (an IPv4 address in its first 4 bytes, the
-    /// rest zero, when `vip.family` is IPv4). Informational for the
-    /// program; the agent learns its backends back from it.
+    /// rest zero, unless [`BACKEND_F_ADDR6`]): the outer destination of an
+    /// encapsulated packet. The agent learns its backends back from it.
     pub addr: [u8; 16],
+    /// Outer source address (octets, as `addr`): the node's address on the
+    /// route to the backend. Unused under DSR.
+    pub src: [u8; 16],
+    /// `ENCAP_*`.
+    pub encap: u8,
+    /// Zero.
+    pub pad: u8,
+    /// GUE destination port, raw (network order).
+    pub gue_port: u16,
+    /// The largest outer IP packet the path to the backend takes (its
+    /// route's MTU): a client packet that would exceed it once encapsulated
+    /// is answered with an ICMP "too big" (DF set, or IPv6) or dropped.
+    pub mtu: u16,
+    /// Zero.
+    pub pad2: u16,
 }
 
 /// Key of the flow table: the 5-tuple, raw. Four 4-byte words, so the
@@ -776,10 +814,25 @@ pub enum Stat {
     /// walk through (more than [`IPV6_EXT_WALK`] of them, or a routing
     /// header with segments left): dropped, never balanced on a guess.
     DropExtHeaders = 13,
+    /// An ICMP error (IPv4 destination unreachable or time exceeded, ICMPv6
+    /// destination unreachable, packet too big or time exceeded) to a VIP
+    /// address quoting a packet of a VIP flow: forwarded to the flow's
+    /// backend, so its TCP learns the path MTU.
+    TxIcmp = 14,
+    /// Too big for the tunnel to its backend, DF set (or IPv6): an ICMP
+    /// fragmentation-needed / packet-too-big with the tunnel's MTU was sent
+    /// back to the client.
+    TxTooBig = 15,
+    /// Too big for the tunnel to its backend, DF clear: dropped (an XDP
+    /// program cannot fragment).
+    DropTooBig = 16,
+    /// No headroom in front of the frame for the outer headers (a driver
+    /// without XDP headroom): dropped.
+    DropNoRoom = 17,
 }
 
 /// Number of [`Stat`] entries (size of the stats map).
-pub const STAT_COUNT: u32 = 14;
+pub const STAT_COUNT: u32 = 18;
 
 /// IPv6 extension headers (hop-by-hop, routing with no segments left,
 /// destination options) the program walks before the TCP or UDP header.
@@ -815,12 +868,21 @@ impl Stat {
         Stat::TxRing,
         Stat::TxFlowMiss,
         Stat::DropExtHeaders,
+        Stat::TxIcmp,
+        Stat::TxTooBig,
+        Stat::DropTooBig,
+        Stat::DropNoRoom,
     ];
 
     /// Action taken for packets counted here.
     pub const fn action(self) -> Action {
         match self {
-            Stat::TxFlowHit | Stat::TxNewFlow | Stat::TxRing | Stat::TxFlowMiss => Action::Tx,
+            Stat::TxFlowHit
+            | Stat::TxNewFlow
+            | Stat::TxRing
+            | Stat::TxFlowMiss
+            | Stat::TxIcmp
+            | Stat::TxTooBig => Action::Tx,
             Stat::PassNotIp
             | Stat::PassNotVip
             | Stat::PassVipOtherProto
@@ -829,7 +891,9 @@ impl Stat {
             Stat::DropFragment
             | Stat::DropMalformed
             | Stat::DropNoBackend
-            | Stat::DropExtHeaders => Action::Drop,
+            | Stat::DropExtHeaders
+            | Stat::DropTooBig
+            | Stat::DropNoRoom => Action::Drop,
             Stat::Aborted => Action::Aborted,
         }
     }
@@ -851,6 +915,10 @@ impl Stat {
             Stat::TxRing => "tx_ring",
             Stat::TxFlowMiss => "tx_flow_miss",
             Stat::DropExtHeaders => "drop_ext_headers",
+            Stat::TxIcmp => "tx_icmp",
+            Stat::TxTooBig => "tx_too_big",
+            Stat::DropTooBig => "drop_too_big",
+            Stat::DropNoRoom => "drop_no_room",
         }
     }
 }
@@ -988,6 +1056,109 @@ pub mod bench {
     }
 }
 
+/// The backend side: the decapsulation program `halb backend` attaches
+/// (`halb-decap`), its maps and counters.
+pub mod decap {
+    /// Program name in the object.
+    pub const PROGRAM: &str = "halb_decap";
+    /// `HASH` [`AddrKey`] → `ADDR_*` flags: the VIP addresses served here
+    /// (inner destinations) and this host's own (outer destinations).
+    pub const ADDRS: &str = "HALB_DECAP_ADDRS";
+    /// `ARRAY` of one [`Conf`].
+    pub const CONF: &str = "HALB_DECAP_CONF";
+    /// `PERCPU_ARRAY` [`DecapStat`] index → [`crate::Counter`].
+    pub const STATS: &str = "HALB_DECAP_STATS";
+
+    /// [`ADDRS`] value flag: a VIP this backend serves.
+    pub const ADDR_VIP: u32 = 1;
+    /// [`ADDRS`] value flag: an address of this host (a tunnel endpoint).
+    pub const ADDR_LOCAL: u32 = 2;
+
+    /// Key of [`ADDRS`]: an address of either family, raw words (IPv4 in
+    /// the first, the rest zero), and its family.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct AddrKey {
+        /// Address words as they sit in the header.
+        pub addr: [u32; 4],
+        /// [`crate::FAMILY_IPV4`] or [`crate::FAMILY_IPV6`].
+        pub family: u32,
+    }
+
+    impl AddrKey {
+        /// An IPv4 address.
+        pub const fn v4(a: [u8; 4]) -> Self {
+            Self {
+                addr: [u32::from_ne_bytes(a), 0, 0, 0],
+                family: crate::FAMILY_IPV4 as u32,
+            }
+        }
+
+        /// An IPv6 address.
+        pub const fn v6(a: [u8; 16]) -> Self {
+            Self {
+                addr: crate::addr6_words(a),
+                family: crate::FAMILY_IPV6 as u32,
+            }
+        }
+    }
+
+    /// The decapsulation settings.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Conf {
+        /// GUE port, raw (network order); 0: GUE is not decapsulated.
+        pub gue_port: u16,
+        /// Non-zero: IP in IP is decapsulated.
+        pub ipip: u16,
+        /// Zero.
+        pub pad: u32,
+    }
+
+    /// What the decapsulation program did with a frame.
+    #[repr(u32)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum DecapStat {
+        /// An IP-in-IP packet for a served VIP: decapsulated, passed.
+        Ipip = 0,
+        /// A GUE packet for a served VIP: decapsulated, passed.
+        Gue = 1,
+        /// No tunnel packet (another protocol, port or ethertype): passed untouched.
+        PassNotTunnel = 2,
+        /// A well-formed tunnel packet whose outer destination is no address
+        /// of this host or whose inner destination is no served VIP: passed untouched.
+        PassNotOurs = 3,
+        /// A tunnel packet with inconsistent lengths, a fragment, IP options,
+        /// a cut inner header or a GUE checksum: passed untouched.
+        PassMalformed = 4,
+    }
+
+    /// Number of [`DecapStat`] entries.
+    pub const STAT_COUNT: u32 = 5;
+
+    impl DecapStat {
+        /// All, in index order.
+        pub const ALL: [DecapStat; STAT_COUNT as usize] = [
+            DecapStat::Ipip,
+            DecapStat::Gue,
+            DecapStat::PassNotTunnel,
+            DecapStat::PassNotOurs,
+            DecapStat::PassMalformed,
+        ];
+
+        /// Name in logs and metrics.
+        pub const fn name(self) -> &'static str {
+            match self {
+                DecapStat::Ipip => "decap_ipip",
+                DecapStat::Gue => "decap_gue",
+                DecapStat::PassNotTunnel => "pass_not_tunnel",
+                DecapStat::PassNotOurs => "pass_not_ours",
+                DecapStat::PassMalformed => "pass_malformed",
+            }
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (all): plain `#[repr(C)]` structs of integers with explicit padding
@@ -1008,6 +1179,8 @@ mod pod {
     unsafe impl aya::Pod for super::VipFilter {}
     unsafe impl aya::Pod for super::bench::GenConfig {}
     unsafe impl aya::Pod for super::bench::RefVip {}
+    unsafe impl aya::Pod for super::decap::AddrKey {}
+    unsafe impl aya::Pod for super::decap::Conf {}
 }
 
 #[cfg(test)]
@@ -1020,7 +1193,7 @@ mod tests {
         assert_eq!(size_of::<VipKey>(), 8);
         assert_eq!(size_of::<VipInfo>(), 16);
         assert_eq!(size_of::<VipKey6>(), 20);
-        assert_eq!(size_of::<BackendInfo>(), 36);
+        assert_eq!(size_of::<BackendInfo>(), 60);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<FlowSet>(), 64, "a set is one cache line");
@@ -1033,6 +1206,8 @@ mod tests {
         assert_eq!(size_of::<Ring>(), RING_WORDS * 8 + RING_MAX * 4 + 4);
         assert_eq!(size_of::<bench::GenConfig>(), 32);
         assert_eq!(size_of::<bench::RefVip>(), 8);
+        assert_eq!(size_of::<decap::AddrKey>(), 20);
+        assert_eq!(size_of::<decap::Conf>(), 8);
     }
 
     #[test]

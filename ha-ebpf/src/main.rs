@@ -1,8 +1,9 @@
 //! The halb XDP program: parse (IPv4 or IPv6) → VIP filter → VIP lookup → Maglev ring →
-//! (changed slots only) flow table → MAC rewrite → `XDP_TX`. The pieces live beside it, split
-//! by concern as Katran splits its balancer: `parse` (headers and bounds),
-//! `maps` (map definitions), `flow` (the flow table) and `forward` (the DSR
-//! rewrite and counters). This file is the pipeline.
+//! (changed slots only) flow table → MAC rewrite or encapsulation → `XDP_TX`. The pieces
+//! live beside it, split by concern as Katran splits its balancer: `parse`
+//! (headers and bounds), `maps` (map definitions), `flow` (the flow table),
+//! `forward` (the DSR rewrite and counters), `encap` (IP in IP and GUE)
+//! and `icmp` (quoted flows, too-big answers). This file is the pipeline.
 //!
 //! What happens to each kind of frame (every case bumps exactly one `Stat`):
 //!
@@ -11,7 +12,8 @@
 //! | shorter than Ethernet, or the fixed IPv4/IPv6 header cut short | `XDP_PASS` (kernel drops it) | `PassTruncated` |
 //! | neither IPv4 nor IPv6 (ARP, VLAN-tagged, LLDP, ...) | `XDP_PASS` | `PassNotIp` |
 //! | IP to an address that is no VIP (ICMPv6 ND and RA, VRRP to its group, ...) | `XDP_PASS` | `PassNotVip` |
-//! | VIP address, not TCP/UDP (ICMP, ICMPv6, ESP, ...) | `XDP_PASS` | `PassVipOtherProto` |
+//! | VIP address, ICMP error (v4 unreachable / time exceeded, v6 unreachable / too big / time exceeded) quoting a packet of a VIP service from it | `XDP_TX` to the quoted flow's backend (never recorded) | `TxIcmp` |
+//! | VIP address, not TCP/UDP (ICMP echo and other ICMP, ICMPv6 ND, ESP, ...) | `XDP_PASS` | `PassVipOtherProto` |
 //! | VIP address, TCP/UDP port that is no VIP service | `XDP_PASS` | `PassNotVip` |
 //! | VIP address, TCP/UDP, destination MAC not this interface's | `XDP_PASS` | `PassOtherHost` |
 //! | VIP address, any IP fragment (MF set or offset ≠ 0) | `XDP_DROP` | `DropFragment` |
@@ -25,6 +27,9 @@
 //! | VIP service, unchanged ring slot | `XDP_TX` to the ring's backend | `TxRing` |
 //! | VIP service, changed slot, flow recorded | `XDP_TX` to the flow's backend | `TxFlowHit` |
 //! | VIP service, changed slot, flow not recorded | `XDP_TX` to the slot's previous backend (current if that one is unusable), recorded | `TxFlowMiss` |
+//! | encapsulated backend, packet too big for the tunnel, DF set (or IPv6) | `XDP_TX` of an ICMP too-big to the sender | `TxTooBig` |
+//! | encapsulated backend, packet too big for the tunnel, DF clear | `XDP_DROP` | `DropTooBig` |
+//! | encapsulated backend, no headroom for the outer headers | `XDP_DROP` | `DropNoRoom` |
 //!
 //! IP options are legal: the L4 header is found after them and the frame is
 //! forwarded like any other (DSR rewrites only MAC addresses). So are up to
@@ -53,8 +58,10 @@
 
 mod bin_support;
 
+mod encap;
 mod flow;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 
@@ -63,21 +70,39 @@ use aya_ebpf::{
 };
 use ha_common::{
     addr6_digest, affinity_ports, flow_time, hash_head, hash_tail, ring_index, service_index,
-    service_info, vip6_digest, vip_filter_bit, vip_filter_bit6, Meta, Stat, VipInfo, VipKey,
-    VipKey6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    service_info, vip6_digest, vip_filter_bit, vip_filter_bit6, BackendInfo, Meta, Stat, VipInfo,
+    VipKey, VipKey6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
     VIP_F_SOURCE_HASH,
 };
 
-use forward::{forward, usable_backend};
+use forward::usable_backend;
 use maps::{FLOWS, FLOW_SETS, META, RINGS, SERVICES, SERVICES6, STATS, VIPS, VIPS6, VIP_FILTER};
 use parse::{load, Bad, Head, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+/// What the pipeline decided for a frame.
+pub enum Verdict {
+    /// Finished: the reason and the action.
+    Done(Stat, u32),
+    /// Send to backend `id` (`b`), for `stat`; `hash` is the flow's hash.
+    Send {
+        b: &'static BackendInfo,
+        id: u32,
+        stat: Stat,
+        hash: u32,
+    },
+}
 
 #[xdp]
 pub fn halb_xdp(ctx: XdpContext) -> u32 {
     let data = ctx.data();
     let end = ctx.data_end();
     let len = (end - data) as u64;
-    let (stat, action) = process(data, end, len);
+    let (stat, action) = match process(data, end) {
+        Verdict::Done(stat, action) => (stat, action),
+        Verdict::Send { b, id, stat, hash } => {
+            forward::send(&ctx, data, end, b, id, len, stat, hash)
+        }
+    };
     if let Some(c) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU value, valid for the program's run; no other writer on this CPU.
         unsafe {
@@ -89,8 +114,18 @@ pub fn halb_xdp(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn pass(stat: Stat) -> (Stat, u32) {
-    (stat, xdp_action::XDP_PASS)
+fn pass(stat: Stat) -> Verdict {
+    Verdict::Done(stat, xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn drop(stat: Stat) -> Verdict {
+    Verdict::Done(stat, xdp_action::XDP_DROP)
+}
+
+#[inline(always)]
+fn aborted() -> Verdict {
+    Verdict::Done(Stat::Aborted, xdp_action::XDP_ABORTED)
 }
 
 /// Exact check that `daddr` is an IPv4 VIP address (its address marker exists).
@@ -121,17 +156,16 @@ fn is_vip_address6(daddr: [u32; 4]) -> bool {
 /// with the reason (passed for protocols the kernel answers); to another
 /// address (a pre-filter false positive), passed.
 #[inline(always)]
-fn unbalanced(bad: Bad, vip_address: bool) -> (Stat, u32) {
+fn unbalanced(bad: Bad, vip_address: bool) -> Verdict {
     if !vip_address {
         return pass(Stat::PassNotVip);
     }
-    let stat = match bad {
-        Bad::Malformed => Stat::DropMalformed,
-        Bad::Fragment => Stat::DropFragment,
-        Bad::ExtHeaders => Stat::DropExtHeaders,
-        Bad::OtherProto => return pass(Stat::PassVipOtherProto),
-    };
-    (stat, xdp_action::XDP_DROP)
+    match bad {
+        Bad::Malformed => drop(Stat::DropMalformed),
+        Bad::Fragment => drop(Stat::DropFragment),
+        Bad::ExtHeaders => drop(Stat::DropExtHeaders),
+        Bad::OtherProto | Bad::Icmp(_) => pass(Stat::PassVipOtherProto),
+    }
 }
 
 /// Whether the pre-filter byte `bit` is set (constant-key array lookup:
@@ -157,27 +191,77 @@ fn sent_to_us(data: usize, meta: &Meta) -> bool {
 }
 
 #[inline(always)]
-fn process(data: usize, end: usize, len: u64) -> (Stat, u32) {
+fn process(data: usize, end: usize) -> Verdict {
     match parse::head(data, end) {
         Head::Truncated => pass(Stat::PassTruncated),
         Head::NotIp => pass(Stat::PassNotIp),
-        Head::Ipv4 { ip, daddr } => ipv4(data, end, len, ip, daddr),
-        Head::Ipv6 { ip } => ipv6(data, end, len, ip),
+        Head::Ipv4 { ip, daddr } => ipv4(data, end, ip, daddr),
+        Head::Ipv6 { ip } => ipv6(data, end, ip),
+    }
+}
+
+/// The IPv4 service `service`: the service cache first (one array read),
+/// the VIP map when it misses.
+#[inline(always)]
+fn service4(service: &VipKey) -> Option<VipInfo> {
+    let raw = service.raw();
+    let cached = match SERVICES.get(service_index(raw)) {
+        // SAFETY: a volatile read of an 8-byte word the agent stores atomically.
+        Some(slot) if slot.key == raw => {
+            service_info(raw, unsafe { core::ptr::read_volatile(&slot.state) })
+        }
+        _ => None,
+    };
+    match cached {
+        Some(v) => Some(v),
+        // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
+        None => VIPS.get_ptr(service).map(|v| unsafe { *v }),
+    }
+}
+
+/// The IPv6 service at `daddr` with `service`'s port and protocol: the
+/// IPv6 service cache (an exact key compare), then the VIP map.
+#[inline(always)]
+fn service6(daddr: [u32; 4], service: &VipKey) -> Option<VipInfo> {
+    let raw = service.raw();
+    let (port, proto) = (service.port, service.proto);
+    let cached = match SERVICES6.get(service_index(raw)) {
+        Some(slot)
+            if slot.key.addr == daddr && slot.key.port == port && slot.key.proto == proto =>
+        {
+            // SAFETY: a volatile read of an 8-byte word the agent stores atomically.
+            service_info(raw, unsafe { core::ptr::read_volatile(&slot.state) })
+        }
+        _ => None,
+    };
+    match cached {
+        Some(v) => Some(v),
+        None => {
+            let key = VipKey6 {
+                addr: daddr,
+                port,
+                proto,
+                pad: 0,
+            };
+            // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
+            VIPS6.get_ptr(&key).map(|v| unsafe { *v })
+        }
     }
 }
 
 #[inline(always)]
-fn ipv4(data: usize, end: usize, len: u64, ip: usize, daddr: u32) -> (Stat, u32) {
+fn ipv4(data: usize, end: usize, ip: usize, daddr: u32) -> Verdict {
     // Cheap pre-filter: one byte per hashed VIP address.
     if !filter_hit(vip_filter_bit(daddr)) {
         return pass(Stat::PassNotVip);
     }
     let p = match parse::l4(ip, end) {
         Ok(p) => p,
+        Err(Bad::Icmp(at)) => return icmp4(data, end, at, daddr),
         Err(bad) => return unbalanced(bad, is_vip_address(daddr)),
     };
     let Some(meta) = META.get(0) else {
-        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        return aborted();
     };
     if !sent_to_us(data, meta) {
         return pass(Stat::PassOtherHost);
@@ -188,102 +272,147 @@ fn ipv4(data: usize, end: usize, len: u64, ip: usize, daddr: u32) -> (Stat, u32)
         proto: p.proto,
         family: FAMILY_IPV4,
     };
-    // The service cache first (one array read); the VIP map when it misses.
-    let raw = service.raw();
-    let cached = match SERVICES.get(service_index(raw)) {
-        // SAFETY: a volatile read of an 8-byte word the agent stores atomically.
-        Some(slot) if slot.key == raw => {
-            service_info(raw, unsafe { core::ptr::read_volatile(&slot.state) })
-        }
-        _ => None,
+    let Some(vip) = service4(&service) else {
+        return pass(Stat::PassNotVip);
     };
-    let vip = match cached {
-        Some(v) => v,
-        None => match VIPS.get_ptr(&service) {
-            // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
-            Some(v) => unsafe { *v },
-            None => return pass(Stat::PassNotVip),
+    balance(meta, &vip, &service, parse::saddr4(ip), &p, true)
+}
+
+/// An ICMP message to the IPv4 address `daddr`: an error about a VIP
+/// flow goes to that flow's backend; anything else is the kernel's.
+#[inline(always)]
+fn icmp4(data: usize, end: usize, at: usize, daddr: u32) -> Verdict {
+    if !is_vip_address(daddr) {
+        return pass(Stat::PassNotVip);
+    }
+    let Some(q) = icmp::quoted4(at, end, daddr) else {
+        return pass(Stat::PassVipOtherProto);
+    };
+    let Some(meta) = META.get(0) else {
+        return aborted();
+    };
+    if !sent_to_us(data, meta) {
+        return pass(Stat::PassOtherHost);
+    }
+    let service = VipKey {
+        addr: daddr,
+        port: q.vip_port,
+        proto: q.proto,
+        family: FAMILY_IPV4,
+    };
+    let Some(vip) = service4(&service) else {
+        return pass(Stat::PassVipOtherProto);
+    };
+    quoted_flow(meta, &vip, &service, q.client[0], &q)
+}
+
+/// The backend of the flow an ICMP error quotes: looked up as its next
+/// packet would be, but nothing is recorded or refreshed.
+#[inline(always)]
+fn quoted_flow(
+    meta: &Meta,
+    vip: &VipInfo,
+    service: &VipKey,
+    saddr: u32,
+    q: &icmp::Quote,
+) -> Verdict {
+    let p = L4 {
+        proto: q.proto,
+        ports: q.ports,
+        tcp_flags: TCP_ACK,
+    };
+    match balance(meta, vip, service, saddr, &p, false) {
+        Verdict::Send { b, id, hash, .. } => Verdict::Send {
+            b,
+            id,
+            stat: Stat::TxIcmp,
+            hash,
         },
-    };
-    let saddr = parse::saddr4(ip);
-    balance(data, len, meta, &vip, &service, saddr, &p)
+        done => done,
+    }
 }
 
 /// IPv6: the exact service lookup by the whole address, then the shared
 /// pipeline on the service's identity and the source's digest (see
 /// `ha_common::VipKey`).
 #[inline(always)]
-fn ipv6(data: usize, end: usize, len: u64, ip: usize) -> (Stat, u32) {
+fn ipv6(data: usize, end: usize, ip: usize) -> Verdict {
     let daddr = parse::addr6(ip, 24);
     if !filter_hit(vip_filter_bit6(daddr)) {
         return pass(Stat::PassNotVip);
     }
     let p = match parse::l4_v6(ip, end) {
         Ok(p) => p,
+        Err(Bad::Icmp(at)) => return icmp6(data, end, at, daddr),
         Err(bad) => return unbalanced(bad, is_vip_address6(daddr)),
     };
     let Some(meta) = META.get(0) else {
-        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        return aborted();
     };
     if !sent_to_us(data, meta) {
         return pass(Stat::PassOtherHost);
     }
-    let port = (p.ports >> 16) as u16;
     let service = VipKey {
         addr: vip6_digest(daddr),
-        port,
+        port: (p.ports >> 16) as u16,
         proto: p.proto,
         family: FAMILY_IPV6,
     };
-    // The IPv6 service cache (an exact key compare), then the VIP map.
-    let raw = service.raw();
-    let cached = match SERVICES6.get(service_index(raw)) {
-        Some(slot)
-            if slot.key.addr == daddr && slot.key.port == port && slot.key.proto == p.proto =>
-        {
-            // SAFETY: a volatile read of an 8-byte word the agent stores atomically.
-            service_info(raw, unsafe { core::ptr::read_volatile(&slot.state) })
-        }
-        _ => None,
-    };
-    let vip = match cached {
-        Some(v) => v,
-        None => {
-            let key = VipKey6 {
-                addr: daddr,
-                port,
-                proto: p.proto,
-                pad: 0,
-            };
-            match VIPS6.get_ptr(&key) {
-                // SAFETY: map value pointer, valid during this run (NO_PREALLOC: RCU-freed).
-                Some(v) => unsafe { *v },
-                None => return pass(Stat::PassNotVip),
-            }
-        }
+    let Some(vip) = service6(daddr, &service) else {
+        return pass(Stat::PassNotVip);
     };
     let saddr = addr6_digest(meta.hash_seed, parse::addr6(ip, 8));
-    balance(data, len, meta, &vip, &service, saddr, &p)
+    balance(meta, &vip, &service, saddr, &p, true)
+}
+
+/// [`icmp4`] for ICMPv6 to the IPv6 address `daddr` (neighbour discovery
+/// and echo stay the kernel's).
+#[inline(always)]
+fn icmp6(data: usize, end: usize, at: usize, daddr: [u32; 4]) -> Verdict {
+    if !is_vip_address6(daddr) {
+        return pass(Stat::PassNotVip);
+    }
+    let Some(q) = icmp::quoted6(at, end, daddr) else {
+        return pass(Stat::PassVipOtherProto);
+    };
+    let Some(meta) = META.get(0) else {
+        return aborted();
+    };
+    if !sent_to_us(data, meta) {
+        return pass(Stat::PassOtherHost);
+    }
+    let service = VipKey {
+        addr: vip6_digest(daddr),
+        port: q.vip_port,
+        proto: q.proto,
+        family: FAMILY_IPV6,
+    };
+    let Some(vip) = service6(daddr, &service) else {
+        return pass(Stat::PassVipOtherProto);
+    };
+    let saddr = addr6_digest(meta.hash_seed, q.client);
+    quoted_flow(meta, &vip, &service, saddr, &q)
 }
 
 /// The balancing decision for a packet of `service` (its identity) from
 /// `saddr` (an IPv4 address or an IPv6 source digest): ring, and in a
-/// changed slot the flow table.
+/// changed slot the flow table. `record`: a packet of the flow (its
+/// entry is refreshed or made); false for an ICMP error about it (looked
+/// up only).
 #[inline(always)]
 fn balance(
-    data: usize,
-    len: u64,
     meta: &Meta,
     vip: &VipInfo,
     service: &VipKey,
     saddr: u32,
     p: &L4,
-) -> (Stat, u32) {
+    record: bool,
+) -> Verdict {
     let Some(ring) = RINGS.get(ring_index(vip.id, vip.ring_slot)) else {
-        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        return aborted();
     };
     if vip.ring_size == 0 {
-        return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        return drop(Stat::DropNoBackend);
     }
     // The flow's hash picks its flow-table set; the ring slot comes from
     // the same hash, or under source-IP affinity from the tuple without
@@ -298,24 +427,30 @@ fn balance(
     };
     let idx = ha_common::ring_slot(placed, vip.ring_size) as usize;
     if idx >= RING_MAX {
-        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        return aborted();
     }
     let tcp = p.proto == IPPROTO_TCP;
     let syn = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let current = ring.entries[idx];
+    let send = |b, id: u16, stat| Verdict::Send {
+        b,
+        id: id as u32,
+        stat,
+        hash,
+    };
 
     if !ring.is_changed(idx) {
         // Every live flow of this slot is on the ring's backend: no state.
         if current == NO_BACKEND {
-            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+            return drop(Stat::DropNoBackend);
         }
         let Some(b) = usable_backend(current as u32, service) else {
             // The ring still names a backend that just went down: the new
             // ring is on its way; do not send to a dead backend meanwhile.
-            return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+            return drop(Stat::DropNoBackend);
         };
         let stat = if syn { Stat::TxNewFlow } else { Stat::TxRing };
-        return forward(data, b, current as u32, len, stat);
+        return send(b, current, stat);
     }
 
     // A changed slot: the flow table decides. A TCP SYN always starts a new
@@ -324,7 +459,7 @@ fn balance(
     // SAFETY: a plain read of a read-only global the loader sets.
     let sets = unsafe { core::ptr::read_volatile(&FLOW_SETS) };
     let Some(set) = FLOWS.get_ptr_mut(hash & sets.wrapping_sub(1)) else {
-        return (Stat::Aborted, xdp_action::XDP_ABORTED);
+        return aborted();
     };
     // SAFETY: `set` points at a map value that lives for this run.
     let set = unsafe { &mut *set };
@@ -342,11 +477,10 @@ fn balance(
             if !syn && e.is_live(now, meta.live_units) {
                 if let Some(b) = usable_backend(e.backend as u32, service) {
                     let stamp = flow::stamp_for(e.stamp, now, closing);
-                    if e.stamp != stamp {
+                    if record && e.stamp != stamp {
                         e.stamp = stamp;
                     }
-                    let id = e.backend as u32;
-                    return forward(data, b, id, len, Stat::TxFlowHit);
+                    return send(b, e.backend, Stat::TxFlowHit);
                 }
             }
         }
@@ -363,21 +497,23 @@ fn balance(
         }
     }
     if chosen == NO_BACKEND {
-        return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        return drop(Stat::DropNoBackend);
     }
     let Some(b) = usable_backend(chosen as u32, service) else {
-        return (Stat::DropNoBackend, xdp_action::XDP_DROP);
+        return drop(Stat::DropNoBackend);
     };
-    flow::record(
-        set,
-        slot,
-        saddr,
-        p.ports,
-        hash,
-        chosen,
-        now,
-        closing,
-        meta.live_units,
-    );
-    forward(data, b, chosen as u32, len, stat)
+    if record {
+        flow::record(
+            set,
+            slot,
+            saddr,
+            p.ports,
+            hash,
+            chosen,
+            now,
+            closing,
+            meta.live_units,
+        );
+    }
+    send(b, chosen, stat)
 }

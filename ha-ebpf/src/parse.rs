@@ -17,6 +17,8 @@ const NH_HOP_BY_HOP: u8 = 0;
 const NH_ROUTING: u8 = 43;
 const NH_FRAGMENT: u8 = 44;
 const NH_DEST_OPTS: u8 = 60;
+const NH_ICMPV6: u8 = 58;
+const IPPROTO_ICMP: u8 = 1;
 /// MF flag and fragment offset, raw.
 const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
 /// TCP flags.
@@ -135,6 +137,8 @@ pub enum Bad {
     OtherProto,
     /// IPv6 extension headers the program does not walk through.
     ExtHeaders,
+    /// ICMP (IPv4) or ICMPv6: its header starts here (nothing of it checked).
+    Icmp(usize),
 }
 
 /// The rest of IPv4 and the L4 header. The packet is well-formed when
@@ -162,6 +166,7 @@ pub fn l4(ip: usize, end: usize) -> Result<L4, Bad> {
     let l4_min = match proto {
         ha_common::IPPROTO_TCP => TCP_HLEN,
         ha_common::IPPROTO_UDP => UDP_HLEN,
+        IPPROTO_ICMP => return Err(Bad::Icmp(ip + (ihl & 0x3c))),
         _ => return Err(Bad::OtherProto),
     };
     if tot_len < ihl + l4_min {
@@ -249,6 +254,7 @@ pub fn l4_v6(ip: usize, end: usize) -> Result<L4, Bad> {
         ha_common::IPPROTO_TCP => TCP_HLEN,
         ha_common::IPPROTO_UDP => UDP_HLEN,
         NH_FRAGMENT => return Err(Bad::Fragment),
+        NH_ICMPV6 => return Err(Bad::Icmp(ip + (off & 0x3fff))),
         NH_HOP_BY_HOP | NH_DEST_OPTS | NH_ROUTING => return Err(Bad::ExtHeaders),
         _ => return Err(Bad::OtherProto),
     };

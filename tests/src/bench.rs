@@ -24,7 +24,8 @@ use aya::{Ebpf, EbpfLoader};
 use ha_common::{ports_raw, FlowKey, Meta, Stat, IPPROTO_TCP};
 use halb::dataplane::maglev::{self, Member};
 use halb::dataplane::{
-    BackendSpec, Maps, Service, VipSpec, Writer, PASS_OBJECT, PASS_PROGRAM, XDP_OBJECT, XDP_PROGRAM,
+    BackendSpec, Encap, Maps, Service, VipSpec, Writer, PASS_OBJECT, PASS_PROGRAM, XDP_OBJECT,
+    XDP_PROGRAM,
 };
 
 use crate::frame::{Frame, Frame6};
@@ -134,12 +135,14 @@ fn writer_spec(vip: [u8; 4]) -> VipSpec {
         service: Service::new(Ipv4Addr::from(vip), 80, IPPROTO_TCP),
         table_size: ha_common::DEFAULT_RING_SIZE,
         source_hash: false,
+        encap: Encap::Dsr,
         backends: (1..=3)
             .map(|i| BackendSpec {
                 addr: Ipv4Addr::new(10, 77, 0, 20 + i).into(),
                 mac: Some(BENCH_MAC),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect(),
     }
@@ -183,12 +186,14 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
         service: Service::new(vip6, 80, IPPROTO_TCP),
         table_size: ha_common::DEFAULT_RING_SIZE,
         source_hash: false,
+        encap: Encap::Dsr,
         backends: (1..=3u16)
             .map(|i| BackendSpec {
                 addr: Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x20 + i).into(),
                 mac: Some(BENCH_MAC),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect(),
     };
@@ -344,12 +349,14 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
         service: big_key,
         table_size: ha_common::DEFAULT_RING_SIZE,
         source_hash: false,
+        encap: Encap::Dsr,
         backends: (0..1000u32)
             .map(|i| BackendSpec {
                 addr: Ipv4Addr::from(0x0a4e_0000 + i).into(),
                 mac: Some([2, 0, 0, 0, (i >> 8) as u8, i as u8]),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect(),
     };

@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use ha_common::{Meta, Stat, IPPROTO_TCP, IPPROTO_UDP};
-use halb::dataplane::{BackendSpec, Maps, Service, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM};
+use halb::dataplane::{
+    BackendSpec, Encap, Maps, Service, VipSpec, Writer, XDP_OBJECT, XDP_PROGRAM,
+};
 
 /// `XDP_DROP`.
 pub const XDP_DROP: u32 = 1;
@@ -82,6 +84,7 @@ impl Harness {
                 mac: Some(backend_mac(i)),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect::<Vec<_>>();
         h.specs = vec![
@@ -89,12 +92,14 @@ impl Harness {
                 service: Service::new(Ipv4Addr::from(VIP), 80, IPPROTO_TCP),
                 table_size: 65537,
                 source_hash: false,
+                encap: Encap::Dsr,
                 backends: backends.clone(),
             },
             VipSpec {
                 service: Service::new(Ipv4Addr::from(VIP), 53, IPPROTO_UDP),
                 table_size: 251,
                 source_hash: false,
+                encap: Encap::Dsr,
                 backends,
             },
         ];
@@ -113,6 +118,7 @@ impl Harness {
                 mac: Some(backend_mac(3 + i)),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect::<Vec<_>>();
         let v6 = std::net::Ipv6Addr::from(VIP6);
@@ -120,12 +126,14 @@ impl Harness {
             service: Service::new(v6, 80, IPPROTO_TCP),
             table_size: 65537,
             source_hash: false,
+            encap: Encap::Dsr,
             backends: backends.clone(),
         });
         h.specs.push(VipSpec {
             service: Service::new(v6, 53, IPPROTO_UDP),
             table_size: 251,
             source_hash: false,
+            encap: Encap::Dsr,
             backends,
         });
         h.apply();

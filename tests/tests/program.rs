@@ -75,6 +75,7 @@ fn flows_that_began_before_a_change_keep_their_backend_and_are_recorded() {
         mac: Some(backend_mac(4)),
         weight: 1,
         healthy: true,
+        tunnel: None,
     });
     h.apply();
     let changed = h.writer.changed_slots();
@@ -642,12 +643,14 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
         service: Service::new(Ipv4Addr::new(10, 77, 0, 200), 80, IPPROTO_TCP),
         table_size: 65537,
         source_hash: false,
+        encap: halb::dataplane::Encap::Dsr,
         backends: (0..free_backends as u32)
             .map(|i| BackendSpec {
                 addr: Ipv4Addr::from(0x0a60_0000 + i).into(),
                 mac: Some(backend_mac(9)),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect(),
     });
@@ -656,6 +659,7 @@ fn flows_of_a_removed_service_never_reach_the_service_that_reuses_its_ids() {
             service: Service::new(Ipv4Addr::new(10, 77, 0, 201), 1000 + i, IPPROTO_TCP),
             table_size: 251,
             source_hash: false,
+            encap: halb::dataplane::Encap::Dsr,
             backends: vec![],
         });
     }

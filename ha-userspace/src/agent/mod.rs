@@ -44,7 +44,7 @@ use crate::health::monitor::{Monitor, Report};
 use crate::net::{Link, NetError, Netlink};
 use crate::vrrp::track;
 use crate::watchdog;
-use neighbours::{Macs, Resolver};
+use neighbours::{Reach, Resolver};
 use runtime::{Diff, Released, Runtime};
 use supervise::Supervised;
 
@@ -239,15 +239,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let (health_tx, mut health_rx) = mpsc::channel(1024);
     let runtime = Runtime::new(&cfg);
     let wanted = runtime::backend_addresses(&cfg, &runtime);
-    let macs = neighbours::resolve(&netlink, link.index, &wanted)
+    let (reach, unreachable) = neighbours::resolve(&netlink, link.index, link.mtu, &wanted)
         .await
         .unwrap_or_default();
     let (macs_tx, mut macs_rx) = mpsc::channel(4);
     let (resolver, resolver_task) = Resolver::start(
         netlink.clone(),
         link.index,
+        link.mtu,
         wanted,
-        macs.clone(),
+        reach.clone(),
         Duration::from_millis(cfg.node.neigh_refresh_ms),
         macs_tx,
     );
@@ -259,7 +260,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         netlink,
         link,
         dp,
-        macs,
+        reach,
         resolver,
         sources,
         health_tx,
@@ -285,7 +286,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         reconcile_ticks: 0,
     };
     for a in wanted_missing(&agent) {
-        tracing::warn!(backend = %a, "no MAC address for backend (no ARP or ND reply); it gets no traffic");
+        match unreachable.get(&a) {
+            Some(why) => tracing::warn!(
+                backend = %a,
+                "routed backend unreachable ({why}); it gets no traffic"
+            ),
+            None => tracing::warn!(
+                backend = %a,
+                "no MAC address for backend (no ARP or ND reply); it gets no traffic"
+            ),
+        }
     }
     if agent.cfg.node.flow_hash_seed == 0 {
         tracing::warn!(
@@ -403,9 +413,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             }
             Some(cmd) = cmd_rx.recv() => agent.command(cmd, &opts.config_path, &status_tx).await,
             Some((idx, ev)) = track_rx.recv() => agent.track(idx, ev).await,
-            Some(macs) = macs_rx.recv() => {
-                if macs != agent.macs {
-                    agent.macs = macs;
+            Some(reach) = macs_rx.recv() => {
+                if reach != agent.reach {
+                    agent.reach = reach;
                     if let Err(e) = agent.sync("neighbour change") {
                         tracing::error!("{e}");
                     }
@@ -503,10 +513,8 @@ fn health_sources(local: &[IpAddr], vips: &[IpAddr]) -> Vec<IpAddr> {
 }
 
 fn wanted_missing(a: &Agent) -> Vec<IpAddr> {
-    runtime::backend_addresses(&a.cfg, &a.runtime)
-        .into_iter()
-        .filter(|x| !a.macs.contains_key(x))
-        .collect()
+    a.reach
+        .missing(&runtime::backend_addresses(&a.cfg, &a.runtime))
 }
 
 fn log_update(why: &str, r: &dataplane::Report, since: Instant) {
@@ -544,7 +552,7 @@ struct Agent {
     netlink: Netlink,
     link: Link,
     dp: DataPlane,
-    macs: Macs,
+    reach: Reach,
     resolver: Resolver,
     /// Health checks leave from these (one per family; see
     /// [`health_sources`]).
@@ -604,7 +612,7 @@ impl Agent {
 
     /// Writes the maps from the config and what is known at run time.
     fn sync(&mut self, why: &str) -> Result<(), dataplane::Error> {
-        let specs = self.runtime.specs(&self.cfg, &self.macs);
+        let specs = self.runtime.specs(&self.cfg, &self.reach);
         let t = Instant::now();
         match self.dp.writer().apply(&specs) {
             Ok(r) if r.is_empty() => {
@@ -715,7 +723,7 @@ impl Agent {
         if self.announcing.is_none() {
             return;
         }
-        let facts = self.runtime.serving_by_address(&self.cfg, &self.macs);
+        let facts = self.runtime.serving_by_address(&self.cfg, &self.reach);
         if let Some(a) = self.announcing.as_mut() {
             a.update(facts).await;
         }
@@ -1074,11 +1082,11 @@ impl Agent {
             &self.cfg,
             &new,
             &diff,
-            &self.macs,
+            &self.reach,
             Instant::now(),
             Duration::from_millis(new.node.removal_timeout_ms),
         );
-        let specs = runtime.specs(&new, &self.macs);
+        let specs = runtime.specs(&new, &self.reach);
         let t = Instant::now();
         match self.dp.writer().apply(&specs) {
             Ok(r) => log_update("reload", &r, t),

@@ -1,27 +1,193 @@
-//! Backend MAC addresses from the kernel's neighbour table, resolved on a
-//! task of its own: the kernel is asked to ARP for missing ones, and waiting
-//! for their answers (up to a second, more for a powered-off backend) never
-//! holds up the agent's loop. The loop gets a new map whenever it changes.
+//! How backends are reached, resolved on a task of its own: backend MAC
+//! addresses from the kernel's neighbour table (DSR), and for routed
+//! backends (encapsulating VIPs) the kernel's route to them, its source
+//! address and MTU, and the next hop's MAC. The kernel is asked to ARP (or
+//! ND) for what is missing, and waiting for the answers (up to a second,
+//! more for a powered-off backend) never holds up the agent's loop. The
+//! loop gets a new [`Reach`] whenever it changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::net::Netlink;
+use crate::config::Mode;
+use crate::dataplane::Tunnel;
+use crate::net::{Netlink, RouteTo};
 
 /// Backend address → MAC.
 pub type Macs = HashMap<IpAddr, [u8; 6]>;
 
+/// How a routed backend is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// The next hop's MAC (the backend's own when it is on the link).
+    pub mac: [u8; 6],
+    /// The outer source and MTU.
+    pub tunnel: Tunnel,
+}
+
+/// Routed backend address → its path.
+pub type Paths = HashMap<IpAddr, Path>;
+
+/// The backends to resolve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Backends of DSR VIPs: their own MAC.
+    pub on_link: Vec<IpAddr>,
+    /// Backends of encapsulating VIPs: their route.
+    pub routed: Vec<IpAddr>,
+}
+
+impl Wanted {
+    /// Whether `addr` is wanted at all.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        self.on_link.contains(addr) || self.routed.contains(addr)
+    }
+}
+
+/// What is known of how to reach the backends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// MACs of on-link backends.
+    pub macs: Macs,
+    /// Paths of routed backends.
+    pub paths: Paths,
+}
+
+impl Reach {
+    /// How backend `addr` of a VIP of `mode` is reached: the MAC to send
+    /// to, and under encapsulation the tunnel. A DSR backend needs its own
+    /// MAC; an encapsulated one its route, without which it has no MAC
+    /// either and gets nothing.
+    pub fn hop(&self, mode: Mode, addr: IpAddr) -> (Option<[u8; 6]>, Option<Tunnel>) {
+        if mode.tunnels() {
+            match self.paths.get(&addr) {
+                Some(p) => (Some(p.mac), Some(p.tunnel)),
+                None => (None, None),
+            }
+        } else {
+            (self.macs.get(&addr).copied(), None)
+        }
+    }
+
+    /// Whether backend `addr` of a VIP of `mode` can be sent to.
+    pub fn reachable(&self, mode: Mode, addr: IpAddr) -> bool {
+        self.hop(mode, addr).0.is_some()
+    }
+
+    /// The wanted backends not reachable now.
+    pub fn missing(&self, wanted: &Wanted) -> Vec<IpAddr> {
+        let on_link = wanted.on_link.iter().filter(|a| !self.macs.contains_key(a));
+        let routed = wanted.routed.iter().filter(|a| !self.paths.contains_key(a));
+        on_link.chain(routed).copied().collect()
+    }
+}
+
 /// How long answers to one round of ARP requests are waited for.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
-/// One resolution round: the table, with the kernel asked to resolve what
-/// is missing and its answers awaited up to [`ANSWER_WAIT`]. None when the
-/// table could not be read at all: "no answer" is not "no neighbours", and
-/// must never take every backend out.
-pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[IpAddr]) -> Option<Macs> {
+/// The smallest outer MTU halb encapsulates into: an IPv6 link's minimum
+/// (RFC 8200), and an IPv4 path's conventional minimum (RFC 791's 576).
+fn min_mtu(addr: IpAddr) -> u32 {
+    if addr.is_ipv6() {
+        1280
+    } else {
+        576
+    }
+}
+
+/// Why a routed backend cannot be reached (logged once per backend and
+/// reason; the backend gets no traffic meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Unreachable {
+    /// No route (or the lookup failed).
+    NoRoute(String),
+    /// The route leaves through another interface: XDP sends out of its own.
+    OtherInterface(u32),
+    /// The route has no source address of the backend's family.
+    NoSource,
+    /// The next hop did not answer ARP / ND.
+    NoNeighbour(IpAddr),
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreachable::NoRoute(e) => write!(f, "{e}"),
+            Unreachable::OtherInterface(i) => write!(
+                f,
+                "the route to it leaves through interface index {i}, and the XDP \
+                 program sends only out of the interface it runs on"
+            ),
+            Unreachable::NoSource => write!(f, "the route to it has no source address"),
+            Unreachable::NoNeighbour(hop) => write!(f, "next hop {hop} answers no ARP or ND"),
+        }
+    }
+}
+
+/// The route lookups of one round: the next hop to resolve, the tunnel,
+/// or why not.
+async fn routes(
+    netlink: &Netlink,
+    ifindex: u32,
+    link_mtu: u32,
+    routed: &[IpAddr],
+) -> HashMap<IpAddr, Result<(IpAddr, Tunnel), Unreachable>> {
+    let mut out = HashMap::new();
+    for &addr in routed {
+        let r = match netlink.route_to(addr).await {
+            Ok(to) => route_path(addr, &to, ifindex, link_mtu),
+            Err(e) => Err(Unreachable::NoRoute(e.to_string())),
+        };
+        out.insert(addr, r);
+    }
+    out
+}
+
+/// The next hop and tunnel of routed backend `addr` from the kernel's
+/// route to it (pure: unit-tested).
+pub fn route_path(
+    addr: IpAddr,
+    to: &RouteTo,
+    ifindex: u32,
+    link_mtu: u32,
+) -> Result<(IpAddr, Tunnel), Unreachable> {
+    if to.oif != ifindex {
+        return Err(Unreachable::OtherInterface(to.oif));
+    }
+    let Some(source) = to.source.filter(|s| s.is_ipv6() == addr.is_ipv6()) else {
+        return Err(Unreachable::NoSource);
+    };
+    let mtu = to
+        .mtu
+        .filter(|m| *m > 0)
+        .unwrap_or(link_mtu)
+        .clamp(min_mtu(addr), u16::MAX as u32) as u16;
+    Ok((to.gateway.unwrap_or(addr), Tunnel { source, mtu }))
+}
+
+/// One resolution round: the neighbour table, with the kernel asked to
+/// resolve what is missing and its answers awaited up to [`ANSWER_WAIT`];
+/// routed backends through their routes. None when the table could not
+/// be read at all: "no answer" is not "no neighbours", and must never
+/// take every backend out. The reasons routed backends are unreachable
+/// come back beside.
+pub async fn resolve(
+    netlink: &Netlink,
+    ifindex: u32,
+    link_mtu: u32,
+    wanted: &Wanted,
+) -> Option<(Reach, HashMap<IpAddr, Unreachable>)> {
+    let routes = routes(netlink, ifindex, link_mtu, &wanted.routed).await;
+    let hops: Vec<IpAddr> = routes
+        .values()
+        .filter_map(|r| r.as_ref().ok().map(|(hop, _)| *hop))
+        .collect();
+    let mut need: Vec<IpAddr> = wanted.on_link.iter().chain(&hops).copied().collect();
+    need.sort();
+    need.dedup();
     let mut table = match netlink.neighbours(ifindex).await {
         Ok(t) => t,
         Err(e) => {
@@ -29,7 +195,7 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[IpAddr]) -> Opti
             return None;
         }
     };
-    let missing: Vec<IpAddr> = wanted
+    let missing: Vec<IpAddr> = need
         .iter()
         .filter(|a| !table.contains_key(a))
         .copied()
@@ -52,12 +218,29 @@ pub async fn resolve(netlink: &Netlink, ifindex: u32, wanted: &[IpAddr]) -> Opti
             }
         }
     }
-    Some(
-        wanted
-            .iter()
-            .filter_map(|a| table.get(a).map(|m| (*a, *m)))
-            .collect(),
-    )
+    let macs = wanted
+        .on_link
+        .iter()
+        .filter_map(|a| table.get(a).map(|m| (*a, *m)))
+        .collect();
+    let mut paths = Paths::new();
+    let mut why = HashMap::new();
+    for (addr, r) in routes {
+        match r {
+            Ok((hop, tunnel)) => match table.get(&hop) {
+                Some(mac) => {
+                    paths.insert(addr, Path { mac: *mac, tunnel });
+                }
+                None => {
+                    why.insert(addr, Unreachable::NoNeighbour(hop));
+                }
+            },
+            Err(e) => {
+                why.insert(addr, e);
+            }
+        }
+    }
+    Some((Reach { macs, paths }, why))
 }
 
 /// How soon a round follows one that left a backend without a MAC.
@@ -65,26 +248,25 @@ pub const MISSING_RETRY: Duration = Duration::from_secs(1);
 
 /// The resolver task's handles.
 pub struct Resolver {
-    wanted: watch::Sender<Vec<IpAddr>>,
+    wanted: watch::Sender<Wanted>,
 }
 
 impl Resolver {
     /// Starts resolving `wanted` every `every` (and at once when the wanted
-    /// set changes), sending each changed map on `tx`, beginning from `known`.
+    /// set changes), sending each changed [`Reach`] on `tx`, beginning from
+    /// `known`. `link_mtu` is the interface's (a route without its own MTU
+    /// has the link's).
     pub fn start(
         netlink: Netlink,
         ifindex: u32,
-        wanted: Vec<IpAddr>,
-        known: Macs,
+        link_mtu: u32,
+        wanted: Wanted,
+        known: Reach,
         every: Duration,
-        tx: mpsc::Sender<Macs>,
+        tx: mpsc::Sender<Reach>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         // What is missing now was reported by the caller already.
-        let mut warned: std::collections::HashSet<IpAddr> = wanted
-            .iter()
-            .filter(|a| !known.contains_key(a))
-            .copied()
-            .collect();
+        let mut warned: HashSet<IpAddr> = known.missing(&wanted).into_iter().collect();
         let (wtx, mut wrx) = watch::channel(wanted);
         // While a backend has no MAC, ask again sooner than `every`: a node
         // that boots cannot send ND (or ARP) until its own address is
@@ -105,21 +287,30 @@ impl Resolver {
                     r = wrx.changed() => if r.is_err() { return },
                 }
                 let wanted = wrx.borrow_and_update().clone();
-                let Some(macs) = resolve(&netlink, ifindex, &wanted).await else {
+                let Some((reach, why)) = resolve(&netlink, ifindex, link_mtu, &wanted).await else {
                     wait = every;
                     continue;
                 };
-                wait = pace(wanted.iter().any(|a| !macs.contains_key(a)));
-                for a in &wanted {
-                    if macs.contains_key(a) {
-                        warned.remove(a);
-                    } else if warned.insert(*a) {
-                        tracing::warn!(backend = %a, "no MAC address for backend (no ARP or ND reply); it gets no traffic");
+                let missing = reach.missing(&wanted);
+                wait = pace(!missing.is_empty());
+                warned.retain(|a| missing.contains(a));
+                for a in missing {
+                    if warned.insert(a) {
+                        match why.get(&a) {
+                            Some(reason) => tracing::warn!(
+                                backend = %a,
+                                "routed backend unreachable ({reason}); it gets no traffic"
+                            ),
+                            None => tracing::warn!(
+                                backend = %a,
+                                "no MAC address for backend (no ARP or ND reply); it gets no traffic"
+                            ),
+                        }
                     }
                 }
-                if macs != last {
-                    last = macs.clone();
-                    if tx.send(macs).await.is_err() {
+                if reach != last {
+                    last = reach.clone();
+                    if tx.send(reach).await.is_err() {
                         return;
                     }
                 }
@@ -129,7 +320,7 @@ impl Resolver {
     }
 
     /// The backends to resolve changed (a reload).
-    pub fn want(&self, wanted: Vec<IpAddr>) {
+    pub fn want(&self, wanted: Wanted) {
         self.wanted.send_if_modified(|w| {
             if *w != wanted {
                 *w = wanted;
@@ -138,5 +329,94 @@ impl Resolver {
                 false
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(gateway: Option<&str>, oif: u32, source: Option<&str>, mtu: Option<u32>) -> RouteTo {
+        RouteTo {
+            gateway: gateway.map(|g| g.parse().expect("gateway")),
+            oif,
+            source: source.map(|s| s.parse().expect("source")),
+            mtu,
+        }
+    }
+
+    #[test]
+    fn a_routed_backend_goes_through_its_gateway_from_the_route_source() {
+        let b: IpAddr = "10.78.0.21".parse().expect("addr");
+        let r = route_path(
+            b,
+            &to(Some("10.77.0.1"), 3, Some("10.77.0.2"), None),
+            3,
+            1500,
+        );
+        let (hop, t) = r.expect("reachable");
+        assert_eq!(hop, "10.77.0.1".parse::<IpAddr>().expect("hop"));
+        assert_eq!(t.source, "10.77.0.2".parse::<IpAddr>().expect("src"));
+        assert_eq!(t.mtu, 1500, "the link's MTU without a route MTU");
+        // On the link: the backend is its own next hop; a route MTU wins.
+        let (hop, t) =
+            route_path(b, &to(None, 3, Some("10.77.0.2"), Some(1400)), 3, 1500).expect("reachable");
+        assert_eq!(hop, b);
+        assert_eq!(t.mtu, 1400);
+    }
+
+    #[test]
+    fn routes_that_cannot_carry_the_tunnel_are_refused_with_the_reason() {
+        let b: IpAddr = "10.78.0.21".parse().expect("addr");
+        assert_eq!(
+            route_path(b, &to(Some("10.9.0.1"), 7, Some("10.9.0.2"), None), 3, 1500),
+            Err(Unreachable::OtherInterface(7))
+        );
+        assert_eq!(
+            route_path(b, &to(None, 3, None, None), 3, 1500),
+            Err(Unreachable::NoSource)
+        );
+        assert_eq!(
+            route_path(b, &to(None, 3, Some("fd77::2"), None), 3, 1500),
+            Err(Unreachable::NoSource),
+            "a source of the other family is none"
+        );
+        let six: IpAddr = "fd78::21".parse().expect("addr");
+        let (_, t) =
+            route_path(six, &to(None, 3, Some("fd77::2"), Some(1000)), 3, 1500).expect("reachable");
+        assert_eq!(t.mtu, 1280, "never below IPv6's minimum MTU");
+    }
+
+    #[test]
+    fn reach_tells_dsr_and_routed_backends_apart() {
+        let a: IpAddr = "10.77.0.21".parse().expect("addr");
+        let mut r = Reach::default();
+        r.macs.insert(a, [2, 0, 0, 0, 0, 0x21]);
+        assert!(r.reachable(Mode::Dsr, a));
+        assert!(!r.reachable(Mode::Ipip, a), "a MAC is no route");
+        let tunnel = Tunnel {
+            source: "10.77.0.2".parse().expect("src"),
+            mtu: 1500,
+        };
+        r.paths.insert(
+            a,
+            Path {
+                mac: [2, 0, 0, 0, 0, 1],
+                tunnel,
+            },
+        );
+        assert_eq!(
+            r.hop(Mode::Gue, a),
+            (Some([2, 0, 0, 0, 0, 1]), Some(tunnel))
+        );
+        assert_eq!(r.hop(Mode::Dsr, a), (Some([2, 0, 0, 0, 0, 0x21]), None));
+        let w = Wanted {
+            on_link: vec![a],
+            routed: vec!["10.78.0.9".parse().expect("addr")],
+        };
+        assert_eq!(
+            r.missing(&w),
+            vec!["10.78.0.9".parse::<IpAddr>().expect("addr")]
+        );
     }
 }

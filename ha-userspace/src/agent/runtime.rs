@@ -13,14 +13,16 @@
 //! same slot). A backend that is down, has no MAC, or whose VIP is removed
 //! or changes its address, port or protocol, is released at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::dataplane::Service;
 
-use crate::config::{Config, Hash, Health, HealthKind, Vip};
-use crate::dataplane::{BackendSpec, VipSpec};
+use crate::config::{Config, Hash, Health, HealthKind, Mode, Vip};
+use crate::dataplane::{BackendSpec, Encap, VipSpec};
+
+use super::neighbours::{Reach, Wanted};
 use crate::health::check::{Outcome, Probe};
 use crate::health::monitor::Target;
 use crate::health::RiseFall;
@@ -324,7 +326,7 @@ impl Runtime {
         old: &Config,
         new: &Config,
         diff: &Diff,
-        macs: &HashMap<IpAddr, [u8; 6]>,
+        reach: &Reach,
         now: Instant,
         timeout: Duration,
     ) {
@@ -376,7 +378,7 @@ impl Runtime {
                     let Some(state) = self.get(vip, name).cloned() else {
                         continue;
                     };
-                    if !state.healthy() || !macs.contains_key(&addr) {
+                    if !state.healthy() || !reach.reachable(ov.mode, addr) {
                         continue;
                     }
                     let label = if new_names.contains(name.as_str()) {
@@ -551,7 +553,7 @@ impl Runtime {
     pub fn serving_by_address(
         &self,
         cfg: &Config,
-        macs: &HashMap<IpAddr, [u8; 6]>,
+        reach: &Reach,
     ) -> (BTreeMap<IpAddr, Vec<String>>, BTreeMap<IpAddr, Vec<String>>) {
         let mut down: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         let mut pending: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
@@ -559,7 +561,7 @@ impl Runtime {
             let vn = v.name.get_ref();
             let usable = |b: &&crate::config::Backend| {
                 self.weight(vn, b.name.get_ref(), b.weight) > 0
-                    && macs.contains_key(b.address.get_ref())
+                    && reach.reachable(v.mode, *b.address.get_ref())
             };
             let health = |b: &crate::config::Backend| {
                 self.get(vn, b.name.get_ref())
@@ -608,8 +610,8 @@ impl Runtime {
     /// The desired data-plane state: the config's backends, and the
     /// removing ones with weight 0 (usable for their flows, no new ones).
     /// In the BGP mode a VIP without a healthy backend fails open.
-    pub fn specs(&self, cfg: &Config, macs: &HashMap<IpAddr, [u8; 6]>) -> Vec<VipSpec> {
-        self.specs_at(cfg, macs, SystemTime::now())
+    pub fn specs(&self, cfg: &Config, reach: &Reach) -> Vec<VipSpec> {
+        self.specs_at(cfg, reach, SystemTime::now())
     }
 
     /// [`Runtime::specs`] at `now`. In the BGP mode a backend that went
@@ -619,16 +621,12 @@ impl Runtime {
     /// fails open before any partial change reaches the data plane, so a
     /// flow that moves to another node meanwhile finds the same backend
     /// there. A backend that alone went down leaves after the interval.
-    pub fn specs_at(
-        &self,
-        cfg: &Config,
-        macs: &HashMap<IpAddr, [u8; 6]>,
-        now: SystemTime,
-    ) -> Vec<VipSpec> {
+    pub fn specs_at(&self, cfg: &Config, reach: &Reach, now: SystemTime) -> Vec<VipSpec> {
         cfg.vips()
             .map(|v| {
                 let key = Service::new(*v.address.get_ref(), v.port, v.protocol.number());
                 let settle = settle_time(v);
+                let hop = |addr: &IpAddr| reach.hop(v.mode, *addr);
                 let mut backends: Vec<BackendSpec> = v
                     .backends
                     .iter()
@@ -638,9 +636,11 @@ impl Runtime {
                         let st = self.get(vn, bn);
                         let settling =
                             cfg.bgp.is_some() && st.is_some_and(|s| s.settling(now, settle));
+                        let (mac, tunnel) = hop(&addr);
                         BackendSpec {
                             addr,
-                            mac: macs.get(&addr).copied(),
+                            mac,
+                            tunnel,
                             weight: self.weight(vn, bn, b.weight),
                             healthy: settling || st.is_none_or(BackendState::healthy),
                         }
@@ -664,9 +664,11 @@ impl Runtime {
                 }
                 for ((vn, _), r) in &self.removing {
                     if vn == v.name.get_ref() && r.service == key {
+                        let (mac, tunnel) = hop(&r.addr);
                         backends.push(BackendSpec {
                             addr: r.addr,
-                            mac: macs.get(&r.addr).copied(),
+                            mac,
+                            tunnel,
                             weight: 0,
                             healthy: r.state.healthy(),
                         });
@@ -676,6 +678,11 @@ impl Runtime {
                     service: key,
                     table_size: v.maglev_table_size,
                     source_hash: v.hash == Hash::SourceIp,
+                    encap: match (v.mode, v.gue_port.as_ref()) {
+                        (Mode::Ipip, _) => Encap::Ipip,
+                        (Mode::Gue, Some(p)) => Encap::Gue { port: *p.get_ref() },
+                        _ => Encap::Dsr,
+                    },
                     backends,
                 }
             })
@@ -728,16 +735,32 @@ pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
     out
 }
 
-/// Every backend address in `cfg`, and of the removing backends, once.
-pub fn backend_addresses(cfg: &Config, rt: &Runtime) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = cfg
-        .vips()
-        .flat_map(|v| v.backends.iter().map(|b| *b.address.get_ref()))
-        .chain(rt.removing.values().map(|r| r.addr))
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+/// Every backend address in `cfg`, and of the removing backends, once:
+/// those of DSR VIPs (on the link: their own MAC is wanted) and those of
+/// encapsulating VIPs (routed: their route and next hop are wanted).
+pub fn backend_addresses(cfg: &Config, rt: &Runtime) -> Wanted {
+    let mut w = Wanted::default();
+    let mode_of = |vip: &str| cfg.vips().find(|v| v.name.get_ref() == vip).map(|v| v.mode);
+    let mut add = |tunnels: bool, a: IpAddr| {
+        if tunnels {
+            w.routed.push(a)
+        } else {
+            w.on_link.push(a)
+        }
+    };
+    for v in cfg.vips() {
+        for b in &v.backends {
+            add(v.mode.tunnels(), *b.address.get_ref());
+        }
+    }
+    for ((vip, _), r) in &rt.removing {
+        add(mode_of(vip).is_some_and(|m| m.tunnels()), r.addr);
+    }
+    for l in [&mut w.on_link, &mut w.routed] {
+        l.sort();
+        l.dedup();
+    }
+    w
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub fn build(a: &mut Agent) -> Status {
             backends.push(BackendStatus {
                 name: bn.clone(),
                 address: addr.to_string(),
-                mac: a.macs.get(&addr).map(|m| {
+                mac: a.reach.hop(v.mode, addr).0.map(|m| {
                     m.iter()
                         .map(|b| format!("{b:02x}"))
                         .collect::<Vec<_>>()
@@ -162,7 +162,7 @@ pub fn build(a: &mut Agent) -> Status {
             backends.push(BackendStatus {
                 name: bn.clone(),
                 address: r.addr.to_string(),
-                mac: a.macs.get(&r.addr).map(|m| {
+                mac: a.reach.hop(v.mode, r.addr).0.map(|m| {
                     m.iter()
                         .map(|b| format!("{b:02x}"))
                         .collect::<Vec<_>>()

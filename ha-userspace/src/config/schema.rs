@@ -449,6 +449,9 @@ pub struct Vip {
     /// Forwarding mode.
     #[serde(default, deserialize_with = "de_mode")]
     pub mode: Mode,
+    /// The UDP port backends decapsulate GUE on (`mode = "gue"` only).
+    #[serde(default)]
+    pub gue_port: Option<Spanned<u16>>,
     /// Maglev table size, a prime.
     #[serde(default = "default_table_size", deserialize_with = "de_table_size")]
     pub maglev_table_size: u32,
@@ -505,8 +508,19 @@ pub enum Mode {
     /// Layer-2 direct server return.
     #[default]
     Dsr,
+    /// IP in IP to the backend's address (routed backends).
+    Ipip,
+    /// GUE (IP in UDP) to the backend's address and `gue_port`.
+    Gue,
     /// Full NAT (not implemented yet: rejected when parsed).
     Nat,
+}
+
+impl Mode {
+    /// Encapsulates to the backend (reaches routed backends).
+    pub fn tunnels(self) -> bool {
+        matches!(self, Mode::Ipip | Mode::Gue)
+    }
 }
 
 /// `[vip.health]`.
@@ -798,7 +812,7 @@ bounded!(
 fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
     match Mode::deserialize(d)? {
         Mode::Nat => Err(serde::de::Error::custom(
-            "mode \"nat\" is not implemented yet; use \"dsr\"",
+            "mode \"nat\" is not implemented yet; use \"dsr\", \"ipip\" or \"gue\"",
         )),
         m => Ok(m),
     }

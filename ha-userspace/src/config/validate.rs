@@ -167,6 +167,23 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
                 format!("vip {name:?}: health path must start with '/'"),
             ));
         }
+        match (&vip.gue_port, vip.mode) {
+            (None, super::schema::Mode::Gue) => out.push((
+                spanned.span(),
+                format!(
+                    "vip {name:?}: mode = \"gue\" needs gue_port, the UDP port the \
+                     backends decapsulate on (halb backend --gue-port, or the kernel's fou)"
+                ),
+            )),
+            (Some(p), super::schema::Mode::Gue) if *p.get_ref() == 0 => {
+                out.push((p.span(), "gue_port must be 1-65535".into()))
+            }
+            (Some(p), m) if m != super::schema::Mode::Gue => out.push((
+                p.span(),
+                format!("vip {name:?}: gue_port is for mode = \"gue\" only"),
+            )),
+            _ => {}
+        }
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         for b in &vip.backends {
@@ -183,12 +200,27 @@ pub(super) fn check(config: &mut Config) -> Vec<(Range<usize>, String)> {
                     format!("duplicate backend name {bname:?} in vip {name:?}"),
                 ));
             }
-            if b.address.get_ref().is_ipv6() != vip.address.get_ref().is_ipv6() {
+            let (b6, v6) = (
+                b.address.get_ref().is_ipv6(),
+                vip.address.get_ref().is_ipv6(),
+            );
+            if vip.mode.tunnels() && v6 && !b6 {
+                out.push((
+                    b.address.span(),
+                    format!(
+                        "backend address {} is IPv4 but vip {name:?} ({}) is IPv6: halb \
+                         does not send IPv6 in IPv4; give the backend its IPv6 address",
+                        b.address.get_ref(),
+                        vip.address.get_ref(),
+                    ),
+                ));
+            } else if !vip.mode.tunnels() && b6 != v6 {
                 out.push((
                     b.address.span(),
                     format!(
                         "backend address {} is {} but vip {name:?} ({}) is {}: DSR \
-                         forwards a packet unchanged, so a backend is of its VIP's family",
+                         forwards a packet unchanged, so a backend is of its VIP's family \
+                         (mode = \"ipip\" or \"gue\" reaches an IPv6 backend)",
                         b.address.get_ref(),
                         family_name(*b.address.get_ref()),
                         vip.address.get_ref(),

@@ -24,7 +24,7 @@ use ha_common::{maps as names, Meta, ABI_VERSION, XDP_MODE_GENERIC, XDP_MODE_NAT
 
 pub use maps::{FlowView, Maps, Store};
 pub use service::Service;
-pub use writer::{BackendSpec, Report, VipSpec, Writer};
+pub use writer::{BackendSpec, Encap, Report, Tunnel, VipSpec, Writer};
 
 /// The XDP program object, built by `cargo xtask build`.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HALB_XDP_OBJ"));

@@ -89,12 +89,14 @@ pub fn addr_octets(addr: IpAddr) -> [u8; 16] {
     }
 }
 
-/// The address in a [`ha_common::BackendInfo`] of a service of `key`'s family.
-pub fn addr_of(octets: [u8; 16], key: &VipKey) -> IpAddr {
-    if key.family == FAMILY_IPV6 {
-        IpAddr::V6(Ipv6Addr::from(octets))
+/// The address in a [`ha_common::BackendInfo`]: IPv6 when the backend is
+/// flagged so ([`ha_common::BACKEND_F_ADDR6`]) or serves an IPv6 service.
+pub fn backend_addr(b: &ha_common::BackendInfo) -> IpAddr {
+    if b.vip.family == FAMILY_IPV6 || b.flags & ha_common::BACKEND_F_ADDR6 != 0 {
+        IpAddr::V6(Ipv6Addr::from(b.addr))
     } else {
-        IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+        let o = b.addr;
+        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
     }
 }
 
@@ -129,11 +131,17 @@ mod tests {
         assert!(s4.key6().is_none());
         assert_eq!(s.to_string(), "[fd77::100]:443/tcp");
         assert_eq!(s4.to_string(), "10.77.0.100:80/tcp");
-        let o = addr_octets(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(
-            addr_of(o, &s4.key()),
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
-        );
-        assert_eq!(addr_of(addr_octets(v6.into()), &s.key()), IpAddr::V6(v6));
+        let info = |addr: IpAddr, key: VipKey, flags| ha_common::BackendInfo {
+            addr: addr_octets(addr),
+            vip: key,
+            flags,
+            ..Default::default()
+        };
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(backend_addr(&info(v4, s4.key(), 0)), v4);
+        assert_eq!(backend_addr(&info(v6.into(), s.key(), 0)), IpAddr::V6(v6));
+        // An IPv4 service's IPv6 backend (IPv4 in IPv6).
+        let flagged = info(v6.into(), s4.key(), ha_common::BACKEND_F_ADDR6);
+        assert_eq!(backend_addr(&flagged), IpAddr::V6(v6));
     }
 }

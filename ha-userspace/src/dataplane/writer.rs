@@ -31,13 +31,14 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ha_common::{
-    ring_index, BackendInfo, Ring, VipFilter, VipInfo, VipKey, BACKEND_F_UP, MAX_BACKENDS,
-    MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_BITS, VIP_F_ADDRESS, VIP_F_SOURCE_HASH,
+    ring_index, BackendInfo, Ring, VipFilter, VipInfo, VipKey, BACKEND_F_ADDR6, BACKEND_F_UP,
+    ENCAP_GUE, ENCAP_IPIP, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_MAX, VIP_FILTER_BITS,
+    VIP_F_ADDRESS, VIP_F_SOURCE_HASH,
 };
 
 use super::maglev::{self, Member};
 use super::maps::Store;
-use super::service::{addr_octets, addr_of, filter_bit, Service};
+use super::service::{addr_octets, backend_addr, filter_bit, Service};
 use super::Error;
 
 /// [`BackendInfo::flags`] bit: the slot is assigned (set on every live slot).
@@ -56,8 +57,34 @@ pub struct VipSpec {
     /// Source-IP affinity: flows are placed by their source address, not
     /// their source port ([`ha_common::VIP_F_SOURCE_HASH`]).
     pub source_hash: bool,
+    /// How packets reach the backends.
+    pub encap: Encap,
     /// Backends, in any order.
     pub backends: Vec<BackendSpec>,
+}
+
+/// How a VIP's packets reach its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encap {
+    /// Layer-2 DSR: only the MAC addresses change (backends on the link).
+    #[default]
+    Dsr,
+    /// IP in IP to the backend's address.
+    Ipip,
+    /// GUE (IP in UDP) to the backend's address and this UDP port.
+    Gue {
+        /// Destination port.
+        port: u16,
+    },
+}
+
+/// The path to an encapsulated backend, from the kernel's route to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// The outer source: this node's address on the route.
+    pub source: IpAddr,
+    /// The largest outer packet the route takes.
+    pub mtu: u16,
 }
 
 /// One backend as the agent wants it.
@@ -65,8 +92,11 @@ pub struct VipSpec {
 pub struct BackendSpec {
     /// Backend address (of the service's family).
     pub addr: IpAddr,
-    /// Its MAC address, when known.
+    /// The MAC address to send to, when known: the backend's, or under
+    /// encapsulation its next hop's (then known only with `tunnel`).
     pub mac: Option<[u8; 6]>,
+    /// Under encapsulation: the route to the backend.
+    pub tunnel: Option<Tunnel>,
     /// Maglev weight; 0 drains (keeps existing flows, gets no new ones).
     pub weight: u32,
     /// Health: false takes the backend out and moves its flows.
@@ -235,7 +265,7 @@ fn learn<S: Store>(store: &mut S) -> Result<Learned, Error> {
     for (id, b) in store.backends()? {
         match by_id.get(&b.vip_id) {
             Some(key) if b.flags & BACKEND_F_IN_USE != 0 && b.vip == key.key() => {
-                backend_ids.insert((*key, addr_of(b.addr, &b.vip)), id);
+                backend_ids.insert((*key, backend_addr(&b)), id);
                 written.insert(id, b);
             }
             _ => store.set_backend(id, &BackendInfo::default())?,
@@ -516,6 +546,7 @@ impl<S: Store> Writer<S> {
                     service: s.service,
                     table_size: s.table_size,
                     source_hash: s.source_hash,
+                    encap: s.encap,
                     backends: s
                         .backends
                         .iter()
@@ -562,7 +593,15 @@ impl<S: Store> Writer<S> {
             .values()
             .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
         {
-            if b.0.service.addr.is_ipv4() != b.1.addr.is_ipv4() {
+            // DSR sends the packet unchanged: a backend of the VIP's family.
+            // Encapsulated, an IPv4 VIP may have IPv6 backends (IPv4 in
+            // IPv6), but never the other way round.
+            let (vip4, backend4) = (b.0.service.addr.is_ipv4(), b.1.addr.is_ipv4());
+            let fits = match b.0.encap {
+                Encap::Dsr => vip4 == backend4,
+                _ => vip4 || !backend4,
+            };
+            if !fits {
                 return Err(Error::Capacity(format!(
                     "backend {} of {} is of another address family",
                     b.1.addr, b.0.service
@@ -705,13 +744,7 @@ impl<S: Store> Writer<S> {
         }
         self.scrub_previous(&fresh, report)?;
         for (b, &id) in spec.backends.iter().zip(&ids) {
-            let info = BackendInfo {
-                addr: addr_octets(b.addr),
-                mac: b.mac.unwrap_or_default(),
-                flags: BACKEND_F_IN_USE | if b.usable() { BACKEND_F_UP } else { 0 },
-                vip_id,
-                vip: key.key(),
-            };
+            let info = backend_info(spec.encap, b, vip_id, key);
             let old = self.written.get(&id);
             if old == Some(&info) {
                 continue;
@@ -855,6 +888,39 @@ impl<S: Store> Writer<S> {
         report.backends_written += 1;
         Ok(())
     }
+}
+
+/// The backend map value of `b`, a backend of `key` (VIP id `vip_id`)
+/// reached by `encap`.
+fn backend_info(encap: Encap, b: &BackendSpec, vip_id: u32, key: Service) -> BackendInfo {
+    let mut flags = BACKEND_F_IN_USE | if b.usable() { BACKEND_F_UP } else { 0 };
+    if b.addr.is_ipv6() {
+        flags |= BACKEND_F_ADDR6;
+    }
+    let mut info = BackendInfo {
+        addr: addr_octets(b.addr),
+        mac: b.mac.unwrap_or_default(),
+        flags,
+        vip_id,
+        vip: key.key(),
+        ..Default::default()
+    };
+    let (kind, port) = match encap {
+        Encap::Dsr => return info,
+        Encap::Ipip => (ENCAP_IPIP, 0),
+        Encap::Gue { port } => (ENCAP_GUE, port),
+    };
+    info.encap = kind;
+    info.gue_port = port.to_be();
+    match b.tunnel {
+        Some(t) => {
+            info.src = addr_octets(t.source);
+            info.mtu = t.mtu;
+        }
+        // No route known: never sent to (and never from a made-up source).
+        None => info.flags &= !BACKEND_F_UP,
+    }
+    info
 }
 
 fn marker_info() -> VipInfo {

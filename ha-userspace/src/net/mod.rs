@@ -49,6 +49,9 @@ pub enum NetError {
     /// The kernel did not answer in time.
     #[error("netlink {0}: no answer within {TIMEOUT:?}")]
     Timeout(String),
+    /// The kernel has no route to the address.
+    #[error("no route to {0}")]
+    NoRoute(IpAddr),
 }
 
 /// Time any one netlink request may take.
@@ -100,15 +103,19 @@ pub struct Link {
     pub up: bool,
     /// Id of the attached XDP program, if any.
     pub xdp_prog: Option<u32>,
+    /// MTU (0 when the message has none).
+    pub mtu: u32,
 }
 
 /// The facts of link `name` in a link message (pure: fuzzed).
 pub fn link_of(name: &str, msg: &LinkMessage) -> Link {
     let mut mac = [0u8; 6];
     let mut xdp_prog = None;
+    let mut mtu = 0;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(a),
+            LinkAttribute::Mtu(m) => mtu = *m,
             LinkAttribute::Xdp(x) => {
                 for n in x {
                     if let LinkXdp::ProgId(id) = n {
@@ -126,6 +133,7 @@ pub fn link_of(name: &str, msg: &LinkMessage) -> Link {
         mac,
         up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
         xdp_prog,
+        mtu,
     }
 }
 
@@ -164,6 +172,19 @@ pub fn neighbour_of(msg: &NeighbourMessage, ifindex: u32) -> Option<(IpAddr, [u8
         }
     }
     Some((dst?, mac?))
+}
+
+/// The answer of a route lookup ([`Netlink::route_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTo {
+    /// The router to send through (None: the destination is on the link).
+    pub gateway: Option<IpAddr>,
+    /// Output interface index.
+    pub oif: u32,
+    /// The source address the kernel would use.
+    pub source: Option<IpAddr>,
+    /// The route's MTU, when it has one.
+    pub mtu: Option<u32>,
 }
 
 /// A route-netlink connection (the connection task runs on tokio).
@@ -435,6 +456,53 @@ impl Netlink {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// The kernel's route to `addr` (a FIB lookup, as `ip route get`).
+    pub async fn route_to(&self, addr: IpAddr) -> Result<RouteTo, NetError> {
+        let msg = match addr {
+            IpAddr::V4(a) => rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
+        let what = format!("route to {addr}");
+        limit(|| what.clone(), async {
+            let mut answer = self.handle.route().get(msg).execute();
+            let Some(m) = next_msg(&mut answer, &what).await? else {
+                return Err(NetError::NoRoute(addr));
+            };
+            let mut to = RouteTo {
+                gateway: None,
+                oif: 0,
+                source: None,
+                mtu: None,
+            };
+            let ip = |a: &RouteAddress| match a {
+                RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+                RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+                _ => None,
+            };
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Gateway(g) => to.gateway = ip(g),
+                    RouteAttribute::Oif(i) => to.oif = *i,
+                    RouteAttribute::PrefSource(s) => to.source = ip(s),
+                    RouteAttribute::Metrics(ms) => {
+                        for metric in ms {
+                            if let rtnetlink::packet_route::route::RouteMetric::Mtu(v) = metric {
+                                to.mtu = Some(*v);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(to)
         })
         .await
     }

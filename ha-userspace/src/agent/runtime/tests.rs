@@ -45,10 +45,13 @@ fn cfg(text: &str) -> Config {
 }
 
 /// Every lab MAC known (backends are reachable).
-fn macs() -> HashMap<IpAddr, [u8; 6]> {
-    (0..=255u8)
-        .map(|i| (v4(10, 77, 0, i), [2, 0, 0, 0, 0, i]))
-        .collect()
+fn macs() -> Reach {
+    Reach {
+        macs: (0..=255u8)
+            .map(|i| (v4(10, 77, 0, i), [2, 0, 0, 0, 0, i]))
+            .collect(),
+        paths: Default::default(),
+    }
 }
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -165,8 +168,8 @@ fn health_survives_a_reload_unless_the_check_changed() {
 fn specs_follow_health_weight_and_macs() {
     let base = cfg(BASE);
     let mut rt = Runtime::new(&base);
-    let mut macs = HashMap::new();
-    macs.insert(v4(10, 77, 0, 21), [2, 0, 0, 0, 0, 21]);
+    let mut macs = Reach::default();
+    macs.macs.insert(v4(10, 77, 0, 21), [2, 0, 0, 0, 0, 21]);
     rt.record("web", "web2", ok(false), SystemTime::UNIX_EPOCH);
     rt.admin(&base, "web", "web1", |a| a.weight = Some(7))
         .expect("weight");
@@ -444,8 +447,8 @@ fn bgp_mode_announces_on_evidence_settles_downs_and_fails_open() {
     assert!(!pending.contains_key(&"10.77.0.101".parse::<IpAddr>().expect("addr")));
     // A backend without a MAC does not count: the data plane leaves it out.
     let mut no_mac = macs();
-    no_mac.remove(&"10.77.0.21".parse().expect("addr"));
-    no_mac.remove(&"10.77.0.22".parse().expect("addr"));
+    no_mac.macs.remove(&"10.77.0.21".parse().expect("addr"));
+    no_mac.macs.remove(&"10.77.0.22".parse().expect("addr"));
     for b in ["web1", "web2"] {
         rt.record("web", b, ok(true), t0);
     }

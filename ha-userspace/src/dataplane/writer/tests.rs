@@ -55,7 +55,7 @@ impl Fake {
         }
         let b = self.backends[e as usize];
         (b.flags & BACKEND_F_UP != 0 && b.vip_id == info.id && b.vip == id)
-            .then(|| addr_of(b.addr, &b.vip))
+            .then(|| backend_addr(&b))
             .and_then(|a| match a {
                 IpAddr::V4(a) => Some(a),
                 IpAddr::V6(_) => None,
@@ -134,11 +134,13 @@ fn vip(last: u8, port: u16, backends: &[(u8, u32, bool)]) -> VipSpec {
         service: Service::new(Ipv4Addr::new(10, 77, 0, last), port, IPPROTO_TCP),
         table_size: 251,
         source_hash: false,
+        encap: Encap::Dsr,
         backends: backends
             .iter()
             .map(|&(b, weight, healthy)| BackendSpec {
                 addr: Ipv4Addr::new(10, 77, 0, b).into(),
                 mac: Some(MAC),
+                tunnel: None,
                 weight,
                 healthy,
             })
@@ -361,12 +363,14 @@ fn many(last: u8, port: u16, first: u32, n: u32) -> VipSpec {
         service: Service::new(Ipv4Addr::new(10, 77, 0, last), port, IPPROTO_TCP),
         table_size: 65537,
         source_hash: false,
+        encap: Encap::Dsr,
         backends: (first..first + n)
             .map(|i| BackendSpec {
                 addr: Ipv4Addr::from(0x0a50_0000 + i).into(),
                 mac: Some(MAC),
                 weight: 1,
                 healthy: true,
+                tunnel: None,
             })
             .collect(),
     }
