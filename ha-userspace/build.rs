@@ -14,7 +14,11 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../ha-ebpf/target/bpfel-unknown-none/release"));
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
-    for (name, var) in [("halb-xdp", "HALB_XDP_OBJ"), ("halb-pass", "HALB_PASS_OBJ")] {
+    for (name, var) in [
+        ("halb-xdp", "HALB_XDP_OBJ"),
+        ("halb-pass", "HALB_PASS_OBJ"),
+        ("halb-decap", "HALB_DECAP_OBJ"),
+    ] {
         let obj = dir.join(name);
         println!("cargo:rerun-if-changed={}", obj.display());
         let path = if obj.is_file() {

@@ -10,6 +10,7 @@
 //! flow notices the restart.
 
 pub mod census;
+pub mod decap;
 pub mod maglev;
 pub mod maps;
 pub mod service;

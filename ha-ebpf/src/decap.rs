@@ -1,0 +1,333 @@
+//! The backend side's XDP program (`halb backend` attaches it): removes
+//! the outer header of an IP-in-IP or GUE packet that a halb node sent to
+//! this host for a VIP it serves, and passes the inner packet to the
+//! stack, as the kernel's `ipip`/`ip6tnl`/`fou` devices would.
+//!
+//! A frame is decapsulated only when all of this holds; anything else is
+//! passed untouched (every case bumps one `DecapStat`):
+//! - Ethernet, then IPv4 (no options, no fragment) or IPv6 (no extension
+//!   header), with lengths consistent with the frame;
+//! - protocol 4 or 41 (IP in IP, when enabled) or UDP to the configured
+//!   GUE port with checksum 0 (GUE variant 1: the first nibble after UDP
+//!   is 4 or 6) and a UDP length that matches;
+//! - an outer destination that is an address of this host (`ADDR_LOCAL`);
+//! - an inner IPv4 or IPv6 header of the family the outer header names,
+//!   whose length is exactly what the outer packet carries, to a VIP this
+//!   host serves (`ADDR_VIP`).
+//!
+//! The Ethernet addresses stay; the EtherType becomes the inner packet's.
+#![no_std]
+#![no_main]
+
+mod bin_support;
+#[allow(dead_code)]
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_xdp_adjust_head,
+    macros::{map, xdp},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use ha_common::decap::{AddrKey, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, STAT_COUNT};
+use ha_common::{Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP};
+use parse::{load, ETH_HLEN};
+
+/// Served VIPs and this host's addresses (see `ha_common::decap::ADDRS`).
+#[map(name = "HALB_DECAP_ADDRS")]
+static ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// The settings (one element).
+#[map(name = "HALB_DECAP_CONF")]
+static CONF: Array<Conf> = Array::with_max_entries(1, 0);
+
+/// Per-reason counters.
+#[map(name = "HALB_DECAP_STATS")]
+static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
+const NH_IPV4: u8 = 4;
+const NH_IPV6: u8 = 41;
+const UDP_HLEN: usize = 8;
+const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
+
+#[xdp]
+pub fn halb_decap(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let stat = decap(&ctx);
+    if let Some(c) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU value; no other writer on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Whether `key` is in [`ADDRS`] with `flag`.
+#[inline(always)]
+fn has(key: &AddrKey, flag: u32) -> bool {
+    // SAFETY: a map value pointer, read during this run.
+    ADDRS
+        .get_ptr(key)
+        .is_some_and(|v| unsafe { *v } & flag != 0)
+}
+
+#[inline(always)]
+fn key4(addr: u32) -> AddrKey {
+    AddrKey {
+        addr: [addr, 0, 0, 0],
+        family: FAMILY_IPV4 as u32,
+    }
+}
+
+#[inline(always)]
+fn key6(addr: [u32; 4]) -> AddrKey {
+    AddrKey {
+        addr,
+        family: FAMILY_IPV6 as u32,
+    }
+}
+
+/// The outer header's facts: where the payload starts (after UDP for
+/// GUE), how long it is, and what it should be.
+struct Outer {
+    /// Offset of the inner packet from the IP header.
+    off: usize,
+    /// Bytes of inner packet the outer header says it carries.
+    inner_len: usize,
+    /// The inner version the outer header names (0: GUE, by its nibble).
+    want: u8,
+    gue: bool,
+}
+
+/// Which tunnel, if any, a next-header / protocol value names.
+#[inline(always)]
+fn tunnel_kind(nh: u8, conf: &Conf) -> Option<(u8, bool)> {
+    match nh {
+        NH_IPV4 if conf.ipip != 0 => Some((4, false)),
+        NH_IPV6 if conf.ipip != 0 => Some((6, false)),
+        IPPROTO_UDP if conf.gue_port != 0 => Some((0, true)),
+        _ => None,
+    }
+}
+
+/// The UDP header of a GUE candidate at `udp`: the port (checked first:
+/// any other UDP is not a tunnel), then its length and checksum.
+#[inline(always)]
+fn gue_udp(udp: usize, end: usize, conf: &Conf, carried: usize) -> Result<(), DecapStat> {
+    if udp + UDP_HLEN > end {
+        return Err(DecapStat::PassNotTunnel);
+    }
+    // SAFETY: 8 bytes checked above.
+    let (dport, ulen, sum) = unsafe {
+        (
+            load::<u16>(udp + 2),
+            u16::from_be(load::<u16>(udp + 4)) as usize,
+            load::<u16>(udp + 6),
+        )
+    };
+    if dport != conf.gue_port {
+        return Err(DecapStat::PassNotTunnel);
+    }
+    if ulen != carried || sum != 0 {
+        return Err(DecapStat::PassMalformed);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn outer4(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
+    if ip + 20 > end {
+        return Err(DecapStat::PassNotTunnel);
+    }
+    // SAFETY (all loads): inside the 20 bytes checked above.
+    let (vihl, tot_len, frag, proto, daddr) = unsafe {
+        (
+            load::<u8>(ip),
+            u16::from_be(load::<u16>(ip + 2)) as usize,
+            load::<u16>(ip + 6),
+            load::<u8>(ip + 9),
+            load::<u32>(ip + 16),
+        )
+    };
+    let Some((want, gue)) = tunnel_kind(proto, conf) else {
+        return Err(DecapStat::PassNotTunnel);
+    };
+    if vihl >> 4 != 4 {
+        return Err(DecapStat::PassNotTunnel);
+    }
+    if gue {
+        // The port decides whether this is a tunnel at all.
+        gue_udp(ip + 20, end, conf, tot_len.wrapping_sub(20))?;
+    }
+    let room = end - ip;
+    if vihl != 0x45 || frag & IP_FRAG_MASK_RAW != 0 || tot_len > room {
+        return Err(DecapStat::PassMalformed);
+    }
+    let off = 20 + if gue { UDP_HLEN } else { 0 };
+    if tot_len < off + 20 {
+        return Err(DecapStat::PassMalformed);
+    }
+    if !has(&key4(daddr), ADDR_LOCAL) {
+        return Err(DecapStat::PassNotOurs);
+    }
+    Ok(Outer {
+        off,
+        inner_len: tot_len - off,
+        want,
+        gue,
+    })
+}
+
+#[inline(always)]
+fn outer6(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
+    if ip + 40 > end {
+        return Err(DecapStat::PassNotTunnel);
+    }
+    // SAFETY (all loads): inside the 40 bytes checked above.
+    let (version, payload, nh) = unsafe {
+        (
+            load::<u8>(ip),
+            u16::from_be(load::<u16>(ip + 4)) as usize,
+            load::<u8>(ip + 6),
+        )
+    };
+    let Some((want, gue)) = tunnel_kind(nh, conf) else {
+        return Err(DecapStat::PassNotTunnel);
+    };
+    if version >> 4 != 6 {
+        return Err(DecapStat::PassNotTunnel);
+    }
+    if gue {
+        gue_udp(ip + 40, end, conf, payload)?;
+    }
+    let room = end - ip;
+    if 40 + payload > room {
+        return Err(DecapStat::PassMalformed);
+    }
+    let extra = if gue { UDP_HLEN } else { 0 };
+    if payload < extra + 20 {
+        return Err(DecapStat::PassMalformed);
+    }
+    if !has(&key6(parse::addr6(ip, 24)), ADDR_LOCAL) {
+        return Err(DecapStat::PassNotOurs);
+    }
+    Ok(Outer {
+        off: 40 + extra,
+        inner_len: payload - extra,
+        want,
+        gue,
+    })
+}
+
+/// Checks the inner packet at `inner` (`o.inner_len` bytes, inside the
+/// frame) and returns its EtherType.
+#[inline(always)]
+fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
+    // SAFETY: a plain read of a local (keeps the bounds checks below
+    // visible to the verifier; see `parse::l4`).
+    let inner = unsafe { core::ptr::read_volatile(&inner) };
+    if inner + 20 > end {
+        return Err(DecapStat::PassMalformed);
+    }
+    // SAFETY: 20 bytes checked above.
+    let version = unsafe { load::<u8>(inner) } >> 4;
+    if o.want != 0 && version != o.want {
+        return Err(DecapStat::PassMalformed);
+    }
+    match version {
+        4 => {
+            // SAFETY (the loads): inside the 20 bytes checked above.
+            let (vihl, len, daddr) = unsafe {
+                (
+                    load::<u8>(inner),
+                    u16::from_be(load::<u16>(inner + 2)) as usize,
+                    load::<u32>(inner + 16),
+                )
+            };
+            if vihl & 0x0f < 5 || len != o.inner_len {
+                return Err(DecapStat::PassMalformed);
+            }
+            if !has(&key4(daddr), ADDR_VIP) {
+                return Err(DecapStat::PassNotOurs);
+            }
+            Ok(ETH_P_IP_RAW)
+        }
+        6 => {
+            if inner + 40 > end {
+                return Err(DecapStat::PassMalformed);
+            }
+            // SAFETY: 40 bytes checked above.
+            let payload = u16::from_be(unsafe { load::<u16>(inner + 4) }) as usize;
+            if 40 + payload != o.inner_len {
+                return Err(DecapStat::PassMalformed);
+            }
+            if !has(&key6(parse::addr6(inner, 24)), ADDR_VIP) {
+                return Err(DecapStat::PassNotOurs);
+            }
+            Ok(ETH_P_IPV6_RAW)
+        }
+        _ => Err(DecapStat::PassMalformed),
+    }
+}
+
+#[inline(always)]
+fn decap(ctx: &XdpContext) -> DecapStat {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let Some(conf) = CONF.get(0) else {
+        return DecapStat::PassNotTunnel;
+    };
+    if data + ETH_HLEN > end {
+        return DecapStat::PassNotTunnel;
+    }
+    // SAFETY: 14 bytes checked above.
+    let et = unsafe { load::<u16>(data + 12) };
+    let ip = data + ETH_HLEN;
+    let outer = match et {
+        ETH_P_IP_RAW => outer4(ip, end, conf),
+        ETH_P_IPV6_RAW => outer6(ip, end, conf),
+        _ => Err(DecapStat::PassNotTunnel),
+    };
+    let o = match outer {
+        Ok(o) => o,
+        Err(s) => return s,
+    };
+    let inner_et = match inner(ip + (o.off & 0x3f), end, &o) {
+        Ok(et) => et,
+        Err(s) => return s,
+    };
+    // The MACs move forward over the outer header, then the head follows.
+    let shift = o.off & 0x3f;
+    if data + shift + ETH_HLEN > end {
+        return DecapStat::PassMalformed;
+    }
+    // SAFETY: `data .. data + 14` and `data + shift .. + 14` are inside
+    // the checked range.
+    unsafe {
+        let dst_hi: u32 = load(data);
+        let dst_lo: u16 = load(data + 4);
+        let src_hi: u32 = load(data + 6);
+        let src_lo: u16 = load(data + 10);
+        let to = data + shift;
+        *(to as *mut u32) = dst_hi;
+        *((to + 4) as *mut u16) = dst_lo;
+        *((to + 6) as *mut u32) = src_hi;
+        *((to + 10) as *mut u16) = src_lo;
+        *((to + 12) as *mut u16) = inner_et;
+    }
+    // SAFETY: a helper on this program's context; shrinking the head by
+    // bytes that are inside the frame.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, shift as i32) } != 0 {
+        return DecapStat::PassMalformed;
+    }
+    if o.gue {
+        DecapStat::Gue
+    } else {
+        DecapStat::Ipip
+    }
+}

@@ -1,0 +1,163 @@
+//! The backend side's data plane: the decapsulation program (`halb-decap`,
+//! see `ha-ebpf/src/decap.rs`), its address map, settings and counters.
+//! Loaded and attached by `halb backend`; detached when dropped.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::Xdp;
+use aya::Ebpf;
+use ha_common::decap::{self as names, AddrKey, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, PROGRAM};
+use ha_common::Counter;
+
+use super::maps::typed;
+use super::{attach, AttachMode, Error, ModeWanted};
+
+/// The decapsulation object (empty when built without `cargo xtask build`).
+pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HALB_DECAP_OBJ"));
+
+/// What the program decapsulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecapConf {
+    /// IP in IP (protocol 4 and 41).
+    pub ipip: bool,
+    /// GUE on this UDP port.
+    pub gue_port: Option<u16>,
+}
+
+/// The loaded (and, once [`Decap::attach`]ed, attached) program.
+pub struct Decap {
+    ebpf: Ebpf,
+    addrs: HashMap<MapData, AddrKey, u32>,
+    stats: PerCpuArray<MapData, Counter>,
+    written: std::collections::HashMap<AddrKey, u32>,
+}
+
+fn key(a: IpAddr) -> AddrKey {
+    match a {
+        IpAddr::V4(a) => AddrKey::v4(a.octets()),
+        IpAddr::V6(a) => AddrKey::v6(a.octets()),
+    }
+}
+
+impl Decap {
+    /// Loads and verifies the program with `conf`.
+    pub fn load(conf: DecapConf) -> Result<Self, Error> {
+        if DECAP_OBJECT.is_empty() {
+            return Err(Error::NotBuilt);
+        }
+        let mut ebpf = Ebpf::load(DECAP_OBJECT)?;
+        let mut cmap: Array<MapData, Conf> = typed(ebpf.take_map(names::CONF), names::CONF)?;
+        let c = Conf {
+            gue_port: conf.gue_port.unwrap_or(0).to_be(),
+            ipip: conf.ipip as u16,
+            pad: 0,
+        };
+        cmap.set(0, c, 0).map_err(|source| Error::Map {
+            what: "write the decapsulation settings".into(),
+            source,
+        })?;
+        let addrs = typed(ebpf.take_map(names::ADDRS), names::ADDRS)?;
+        let stats = typed(ebpf.take_map(names::STATS), names::STATS)?;
+        let program = Self::program_of(&mut ebpf)?;
+        program.load().map_err(|source| Error::Program {
+            what: "verify and load the decapsulation program".into(),
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            addrs,
+            stats,
+            written: Default::default(),
+        })
+    }
+
+    fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+        ebpf.program_mut(PROGRAM)
+            .ok_or_else(|| Error::MissingMap(PROGRAM.into()))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                what: "program type".into(),
+                source,
+            })
+    }
+
+    /// The program (tests run frames through it).
+    pub fn program(&mut self) -> Result<&mut Xdp, Error> {
+        Self::program_of(&mut self.ebpf)
+    }
+
+    /// Attaches to interface `ifname` (`ifindex`) in `mode`; detached when
+    /// this is dropped.
+    pub fn attach(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: ModeWanted,
+    ) -> Result<AttachMode, Error> {
+        let program = Self::program_of(&mut self.ebpf)?;
+        let (_, m) = attach(program, ifindex, mode, ifname)?;
+        Ok(m)
+    }
+
+    /// Makes the address map hold exactly `vips` (inner destinations)
+    /// and `local` (outer destinations).
+    pub fn set_addresses(&mut self, vips: &[IpAddr], local: &[IpAddr]) -> Result<(), Error> {
+        let mut want: std::collections::HashMap<AddrKey, u32> = Default::default();
+        for a in vips {
+            *want.entry(key(*a)).or_default() |= ADDR_VIP;
+        }
+        for a in local {
+            *want.entry(key(*a)).or_default() |= ADDR_LOCAL;
+        }
+        let gone: HashSet<AddrKey> = self
+            .written
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect();
+        for (k, v) in &want {
+            if self.written.get(k) != Some(v) {
+                self.addrs.insert(k, v, 0).map_err(|source| Error::Map {
+                    what: "write a decapsulation address".into(),
+                    source,
+                })?;
+            }
+        }
+        for k in gone {
+            match self.addrs.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(Error::Map {
+                        what: "remove a decapsulation address".into(),
+                        source,
+                    })
+                }
+            }
+        }
+        self.written = want;
+        Ok(())
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn stats(&self) -> Result<Vec<(DecapStat, Counter)>, Error> {
+        let mut out = Vec::new();
+        for s in DecapStat::ALL {
+            let per_cpu = self
+                .stats
+                .get(&(s as u32), 0)
+                .map_err(|source| Error::Map {
+                    what: "read the decapsulation counters".into(),
+                    source,
+                })?;
+            let mut c = Counter::default();
+            for v in per_cpu.iter() {
+                c.packets += v.packets;
+                c.bytes += v.bytes;
+            }
+            out.push((s, c));
+        }
+        Ok(out)
+    }
+}
