@@ -121,6 +121,29 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// The backend side of routed VIPs (`mode = "ipip"` or `"gue"`): attach
+    /// the decapsulation program to an interface, put the VIPs on lo, and
+    /// undo both on SIGTERM.
+    Backend {
+        /// The interface tunnel packets arrive on.
+        #[arg(short, long)]
+        interface: String,
+        /// A VIP served here (repeat for each).
+        #[arg(long = "vip", required = true)]
+        vips: Vec<std::net::IpAddr>,
+        /// Decapsulate GUE on this UDP port (the VIPs' `gue_port`).
+        #[arg(long)]
+        gue_port: Option<u16>,
+        /// Do not decapsulate IP in IP.
+        #[arg(long)]
+        no_ipip: bool,
+        /// XDP attach mode.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: XdpModeArg,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Print a shell completion script (bash, zsh or fish).
     Completions {
         /// The shell.
@@ -133,6 +156,17 @@ enum Command {
         /// Output directory.
         dir: PathBuf,
     },
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum XdpModeArg {
+    /// Native where the driver supports it, generic otherwise.
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (SKB) mode.
+    Generic,
 }
 
 /// Where the running agent is.
@@ -206,6 +240,34 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Man { dir } => report(man_pages(&dir)),
+        Command::Backend {
+            interface,
+            vips,
+            gue_port,
+            no_ipip,
+            xdp_mode,
+            log_format,
+        } => {
+            logging::init(log_format);
+            let opts = agent::backend::BackendOptions {
+                interface,
+                vips,
+                ipip: !no_ipip,
+                gue_port,
+                xdp_mode: match xdp_mode {
+                    XdpModeArg::Auto => halb::dataplane::ModeWanted::Auto,
+                    XdpModeArg::Native => halb::dataplane::ModeWanted::Native,
+                    XdpModeArg::Generic => halb::dataplane::ModeWanted::Generic,
+                },
+            };
+            match run_backend(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("halb backend: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(_) => {
                 println!("ok");
@@ -483,6 +545,16 @@ fn unblock_signals() {
         }
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
+}
+
+fn run_backend(opts: agent::backend::BackendOptions) -> anyhow::Result<()> {
+    unblock_signals();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(agent::backend::run(opts))?;
+    Ok(())
 }
 
 fn run_agent(cfg: config::Config, opts: RunOptions) -> anyhow::Result<()> {

@@ -182,6 +182,35 @@ pub fn download(addr: impl Into<IpAddr>, path: &str, started: impl FnOnce(u16)) 
     })
 }
 
+/// `PUT path` of `len` bytes to `addr:80` (nginx's WebDAV stores it): the
+/// HTTP status once the whole body is sent and answered.
+pub fn upload(addr: impl Into<IpAddr>, path: &str, len: usize) -> Result<u16> {
+    let addr = addr.into();
+    let sa = SocketAddr::new(addr, 80);
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.set_write_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "PUT {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: {len}\r\n\r\n",
+        host(addr)
+    )?;
+    let chunk = vec![b'u'; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n]).context("send the body")?;
+        left -= n;
+    }
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).context("read the reply")?;
+    let text = String::from_utf8_lossy(&reply);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("bad reply: {text}"))
+}
+
 /// Packets and bytes an nftables counter saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NftCounter {

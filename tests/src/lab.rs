@@ -269,6 +269,24 @@ impl Lab {
 
     /// Adds a host namespace with `eth0` on the bridge at `addr`.
     pub fn add_host(&mut self, host: &str, addr: Ipv4Addr) -> Result<()> {
+        self.add_host_on(host, "br0", addr, ula_of(addr))
+    }
+
+    /// Adds another bridge (another link) to the switch namespace.
+    pub fn add_bridge(&self, bridge: &str) -> Result<()> {
+        self.ip("sw", &["link", "add", bridge, "type", "bridge"])?;
+        self.ip("sw", &["link", "set", bridge, "up"])?;
+        Ok(())
+    }
+
+    /// [`Lab::add_host`] on bridge `bridge`, with IPv6 address `addr6`.
+    pub fn add_host_on(
+        &mut self,
+        host: &str,
+        bridge: &str,
+        addr: Ipv4Addr,
+        addr6: Ipv6Addr,
+    ) -> Result<()> {
         let ns = self.ns(host);
         run(Command::new("ip").args(["netns", "add", &ns]))?;
         self.hosts.push(host.to_string());
@@ -282,7 +300,7 @@ impl Lab {
                 "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ],
         )?;
-        self.ip("sw", &["link", "set", &port, "master", "br0", "up"])?;
+        self.ip("sw", &["link", "set", &port, "master", bridge, "up"])?;
         self.ip(host, &["link", "set", "lo", "up"])?;
         self.ip(
             host,
@@ -306,7 +324,7 @@ impl Lab {
                 "-6",
                 "addr",
                 "add",
-                &format!("{}/{PREFIX_LEN6}", ula_of(addr)),
+                &format!("{addr6}/{PREFIX_LEN6}"),
                 "dev",
                 "eth0",
                 "nodad",
@@ -406,7 +424,9 @@ impl Lab {
                  keepalive_timeout 30;\n\
                  server {{\n    listen 80 reuseport;\n    listen [::]:80 reuseport ipv6only=on;\n    root {root};\n\
                  location = / {{ default_type text/plain; return 200 \"{host}\\n\"; }}\n\
-                 location = /big {{ limit_rate {BIG_RATE}; }}\n  }}\n}}\n",
+                 location = /big {{ limit_rate {BIG_RATE}; }}\n\
+                 location /up/ {{ dav_methods PUT; create_full_put_path on; \
+                 client_max_body_size 64m; }}\n  }}\n}}\n",
                 root = root.display()
             ),
         )?;

@@ -14,6 +14,7 @@ pub mod labcmd;
 pub mod live;
 pub mod outage;
 pub mod rolling;
+pub mod routed;
 pub mod scaleout;
 pub mod scaleout_demo;
 pub mod vm;

@@ -22,6 +22,7 @@
 //! is reported as failed.
 
 mod announcing;
+pub mod backend;
 mod election;
 mod neighbours;
 pub mod runtime;

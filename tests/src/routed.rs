@@ -1,0 +1,175 @@
+//! The routed lab (`cargo xtask lab up --routed`, the routed tests and
+//! demo): backends behind a router, reached by encapsulation.
+//!
+//! - The load balancers' link (bridge `br0`, 10.77.0.0/24): the client,
+//!   lb1 and lb2 (a VRRP pair), the router's `eth0` (10.77.0.1) and one
+//!   backend on the link, `web1` (10.77.0.21).
+//! - The backend subnet (bridge `br1`, 10.78.0.0/24) behind the router
+//!   (`eth1`, 10.78.0.1): `rweb1` (10.78.0.31) and `rweb2` (10.78.0.32).
+//! - Every backend runs `halb backend` for both VIPs and nginx.
+//! - VIP `web` (10.77.0.100:80) is IP in IP, VIP `web-gue` (10.77.0.101:80)
+//!   GUE on port [`GUE_PORT`], each over all three backends.
+//! - The router's interface on the load balancers' link has MTU
+//!   [`PATH_MTU`], and the nodes' route to the backend subnet says so: a
+//!   routed backend's full-size reply to the client does not fit there,
+//!   and the router's ICMP "fragmentation needed" goes to the VIP, where
+//!   the node must hand it to that backend. The client's own link is 1500,
+//!   so its full-size packets do not fit the tunnel either, and the node
+//!   answers them with its own "fragmentation needed".
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::lab::{halb_bin, lb_addr, run, Lab, CLIENT, VIP, VIP2};
+
+/// The router on the load balancers' link.
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The router on the backend subnet.
+pub const ROUTER_B: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+/// The backend subnet.
+pub const BACKEND_NET: &str = "10.78.0.0/24";
+/// The GUE port of VIP `web-gue`.
+pub const GUE_PORT: u16 = 6080;
+/// The MTU of the router's interface on the load balancers' link.
+pub const PATH_MTU: u32 = 1400;
+/// The GUE VIP.
+pub const VIP_GUE: Ipv4Addr = VIP2;
+/// The backends: name and address.
+pub const BACKENDS: [(&str, Ipv4Addr); 3] = [
+    ("web1", Ipv4Addr::new(10, 77, 0, 21)),
+    ("rweb1", Ipv4Addr::new(10, 78, 0, 31)),
+    ("rweb2", Ipv4Addr::new(10, 78, 0, 32)),
+];
+
+/// The routed lab.
+pub struct Routed {
+    /// The namespaces and processes.
+    pub lab: Lab,
+}
+
+impl Routed {
+    /// Builds the routed topology under a fresh prefix (no agent running).
+    pub fn new(tag: &str) -> Result<Self> {
+        Self::build(Lab::new(tag)?)
+    }
+
+    /// Builds the routed topology in `lab`.
+    pub fn build(mut lab: Lab) -> Result<Self> {
+        lab.add_bridge("br1")?;
+        lab.add_host("client", CLIENT)?;
+        lab.add_host("rt", ROUTER)?;
+        for k in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            run(lab
+                .cmd("rt", "sysctl")
+                .args(["-q", "-w", &format!("{k}=1")]))?;
+        }
+        let ns = lab.ns("rt");
+        lab.ip(
+            "sw",
+            &[
+                "link", "add", "p-rt-b", "type", "veth", "peer", "name", "eth1", "netns", &ns,
+            ],
+        )?;
+        lab.ip("sw", &["link", "set", "p-rt-b", "master", "br1", "up"])?;
+        lab.ip(
+            "rt",
+            &["addr", "add", &format!("{ROUTER_B}/24"), "dev", "eth1"],
+        )?;
+        lab.ip("rt", &["link", "set", "eth1", "up"])?;
+        lab.ip("rt", &["link", "set", "eth0", "mtu", &PATH_MTU.to_string()])?;
+        run(lab.cmd("rt", "ethtool").args(["-K", "eth1", "tx", "off"]))?;
+        for n in 1..=2u8 {
+            let h = format!("lb{n}");
+            lab.add_host(&h, lb_addr(n))?;
+            lab.attach_pass_on_port(&h)?;
+            lab.ip(
+                &h,
+                &[
+                    "route",
+                    "add",
+                    BACKEND_NET,
+                    "via",
+                    &ROUTER.to_string(),
+                    "mtu",
+                    &PATH_MTU.to_string(),
+                ],
+            )?;
+        }
+        for (i, (host, addr)) in BACKENDS.iter().enumerate() {
+            if i == 0 {
+                lab.add_host(host, *addr)?;
+                lab.ip(
+                    host,
+                    &["route", "add", BACKEND_NET, "via", &ROUTER.to_string()],
+                )?;
+            } else {
+                let six = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 0x30 + i as u16);
+                lab.add_host_on(host, "br1", *addr, six)?;
+                lab.ip(
+                    host,
+                    &["route", "add", "default", "via", &ROUTER_B.to_string()],
+                )?;
+            }
+            lab.start_nginx(host)?;
+            start_backend(&mut lab, host)?;
+        }
+        Ok(Self { lab })
+    }
+
+    /// The `halb.toml` of `node` (lb1 or lb2) at VRRP `priority`.
+    pub fn config(&self, node: &str, priority: u8) -> String {
+        config(&self.lab, node, priority)
+    }
+
+    /// Starts `halb run` on `node` at `priority`; returns once VRRP runs.
+    pub fn start_node(&mut self, node: &str, priority: u8) -> Result<()> {
+        let cfg = self.config(node, priority);
+        self.lab
+            .start_halb(node, &cfg, &[])?
+            .wait_log("starting VRRP", Duration::from_secs(20))
+    }
+}
+
+/// Starts `halb backend` in `host` for both VIPs; returns once it is ready.
+pub fn start_backend(lab: &mut Lab, host: &str) -> Result<()> {
+    let mut c = lab.nsenter(host, &halb_bin());
+    c.args(["backend", "--interface", "eth0", "--gue-port"])
+        .arg(GUE_PORT.to_string())
+        .args(["--vip", &VIP.to_string(), "--vip", &VIP_GUE.to_string()]);
+    c.env("NO_COLOR", "1");
+    lab.spawn(&format!("backend-{host}"), c)?
+        .wait_log("backend side ready", Duration::from_secs(20))
+}
+
+/// The config of routed-lab node `node` at `priority`: one VRRP instance
+/// (100 ms adverts) owning both VIPs, HTTP health checks on every backend.
+pub fn config(lab: &Lab, node: &str, priority: u8) -> String {
+    let mut c = format!(
+        "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\n\
+         [vrrp]\nversion = 3\nrouter_id = 51\npriority = {priority}\nadvert_interval_ms = 100\n\
+         preempt = true\n\n",
+        lab.pin_dir(node).display()
+    );
+    for (name, addr, mode) in [
+        ("web", IpAddr::V4(VIP), "mode = \"ipip\"".to_string()),
+        (
+            "web-gue",
+            IpAddr::V4(VIP_GUE),
+            format!("mode = \"gue\"\ngue_port = {GUE_PORT}"),
+        ),
+    ] {
+        c.push_str(&format!(
+            "[[vip]]\nname = \"{name}\"\naddress = \"{addr}\"\nport = 80\n{mode}\n\n\
+             [vip.health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 500\ntimeout_ms = 400\n"
+        ));
+        for (b, a) in BACKENDS {
+            c.push_str(&format!(
+                "\n  [[vip.backend]]\n  name = \"{b}\"\n  address = \"{a}\"\n"
+            ));
+        }
+        c.push('\n');
+    }
+    c
+}

@@ -1,0 +1,75 @@
+//! Routed backends end to end in the routed lab (`halb_lab::routed`): two
+//! halb nodes, one backend on their link and two behind a router, all
+//! reached by IP in IP (VIP `web`) or GUE (VIP `web-gue`) and decapsulated
+//! by `halb backend`. Requests spread fairly over routed and local
+//! backends; large transfers complete across a path whose MTU is 1400
+//! (the nodes forward the router's ICMP errors to the flow's backend and
+//! answer too-big client packets themselves); downloads survive a VRRP
+//! failover in both modes. Needs root; CI runs as root.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use halb_lab::lab::{Lab, VIP};
+use halb_lab::routed::{Routed, BACKENDS, VIP_GUE};
+
+fn wait_owner(lab: &Lab, node: &'static str) {
+    lab.wait_for(
+        &format!("{node} to own the VIPs"),
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || lab.vip_owner(VIP) == Some(node) && lab.vip_owner(VIP_GUE) == Some(node),
+    )
+    .unwrap_or_else(|e| panic!("{e}; owner now {:?}", lab.vip_owner(VIP)));
+}
+
+/// Waits until `node` has every backend of both VIPs healthy and reachable.
+fn wait_ready(lab: &Lab, node: &str) {
+    lab.wait_for(
+        &format!("{node} to reach every backend through its tunnel"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || {
+            lab.api_status(node).is_some_and(|s| {
+                s.vips.len() == 2
+                    && s.vips.iter().all(|v| {
+                        v.backends
+                            .iter()
+                            .all(|b| b.mac.is_some() && b.health == "up")
+                    })
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", lab.api_status(node).map(|s| s.vips)));
+}
+
+/// `n` requests to `vip`: all answered, each backend within 40% of a fair share.
+fn spread(lab: &Lab, vip: Ipv4Addr, n: usize) {
+    let replies = lab
+        .requests_to(vip, n, Duration::from_secs(3))
+        .expect("every request through the VIP succeeds");
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for r in replies {
+        assert_eq!(r.status, 200);
+        *per.entry(r.body.trim().to_string()).or_default() += 1;
+    }
+    let fair = n / BACKENDS.len();
+    for (b, _) in BACKENDS {
+        let got = per.get(b).copied().unwrap_or(0);
+        assert!(
+            got * 10 >= fair * 6 && got * 10 <= fair * 14,
+            "{vip}: {b} got {got} of {n}: {per:?}"
+        );
+    }
+}
+
+#[test]
+fn requests_spread_over_routed_and_local_backends_in_both_modes() {
+    let mut r = Routed::new("rts").expect("routed lab");
+    r.start_node("lb1", 150).expect("lb1");
+    wait_owner(&r.lab, "lb1");
+    wait_ready(&r.lab, "lb1");
+    spread(&r.lab, VIP, 300);
+    spread(&r.lab, VIP_GUE, 300);
+}
