@@ -120,15 +120,38 @@ impl Routed {
 
     /// The `halb.toml` of `node` (lb1 or lb2) at VRRP `priority`.
     pub fn config(&self, node: &str, priority: u8) -> String {
-        config(&self.lab, node, priority)
+        config(&self.lab, node, priority, &BACKENDS)
     }
 
     /// Starts `halb run` on `node` at `priority`; returns once VRRP runs.
     pub fn start_node(&mut self, node: &str, priority: u8) -> Result<()> {
         let cfg = self.config(node, priority);
+        self.start_node_with(node, &cfg)
+    }
+
+    /// Starts `halb run` on `node` with `cfg`; returns once VRRP runs.
+    pub fn start_node_with(&mut self, node: &str, cfg: &str) -> Result<()> {
         self.lab
-            .start_halb(node, &cfg, &[])?
+            .start_halb(node, cfg, &[])?
             .wait_log("starting VRRP", Duration::from_secs(20))
+    }
+
+    /// Writes a file of `len` bytes as `/huge` on every backend.
+    pub fn add_huge(&self, len: usize) -> Result<()> {
+        for (host, _) in BACKENDS {
+            std::fs::write(
+                self.lab.dir.join(format!("www-{host}/huge")),
+                vec![b'h'; len],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The size of `/up/name` (an upload) on `host`, if it is there.
+    pub fn uploaded(&self, host: &str, name: &str) -> Option<u64> {
+        std::fs::metadata(self.lab.dir.join(format!("www-{host}/up/{name}")))
+            .ok()
+            .map(|m| m.len())
     }
 }
 
@@ -144,8 +167,9 @@ pub fn start_backend(lab: &mut Lab, host: &str) -> Result<()> {
 }
 
 /// The config of routed-lab node `node` at `priority`: one VRRP instance
-/// (100 ms adverts) owning both VIPs, HTTP health checks on every backend.
-pub fn config(lab: &Lab, node: &str, priority: u8) -> String {
+/// (100 ms adverts) owning both VIPs, each over `backends` (some of
+/// [`BACKENDS`]) with HTTP health checks.
+pub fn config(lab: &Lab, node: &str, priority: u8, backends: &[(&str, Ipv4Addr)]) -> String {
     let mut c = format!(
         "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\n\
          [vrrp]\nversion = 3\nrouter_id = 51\npriority = {priority}\nadvert_interval_ms = 100\n\
@@ -164,7 +188,7 @@ pub fn config(lab: &Lab, node: &str, priority: u8) -> String {
             "[[vip]]\nname = \"{name}\"\naddress = \"{addr}\"\nport = 80\n{mode}\n\n\
              [vip.health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 500\ntimeout_ms = 400\n"
         ));
-        for (b, a) in BACKENDS {
+        for (b, a) in backends {
             c.push_str(&format!(
                 "\n  [[vip.backend]]\n  name = \"{b}\"\n  address = \"{a}\"\n"
             ));

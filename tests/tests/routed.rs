@@ -73,3 +73,78 @@ fn requests_spread_over_routed_and_local_backends_in_both_modes() {
     spread(&r.lab, VIP, 300);
     spread(&r.lab, VIP_GUE, 300);
 }
+
+/// A reason counter of `node`'s data plane.
+fn reason(lab: &Lab, node: &str, name: &str) -> u64 {
+    lab.api_status(node)
+        .and_then(|s| s.dataplane.reasons.get(name).copied())
+        .unwrap_or(0)
+}
+
+const HUGE: usize = 50 * 1024 * 1024;
+const UPLOAD: usize = 20 * 1024 * 1024;
+
+#[test]
+fn large_transfers_complete_across_a_1400_byte_path_in_both_modes() {
+    let mut r = Routed::new("rtp").expect("routed lab");
+    r.add_huge(HUGE).expect("huge file");
+    // Only the routed backends: every flow's replies cross the router's
+    // 1400-byte interface.
+    let cfg = halb_lab::routed::config(&r.lab, "lb1", 150, &BACKENDS[1..]);
+    r.start_node_with("lb1", &cfg).expect("lb1");
+    wait_owner(&r.lab, "lb1");
+    wait_ready(&r.lab, "lb1");
+    for (vip, name) in [(VIP, "ipip"), (VIP_GUE, "gue")] {
+        // Every host forgets the path MTUs it learnt (the other mode's).
+        for h in ["client", "rweb1", "rweb2"] {
+            r.lab.ip(h, &["route", "flush", "cache"]).expect("flush");
+        }
+        let icmp = reason(&r.lab, "lb1", "tx_icmp");
+        let too_big = reason(&r.lab, "lb1", "tx_too_big");
+        let got = r
+            .lab
+            .in_ns("client", move || {
+                halb_lab::client::download(vip, "/huge", |_| {})
+            })
+            .expect("ns")
+            .unwrap_or_else(|e| panic!("{name}: the 50 MB download fails: {e:#}"));
+        assert_eq!(got.bytes, HUGE, "{name}: the whole file");
+        let file = format!("up-{name}");
+        let path = format!("/up/{file}");
+        let status = r
+            .lab
+            .in_ns("client", move || {
+                halb_lab::client::upload(vip, &path, UPLOAD)
+            })
+            .expect("ns")
+            .unwrap_or_else(|e| panic!("{name}: the 20 MB upload fails: {e:#}"));
+        assert!(
+            [201, 204].contains(&status),
+            "{name}: PUT answered {status}"
+        );
+        let stored: Vec<u64> = BACKENDS[1..]
+            .iter()
+            .filter_map(|(h, _)| r.uploaded(h, &file))
+            .collect();
+        assert_eq!(stored, [UPLOAD as u64], "{name}: one backend has all of it");
+        // The router's "fragmentation needed" for the download reached
+        // the backend through the node; the client's full-size packets
+        // were answered by the node itself. (The status is published
+        // once a second: wait for it.)
+        let counted = r.lab.wait_for(
+            &format!("{name}: lb1 to count forwarded ICMP errors and too-big answers"),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                reason(&r.lab, "lb1", "tx_icmp") > icmp
+                    && reason(&r.lab, "lb1", "tx_too_big") > too_big
+            },
+        );
+        eprintln!(
+            "{name}: ICMP errors forwarded {}, too-big answers {}",
+            reason(&r.lab, "lb1", "tx_icmp") - icmp,
+            reason(&r.lab, "lb1", "tx_too_big") - too_big
+        );
+        counted.expect("both counters moved");
+    }
+}
