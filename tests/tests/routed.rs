@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use halb_lab::lab::{Lab, VIP};
+use halb_lab::lab::{survived, Lab, VIP};
 use halb_lab::routed::{Routed, BACKENDS, VIP_GUE};
 
 fn wait_owner(lab: &Lab, node: &'static str) {
@@ -147,4 +147,41 @@ fn large_transfers_complete_across_a_1400_byte_path_in_both_modes() {
         );
         counted.expect("both counters moved");
     }
+}
+
+#[test]
+fn streams_survive_a_vrrp_failover_in_ipip_and_gue_mode() {
+    let mut r = Routed::new("rtf").expect("routed lab");
+    r.start_node("lb1", 150).expect("lb1");
+    r.start_node("lb2", 100).expect("lb2");
+    wait_owner(&r.lab, "lb1");
+    for node in ["lb1", "lb2"] {
+        wait_ready(&r.lab, node);
+    }
+    let mut streams = r.lab.streams(VIP, 8).expect("ipip streams");
+    streams.extend(r.lab.streams(VIP_GUE, 8).expect("gue streams"));
+    // lb1 dies as a node does: its agent and its link at once (a killed
+    // agent alone would leave its pinned program forwarding).
+    let mut p = r.lab.take_proc("halb-lb1").expect("halb");
+    p.signal(libc::SIGKILL);
+    r.lab
+        .ip("lb1", &["link", "set", "eth0", "down"])
+        .expect("link down");
+    p.wait_exit(Duration::from_secs(5));
+    r.lab
+        .wait_for(
+            "lb2 to take both VIPs over",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || {
+                r.lab.has_addr("lb2", VIP).unwrap_or(false)
+                    && r.lab.has_addr("lb2", VIP_GUE).unwrap_or(false)
+            },
+        )
+        .expect("takeover");
+    let (whole, gap) = survived(streams);
+    eprintln!("streams whole after the failover: {whole}/16, longest pause {gap:?}");
+    assert_eq!(whole, 16, "every stream of both modes completes");
+    spread(&r.lab, VIP, 60);
+    spread(&r.lab, VIP_GUE, 60);
 }
