@@ -197,3 +197,42 @@ pub fn config(lab: &Lab, node: &str, priority: u8, backends: &[(&str, Ipv4Addr)]
     }
     c
 }
+
+/// `lab up --routed`: builds the routed lab under `prefix`, starts both
+/// nodes, and leaves it all running (recorded in `state` for `lab down`).
+pub fn up(state: &std::path::Path, prefix: &str) -> Result<()> {
+    if state.exists() {
+        anyhow::bail!(
+            "a lab is already up ({}); run `cargo xtask lab down` first",
+            state.display()
+        );
+    }
+    crate::lab::catch_interrupts();
+    let mut r = Routed::build(Lab::named(prefix)?)?;
+    r.start_node("lb1", 150)?;
+    r.start_node("lb2", 100)?;
+    let p = r.lab.persist();
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(state, serde_json::to_string_pretty(&p)?)?;
+    println!("routed lab up: namespaces {prefix}{{sw,client,rt,lb1,lb2,web1,rweb1,rweb2}}");
+    println!(
+        "  client {CLIENT}, lb1 {} (master), lb2 {}; router {ROUTER} / {ROUTER_B}",
+        lb_addr(1),
+        lb_addr(2)
+    );
+    println!(
+        "  backends: web1 {} on the nodes' link, rweb1 {} and rweb2 {} behind the router",
+        BACKENDS[0].1, BACKENDS[1].1, BACKENDS[2].1
+    );
+    println!("  VIP {VIP}:80 is IP in IP, VIP {VIP_GUE}:80 is GUE on port {GUE_PORT}");
+    println!("  ip netns exec {prefix}client curl -s http://{VIP}/");
+    println!("  ip netns exec {prefix}client curl -s http://{VIP_GUE}/");
+    println!(
+        "  nsenter --net=/run/netns/{prefix}lb1 {} status",
+        halb_bin().display()
+    );
+    println!("  cargo xtask lab down   # removes all of it");
+    Ok(())
+}

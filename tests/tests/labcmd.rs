@@ -70,6 +70,43 @@ fn up_status_down_and_ctrl_c() {
     assert!(lab_namespaces().is_empty(), "down removes every namespace");
     assert!(!state.exists());
 
+    // The routed lab: up, serving through both tunnel modes, down.
+    let (ok, out) = driver(&["lab", "up", "--routed"], &state);
+    assert!(ok, "{out}");
+    assert_eq!(
+        lab_namespaces().len(),
+        8,
+        "sw, client, rt, lb1, lb2, web1, rweb1, rweb2"
+    );
+    let client = format!("/run/netns/{}client", halb_lab::labcmd::PREFIX);
+    for vip in ["10.77.0.100", "10.77.0.101"] {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={client}"))
+            .args([
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "--retry",
+                "20",
+                "--retry-all-errors",
+            ])
+            .args(["--retry-delay", "0", "--retry-max-time", "15"])
+            .arg(format!("http://{vip}/"))
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            ["web1", "rweb1", "rweb2"].contains(&body.trim()),
+            "{vip} answers from a backend: {body:?}"
+        );
+    }
+    let (ok, out) = driver(&["lab", "status"], &state);
+    assert!(ok && out.contains("VIP 10.77.0.101 is on lb1"), "{out}");
+    let (ok, out) = driver(&["lab", "down"], &state);
+    assert!(ok, "{out}");
+    assert!(lab_namespaces().is_empty(), "down removes the routed lab");
+
     // Ctrl-C in the middle of `lab up`: nothing is left behind.
     let mut child = Command::new(DRIVER)
         .args(["lab", "up", "--state"])

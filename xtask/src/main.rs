@@ -54,6 +54,10 @@ enum Task {
         /// `up`: the scale-out lab (a BIRD router, three BGP nodes).
         #[arg(long)]
         scale_out: bool,
+        /// `up`: the routed lab (backends behind a router, reached by IP in
+        /// IP and GUE, each running `halb backend`).
+        #[arg(long, conflicts_with = "scale_out")]
+        routed: bool,
     },
     /// Benchmarks; writes target/halb-report/.
     Bench {
@@ -136,7 +140,11 @@ fn main() -> Result<()> {
             cmd.arg("run").arg("-c").arg(config).args(args);
             util::exec(cmd)
         }
-        Task::Lab { action, scale_out } => {
+        Task::Lab {
+            action,
+            scale_out,
+            routed,
+        } => {
             setup::all()?;
             let bins = build::all(false)?;
             let lab = build::lab_driver(false)?;
@@ -148,6 +156,9 @@ fn main() -> Result<()> {
                 .env("HALB_BIN", &bins.halb);
             if scale_out {
                 cmd.arg("--scale-out");
+            }
+            if routed {
+                cmd.arg("--routed");
             }
             util::run(cmd)
         }

@@ -69,6 +69,9 @@ enum Command {
         /// `up`: the scale-out lab (router, three BGP nodes).
         #[arg(long)]
         scale_out: bool,
+        /// `up`: the routed lab (backends behind a router, IP in IP and GUE).
+        #[arg(long)]
+        routed: bool,
     },
     /// The scale-out events (kill, link-down, drain, join), measured.
     FailoverScaleOut {
@@ -256,8 +259,10 @@ fn main() -> Result<()> {
             action,
             state,
             scale_out,
+            routed,
         } => match action.as_str() {
             "up" if scale_out => halb_lab::scaleout_demo::up(&state, halb_lab::labcmd::PREFIX),
+            "up" if routed => halb_lab::routed::up(&state, halb_lab::labcmd::PREFIX),
             "up" => halb_lab::labcmd::up(&state),
             "down" => halb_lab::labcmd::down(&state),
             "status" => halb_lab::labcmd::status(&state),
