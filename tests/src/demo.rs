@@ -9,7 +9,10 @@
 //! crashed, link down), lb2 takes VI_1 and VI_6 over and every download
 //! goes on (same Maglev table on both nodes); lb1 comes back and takes its
 //! instances back (preempt) under a running download; a backend is drained
-//! on both nodes by a config reload. Every claim is checked: the demo fails
+//! on both nodes by a config reload. Then a second lab puts two of three
+//! backends behind a router: VIPs in IP-in-IP and GUE mode spread over
+//! them, and downloads cross a 1400-byte hop (the node hands the router's
+//! ICMP errors to the flows' backends). Every claim is checked: the demo fails
 //! if one does not hold. Everything is cleaned up at the end, on error, and
 //! on Ctrl-C.
 
@@ -125,6 +128,76 @@ fn wait_owners(lab: &Lab, first: &'static str, second: &'static str) -> Result<D
 }
 
 /// Runs the demo.
+/// The routed part: backends behind a router, reached by IP in IP and GUE.
+fn routed(n: u32) -> Result<()> {
+    use crate::routed::{Routed, BACKENDS as ROUTED, GUE_PORT, PATH_MTU, VIP_GUE};
+    step(
+        n,
+        "routed backends: a second lab, two of three backends behind a router, reached by IP in IP and GUE",
+    )?;
+    let mut r = Routed::new("demort")?;
+    r.add_huge(16 << 20)?;
+    println!(
+        "   web1 {} on the nodes' link; rweb1 {} and rweb2 {} behind router {}          (its interface on the nodes' link: MTU {PATH_MTU}); each runs `halb backend`",
+        ROUTED[0].1,
+        ROUTED[1].1,
+        ROUTED[2].1,
+        crate::routed::ROUTER
+    );
+    r.start_node("lb1", 150)?;
+    r.lab.wait_for(
+        "lb1 to reach every backend through its tunnel",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || {
+            interrupted()
+                || r.lab.api_status("lb1").is_some_and(|s| {
+                    s.vips.iter().all(|v| {
+                        v.backends
+                            .iter()
+                            .all(|b| b.mac.is_some() && b.health == "up")
+                    })
+                })
+        },
+    )?;
+    let reason = |name: &str| {
+        r.lab
+            .api_status("lb1")
+            .and_then(|s| s.dataplane.reasons.get(name).copied())
+            .unwrap_or(0)
+    };
+    for (vip, mode) in [
+        (VIP, "IP in IP".to_string()),
+        (VIP_GUE, format!("GUE port {GUE_PORT}")),
+    ] {
+        let m = spread(&r.lab, vip, 150)?;
+        println!("   150 requests to {vip} ({mode}): {m:?}");
+        ensure!(m.len() == ROUTED.len(), "{vip} reached only {m:?}");
+        let got = r
+            .lab
+            .in_ns("client", move || client::download(vip, "/huge", |_| {}))??;
+        ensure!(got.bytes == 16 << 20, "the download from {vip} was cut");
+        println!(
+            "   a 16 MiB download from {vip} completed in {:.2} s across the {PATH_MTU}-byte hop",
+            got.elapsed.as_secs_f64()
+        );
+    }
+    r.lab.wait_for(
+        "lb1 to publish its counters",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || interrupted() || reason("tx_icmp") > 0,
+    )?;
+    println!(
+        "   the router's \"fragmentation needed\" errors lb1 handed to the flows' backends: {}; \
+         too-big answers lb1 sent itself: {}",
+        reason("tx_icmp"),
+        reason("tx_too_big")
+    );
+    drop(r);
+    Ok(())
+}
+
 pub fn run() -> Result<()> {
     crate::lab::catch_interrupts();
     let started = Instant::now();
@@ -306,7 +379,9 @@ pub fn run() -> Result<()> {
         "web2 still got new connections"
     );
 
-    step(7, "summary from both nodes' pinned data-plane maps")?;
+    routed(7)?;
+
+    step(8, "summary from both nodes' pinned data-plane maps")?;
     for node in ["lb1", "lb2"] {
         let (tx, flows) = forwarded(&lab, node)?;
         println!("   {node}: {tx:>6} packets forwarded by XDP, {flows:>4} flows in its table");
