@@ -26,6 +26,11 @@ fn wait_owner(lab: &Lab, node: &'static str) {
 
 /// Waits until `node` has every backend of both VIPs healthy and reachable.
 fn wait_ready(lab: &Lab, node: &str) {
+    wait_ready_but(lab, node, &[]);
+}
+
+/// [`wait_ready`] for every backend but those named in `except`.
+fn wait_ready_but(lab: &Lab, node: &str, except: &[&str]) {
     lab.wait_for(
         &format!("{node} to reach every backend through its tunnel"),
         Duration::from_secs(15),
@@ -36,6 +41,7 @@ fn wait_ready(lab: &Lab, node: &str) {
                     && s.vips.iter().all(|v| {
                         v.backends
                             .iter()
+                            .filter(|b| !except.contains(&b.name.as_str()))
                             .all(|b| b.mac.is_some() && b.health == "up")
                     })
             })
@@ -67,9 +73,34 @@ fn spread(lab: &Lab, vip: Ipv4Addr, n: usize) {
 #[test]
 fn requests_spread_over_routed_and_local_backends_in_both_modes() {
     let mut r = Routed::new("rts").expect("routed lab");
-    r.start_node("lb1", 150).expect("lb1");
+    // A fourth backend the node has no route to: logged, kept out.
+    let mut backends = BACKENDS.to_vec();
+    backends.push(("ghost", Ipv4Addr::new(10, 99, 0, 9)));
+    let cfg = halb_lab::routed::config(&r.lab, "lb1", 150, &backends);
+    r.start_node_with("lb1", &cfg).expect("lb1");
     wait_owner(&r.lab, "lb1");
-    wait_ready(&r.lab, "lb1");
+    wait_ready_but(&r.lab, "lb1", &["ghost"]);
+    r.lab
+        .proc_mut("halb-lb1")
+        .expect("proc")
+        .wait_log("routed backend unreachable", Duration::from_secs(5))
+        .expect("the unroutable backend is logged");
+    let log = r.lab.proc_mut("halb-lb1").expect("proc").log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("routed backend unreachable"))
+        .unwrap_or_default();
+    assert!(line.contains("10.99.0.9"), "{line}");
+    let status = r.lab.api_status("lb1").expect("status");
+    for v in &status.vips {
+        assert_eq!(v.mode, if v.name == "web" { "ipip" } else { "gue" });
+        let ghost = v
+            .backends
+            .iter()
+            .find(|b| b.name == "ghost")
+            .expect("ghost");
+        assert_eq!(ghost.mac, None, "no next hop, no MAC: {ghost:?}");
+    }
     spread(&r.lab, VIP, 300);
     spread(&r.lab, VIP_GUE, 300);
 }
@@ -184,4 +215,97 @@ fn streams_survive_a_vrrp_failover_in_ipip_and_gue_mode() {
     assert_eq!(whole, 16, "every stream of both modes completes");
     spread(&r.lab, VIP, 60);
     spread(&r.lab, VIP_GUE, 60);
+}
+
+/// The capabilities of `deploy/halb-backend.service`'s `CapabilityBoundingSet=`.
+fn backend_unit_capabilities() -> Vec<String> {
+    let unit =
+        std::fs::read_to_string(halb_lab::lab::workspace().join("deploy/halb-backend.service"))
+            .expect("unit");
+    unit.lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets a bounding set")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn halb_backend_with_the_units_capabilities_sets_up_and_undoes_everything() {
+    let mut lab = Lab::new("rtb").expect("lab");
+    lab.add_host("web1", halb_lab::lab::backend_addr(1))
+        .expect("host");
+    // An address the operator put on lo already stays when halb backend stops.
+    lab.ip("web1", &["addr", "add", "10.77.0.101/32", "dev", "lo"])
+        .expect("addr");
+    let sysctl = |lab: &Lab, key: &str| {
+        halb_lab::lab::run(lab.cmd("web1", "sysctl").args(["-n", key]))
+            .expect("sysctl")
+            .trim()
+            .to_string()
+    };
+    let keys = [
+        "net.ipv4.conf.all.arp_ignore",
+        "net.ipv4.conf.eth0.arp_ignore",
+        "net.ipv4.conf.all.arp_announce",
+        "net.ipv4.conf.eth0.arp_announce",
+    ];
+    let before: Vec<String> = keys.iter().map(|k| sysctl(&lab, k)).collect();
+    assert_eq!(before, ["0", "0", "0", "0"]);
+    let caps = backend_unit_capabilities();
+    assert_eq!(caps, ["bpf", "net_admin", "perfmon"]);
+    let set = caps
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = lab.nsenter("web1", std::path::Path::new("/usr/bin/setpriv"));
+    c.args(["--no-new-privs", "--inh-caps=-all"])
+        .arg(format!("--bounding-set=-all,{set}"))
+        .arg(halb_lab::lab::halb_bin())
+        .args(["backend", "--interface", "eth0", "--gue-port", "6080"])
+        .args([
+            "--vip",
+            "10.77.0.100",
+            "--vip",
+            "10.77.0.101",
+            "--vip",
+            "fd77::100",
+        ])
+        .env("NO_COLOR", "1");
+    lab.spawn("backend-web1", c)
+        .expect("start")
+        .wait_log("backend side ready", Duration::from_secs(20))
+        .expect("ready with the unit's capabilities");
+    let lo = lab.ip("web1", &["addr", "show", "dev", "lo"]).expect("ip");
+    for a in ["10.77.0.100/32", "10.77.0.101/32", "fd77::100/128"] {
+        assert!(lo.contains(a), "{a} on lo: {lo}");
+    }
+    let after: Vec<String> = keys.iter().map(|k| sysctl(&lab, k)).collect();
+    assert_eq!(after, ["1", "1", "2", "2"], "the DSR ARP settings");
+    let link = lab
+        .ip("web1", &["link", "show", "dev", "eth0"])
+        .expect("ip");
+    assert!(link.contains("xdp"), "the program is attached: {link}");
+
+    let p = lab.proc_mut("backend-web1").expect("proc");
+    p.signal(libc::SIGTERM);
+    let status = p.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(p.log_text().contains("backend side stopped"));
+    let lo = lab.ip("web1", &["addr", "show", "dev", "lo"]).expect("ip");
+    assert!(
+        !lo.contains("10.77.0.100/32") && !lo.contains("fd77::100/128"),
+        "the VIPs it added are gone: {lo}"
+    );
+    assert!(
+        lo.contains("10.77.0.101/32"),
+        "the operator's address stays: {lo}"
+    );
+    let restored: Vec<String> = keys.iter().map(|k| sysctl(&lab, k)).collect();
+    assert_eq!(restored, before, "the sysctls are put back");
+    let link = lab
+        .ip("web1", &["link", "show", "dev", "eth0"])
+        .expect("ip");
+    assert!(!link.contains("xdp"), "the program is detached: {link}");
 }

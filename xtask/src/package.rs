@@ -89,6 +89,12 @@ pub fn build(release: bool) -> Result<PathBuf> {
         &stage.join("lib/systemd/system/halb.service"),
         0o644,
     )?;
+    // The backend side's unit (not enabled: it needs /etc/default/halb-backend).
+    install(
+        &r.join("deploy/halb-backend.service"),
+        &stage.join("lib/systemd/system/halb-backend.service"),
+        0o644,
+    )?;
     // 0640: the config holds the VRRP password and the hash seed.
     install(
         &r.join("deploy/debian/halb.toml"),

@@ -889,3 +889,49 @@ fn mixing_families_is_an_error_at_the_value_that_mixes_them() {
         ),
     ]);
 }
+
+#[test]
+fn tunnel_modes_that_cannot_work_are_errors_at_their_place() {
+    let gue = GOOD.replace("mode = \"dsr\"", "mode = \"gue\"\ngue_port = 6080");
+    let c = parse_str(&gue).expect("gue with a port");
+    assert_eq!(c.vips[0].get_ref().mode, Mode::Gue);
+    let ipip = GOOD.replace("mode = \"dsr\"", "mode = \"ipip\"");
+    assert_eq!(
+        parse_str(&ipip).expect("ipip").vips[0].get_ref().mode,
+        Mode::Ipip
+    );
+    // An IPv4 VIP may have IPv6 backends once it encapsulates (IPv4 in IPv6).
+    let four_in_six = ipip.replace("address = \"10.77.0.22\"", "address = \"fd78::22\"");
+    parse_str(&four_in_six).expect("IPv4 in IPv6");
+    assert_located(&[
+        // GUE without its port: at the VIP.
+        (
+            GOOD.replace("mode = \"dsr\"", "mode = \"gue\""),
+            (19, 1),
+            "mode = \"gue\" needs gue_port",
+        ),
+        // A port for another mode: at the port.
+        (
+            GOOD.replace("mode = \"dsr\"", "mode = \"ipip\"\ngue_port = 6080"),
+            (25, 12),
+            "gue_port is for mode = \"gue\" only",
+        ),
+        (
+            GOOD.replace("mode = \"dsr\"", "mode = \"gue\"\ngue_port = 0"),
+            (25, 12),
+            "gue_port must be 1-65535",
+        ),
+        // A mode nobody decapsulates: at the value.
+        (
+            GOOD.replace("mode = \"dsr\"", "mode = \"gre\""),
+            (24, 8),
+            "unknown variant `gre`",
+        ),
+        // DSR cannot reach a backend of the other family.
+        (
+            GOOD.replace("address = \"10.77.0.22\"", "address = \"fd78::22\""),
+            (42, 13),
+            "mode = \"ipip\" or \"gue\" reaches an IPv6 backend",
+        ),
+    ]);
+}

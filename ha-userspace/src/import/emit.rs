@@ -507,7 +507,10 @@ pub fn emit(
         let _ = writeln!(out, "address = \"{}\"", v.address);
         let _ = writeln!(out, "port = {}", v.port);
         let _ = writeln!(out, "protocol = \"{}\"", v.protocol);
-        let _ = writeln!(out, "mode = \"dsr\"");
+        let _ = writeln!(out, "mode = \"{}\"", v.mode);
+        if let Some(port) = v.gue_port {
+            let _ = writeln!(out, "gue_port = {port}");
+        }
         if let Some(l) = &v.source_hash {
             let _ = writeln!(out, "hash = \"source-ip\"  # {l}");
         }

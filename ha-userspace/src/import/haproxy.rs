@@ -902,6 +902,8 @@ fn vip_of(
         address: addr,
         port,
         protocol: "tcp",
+        mode: "dsr",
+        gue_port: None,
         source_hash: d.balance_source.clone(),
         loc: loc.clone(),
         health,

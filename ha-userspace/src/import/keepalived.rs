@@ -968,40 +968,68 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
         skip_all(n, report, "part of a virtual_server that is not translated");
         return;
     };
-    // Mode first: a NAT or TUN service is left out whole.
+    // Mode first: a NAT service is left out whole; TUN becomes IP in IP
+    // (or GUE, with `tun_type gue` and its `tun_port`).
     let kind = n
         .children()
         .iter()
         .find(|c| c.key == "lb_kind")
         .and_then(|c| c.arg(0))
         .unwrap_or("NAT");
-    if kind != "DR" {
-        report.skipped(
-            &n.loc,
-            &text,
-            format!(
-                "lb_kind {kind}: halb forwards by direct server return (lb_kind DR) only; \
-                 NAT and tunnel modes do not exist yet{}",
+    let tun_type = n
+        .children()
+        .iter()
+        .find(|c| c.key == "tun_type")
+        .and_then(|c| c.arg(0))
+        .unwrap_or("ipip");
+    let tun_port = n
+        .children()
+        .iter()
+        .find(|c| c.key == "tun_port")
+        .and_then(|c| c.arg(0))
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p > 0);
+    let mode = match (kind, tun_type, tun_port) {
+        ("DR", _, _) => Some(("dsr", None)),
+        ("TUN", "ipip", _) => Some(("ipip", None)),
+        ("TUN", "gue", Some(p)) => Some(("gue", Some(p))),
+        _ => None,
+    };
+    let Some((mode, gue_port)) = mode else {
+        let why = match kind {
+            "TUN" if tun_type == "gue" => {
+                "lb_kind TUN with tun_type gue needs a tun_port (the backends' GUE port)"
+                    .to_string()
+            }
+            "TUN" => format!(
+                "lb_kind TUN with tun_type {tun_type}: halb encapsulates in IP in IP or GUE only"
+            ),
+            _ => format!(
+                "lb_kind {kind}: halb forwards by direct server return (lb_kind DR) or \
+                 encapsulation (lb_kind TUN) only; NAT does not exist yet{}",
                 if n.children().iter().any(|c| c.key == "lb_kind") {
                     ""
                 } else {
                     " (no lb_kind given: keepalived's default is NAT)"
                 }
             ),
-        );
+        };
+        report.skipped(&n.loc, &text, why);
         skip_all(
             n,
             report,
             &format!("part of an lb_kind {kind} virtual_server"),
         );
         return;
-    }
+    };
     report.ok(&n.loc, &text, "[[vip]]");
     let mut vip = Vip {
         name: token(&format!("vs-{addr}-{port}")),
         address: addr,
         port,
         protocol: "tcp",
+        mode,
+        gue_port,
         source_hash: None,
         loc: n.loc.clone(),
         health: Health::default(),
@@ -1013,7 +1041,9 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
     for c in n.children() {
         let t = c.text();
         match c.key.as_str() {
-            "lb_kind" => report.ok(&c.loc, &t, "mode = \"dsr\""),
+            "lb_kind" => report.ok(&c.loc, &t, &format!("mode = \"{mode}\"")),
+            "tun_type" => report.ok(&c.loc, &t, &format!("mode = \"{mode}\"")),
+            "tun_port" => report.ok(&c.loc, &t, "gue_port"),
             "protocol" => match c.arg(0) {
                 Some("TCP") => report.ok(&c.loc, &t, "protocol = \"tcp\""),
                 Some("UDP") => {

@@ -324,6 +324,10 @@ pub struct Vip {
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
+    /// `dsr`, `ipip` or `gue`.
+    pub mode: &'static str,
+    /// GUE port (`mode = "gue"`).
+    pub gue_port: Option<u16>,
     /// Source-IP affinity.
     pub source_hash: Option<Loc>,
     /// Where it starts.

@@ -448,3 +448,39 @@ fn long_names_out_of_range_values_and_unservable_instances_never_break_it() {
     assert_eq!(c.vrrp_instances.len(), 1, "{}", i.config);
     assert_eq!(c.vips.len(), 1);
 }
+
+#[test]
+fn lb_kind_tun_becomes_ip_in_ip_or_gue() {
+    let vs = |extra: &str, addr: &str| {
+        format!(
+            "virtual_server {addr} 80 {{\n lb_kind TUN\n{extra} real_server 198.51.100.21 80 {{\n }}\n}}\n"
+        )
+    };
+    let ka = format!(
+        "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 9\n priority 100\n \
+         virtual_ipaddress {{\n  192.0.2.1\n  192.0.2.2\n  192.0.2.3\n }}\n}}\n{}{}{}",
+        vs("", "192.0.2.1"),
+        vs(" tun_type gue\n tun_port 6080\n", "192.0.2.2"),
+        vs(" tun_type gre\n", "192.0.2.3"),
+    );
+    let i = import_text(Some(&ka), None);
+    let c = parsed(&i);
+    let mode_of = |a: &str| {
+        c.vips
+            .iter()
+            .map(|v| v.get_ref())
+            .find(|v| v.address.get_ref().to_string() == a)
+            .map(|v| (v.mode, v.gue_port.as_ref().map(|p| *p.get_ref())))
+    };
+    assert_eq!(
+        mode_of("192.0.2.1"),
+        Some((crate::config::Mode::Ipip, None))
+    );
+    assert_eq!(
+        mode_of("192.0.2.2"),
+        Some((crate::config::Mode::Gue, Some(6080)))
+    );
+    assert_eq!(mode_of("192.0.2.3"), None, "GRE has no halb equivalent");
+    let r = i.report.to_string();
+    assert!(r.contains("tun_type gre"), "{r}");
+}
