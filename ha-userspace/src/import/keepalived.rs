@@ -1041,8 +1041,8 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
     for c in n.children() {
         let t = c.text();
         match c.key.as_str() {
-            "lb_kind" => report.ok(&c.loc, &t, &format!("mode = \"{mode}\"")),
-            "tun_type" => report.ok(&c.loc, &t, &format!("mode = \"{mode}\"")),
+            "lb_kind" => report.ok(&c.loc, &t, format!("mode = \"{mode}\"")),
+            "tun_type" => report.ok(&c.loc, &t, format!("mode = \"{mode}\"")),
             "tun_port" => report.ok(&c.loc, &t, "gue_port"),
             "protocol" => match c.arg(0) {
                 Some("TCP") => report.ok(&c.loc, &t, "protocol = \"tcp\""),
