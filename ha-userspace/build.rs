@@ -18,6 +18,7 @@ fn main() {
         ("halb-xdp", "HALB_XDP_OBJ"),
         ("halb-pass", "HALB_PASS_OBJ"),
         ("halb-decap", "HALB_DECAP_OBJ"),
+        ("halb-hc", "HALB_HC_OBJ"),
     ] {
         let obj = dir.join(name);
         println!("cargo:rerun-if-changed={}", obj.display());

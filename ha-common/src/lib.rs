@@ -1056,6 +1056,41 @@ pub mod bench {
     }
 }
 
+/// Health checks through the tunnel: a tc egress program on the node's
+/// interface (`halb-hc`) encapsulates the agent's probe packets for a
+/// backend of an encapsulating VIP exactly as that VIP's traffic is, so a
+/// check passes only when the backend decapsulates. A probe socket carries
+/// the mark [`hc::MARK_BASE`]` | index` (`SO_MARK`); the index selects its
+/// [`hc::HcTarget`].
+pub mod hc {
+    /// Program name in the object.
+    pub const PROGRAM: &str = "halb_hc";
+    /// `HASH` probe index → [`HcTarget`].
+    pub const TARGETS: &str = "HALB_HC_TARGETS";
+    /// The marks of tunnelled probes: `MARK_BASE | index`, index below 65536.
+    pub const MARK_BASE: u32 = 0x6862_0000;
+    /// The bits of a mark that say "halb probe".
+    pub const MARK_MASK: u32 = 0xffff_0000;
+    /// Most tunnelled probe targets.
+    pub const MAX_TARGETS: u32 = 4096;
+
+    /// How one probe target's packets are encapsulated: to its own address
+    /// (the probe's destination), from the probe's source.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct HcTarget {
+        /// The backend's address (octets; IPv4 in the first 4): packets of
+        /// the probe must be to it, and are encapsulated to it.
+        pub dst: [u8; 16],
+        /// `crate::ENCAP_IPIP` or `crate::ENCAP_GUE`.
+        pub encap: u8,
+        /// 1: IPv6.
+        pub v6: u8,
+        /// GUE destination port, raw (network order).
+        pub gue_port: u16,
+    }
+}
+
 /// The backend side: the decapsulation program `halb backend` attaches
 /// (`halb-decap`), its maps and counters.
 pub mod decap {
@@ -1181,6 +1216,7 @@ mod pod {
     unsafe impl aya::Pod for super::bench::RefVip {}
     unsafe impl aya::Pod for super::decap::AddrKey {}
     unsafe impl aya::Pod for super::decap::Conf {}
+    unsafe impl aya::Pod for super::hc::HcTarget {}
 }
 
 #[cfg(test)]
@@ -1208,6 +1244,7 @@ mod tests {
         assert_eq!(size_of::<bench::RefVip>(), 8);
         assert_eq!(size_of::<decap::AddrKey>(), 20);
         assert_eq!(size_of::<decap::Conf>(), 8);
+        assert_eq!(size_of::<hc::HcTarget>(), 20);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - an outer destination that is an address of this host (`ADDR_LOCAL`);
 //! - an inner IPv4 or IPv6 header of the family the outer header names,
 //!   whose length is exactly what the outer packet carries, to a VIP this
-//!   host serves (`ADDR_VIP`).
+//!   host serves (`ADDR_VIP`) or to this host itself (`ADDR_LOCAL`: a
+//!   load balancer's health check, sent through the tunnel).
 //!
 //! The Ethernet addresses stay; the EtherType becomes the inner packet's.
 #![no_std]
@@ -252,7 +253,7 @@ fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
             if vihl & 0x0f < 5 || len != o.inner_len {
                 return Err(DecapStat::PassMalformed);
             }
-            if !has(&key4(daddr), ADDR_VIP) {
+            if !has(&key4(daddr), ADDR_VIP | ADDR_LOCAL) {
                 return Err(DecapStat::PassNotOurs);
             }
             Ok(ETH_P_IP_RAW)
@@ -266,7 +267,7 @@ fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
             if 40 + payload != o.inner_len {
                 return Err(DecapStat::PassMalformed);
             }
-            if !has(&key6(parse::addr6(inner, 24)), ADDR_VIP) {
+            if !has(&key6(parse::addr6(inner, 24)), ADDR_VIP | ADDR_LOCAL) {
                 return Err(DecapStat::PassNotOurs);
             }
             Ok(ETH_P_IPV6_RAW)

@@ -309,3 +309,68 @@ fn halb_backend_with_the_units_capabilities_sets_up_and_undoes_everything() {
         .expect("ip");
     assert!(!link.contains("xdp"), "the program is detached: {link}");
 }
+
+/// `node`'s health of backend `backend` of VIP `vip`.
+fn health_of(lab: &Lab, node: &str, vip: &str, backend: &str) -> Option<String> {
+    lab.api_status(node).and_then(|s| {
+        s.vips
+            .into_iter()
+            .find(|v| v.name == vip)
+            .and_then(|v| v.backends.into_iter().find(|b| b.name == backend))
+            .map(|b| b.health)
+    })
+}
+
+#[test]
+fn health_checks_go_through_the_tunnel() {
+    let mut r = Routed::new("rth").expect("routed lab");
+    r.start_node("lb1", 150).expect("lb1");
+    wait_owner(&r.lab, "lb1");
+    wait_ready(&r.lab, "lb1");
+    // rweb1 stops decapsulating; its web server still answers on its own
+    // address, so only a check through the tunnel sees the difference.
+    let mut p = r.lab.take_proc("backend-rweb1").expect("halb backend");
+    p.signal(libc::SIGTERM);
+    assert!(p
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let direct = r
+        .lab
+        .in_ns("lb1", || {
+            halb_lab::client::http_get(BACKENDS[1].1, 80, "/", Duration::from_secs(2))
+        })
+        .expect("ns");
+    assert!(
+        direct.is_ok_and(|rep| rep.status == 200),
+        "rweb1 answers on its own address"
+    );
+    for vip in ["web", "web-gue"] {
+        r.lab
+            .wait_for(
+                &format!("lb1 to see rweb1 of {vip} down through the tunnel"),
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || health_of(&r.lab, "lb1", vip, "rweb1").as_deref() == Some("down"),
+            )
+            .expect("down");
+    }
+    // New connections avoid it; the others still serve.
+    let replies = r
+        .lab
+        .requests_to(VIP, 60, Duration::from_secs(3))
+        .expect("requests");
+    assert!(replies.iter().all(|x| x.body.trim() != "rweb1"));
+    // Decapsulating again: back up.
+    halb_lab::routed::start_backend(&mut r.lab, "rweb1").expect("halb backend");
+    for vip in ["web", "web-gue"] {
+        r.lab
+            .wait_for(
+                &format!("lb1 to see rweb1 of {vip} up again"),
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || health_of(&r.lab, "lb1", vip, "rweb1").as_deref() == Some("up"),
+            )
+            .expect("up");
+    }
+    spread(&r.lab, VIP, 150);
+}

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{self, BackendOp, Command, CommandError};
 use crate::config::{self, Config, XdpModeCfg};
 use crate::dataplane::{self, Attached, DataPlane, FlowView};
-use crate::health::monitor::{Monitor, Report};
+use crate::health::monitor::{Monitor, Report, Target};
 use crate::net::{Link, NetError, Netlink};
 use crate::vrrp::track;
 use crate::watchdog;
@@ -266,6 +266,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         sources,
         health_tx,
         monitor: None,
+        hc: None,
         generation: 0,
         elections: Vec::new(),
         groups: Vec::new(),
@@ -560,6 +561,8 @@ struct Agent {
     sources: Vec<IpAddr>,
     health_tx: mpsc::Sender<Report>,
     monitor: Option<Monitor>,
+    /// The probe encapsulation (tc egress), while some VIP encapsulates.
+    hc: Option<dataplane::hc::HcEncap>,
     generation: u64,
     elections: Vec<election::Election>,
     groups: Vec<watch::Receiver<election::GroupStatus>>,
@@ -637,6 +640,7 @@ impl Agent {
         self.monitor = None;
         self.generation += 1;
         let targets = runtime::targets(&self.cfg, &self.runtime);
+        self.tunnel_probes(&targets);
         self.health_beat.beat();
         if !targets.is_empty() {
             self.monitor = Some(Monitor::start(
@@ -645,6 +649,37 @@ impl Agent {
                 self.health_tx.clone(),
                 self.generation,
             ));
+        }
+    }
+
+    /// Brings the probe encapsulation to `targets`: attached while some
+    /// probe goes through a tunnel, with exactly their encapsulations.
+    fn tunnel_probes(&mut self, targets: &[Target]) {
+        let want: HashMap<u32, ha_common::hc::HcTarget> = targets
+            .iter()
+            .filter_map(|t| t.tunnel)
+            .map(|(mark, hc)| (mark & !ha_common::hc::MARK_MASK, hc))
+            .collect();
+        if want.is_empty() {
+            self.hc = None;
+            return;
+        }
+        if self.hc.is_none() {
+            match dataplane::hc::HcEncap::attach(&self.link.name) {
+                Ok(h) => self.hc = Some(h),
+                Err(e) => {
+                    tracing::error!(
+                        "health checks of encapsulated backends cannot go through the tunnel \
+                         ({e}); they reach the backends' own addresses unencapsulated"
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(h) = &mut self.hc {
+            if let Err(e) = h.set_targets(&want) {
+                tracing::error!("probe encapsulation targets: {e}");
+            }
         }
     }
 

@@ -701,8 +701,12 @@ fn settle_time(v: &Vip) -> Duration {
 pub const FAIL_OPEN_WINDOW: Duration = Duration::from_secs(5);
 
 /// The probes `cfg` asks for, and those of the backends still removing.
+/// The probes of an encapsulating VIP's backends go through the tunnel:
+/// each gets its own mark (`dataplane::hc::mark`) and the encapsulation
+/// of its VIP.
 pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
     let mut out = Vec::new();
+    let mut tunnelled = 0u32;
     for v in cfg.vips() {
         let h = &v.health;
         let probe = match h.kind {
@@ -715,13 +719,32 @@ pub fn targets(cfg: &Config, rt: &Runtime) -> Vec<Target> {
             },
         };
         let port = h.port.unwrap_or(v.port);
-        let target = |backend: &str, addr: IpAddr| Target {
-            vip: v.name.get_ref().clone(),
-            backend: backend.to_string(),
-            addr: SocketAddr::new(addr, port),
-            probe: probe.clone(),
-            interval: Duration::from_millis(h.interval_ms as u64),
-            timeout: Duration::from_millis(h.timeout_ms as u64),
+        let encap = match (v.mode, v.gue_port.as_ref()) {
+            (Mode::Ipip, _) => Some((ha_common::ENCAP_IPIP, 0)),
+            (Mode::Gue, Some(p)) => Some((ha_common::ENCAP_GUE, *p.get_ref())),
+            _ => None,
+        };
+        let mut target = |backend: &str, addr: IpAddr| {
+            let tunnel = encap.map(|(kind, gue_port)| {
+                let index = tunnelled;
+                tunnelled += 1;
+                let hc = ha_common::hc::HcTarget {
+                    dst: crate::dataplane::service::addr_octets(addr),
+                    encap: kind,
+                    v6: addr.is_ipv6() as u8,
+                    gue_port: gue_port.to_be(),
+                };
+                (crate::dataplane::hc::mark(index), hc)
+            });
+            Target {
+                vip: v.name.get_ref().clone(),
+                backend: backend.to_string(),
+                addr: SocketAddr::new(addr, port),
+                probe: probe.clone(),
+                interval: Duration::from_millis(h.interval_ms as u64),
+                timeout: Duration::from_millis(h.timeout_ms as u64),
+                tunnel,
+            }
         };
         for b in &v.backends {
             out.push(target(b.name.get_ref(), *b.address.get_ref()));

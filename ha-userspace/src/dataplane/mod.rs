@@ -11,6 +11,7 @@
 
 pub mod census;
 pub mod decap;
+pub mod hc;
 pub mod maglev;
 pub mod maps;
 pub mod service;

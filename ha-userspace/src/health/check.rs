@@ -35,15 +35,17 @@ pub struct Outcome {
     pub detail: String,
 }
 
-/// Probes `target` once, from `source` when given, within `timeout`.
+/// Probes `target` once, from `source` when given, within `timeout`; its
+/// packets carry `mark` (`SO_MARK`) when given.
 pub async fn run(
     probe: &Probe,
     target: SocketAddr,
     source: Option<IpAddr>,
+    mark: Option<u32>,
     timeout: Duration,
 ) -> Outcome {
     let start = Instant::now();
-    let result = tokio::time::timeout(timeout, attempt(probe, target, source)).await;
+    let result = tokio::time::timeout(timeout, attempt(probe, target, source, mark)).await;
     let latency = start.elapsed();
     match result {
         Ok(Ok(detail)) => Outcome {
@@ -64,16 +66,43 @@ pub async fn run(
     }
 }
 
+/// Sets `SO_MARK` on `sock` (needs CAP_NET_ADMIN).
+fn set_mark(sock: &TcpSocket, mark: u32) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket this function borrows, with a
+    // pointer to a u32 and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mark {mark:#x}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 async fn attempt(
     probe: &Probe,
     target: SocketAddr,
     source: Option<IpAddr>,
+    mark: Option<u32>,
 ) -> Result<String, String> {
     let sock = match target {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| format!("socket: {e}"))?;
+    if let Some(m) = mark {
+        set_mark(&sock, m)?;
+    }
     if let Some(src) = source {
         sock.bind(SocketAddr::from((src, 0)))
             .map_err(|e| format!("bind {src}: {e}"))?;
@@ -188,6 +217,7 @@ mod tests {
             &http(200),
             up,
             Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+            None,
             t,
         )
         .await;
@@ -199,6 +229,7 @@ mod tests {
             &Probe::Tcp,
             up,
             Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            None,
             t,
         )
         .await;
@@ -221,23 +252,24 @@ mod tests {
     async fn tcp_and_http_outcomes() {
         let t = Duration::from_millis(500);
         let up = server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        assert!(run(&Probe::Tcp, up, None, t).await.ok);
+        assert!(run(&Probe::Tcp, up, None, None, t).await.ok);
         let o = run(
             &http(200),
             up,
             Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            None,
             t,
         )
         .await;
         assert!(o.ok, "{o:?}");
         assert_eq!(o.detail, "HTTP 200");
-        let o = run(&http(204), up, None, t).await;
+        let o = run(&http(204), up, None, None, t).await;
         assert!(!o.ok);
         assert_eq!(o.detail, "HTTP 200, expected 204");
 
         let junk = server(b"hello\r\n").await;
         assert_eq!(
-            run(&http(200), junk, None, t).await.detail,
+            run(&http(200), junk, None, None, t).await.detail,
             "no HTTP status line"
         );
 
@@ -245,7 +277,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let closed = l.local_addr().expect("addr");
         drop(l);
-        let o = run(&Probe::Tcp, closed, None, t).await;
+        let o = run(&Probe::Tcp, closed, None, None, t).await;
         assert!(!o.ok && o.detail.contains("refused"), "{o:?}");
     }
 
@@ -260,7 +292,7 @@ mod tests {
                 keep.push(s);
             }
         });
-        let o = run(&http(200), addr, None, Duration::from_millis(100)).await;
+        let o = run(&http(200), addr, None, None, Duration::from_millis(100)).await;
         assert!(!o.ok);
         assert_eq!(o.detail, "timeout after 100 ms");
         assert!(o.latency >= Duration::from_millis(100));

@@ -31,6 +31,9 @@ pub struct Target {
     pub interval: Duration,
     /// Time a probe may take.
     pub timeout: Duration,
+    /// A probe through the tunnel: its packets' mark (the encapsulation
+    /// program picks them out by it) and how they are encapsulated.
+    pub tunnel: Option<(u32, ha_common::hc::HcTarget)>,
 }
 
 /// One outcome for the agent.
@@ -103,7 +106,14 @@ impl Monitor {
                             let Ok(_permit) = limit.acquire().await else {
                                 return;
                             };
-                            check::run(&t.probe, t.addr, source, t.timeout).await
+                            check::run(
+                                &t.probe,
+                                t.addr,
+                                source,
+                                t.tunnel.map(|(m, _)| m),
+                                t.timeout,
+                            )
+                            .await
                         };
                         if tx
                             .send(Report {
@@ -178,6 +188,7 @@ mod tests {
             probe: Probe::Tcp,
             interval: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
+            tunnel: None,
         };
         let _m = Monitor::start(vec![t("up", port), t("down", 1)], &[], tx, 7);
         let mut seen = std::collections::HashMap::new();

@@ -485,3 +485,41 @@ fn bgp_mode_announces_on_evidence_settles_downs_and_fails_open() {
     assert_eq!(healthy_in_dataplane(&rt, &v, half), [false, true]);
     assert_eq!(rt.next_settle(&v, half), None);
 }
+
+#[test]
+fn probes_of_encapsulating_vips_go_through_their_tunnel() {
+    let text = BASE
+        .replacen(
+            "port = 80\n",
+            "port = 80\nmode = \"gue\"\ngue_port = 6080\n",
+            1,
+        )
+        .replacen(
+            "protocol = \"udp\"\n",
+            "protocol = \"udp\"\n  [vip.health]\n  kind = \"tcp\"\n",
+            1,
+        );
+    let c = cfg(&text);
+    let rt = Runtime::new(&c);
+    let t = targets(&c, &rt);
+    let web: Vec<&Target> = t.iter().filter(|t| t.vip == "web").collect();
+    assert!(!web.is_empty());
+    let mut marks = std::collections::HashSet::new();
+    for p in &web {
+        let (mark, hc) = p.tunnel.expect("through the tunnel");
+        assert_eq!(mark & ha_common::hc::MARK_MASK, ha_common::hc::MARK_BASE);
+        assert!(marks.insert(mark), "one mark per probe");
+        assert_eq!(
+            (hc.encap, u16::from_be(hc.gue_port)),
+            (ha_common::ENCAP_GUE, 6080)
+        );
+        assert_eq!(
+            crate::dataplane::service::addr_octets(p.addr.ip()),
+            hc.dst,
+            "to the backend's own address"
+        );
+    }
+    // DSR VIPs probe directly.
+    let dns: Vec<&Target> = t.iter().filter(|t| t.vip == "dns").collect();
+    assert!(!dns.is_empty() && dns.iter().all(|t| t.tunnel.is_none()));
+}
