@@ -1099,8 +1099,15 @@ pub mod decap {
     /// `HASH` [`AddrKey`] → `ADDR_*` flags: the VIP addresses served here
     /// (inner destinations) and this host's own (outer destinations).
     pub const ADDRS: &str = "HALB_DECAP_ADDRS";
-    /// `ARRAY` of one [`Conf`].
-    pub const CONF: &str = "HALB_DECAP_CONF";
+    /// `ARRAY` of [`CACHE_SLOTS`] [`AddrSlot`]: a direct-mapped cache of
+    /// [`ADDRS`] (slot [`AddrKey::slot`]), read first: one array read
+    /// instead of a hash lookup. A key not in its slot is looked up in
+    /// [`ADDRS`], which stays the truth.
+    pub const CACHE: &str = "HALB_DECAP_CACHE";
+    /// The program's read-only global of type [`Conf`], set at load.
+    pub const CONF: &str = "DECAP_CONF";
+    /// Slots of [`CACHE`] (a power of two).
+    pub const CACHE_SLOTS: u32 = 256;
     /// `PERCPU_ARRAY` [`DecapStat`] index → [`crate::Counter`].
     pub const STATS: &str = "HALB_DECAP_STATS";
 
@@ -1136,6 +1143,28 @@ pub mod decap {
                 family: crate::FAMILY_IPV6 as u32,
             }
         }
+
+        /// Its slot in [`CACHE`].
+        #[inline(always)]
+        pub const fn slot(&self) -> u32 {
+            let a = self.addr;
+            crate::mix32(
+                a[0] ^ a[1].rotate_left(8)
+                    ^ a[2].rotate_left(16)
+                    ^ a[3].rotate_left(24)
+                    ^ self.family,
+            ) & (CACHE_SLOTS - 1)
+        }
+    }
+
+    /// A slot of [`CACHE`]: a key and its `ADDR_*` flags (0: empty).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct AddrSlot {
+        /// The address.
+        pub key: AddrKey,
+        /// Its flags; 0 for an empty slot.
+        pub flags: u32,
     }
 
     /// The decapsulation settings.
@@ -1216,6 +1245,7 @@ mod pod {
     unsafe impl aya::Pod for super::bench::RefVip {}
     unsafe impl aya::Pod for super::decap::AddrKey {}
     unsafe impl aya::Pod for super::decap::Conf {}
+    unsafe impl aya::Pod for super::decap::AddrSlot {}
     unsafe impl aya::Pod for super::hc::HcTarget {}
 }
 
@@ -1244,6 +1274,7 @@ mod tests {
         assert_eq!(size_of::<bench::RefVip>(), 8);
         assert_eq!(size_of::<decap::AddrKey>(), 20);
         assert_eq!(size_of::<decap::Conf>(), 8);
+        assert_eq!(size_of::<decap::AddrSlot>(), 24);
         assert_eq!(size_of::<hc::HcTarget>(), 20);
     }
 

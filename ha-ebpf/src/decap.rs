@@ -31,7 +31,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use ha_common::decap::{AddrKey, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, STAT_COUNT};
+use ha_common::decap::{
+    AddrKey, AddrSlot, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, CACHE_SLOTS, STAT_COUNT,
+};
 use ha_common::{Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP};
 use parse::{load, ETH_HLEN};
 
@@ -39,9 +41,18 @@ use parse::{load, ETH_HLEN};
 #[map(name = "HALB_DECAP_ADDRS")]
 static ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
 
-/// The settings (one element).
-#[map(name = "HALB_DECAP_CONF")]
-static CONF: Array<Conf> = Array::with_max_entries(1, 0);
+/// The direct-mapped cache of `ADDRS` (see `ha_common::decap::CACHE`).
+#[map(name = "HALB_DECAP_CACHE")]
+static CACHE: Array<AddrSlot> = Array::with_max_entries(CACHE_SLOTS, 0);
+
+/// The settings, set by the loader (read-only: the verifier knows them, and
+/// what they switch off costs nothing).
+#[no_mangle]
+static DECAP_CONF: Conf = Conf {
+    gue_port: 0,
+    ipip: 0,
+    pad: 0,
+};
 
 /// Per-reason counters.
 #[map(name = "HALB_DECAP_STATS")]
@@ -68,22 +79,42 @@ pub fn halb_decap(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Whether `key` is in [`ADDRS`] with `flag`.
+/// Whether `key` has `flag`: its slot of [`CACHE`] first (one array
+/// read), [`ADDRS`] when the slot holds another key.
 #[inline(always)]
 fn has(key: &AddrKey, flag: u32) -> bool {
+    if let Some(s) = CACHE.get(key.slot()) {
+        let (a, b) = (&s.key.addr, &key.addr);
+        if a[0] == b[0]
+            && a[1] == b[1]
+            && a[2] == b[2]
+            && a[3] == b[3]
+            && s.key.family == key.family
+        {
+            return s.flags & flag != 0;
+        }
+    }
     // SAFETY: a map value pointer, read during this run.
     ADDRS
         .get_ptr(key)
         .is_some_and(|v| unsafe { *v } & flag != 0)
 }
 
+/// The key of an IPv4 address. (Its fields are stored one by one: an
+/// aggregate with zeros would become a call to a byte-wise `memset`.)
 #[inline(always)]
 fn key4(addr: u32) -> AddrKey {
+    // SAFETY: a plain read of a read-only global.
+    let zero = unsafe { core::ptr::read_volatile(&ZERO) };
     AddrKey {
-        addr: [addr, 0, 0, 0],
+        addr: [addr, zero, zero, zero],
         family: FAMILY_IPV4 as u32,
     }
 }
+
+/// A zero the compiler does not see through (see [`key4`]).
+#[no_mangle]
+static ZERO: u32 = 0;
 
 #[inline(always)]
 fn key6(addr: [u32; 4]) -> AddrKey {
@@ -280,9 +311,8 @@ fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
 fn decap(ctx: &XdpContext) -> DecapStat {
     let data = ctx.data();
     let end = ctx.data_end();
-    let Some(conf) = CONF.get(0) else {
-        return DecapStat::PassNotTunnel;
-    };
+    // SAFETY: a plain read of a read-only global the loader sets.
+    let conf = &unsafe { core::ptr::read_volatile(&DECAP_CONF) };
     if data + ETH_HLEN > end {
         return DecapStat::PassNotTunnel;
     }

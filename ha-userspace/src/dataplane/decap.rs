@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::Xdp;
 use aya::Ebpf;
-use ha_common::decap::{self as names, AddrKey, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, PROGRAM};
+use ha_common::decap::{
+    self as names, AddrKey, AddrSlot, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, CACHE_SLOTS, PROGRAM,
+};
 use ha_common::Counter;
 
 use super::maps::typed;
@@ -30,6 +32,7 @@ pub struct DecapConf {
 pub struct Decap {
     ebpf: Ebpf,
     addrs: HashMap<MapData, AddrKey, u32>,
+    cache: Array<MapData, AddrSlot>,
     stats: PerCpuArray<MapData, Counter>,
     written: std::collections::HashMap<AddrKey, u32>,
 }
@@ -47,18 +50,16 @@ impl Decap {
         if DECAP_OBJECT.is_empty() {
             return Err(Error::NotBuilt);
         }
-        let mut ebpf = Ebpf::load(DECAP_OBJECT)?;
-        let mut cmap: Array<MapData, Conf> = typed(ebpf.take_map(names::CONF), names::CONF)?;
         let c = Conf {
             gue_port: conf.gue_port.unwrap_or(0).to_be(),
             ipip: conf.ipip as u16,
             pad: 0,
         };
-        cmap.set(0, c, 0).map_err(|source| Error::Map {
-            what: "write the decapsulation settings".into(),
-            source,
-        })?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global(names::CONF, &c, true)
+            .load(DECAP_OBJECT)?;
         let addrs = typed(ebpf.take_map(names::ADDRS), names::ADDRS)?;
+        let cache = typed(ebpf.take_map(names::CACHE), names::CACHE)?;
         let stats = typed(ebpf.take_map(names::STATS), names::STATS)?;
         let program = Self::program_of(&mut ebpf)?;
         program.load().map_err(|source| Error::Program {
@@ -68,6 +69,7 @@ impl Decap {
         Ok(Self {
             ebpf,
             addrs,
+            cache,
             stats,
             written: Default::default(),
         })
@@ -135,6 +137,26 @@ impl Decap {
                     })
                 }
             }
+        }
+        // The cache: each slot holds the first key (in address order) that
+        // maps to it; the others are found in the hash map. Written after
+        // the hash map, so that a key is never missing from both.
+        let mut keys: Vec<(&AddrKey, &u32)> = want.iter().collect();
+        keys.sort_by_key(|(k, _)| (k.family, k.addr));
+        let mut slots = vec![AddrSlot::default(); CACHE_SLOTS as usize];
+        for (k, v) in keys {
+            let s = &mut slots[k.slot() as usize];
+            if s.flags == 0 {
+                *s = AddrSlot { key: *k, flags: *v };
+            }
+        }
+        for (i, s) in slots.iter().enumerate() {
+            self.cache
+                .set(i as u32, s, 0)
+                .map_err(|source| Error::Map {
+                    what: "write the decapsulation address cache".into(),
+                    source,
+                })?;
         }
         self.written = want;
         Ok(())
