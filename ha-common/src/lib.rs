@@ -482,8 +482,33 @@ pub struct BackendInfo {
     /// route's MTU): a client packet that would exceed it once encapsulated
     /// is answered with an ICMP "too big" (DF set, or IPv6) or dropped.
     pub mtu: u16,
-    /// Zero.
-    pub pad2: u16,
+    /// IPv4 outer header: the one's-complement sum of the words that are
+    /// the same in every packet to this backend (flags, TTL and protocol,
+    /// both addresses), folded to 16 bits, as the raw words load
+    /// ([`outer4_csum_base`]); the program adds the TOS and length words.
+    pub csum_base: u16,
+}
+
+/// [`BackendInfo::csum_base`] for an IPv4 outer header from `src` to `dst`
+/// carrying `proto` with DF set and TTL [`ENCAP_TTL`].
+pub const fn outer4_csum_base(src: [u8; 4], dst: [u8; 4], proto: u8) -> u16 {
+    let words = [
+        [0x40, 0],
+        [ENCAP_TTL, proto],
+        [src[0], src[1]],
+        [src[2], src[3]],
+        [dst[0], dst[1]],
+        [dst[2], dst[3]],
+    ];
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < words.len() {
+        sum += u16::from_ne_bytes(words[i]) as u32;
+        i += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
 }
 
 /// Key of the flow table: the 5-tuple, raw. Four 4-byte words, so the

@@ -169,10 +169,12 @@ pub fn send(ctx: &XdpContext, b: &BackendInfo, hash: u32, stat: Stat) -> (Stat, 
             *((ip + 6) as *mut u16) = DF_RAW;
             *((ip + 8) as *mut u8) = ENCAP_TTL;
             *((ip + 9) as *mut u8) = nh;
-            *((ip + 10) as *mut u16) = 0;
             *((ip + 12) as *mut u32) = load::<u32>(b.src.as_ptr() as usize);
             *((ip + 16) as *mut u32) = load::<u32>(b.addr.as_ptr() as usize);
-            *((ip + 10) as *mut u16) = ipv4_checksum(ip);
+            // The agent summed the constant words; add version/TOS and length.
+            let first = u16::from_ne_bytes([0x45, inner.tos]) as u32;
+            let sum = b.csum_base as u32 + first + total.to_be() as u32;
+            *((ip + 10) as *mut u16) = fold(sum);
         }
     }
     if gue {

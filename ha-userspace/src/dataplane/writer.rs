@@ -916,6 +916,14 @@ fn backend_info(encap: Encap, b: &BackendSpec, vip_id: u32, key: Service) -> Bac
         Some(t) => {
             info.src = addr_octets(t.source);
             info.mtu = t.mtu;
+            if let (IpAddr::V4(s), IpAddr::V4(d)) = (t.source, b.addr) {
+                let proto = if kind == ENCAP_GUE {
+                    ha_common::IPPROTO_UDP
+                } else {
+                    4
+                };
+                info.csum_base = ha_common::outer4_csum_base(s.octets(), d.octets(), proto);
+            }
         }
         // No route known: never sent to (and never from a made-up source).
         None => info.flags &= !BACKEND_F_UP,
