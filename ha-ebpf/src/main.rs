@@ -190,6 +190,19 @@ fn sent_to_us(data: usize, meta: &Meta) -> bool {
     }
 }
 
+/// The program's settings, when the frame was sent to this interface;
+/// else what becomes of it.
+#[inline(always)]
+fn addressed_to_us(data: usize) -> Result<&'static Meta, Verdict> {
+    let Some(meta) = META.get(0) else {
+        return Err(aborted());
+    };
+    if !sent_to_us(data, meta) {
+        return Err(pass(Stat::PassOtherHost));
+    }
+    Ok(meta)
+}
+
 #[inline(always)]
 fn process(data: usize, end: usize) -> Verdict {
     match parse::head(data, end) {
@@ -260,12 +273,10 @@ fn ipv4(data: usize, end: usize, ip: usize, daddr: u32) -> Verdict {
         Err(Bad::Icmp(at)) => return icmp4(data, end, at, daddr),
         Err(bad) => return unbalanced(bad, is_vip_address(daddr)),
     };
-    let Some(meta) = META.get(0) else {
-        return aborted();
+    let meta = match addressed_to_us(data) {
+        Ok(m) => m,
+        Err(v) => return v,
     };
-    if !sent_to_us(data, meta) {
-        return pass(Stat::PassOtherHost);
-    }
     let service = VipKey {
         addr: daddr,
         port: (p.ports >> 16) as u16,
@@ -288,12 +299,10 @@ fn icmp4(data: usize, end: usize, at: usize, daddr: u32) -> Verdict {
     let Some(q) = icmp::quoted4(at, end, daddr) else {
         return pass(Stat::PassVipOtherProto);
     };
-    let Some(meta) = META.get(0) else {
-        return aborted();
+    let meta = match addressed_to_us(data) {
+        Ok(m) => m,
+        Err(v) => return v,
     };
-    if !sent_to_us(data, meta) {
-        return pass(Stat::PassOtherHost);
-    }
     let service = VipKey {
         addr: daddr,
         port: q.vip_port,
@@ -346,12 +355,10 @@ fn ipv6(data: usize, end: usize, ip: usize) -> Verdict {
         Err(Bad::Icmp(at)) => return icmp6(data, end, at, daddr),
         Err(bad) => return unbalanced(bad, is_vip_address6(daddr)),
     };
-    let Some(meta) = META.get(0) else {
-        return aborted();
+    let meta = match addressed_to_us(data) {
+        Ok(m) => m,
+        Err(v) => return v,
     };
-    if !sent_to_us(data, meta) {
-        return pass(Stat::PassOtherHost);
-    }
     let service = VipKey {
         addr: vip6_digest(daddr),
         port: (p.ports >> 16) as u16,
@@ -375,12 +382,10 @@ fn icmp6(data: usize, end: usize, at: usize, daddr: [u32; 4]) -> Verdict {
     let Some(q) = icmp::quoted6(at, end, daddr) else {
         return pass(Stat::PassVipOtherProto);
     };
-    let Some(meta) = META.get(0) else {
-        return aborted();
+    let meta = match addressed_to_us(data) {
+        Ok(m) => m,
+        Err(v) => return v,
     };
-    if !sent_to_us(data, meta) {
-        return pass(Stat::PassOtherHost);
-    }
     let service = VipKey {
         addr: vip6_digest(daddr),
         port: q.vip_port,

@@ -41,6 +41,22 @@ pub fn backend_mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, 0x20 + i]
 }
 
+/// Runs `data` once through XDP program `p`: the action, and the frame as
+/// the program left it (with room for it to grow by 256 bytes).
+pub fn run_once(p: &Xdp, data: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; data.len() + 256];
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("test_run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
 /// The program, its maps and the VIPs written into them.
 pub struct Harness {
     ebpf: Ebpf,
@@ -164,18 +180,7 @@ impl Harness {
 
     /// Runs one frame; returns the action and the frame as the program left it.
     pub fn run(&self, data: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; data.len() + 256];
-        let r = self
-            .prog()
-            .test_run(TestRunOptions {
-                data_in: Some(data),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        run_once(self.prog(), data)
     }
 
     /// A reason counter.

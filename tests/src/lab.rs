@@ -1347,3 +1347,31 @@ impl Drop for NeighbourWatch {
         self.stop();
     }
 }
+
+/// The capabilities of `deploy/<unit>`'s `CapabilityBoundingSet=`, as
+/// `setpriv` names them (`bpf`, `net_admin`, ...).
+pub fn unit_capabilities(unit: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace().join("deploy").join(unit)).expect("unit");
+    text.lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets a bounding set")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+/// A `setpriv` command line (to put in front of a program) that leaves it
+/// exactly `caps` and no way to gain more.
+pub fn setpriv(caps: &[String]) -> Vec<String> {
+    let set = caps
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        "/usr/bin/setpriv".into(),
+        "--no-new-privs".into(),
+        "--inh-caps=-all".into(),
+        format!("--bounding-set=-all,{set}"),
+    ]
+}

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use halb::api::client::Client;
 use halb::api::model::Status;
-use halb_lab::lab::{halb_bin, lb_addr, node_config, run, workspace, Lab, VrrpOpts, VIP};
+use halb_lab::lab::{
+    halb_bin, lb_addr, node_config, run, setpriv, unit_capabilities, workspace, Lab, VrrpOpts, VIP,
+};
 
 const API: &str = "127.0.0.1:8480";
 
@@ -194,34 +196,9 @@ fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_agent() {
     }
 }
 
-/// The capabilities of `deploy/halb.service`'s `CapabilityBoundingSet=`.
-fn unit_capabilities() -> Vec<String> {
-    let unit = std::fs::read_to_string(workspace().join("deploy/halb.service")).expect("unit");
-    unit.lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit sets a bounding set")
-        .split_whitespace()
-        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
-        .collect()
-}
-
-fn setpriv(caps: &[String]) -> Vec<String> {
-    let set = caps
-        .iter()
-        .map(|c| format!("+{c}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    vec![
-        "/usr/bin/setpriv".into(),
-        "--no-new-privs".into(),
-        "--inh-caps=-all".into(),
-        format!("--bounding-set=-all,{set}"),
-    ]
-}
-
 #[test]
 fn the_agent_runs_with_only_the_units_capabilities() {
-    let caps = unit_capabilities();
+    let caps = unit_capabilities("halb.service");
     assert_eq!(caps, ["bpf", "net_admin", "net_raw", "perfmon"]);
     let mut lab = lab("cap");
     let cfg = node_config(&lab, "lb1", "native", 3, None, Some(&VrrpOpts::v3(150)));

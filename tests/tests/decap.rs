@@ -7,13 +7,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun, TestRunOptions};
 use ha_common::decap::DecapStat;
 use ha_common::Stat;
 use halb::dataplane::decap::{Decap, DecapConf};
 use halb::dataplane::{BackendSpec, Encap, Tunnel};
 use halb_lab::frame::{checksum, Frame, Frame6};
-use halb_lab::harness::{ula, Harness, CLIENT_MAC, LB_MAC, VIP, VIP6, XDP_PASS, XDP_TX};
+use halb_lab::harness::{run_once, ula, Harness, CLIENT_MAC, LB_MAC, VIP, VIP6, XDP_PASS, XDP_TX};
 use proptest::prelude::*;
 
 const GUE_PORT: u16 = 6080;
@@ -47,20 +46,7 @@ impl Backend {
     }
 
     fn run(&mut self, data: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; data.len() + 256];
-        let r = self
-            .d
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(data),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        run_once(self.d.program().expect("program"), data)
     }
 
     fn stat(&self, s: DecapStat) -> u64 {

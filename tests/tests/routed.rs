@@ -217,19 +217,6 @@ fn streams_survive_a_vrrp_failover_in_ipip_and_gue_mode() {
     spread(&r.lab, VIP_GUE, 60);
 }
 
-/// The capabilities of `deploy/halb-backend.service`'s `CapabilityBoundingSet=`.
-fn backend_unit_capabilities() -> Vec<String> {
-    let unit =
-        std::fs::read_to_string(halb_lab::lab::workspace().join("deploy/halb-backend.service"))
-            .expect("unit");
-    unit.lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit sets a bounding set")
-        .split_whitespace()
-        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
-        .collect()
-}
-
 #[test]
 fn halb_backend_with_the_units_capabilities_sets_up_and_undoes_everything() {
     let mut lab = Lab::new("rtb").expect("lab");
@@ -252,16 +239,11 @@ fn halb_backend_with_the_units_capabilities_sets_up_and_undoes_everything() {
     ];
     let before: Vec<String> = keys.iter().map(|k| sysctl(&lab, k)).collect();
     assert_eq!(before, ["0", "0", "0", "0"]);
-    let caps = backend_unit_capabilities();
+    let caps = halb_lab::lab::unit_capabilities("halb-backend.service");
     assert_eq!(caps, ["bpf", "net_admin", "perfmon"]);
-    let set = caps
-        .iter()
-        .map(|c| format!("+{c}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut c = lab.nsenter("web1", std::path::Path::new("/usr/bin/setpriv"));
-    c.args(["--no-new-privs", "--inh-caps=-all"])
-        .arg(format!("--bounding-set=-all,{set}"))
+    let wrapper = halb_lab::lab::setpriv(&caps);
+    let mut c = lab.nsenter("web1", std::path::Path::new(&wrapper[0]));
+    c.args(&wrapper[1..])
         .arg(halb_lab::lab::halb_bin())
         .args(["backend", "--interface", "eth0", "--gue-port", "6080"])
         .args([
@@ -321,6 +303,19 @@ fn health_of(lab: &Lab, node: &str, vip: &str, backend: &str) -> Option<String> 
     })
 }
 
+/// Waits until lb1 has `backend` of both VIPs `health` (`up`, `down`).
+fn wait_health(lab: &Lab, backend: &str, health: &str) {
+    for vip in ["web", "web-gue"] {
+        lab.wait_for(
+            &format!("lb1 to see {backend} of {vip} {health}"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || health_of(lab, "lb1", vip, backend).as_deref() == Some(health),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 #[test]
 fn health_checks_go_through_the_tunnel() {
     let mut r = Routed::new("rth").expect("routed lab");
@@ -344,16 +339,7 @@ fn health_checks_go_through_the_tunnel() {
         direct.is_ok_and(|rep| rep.status == 200),
         "rweb1 answers on its own address"
     );
-    for vip in ["web", "web-gue"] {
-        r.lab
-            .wait_for(
-                &format!("lb1 to see rweb1 of {vip} down through the tunnel"),
-                Duration::from_secs(10),
-                Duration::from_millis(50),
-                || health_of(&r.lab, "lb1", vip, "rweb1").as_deref() == Some("down"),
-            )
-            .expect("down");
-    }
+    wait_health(&r.lab, "rweb1", "down");
     // New connections avoid it; the others still serve.
     let replies = r
         .lab
@@ -362,15 +348,6 @@ fn health_checks_go_through_the_tunnel() {
     assert!(replies.iter().all(|x| x.body.trim() != "rweb1"));
     // Decapsulating again: back up.
     halb_lab::routed::start_backend(&mut r.lab, "rweb1").expect("halb backend");
-    for vip in ["web", "web-gue"] {
-        r.lab
-            .wait_for(
-                &format!("lb1 to see rweb1 of {vip} up again"),
-                Duration::from_secs(10),
-                Duration::from_millis(50),
-                || health_of(&r.lab, "lb1", vip, "rweb1").as_deref() == Some("up"),
-            )
-            .expect("up");
-    }
+    wait_health(&r.lab, "rweb1", "up");
     spread(&r.lab, VIP, 150);
 }

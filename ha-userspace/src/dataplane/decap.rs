@@ -76,13 +76,7 @@ impl Decap {
     }
 
     fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
-        ebpf.program_mut(PROGRAM)
-            .ok_or_else(|| Error::MissingMap(PROGRAM.into()))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                what: "program type".into(),
-                source,
-            })
+        super::program_mut(ebpf, PROGRAM)
     }
 
     /// The program (tests run frames through it).

@@ -36,14 +36,7 @@ impl HcEncap {
         }
         let mut ebpf = Ebpf::load(HC_OBJECT)?;
         let targets = typed(ebpf.take_map(names::TARGETS), names::TARGETS)?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| Error::MissingMap(PROGRAM.into()))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                what: "program type".into(),
-                source,
-            })?;
+        let program: &mut SchedClassifier = super::program_mut(&mut ebpf, PROGRAM)?;
         program.load().map_err(|source| Error::Program {
             what: "verify and load the probe encapsulation program".into(),
             source,

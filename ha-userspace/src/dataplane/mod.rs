@@ -290,14 +290,7 @@ impl DataPlane {
         let mut ebpf = loader.load(XDP_OBJECT)?;
         let mut maps = Maps::take(&mut ebpf)?;
 
-        let program: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or_else(|| Error::MissingMap(XDP_PROGRAM.into()))?
-            .try_into()
-            .map_err(|source| Error::Program {
-                what: "program type".into(),
-                source,
-            })?;
+        let program: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?;
         program.load().map_err(|source| Error::Program {
             what: "verify and load the XDP program".into(),
             source,
@@ -574,6 +567,20 @@ fn read_pinned_meta(dir: &Path) -> Result<Option<Meta>, Error> {
         });
     }
     Ok(Some(meta))
+}
+
+/// Program `name` of `ebpf`, of type `T` (`Xdp`, `SchedClassifier`).
+pub(crate) fn program_mut<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::MissingMap(name.into()))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            what: format!("program {name}: type"),
+            source,
+        })
 }
 
 fn attach(
