@@ -17,6 +17,31 @@ use halb_lab::harness::{
 };
 use proptest::prelude::*;
 
+/// Whether `f` is an IPv4 ICMP error to the VIP, sent to the interface's
+/// MAC, that quotes a packet of one of its services (the program hands
+/// those to the quoted flow's backend).
+fn icmp_error_for_service(f: &[u8]) -> bool {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[0..6] != LB_MAC {
+        return false;
+    }
+    let ip = &f[14..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if ip[0] >> 4 != 4 || ihl < 20 || tot > ip.len() || tot < ihl || frag != 0 {
+        return false;
+    }
+    if ip[9] != 1 || ip[16..20] != VIP || ip.len() < ihl + 36 {
+        return false;
+    }
+    let (icmp, q) = (&ip[ihl..], &ip[ihl + 8..]);
+    let sport = u16::from_be_bytes([q[20], q[21]]);
+    [3, 11].contains(&icmp[0])
+        && q[0] == 0x45
+        && q[12..16] == VIP
+        && matches!((q[9], sport), (IPPROTO_TCP, 80) | (IPPROTO_UDP, 53))
+}
+
 /// Whether `f` is a frame the program may send on: a well-formed IPv4
 /// TCP/UDP packet to a service of the harness (TCP 80 or UDP 53 on the VIP),
 /// unfragmented, addressed to the interface's MAC.
@@ -93,7 +118,11 @@ fn check(h: &Harness, data: &[u8]) -> Result<(), TestCaseError> {
         data
     );
     if rc == XDP_TX {
-        prop_assert!(forwardable(data), "sent on: {:02x?}", data);
+        prop_assert!(
+            forwardable(data) || icmp_error_for_service(data),
+            "sent on: {:02x?}",
+            data
+        );
         prop_assert_eq!(out.len(), data.len());
         prop_assert_eq!(&out[12..], &data[12..], "only MACs change");
         prop_assert_eq!(&out[6..12], &LB_MAC[..]);
@@ -165,10 +194,35 @@ fn base6() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// ICMP messages to the VIP: errors quoting a packet of a service (or of
+/// another port, or not from the VIP), and other types.
+fn base_icmp() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![Just(3u8), Just(11u8), Just(8u8), any::<u8>()],
+        any::<u8>(),
+        any::<bool>(),
+        prop_oneof![Just(80u16), Just(53u16), any::<u16>()],
+        any::<u16>(),
+        prop_oneof![Just(VIP), any::<[u8; 4]>()],
+    )
+        .prop_map(|(kind, code, tcp, vport, cport, from)| {
+            let quoted = if tcp {
+                Frame::tcp(from, [10, 77, 0, 10], vport, cport).build()
+            } else {
+                Frame::udp(from, [10, 77, 0, 10], vport, cport).build()
+            };
+            let mut body = vec![kind, code, 0, 0, 0, 0, 0x05, 0x78];
+            body.extend_from_slice(&quoted[14..14 + 28]);
+            Frame::raw_ip([10, 77, 0, 1], VIP, 1, body)
+                .macs(CLIENT_MAC, LB_MAC)
+                .build()
+        })
+}
+
 /// Mutations: flip bytes, cut, extend.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     (
-        prop_oneof![base(), base6()],
+        prop_oneof![base(), base6(), base_icmp()],
         prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         prop::option::of(any::<prop::sample::Index>()),
         prop::collection::vec(any::<u8>(), 0..8),
