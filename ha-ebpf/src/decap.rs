@@ -13,8 +13,9 @@
 //! - an outer destination that is an address of this host (`ADDR_LOCAL`);
 //! - an inner IPv4 or IPv6 header of the family the outer header names,
 //!   whose length is exactly what the outer packet carries, to a VIP this
-//!   host serves (`ADDR_VIP`) or to this host itself (`ADDR_LOCAL`: a
-//!   load balancer's health check, sent through the tunnel).
+//!   host serves (`ADDR_VIP`), or to this host itself (`ADDR_LOCAL`) from
+//!   the outer header's own source (a load balancer's health check, sent
+//!   through the tunnel; see `ours`).
 //!
 //! The Ethernet addresses stay; the EtherType becomes the inner packet's.
 #![no_std]
@@ -100,6 +101,25 @@ fn has(key: &AddrKey, flag: u32) -> bool {
         .is_some_and(|v| unsafe { *v } & flag != 0)
 }
 
+/// Whether an inner packet to `dst` from `src` is this host's to take: to
+/// a served VIP, or to this host itself from the very address the outer
+/// header comes from (a load balancer's health check). The second rule
+/// gives a sender nothing it could not do without the tunnel: a forged
+/// inner source needs the same forged outer source, which the network's
+/// ingress filtering drops as it would drop the bare packet.
+#[inline(always)]
+fn ours(dst: &AddrKey, o: &Outer, src: [u32; 4]) -> bool {
+    if has(dst, ADDR_VIP) {
+        return true;
+    }
+    o.family == dst.family
+        && o.src[0] == src[0]
+        && o.src[1] == src[1]
+        && o.src[2] == src[2]
+        && o.src[3] == src[3]
+        && has(dst, ADDR_LOCAL)
+}
+
 /// The key of an IPv4 address. (Its fields are stored one by one: an
 /// aggregate with zeros would become a call to a byte-wise `memset`.)
 #[inline(always)]
@@ -134,6 +154,9 @@ struct Outer {
     /// The inner version the outer header names (0: GUE, by its nibble).
     want: u8,
     gue: bool,
+    /// The outer source (IPv4 in the first word) and family.
+    src: [u32; 4],
+    family: u32,
 }
 
 /// Which tunnel, if any, a next-header / protocol value names.
@@ -177,12 +200,13 @@ fn outer4(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
         return Err(DecapStat::PassNotTunnel);
     }
     // SAFETY (all loads): inside the 20 bytes checked above.
-    let (vihl, tot_len, frag, proto, daddr) = unsafe {
+    let (vihl, tot_len, frag, proto, saddr, daddr) = unsafe {
         (
             load::<u8>(ip),
             u16::from_be(load::<u16>(ip + 2)) as usize,
             load::<u16>(ip + 6),
             load::<u8>(ip + 9),
+            load::<u32>(ip + 12),
             load::<u32>(ip + 16),
         )
     };
@@ -212,6 +236,8 @@ fn outer4(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
         inner_len: tot_len - off,
         want,
         gue,
+        src: [saddr, 0, 0, 0],
+        family: FAMILY_IPV4 as u32,
     })
 }
 
@@ -253,6 +279,8 @@ fn outer6(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
         inner_len: payload - extra,
         want,
         gue,
+        src: parse::addr6(ip, 8),
+        family: FAMILY_IPV6 as u32,
     })
 }
 
@@ -284,7 +312,9 @@ fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
             if vihl & 0x0f < 5 || len != o.inner_len {
                 return Err(DecapStat::PassMalformed);
             }
-            if !has(&key4(daddr), ADDR_VIP | ADDR_LOCAL) {
+            // SAFETY: inside the 20 bytes checked above.
+            let saddr: u32 = unsafe { load(inner + 12) };
+            if !ours(&key4(daddr), o, [saddr, 0, 0, 0]) {
                 return Err(DecapStat::PassNotOurs);
             }
             Ok(ETH_P_IP_RAW)
@@ -298,7 +328,7 @@ fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
             if 40 + payload != o.inner_len {
                 return Err(DecapStat::PassMalformed);
             }
-            if !has(&key6(parse::addr6(inner, 24)), ADDR_VIP | ADDR_LOCAL) {
+            if !ours(&key6(parse::addr6(inner, 24)), o, parse::addr6(inner, 8)) {
                 return Err(DecapStat::PassNotOurs);
             }
             Ok(ETH_P_IPV6_RAW)

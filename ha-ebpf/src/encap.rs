@@ -93,7 +93,9 @@ pub fn send(ctx: &XdpContext, b: &BackendInfo, hash: u32, stat: Stat) -> (Stat, 
     let ip_len = if outer6 { OUTER6_LEN } else { OUTER4_LEN };
     let over = ip_len + if gue { GUE_UDP_LEN } else { 0 };
     if b.mtu != 0 && inner.len as u32 + over as u32 > b.mtu as u32 {
-        if !inner.df {
+        // Without DF nothing may be answered; and an ICMP error is never
+        // answered with another (RFC 1122 3.2.2, RFC 4443 2.4e).
+        if !inner.df || stat == Stat::TxIcmp {
             return (Stat::DropTooBig, xdp_action::XDP_DROP);
         }
         let mtu = b.mtu - over;

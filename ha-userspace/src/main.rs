@@ -143,6 +143,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Where a run records what it changed, so that the next start after
+        /// a crash still undoes it.
+        #[arg(long, default_value = "/run/halb-backend")]
+        state_dir: PathBuf,
     },
     /// Print a shell completion script (bash, zsh or fish).
     Completions {
@@ -247,6 +251,7 @@ fn main() -> ExitCode {
             no_ipip,
             xdp_mode,
             log_format,
+            state_dir,
         } => {
             logging::init(log_format);
             let opts = agent::backend::BackendOptions {
@@ -259,6 +264,7 @@ fn main() -> ExitCode {
                     XdpModeArg::Native => halb::dataplane::ModeWanted::Native,
                     XdpModeArg::Generic => halb::dataplane::ModeWanted::Generic,
                 },
+                state_dir,
             };
             match run_backend(opts) {
                 Ok(()) => ExitCode::SUCCESS,

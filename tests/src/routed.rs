@@ -160,6 +160,8 @@ pub fn start_backend(lab: &mut Lab, host: &str) -> Result<()> {
     let mut c = lab.nsenter(host, &halb_bin());
     c.args(["backend", "--interface", "eth0", "--gue-port"])
         .arg(GUE_PORT.to_string())
+        .arg("--state-dir")
+        .arg(lab.dir.join(format!("state-{host}")))
         .args(["--vip", &VIP.to_string(), "--vip", &VIP_GUE.to_string()]);
     c.env("NO_COLOR", "1");
     lab.spawn(&format!("backend-{host}"), c)?

@@ -188,6 +188,10 @@ fn the_kernels_ipip_format_decapsulates_too() {
     let outer = outer4(4, BACKEND4, &probe[14..]);
     let out = b.expect(&outer, DecapStat::Ipip);
     assert_restored(&out, &outer, &probe);
+    // To this host with another inner source than the outer one: a forged
+    // source smuggled through the tunnel, left alone.
+    let forged = Frame::tcp([10, 0, 0, 5], BACKEND4, 40000, 161).build();
+    b.expect(&outer4(4, BACKEND4, &forged[14..]), DecapStat::PassNotOurs);
 }
 
 #[test]
@@ -255,7 +259,7 @@ fn expected(f: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let ip = &f[14..];
-    let (off, inner_len, want, local) = match f[12..14] {
+    let (off, inner_len, want, local, outer_src) = match f[12..14] {
         [0x08, 0x00] => {
             if ip.len() < 20 || ip[0] != 0x45 {
                 return None;
@@ -274,7 +278,7 @@ fn expected(f: &[u8]) -> Option<Vec<u8>> {
             if off == 28 && !gue_ok(&ip[20..], tot - 20) {
                 return None;
             }
-            (off, tot - off, want, ip[16..20] == BACKEND4)
+            (off, tot - off, want, ip[16..20] == BACKEND4, &ip[12..16])
         }
         [0x86, 0xdd] => {
             if ip.len() < 40 || ip[0] >> 4 != 6 {
@@ -293,7 +297,13 @@ fn expected(f: &[u8]) -> Option<Vec<u8>> {
             if off == 48 && !gue_ok(&ip[40..], plen) {
                 return None;
             }
-            (off, 40 + plen - off, want, ip[24..40] == backend6())
+            (
+                off,
+                40 + plen - off,
+                want,
+                ip[24..40] == backend6(),
+                &ip[8..24],
+            )
         }
         _ => return None,
     };
@@ -311,8 +321,10 @@ fn expected(f: &[u8]) -> Option<Vec<u8>> {
     let et = match v {
         4 => {
             let len = u16::from_be_bytes([inner[2], inner[3]]) as usize;
+            // To a VIP, or to this host from the outer source itself.
             let to = &inner[16..20];
-            if inner[0] & 0x0f < 5 || len != inner_len || (to != VIP && to != BACKEND4) {
+            let to_us = to == BACKEND4 && &inner[12..16] == outer_src;
+            if inner[0] & 0x0f < 5 || len != inner_len || (to != VIP && !to_us) {
                 return None;
             }
             [0x08, 0x00]
@@ -323,7 +335,8 @@ fn expected(f: &[u8]) -> Option<Vec<u8>> {
             }
             let plen = u16::from_be_bytes([inner[4], inner[5]]) as usize;
             let to = &inner[24..40];
-            if 40 + plen != inner_len || (to != VIP6 && to != backend6()) {
+            let to_us = to == backend6() && &inner[8..24] == outer_src;
+            if 40 + plen != inner_len || (to != VIP6 && !to_us) {
                 return None;
             }
             [0x86, 0xdd]

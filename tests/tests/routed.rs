@@ -242,23 +242,22 @@ fn halb_backend_with_the_units_capabilities_sets_up_and_undoes_everything() {
     let caps = halb_lab::lab::unit_capabilities("halb-backend.service");
     assert_eq!(caps, ["bpf", "net_admin", "perfmon"]);
     let wrapper = halb_lab::lab::setpriv(&caps);
-    let mut c = lab.nsenter("web1", std::path::Path::new(&wrapper[0]));
-    c.args(&wrapper[1..])
-        .arg(halb_lab::lab::halb_bin())
-        .args(["backend", "--interface", "eth0", "--gue-port", "6080"])
-        .args([
-            "--vip",
-            "10.77.0.100",
-            "--vip",
-            "10.77.0.101",
-            "--vip",
-            "fd77::100",
-        ])
-        .env("NO_COLOR", "1");
-    lab.spawn("backend-web1", c)
-        .expect("start")
-        .wait_log("backend side ready", Duration::from_secs(20))
-        .expect("ready with the unit's capabilities");
+    let start = |lab: &mut Lab, name: &str| {
+        let mut c = lab.nsenter("web1", std::path::Path::new(&wrapper[0]));
+        c.args(&wrapper[1..])
+            .arg(halb_lab::lab::halb_bin())
+            .args(["backend", "--interface", "eth0", "--gue-port", "6080"])
+            .arg("--state-dir")
+            .arg(lab.dir.join("state-web1"))
+            .args(["--vip", "10.77.0.100", "--vip", "10.77.0.101"])
+            .args(["--vip", "fd77::100"])
+            .env("NO_COLOR", "1");
+        lab.spawn(name, c)
+            .expect("start")
+            .wait_log("backend side ready", Duration::from_secs(20))
+            .expect("ready with the unit's capabilities");
+    };
+    start(&mut lab, "backend-web1");
     let lo = lab.ip("web1", &["addr", "show", "dev", "lo"]).expect("ip");
     for a in ["10.77.0.100/32", "10.77.0.101/32", "fd77::100/128"] {
         assert!(lo.contains(a), "{a} on lo: {lo}");
@@ -290,6 +289,36 @@ fn halb_backend_with_the_units_capabilities_sets_up_and_undoes_everything() {
         .ip("web1", &["link", "show", "dev", "eth0"])
         .expect("ip");
     assert!(!link.contains("xdp"), "the program is detached: {link}");
+
+    // A run killed before it could clean up: the next run still undoes
+    // what the killed one did, back to the real originals.
+    start(&mut lab, "backend-web1-killed");
+    let mut p = lab.take_proc("backend-web1-killed").expect("proc");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(10)).expect("killed");
+    let left: Vec<String> = keys.iter().map(|k| sysctl(&lab, k)).collect();
+    assert_eq!(
+        left,
+        ["1", "1", "2", "2"],
+        "the killed run left its settings"
+    );
+    start(&mut lab, "backend-web1-next");
+    let p = lab.proc_mut("backend-web1-next").expect("proc");
+    p.signal(libc::SIGTERM);
+    assert!(p
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let lo = lab.ip("web1", &["addr", "show", "dev", "lo"]).expect("ip");
+    assert!(
+        !lo.contains("10.77.0.100/32") && !lo.contains("fd77::100/128"),
+        "the VIPs the killed run added are gone too: {lo}"
+    );
+    assert!(
+        lo.contains("10.77.0.101/32"),
+        "the operator's address stays: {lo}"
+    );
+    let restored: Vec<String> = keys.iter().map(|k| sysctl(&lab, k)).collect();
+    assert_eq!(restored, before, "the real originals are back");
 }
 
 /// `node`'s health of backend `backend` of VIP `vip`.

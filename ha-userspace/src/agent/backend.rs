@@ -24,6 +24,72 @@ pub struct BackendOptions {
     pub gue_port: Option<u16>,
     /// XDP attach mode.
     pub xdp_mode: ModeWanted,
+    /// Where a run records what it changed (for the next run after a crash).
+    pub state_dir: std::path::PathBuf,
+}
+
+/// What a run changed, kept on disk while it runs: the VIPs it added to
+/// `lo` and the original values of the sysctls it set. A clean exit puts
+/// it all back and removes the record; the next start after a crash reads
+/// it, so that it still removes those VIPs and restores those values.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    /// VIPs added to `lo`.
+    pub added: Vec<IpAddr>,
+    /// (sysctl file, original value).
+    pub sysctls: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The record's file for `interface` in `dir`.
+    pub fn path(dir: &std::path::Path, interface: &str) -> std::path::PathBuf {
+        dir.join(format!("{interface}.state"))
+    }
+
+    /// The record at `path`; empty when there is none (or it is unreadable:
+    /// then this run only knows what it sees).
+    pub fn read(path: &std::path::Path) -> Record {
+        std::fs::read_to_string(path)
+            .map(|t| Record::parse(&t))
+            .unwrap_or_default()
+    }
+
+    /// Parses `added ADDR` and `sysctl PATH VALUE` lines (pure: unit-tested).
+    pub fn parse(text: &str) -> Record {
+        let mut r = Record::default();
+        for line in text.lines() {
+            let mut w = line.splitn(3, ' ');
+            match (w.next(), w.next(), w.next()) {
+                (Some("added"), Some(a), None) => r.added.extend(a.parse::<IpAddr>().ok()),
+                (Some("sysctl"), Some(p), Some(v)) if p.starts_with("/proc/sys/") => {
+                    r.sysctls.push((p.to_string(), v.to_string()))
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn write(path: &std::path::Path, added: &[IpAddr], sysctls: &[(String, String)]) {
+        let mut text = String::new();
+        for a in added {
+            text.push_str(&format!("added {a}\n"));
+        }
+        for (p, v) in sysctls {
+            text.push_str(&format!("sysctl {p} {v}\n"));
+        }
+        let result = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(path, text));
+        if let Err(e) = result {
+            tracing::warn!(
+                "cannot record what this run changed in {} ({e}); after a crash the next \
+                 start would not know it",
+                path.display()
+            );
+        }
+    }
 }
 
 /// `halb backend` errors.
@@ -115,32 +181,61 @@ pub async fn run(opts: BackendOptions) -> Result<(), BackendError> {
     let mut local = own_addresses(&netlink, link.index).await?;
     decap.set_addresses(&opts.vips, &local)?;
 
-    // What was there before is put back (or left) on exit.
-    let mut saved = Vec::new();
+    // What was there before is put back (or left) on exit. A run that
+    // died without cleaning up left its record: what it added is still
+    // ours to remove, and its saved sysctls are the originals.
+    let record = Record::path(&opts.state_dir, &opts.interface);
+    let prior = Record::read(&record);
+    let mut saved: Vec<(String, String)> = Vec::new();
+    let mut added: Vec<IpAddr> = prior.added.clone();
+    let mut result: Result<(), BackendError> = Ok(());
     if opts.vips.iter().any(|v| v.is_ipv4()) {
         for (path, value) in arp_sysctls(&opts.interface) {
-            let old = std::fs::read_to_string(&path).map_err(sysctl_err(&path))?;
-            std::fs::write(&path, value).map_err(sysctl_err(&path))?;
-            saved.push((path, old.trim().to_string()));
+            let old = match prior.sysctls.iter().find(|(p, _)| *p == path) {
+                Some((_, v)) => Ok(v.clone()),
+                None => std::fs::read_to_string(&path)
+                    .map(|v| v.trim().to_string())
+                    .map_err(sysctl_err(&path)),
+            };
+            let step = old.and_then(|old| {
+                std::fs::write(&path, value).map_err(sysctl_err(&path))?;
+                saved.push((path.clone(), old));
+                Ok(())
+            });
+            if let Err(e) = step {
+                result = Err(e);
+                break;
+            }
         }
     }
-    let before: Vec<IpAddr> = netlink
-        .addresses(lo.index)
-        .await?
-        .into_iter()
-        .map(|(a, _)| a)
-        .collect();
-    let mut added = Vec::new();
-    let mut result = Ok(());
-    for v in &opts.vips {
-        if before.contains(v) {
-            continue;
+    let before: Vec<IpAddr> = match &result {
+        Ok(()) => match netlink.addresses(lo.index).await {
+            Ok(a) => a.into_iter().map(|(a, _)| a).collect(),
+            Err(e) => {
+                result = Err(e.into());
+                Vec::new()
+            }
+        },
+        Err(_) => Vec::new(),
+    };
+    if result.is_ok() {
+        for v in &opts.vips {
+            if before.contains(v) {
+                continue;
+            }
+            // Recorded before it is added: a crash in between leaves a
+            // record of at most one address too many (removing an absent
+            // address is fine).
+            if !added.contains(v) {
+                added.push(*v);
+            }
+            Record::write(&record, &added, &saved);
+            if let Err(e) = netlink.add_address(lo.index, *v, host_len(*v)).await {
+                result = Err(e.into());
+                break;
+            }
         }
-        if let Err(e) = netlink.add_address(lo.index, *v, host_len(*v)).await {
-            result = Err(e.into());
-            break;
-        }
-        added.push(*v);
+        Record::write(&record, &added, &saved);
     }
     let attached = match result {
         Ok(()) => decap
@@ -201,6 +296,11 @@ pub async fn run(opts: BackendOptions) -> Result<(), BackendError> {
             tracing::warn!("restore {path}: {e}");
         }
     }
+    if let Err(e) = std::fs::remove_file(&record) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("remove {}: {e}", record.display());
+        }
+    }
     conn.abort();
     attached.map(|_| {
         tracing::info!("backend side stopped: program detached, VIPs removed from lo");
@@ -229,7 +329,30 @@ mod tests {
             ipip: true,
             gue_port: None,
             xdp_mode: ModeWanted::Auto,
+            state_dir: "/run/halb-backend".into(),
         }
+    }
+
+    #[test]
+    fn a_record_round_trips_and_ignores_what_it_cannot_trust() {
+        let text =
+            "added 10.77.0.100\nadded fd77::100\nsysctl /proc/sys/net/ipv4/conf/all/arp_ignore 0\n\
+                    sysctl /etc/passwd x\nadded nonsense\n";
+        let r = Record::parse(text);
+        assert_eq!(
+            r.added,
+            [
+                "10.77.0.100".parse::<IpAddr>().expect("a"),
+                "fd77::100".parse().expect("a")
+            ]
+        );
+        assert_eq!(
+            r.sysctls,
+            [(
+                "/proc/sys/net/ipv4/conf/all/arp_ignore".to_string(),
+                "0".to_string()
+            )]
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ use crate::health::monitor::{Monitor, Report, Target};
 use crate::net::{Link, NetError, Netlink};
 use crate::vrrp::track;
 use crate::watchdog;
-use neighbours::{Reach, Resolver};
+use neighbours::{Reach, Resolver, Wanted};
 use runtime::{Diff, Released, Runtime};
 use supervise::Supervised;
 
@@ -246,8 +246,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let (macs_tx, mut macs_rx) = mpsc::channel(4);
     let (resolver, resolver_task) = Resolver::start(
         netlink.clone(),
-        link.index,
-        link.mtu,
+        link.clone(),
         wanted,
         reach.clone(),
         Duration::from_millis(cfg.node.neigh_refresh_ms),
@@ -639,8 +638,14 @@ impl Agent {
     fn restart_health(&mut self) {
         self.monitor = None;
         self.generation += 1;
-        let targets = runtime::targets(&self.cfg, &self.runtime);
-        self.tunnel_probes(&targets);
+        let mut targets = runtime::targets(&self.cfg, &self.runtime);
+        if let Err(why) = self.tunnel_probes(&targets) {
+            // Fail closed: a check that cannot go through the tunnel would
+            // pass for a backend that does not decapsulate.
+            for t in targets.iter_mut().filter(|t| t.tunnel.is_some()) {
+                t.probe = crate::health::check::Probe::Unavailable(why.clone());
+            }
+        }
         self.health_beat.beat();
         if !targets.is_empty() {
             self.monitor = Some(Monitor::start(
@@ -653,8 +658,9 @@ impl Agent {
     }
 
     /// Brings the probe encapsulation to `targets`: attached while some
-    /// probe goes through a tunnel, with exactly their encapsulations.
-    fn tunnel_probes(&mut self, targets: &[Target]) {
+    /// probe goes through a tunnel, with exactly their encapsulations. The
+    /// error says why tunnelled probes cannot run.
+    fn tunnel_probes(&mut self, targets: &[Target]) -> Result<(), String> {
         let want: HashMap<u32, ha_common::hc::HcTarget> = targets
             .iter()
             .filter_map(|t| t.tunnel)
@@ -662,23 +668,24 @@ impl Agent {
             .collect();
         if want.is_empty() {
             self.hc = None;
-            return;
+            return Ok(());
         }
-        if self.hc.is_none() {
-            match dataplane::hc::HcEncap::attach(&self.link.name) {
-                Ok(h) => self.hc = Some(h),
-                Err(e) => {
-                    tracing::error!(
-                        "health checks of encapsulated backends cannot go through the tunnel \
-                         ({e}); they reach the backends' own addresses unencapsulated"
-                    );
-                    return;
-                }
+        let result = match self.hc.take() {
+            Some(h) => Ok(h),
+            None => dataplane::hc::HcEncap::attach(&self.link.name),
+        }
+        .and_then(|mut h| h.set_targets(&want).map(|()| h));
+        match result {
+            Ok(h) => {
+                self.hc = Some(h);
+                Ok(())
             }
-        }
-        if let Some(h) = &mut self.hc {
-            if let Err(e) = h.set_targets(&want) {
-                tracing::error!("probe encapsulation targets: {e}");
+            Err(e) => {
+                tracing::error!(
+                    "health checks of encapsulated backends cannot go through the tunnel ({e}); \
+                     those backends are kept out until they can"
+                );
+                Err(format!("no probe encapsulation: {e}"))
             }
         }
     }
@@ -1113,6 +1120,29 @@ impl Agent {
             );
         }
         let diff = Diff::between(&self.cfg, &new);
+        // Backends newly routed (a new encapsulating VIP, or a VIP whose
+        // mode changed) are resolved before the new tables go live: a
+        // backend without its path would be left out until the resolver's
+        // next round, and its flows dropped meanwhile.
+        let wanted = runtime::backend_addresses(&new, &self.runtime);
+        let fresh = Wanted {
+            on_link: (wanted.on_link.iter())
+                .filter(|a| !self.reach.macs.contains_key(a))
+                .copied()
+                .collect(),
+            routed: (wanted.routed.iter())
+                .filter(|a| !self.reach.paths.contains_key(a))
+                .copied()
+                .collect(),
+        };
+        if !fresh.routed.is_empty() || !fresh.on_link.is_empty() {
+            if let Some((found, _)) =
+                neighbours::resolve(&self.netlink, self.link.index, self.link.mtu, &fresh).await
+            {
+                self.reach.macs.extend(found.macs);
+                self.reach.paths.extend(found.paths);
+            }
+        }
         let mut runtime = self.runtime.clone();
         runtime.reload(
             &self.cfg,

@@ -160,10 +160,13 @@ pub fn route_path(
     let Some(source) = to.source.filter(|s| s.is_ipv6() == addr.is_ipv6()) else {
         return Err(Unreachable::NoSource);
     };
+    // A route MTU above the link's cannot be sent either.
+    let link = if link_mtu > 0 { link_mtu } else { u32::MAX };
     let mtu = to
         .mtu
         .filter(|m| *m > 0)
-        .unwrap_or(link_mtu)
+        .unwrap_or(link)
+        .min(link)
         .clamp(min_mtu(addr), u16::MAX as u32) as u16;
     Ok((to.gateway.unwrap_or(addr), Tunnel { source, mtu }))
 }
@@ -254,12 +257,11 @@ pub struct Resolver {
 impl Resolver {
     /// Starts resolving `wanted` every `every` (and at once when the wanted
     /// set changes), sending each changed [`Reach`] on `tx`, beginning from
-    /// `known`. `link_mtu` is the interface's (a route without its own MTU
-    /// has the link's).
+    /// `known`. The interface `link`'s MTU is read again every round (a
+    /// route without its own MTU has the link's).
     pub fn start(
         netlink: Netlink,
-        ifindex: u32,
-        link_mtu: u32,
+        link: crate::net::Link,
         wanted: Wanted,
         known: Reach,
         every: Duration,
@@ -279,14 +281,19 @@ impl Resolver {
             }
         };
         let mut wait = pace(!warned.is_empty());
+        let ifindex = link.index;
         let task = tokio::spawn(async move {
             let mut last = known;
+            let mut link_mtu = link.mtu;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     r = wrx.changed() => if r.is_err() { return },
                 }
                 let wanted = wrx.borrow_and_update().clone();
+                if let Ok(l) = netlink.link(&link.name).await {
+                    link_mtu = l.mtu;
+                }
                 let Some((reach, why)) = resolve(&netlink, ifindex, link_mtu, &wanted).await else {
                     wait = every;
                     continue;

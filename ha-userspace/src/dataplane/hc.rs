@@ -41,6 +41,11 @@ impl HcEncap {
             what: "verify and load the probe encapsulation program".into(),
             source,
         })?;
+        // Before tcx (Linux 6.6) the filter is a netlink one that outlives
+        // a crashed agent: remove any left behind, or probes would be
+        // encapsulated twice. (With tcx, the link went with the process.)
+        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+        let _ = aya::programs::tc::qdisc_detach_program(ifname, TcAttachType::Egress, PROGRAM);
         program
             .attach(ifname, TcAttachType::Egress)
             .map_err(|source| Error::Program {

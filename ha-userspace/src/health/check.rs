@@ -22,6 +22,9 @@ pub enum Probe {
         /// Status that counts as healthy.
         expect_status: u16,
     },
+    /// Cannot be run as it must be (a probe through the tunnel without the
+    /// program that encapsulates it): every run fails with this reason.
+    Unavailable(String),
 }
 
 /// One probe's outcome.
@@ -95,6 +98,9 @@ async fn attempt(
     source: Option<IpAddr>,
     mark: Option<u32>,
 ) -> Result<String, String> {
+    if let Probe::Unavailable(why) = probe {
+        return Err(why.clone());
+    }
     let sock = match target {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -109,6 +115,7 @@ async fn attempt(
     }
     let mut stream = sock.connect(target).await.map_err(|e| e.to_string())?;
     match probe {
+        Probe::Unavailable(why) => Err(why.clone()),
         Probe::Tcp => Ok("connected".into()),
         Probe::Http {
             path,
