@@ -157,6 +157,8 @@ struct Outer {
     /// The outer source (IPv4 in the first word) and family.
     src: [u32; 4],
     family: u32,
+    /// The outer header's ECN field.
+    ecn: u8,
 }
 
 /// Which tunnel, if any, a next-header / protocol value names.
@@ -238,6 +240,8 @@ fn outer4(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
         gue,
         src: [saddr, 0, 0, 0],
         family: FAMILY_IPV4 as u32,
+        // SAFETY: inside the 20 bytes checked above.
+        ecn: unsafe { load::<u8>(ip + 1) } & 3,
     })
 }
 
@@ -281,6 +285,8 @@ fn outer6(ip: usize, end: usize, conf: &Conf) -> Result<Outer, DecapStat> {
         gue,
         src: parse::addr6(ip, 8),
         family: FAMILY_IPV6 as u32,
+        // SAFETY: inside the 40 bytes checked above.
+        ecn: (unsafe { load::<u8>(ip + 1) } >> 4) & 3,
     })
 }
 
@@ -337,6 +343,49 @@ fn inner(inner: usize, end: usize, o: &Outer) -> Result<u16, DecapStat> {
     }
 }
 
+/// ECN "congestion experienced".
+const ECN_CE: u8 = 3;
+
+/// RFC 6040 at decapsulation: a router marked the outer header CE, so the
+/// inner packet, when ECN-capable, carries CE on (IPv4: its checksum
+/// adjusted, RFC 1624). A not-ECN-capable inner packet is left as it is.
+#[inline(always)]
+fn congestion(inner: usize, end: usize) {
+    // SAFETY: a plain read of a local (see `inner`).
+    let inner = unsafe { core::ptr::read_volatile(&inner) };
+    if inner + 40 > end && inner + 20 > end {
+        return;
+    }
+    // SAFETY: at least 20 bytes at `inner` checked above.
+    let v: u8 = unsafe { load(inner) };
+    if v >> 4 == 4 {
+        // SAFETY: as above.
+        let tos: u8 = unsafe { load(inner + 1) };
+        if tos & 3 == 0 || tos & 3 == ECN_CE {
+            return;
+        }
+        // SAFETY: as above; the words are at `inner` and `inner + 10`.
+        unsafe {
+            let old = load::<u16>(inner) as u32;
+            *((inner + 1) as *mut u8) = tos | ECN_CE;
+            let new = load::<u16>(inner) as u32;
+            let sum = !load::<u16>(inner + 10) as u32 + (!old & 0xffff) + new;
+            let sum = (sum & 0xffff) + (sum >> 16);
+            let sum = (sum & 0xffff) + (sum >> 16);
+            *((inner + 10) as *mut u16) = !(sum as u16);
+        }
+    } else if inner + 40 <= end {
+        // SAFETY: 40 bytes checked just above.
+        unsafe {
+            let b1: u8 = load(inner + 1);
+            let ecn = (b1 >> 4) & 3;
+            if ecn == 1 || ecn == 2 {
+                *((inner + 1) as *mut u8) = b1 | (ECN_CE << 4);
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn decap(ctx: &XdpContext) -> DecapStat {
     let data = ctx.data();
@@ -362,6 +411,9 @@ fn decap(ctx: &XdpContext) -> DecapStat {
         Ok(et) => et,
         Err(s) => return s,
     };
+    if o.ecn == ECN_CE {
+        congestion(ip + (o.off & 0x3f), end);
+    }
     // The MACs move forward over the outer header, then the head follows.
     let shift = o.off & 0x3f;
     if data + shift + ETH_HLEN > end {

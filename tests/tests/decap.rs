@@ -175,6 +175,40 @@ fn gue(port: u16, sum: u16, inner: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn congestion_marked_on_the_outer_header_reaches_the_inner_one() {
+    let mut b = Backend::new();
+    // ECT(0) inside, CE outside: the inner packet leaves with CE and a
+    // right checksum.
+    let mut client = client4();
+    client[15] = 0x02;
+    client[24..26].copy_from_slice(&[0, 0]);
+    let sum = checksum(&client[14..34]);
+    client[24..26].copy_from_slice(&sum.to_be_bytes());
+    let mut outer = outer4(4, BACKEND4, &client[14..]);
+    outer[15] = 0x03;
+    outer[24..26].copy_from_slice(&[0, 0]);
+    let sum = checksum(&outer[14..34]);
+    outer[24..26].copy_from_slice(&sum.to_be_bytes());
+    let out = b.expect(&outer, DecapStat::Ipip);
+    assert_eq!(out[15] & 3, 3, "CE carried to the inner header");
+    assert_eq!(checksum(&out[14..34]), 0, "the inner checksum adjusted");
+    assert_eq!(out[34..], client[34..]);
+    // Not ECN-capable inside: left as it is.
+    let plain = client4();
+    let mut outer = outer4(4, BACKEND4, &plain[14..]);
+    outer[15] = 0x03;
+    let out = b.expect(&outer, DecapStat::Ipip);
+    assert_restored(&out, &outer, &plain);
+    // IPv6 inside IPv6, ECT(1) inside.
+    let mut six = client6();
+    six[15] |= 0x10;
+    let mut outer = encapsulated(&six, Encap::Ipip, true);
+    outer[15] |= 0x30;
+    let out = b.expect(&outer, DecapStat::Ipip);
+    assert_eq!((out[15] >> 4) & 3, 3);
+}
+
+#[test]
 fn the_kernels_ipip_format_decapsulates_too() {
     let mut b = Backend::new();
     let client = client4();
@@ -346,6 +380,24 @@ fn expected(f: &[u8]) -> Option<Vec<u8>> {
     let mut out = f[0..12].to_vec();
     out.extend_from_slice(&et);
     out.extend_from_slice(inner);
+    // RFC 6040: CE on the outer header goes to an ECN-capable inner one.
+    let outer_ecn = if f[12..14] == [0x08, 0x00] {
+        ip[1] & 3
+    } else {
+        (ip[1] >> 4) & 3
+    };
+    if outer_ecn == 3 {
+        let i = &mut out[14..];
+        if v == 4 && matches!(i[1] & 3, 1 | 2) {
+            i[1] |= 3;
+            let ihl = (i[0] & 0x0f) as usize * 4;
+            i[10..12].copy_from_slice(&[0, 0]);
+            let sum = checksum(&i[..ihl.min(i.len())]);
+            i[10..12].copy_from_slice(&sum.to_be_bytes());
+        } else if v == 6 && matches!((i[1] >> 4) & 3, 1 | 2) {
+            i[1] |= 0x30;
+        }
+    }
     Some(out)
 }
 
