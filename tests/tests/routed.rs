@@ -380,3 +380,44 @@ fn health_checks_go_through_the_tunnel() {
     wait_health(&r.lab, "rweb1", "up");
     spread(&r.lab, VIP, 150);
 }
+
+#[test]
+fn the_tunnel_learns_a_smaller_mtu_beyond_its_first_hop() {
+    let mut r = Routed::new("rtm").expect("routed lab");
+    // The backend subnet is 1300 bytes, which the nodes' route (1400)
+    // does not say: only the router's ICMP about the tunnel packets does.
+    for (host, dev) in [("rt", "eth1"), ("rweb1", "eth0"), ("rweb2", "eth0")] {
+        r.lab
+            .ip(host, &["link", "set", dev, "mtu", "1300"])
+            .expect("mtu");
+    }
+    let cfg = halb_lab::routed::config(&r.lab, "lb1", 150, &BACKENDS[1..]);
+    r.start_node_with("lb1", &cfg).expect("lb1");
+    wait_owner(&r.lab, "lb1");
+    wait_ready(&r.lab, "lb1");
+    for (vip, name) in [(VIP, "ipip"), (VIP_GUE, "gue")] {
+        let path = format!("/up/learnt-{name}");
+        let status = r
+            .lab
+            .in_ns("client", move || {
+                halb_lab::client::upload(vip, &path, UPLOAD)
+            })
+            .expect("ns")
+            .unwrap_or_else(|e| panic!("{name}: the upload fails: {e:#}"));
+        assert!(
+            [201, 204].contains(&status),
+            "{name}: PUT answered {status}"
+        );
+        let file = format!("learnt-{name}");
+        let stored: Vec<u64> = BACKENDS[1..]
+            .iter()
+            .filter_map(|(h, _)| r.uploaded(h, &file))
+            .collect();
+        assert_eq!(stored, [UPLOAD as u64], "{name}: all of it arrived");
+    }
+    let log = r.lab.proc_mut("halb-lb1").expect("proc").log_text();
+    assert!(
+        log.contains("a router reports a smaller MTU on the tunnel"),
+        "the node learnt the tunnel's MTU from the router"
+    );
+}

@@ -253,6 +253,31 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         macs_tx,
     );
     tasks.adopt("the neighbour resolver", resolver_task);
+    // Routers' reports that the tunnels to routed backends need a smaller
+    // MTU than their routes say (net::pmtu).
+    let (pmtu_tx, mut pmtu_rx) = mpsc::channel(64);
+    match crate::net::pmtu::PmtuSockets::open() {
+        Ok(sockets) => {
+            tokio::spawn(async move {
+                loop {
+                    match sockets.next().await {
+                        Ok(t) => {
+                            if pmtu_tx.send(t).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("reading ICMP for the tunnels' path MTU: {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            "no ICMP socket ({e}): the tunnels to routed backends keep their routes' MTU"
+        ),
+    }
     let mut agent = Agent {
         runtime,
         owned: Vec::new(),
@@ -261,6 +286,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         link,
         dp,
         reach,
+        learnt_mtu: HashMap::new(),
         resolver,
         sources,
         health_tx,
@@ -414,7 +440,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             }
             Some(cmd) = cmd_rx.recv() => agent.command(cmd, &opts.config_path, &status_tx).await,
             Some((idx, ev)) = track_rx.recv() => agent.track(idx, ev).await,
-            Some(reach) = macs_rx.recv() => {
+            Some(t) = pmtu_rx.recv() => agent.path_mtu(t),
+            Some(mut reach) = macs_rx.recv() => {
+                apply_learnt(&mut reach, &mut agent.learnt_mtu, Instant::now());
                 if reach != agent.reach {
                     agent.reach = reach;
                     if let Err(e) = agent.sync("neighbour change") {
@@ -513,6 +541,21 @@ fn health_sources(local: &[IpAddr], vips: &[IpAddr]) -> Vec<IpAddr> {
     v4.into_iter().chain(v6).copied().collect()
 }
 
+/// How long a reported tunnel MTU holds (the kernel's `mtu_expires`); then
+/// the route's applies again until a router reports otherwise.
+const LEARNT_MTU_HOLD: Duration = Duration::from_secs(600);
+
+/// Lowers the tunnels of `reach` to the MTUs routers reported, forgetting
+/// those that expired.
+fn apply_learnt(reach: &mut Reach, learnt: &mut HashMap<IpAddr, (u16, Instant)>, now: Instant) {
+    learnt.retain(|_, (_, until)| *until > now);
+    for (addr, (mtu, _)) in learnt.iter() {
+        if let Some(p) = reach.paths.get_mut(addr) {
+            p.tunnel.mtu = p.tunnel.mtu.min(*mtu);
+        }
+    }
+}
+
 fn wanted_missing(a: &Agent) -> Vec<IpAddr> {
     a.reach
         .missing(&runtime::backend_addresses(&a.cfg, &a.runtime))
@@ -554,6 +597,8 @@ struct Agent {
     link: Link,
     dp: DataPlane,
     reach: Reach,
+    /// Smaller tunnel MTUs routers reported, per routed backend, until when.
+    learnt_mtu: HashMap<IpAddr, (u16, Instant)>,
     resolver: Resolver,
     /// Health checks leave from these (one per family; see
     /// [`health_sources`]).
@@ -687,6 +732,32 @@ impl Agent {
                 );
                 Err(format!("no probe encapsulation: {e}"))
             }
+        }
+    }
+
+    /// A router reported that the tunnel to a routed backend takes fewer
+    /// bytes than its route says: its packets are cut to fit from now on
+    /// (clients get the too-big answer with the smaller MTU).
+    fn path_mtu(&mut self, t: crate::net::pmtu::TooBig) {
+        let Some(p) = self.reach.paths.get(&t.backend) else {
+            return;
+        };
+        // Only about our own tunnel packets, and only ever lower.
+        if p.tunnel.source != t.source || t.mtu >= p.tunnel.mtu {
+            return;
+        }
+        tracing::info!(
+            backend = %t.backend, mtu = t.mtu, was = p.tunnel.mtu,
+            "a router reports a smaller MTU on the tunnel to a routed backend"
+        );
+        let now = Instant::now();
+        self.learnt_mtu
+            .insert(t.backend, (t.mtu, now + LEARNT_MTU_HOLD));
+        let mut reach = self.reach.clone();
+        apply_learnt(&mut reach, &mut self.learnt_mtu, now);
+        self.reach = reach;
+        if let Err(e) = self.sync("tunnel path MTU") {
+            tracing::error!("{e}");
         }
     }
 

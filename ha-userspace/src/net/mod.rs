@@ -3,6 +3,7 @@
 //! logic lives here.
 
 pub mod arp;
+pub mod pmtu;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
