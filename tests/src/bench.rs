@@ -158,12 +158,19 @@ const TUNNEL_TRIALS: usize = 501;
 
 /// `frame` (Ethernet, one `hdr`-byte outer IPv4 header with GUE's UDP
 /// header when `hdr` is 28, then the inner packet) wrapped in `levels`
-/// such outer headers, each one's lengths and checksum right.
+/// such outer headers to the inner packet's destination, each one's
+/// lengths and checksum right. (The decapsulating host must count that
+/// address as its own too: every repeat then does the work of one VIP
+/// packet, an outer destination of the host and an inner one of a VIP.)
 fn nest(frame: &[u8], hdr: usize, levels: usize) -> Vec<u8> {
     let template = &frame[14..14 + hdr];
     let mut pkt = frame[14 + hdr..].to_vec();
+    // Every level to the inner packet's destination (the VIP), so that
+    // each repeat decapsulates a packet for a VIP, as traffic is.
+    let vip = [pkt[16], pkt[17], pkt[18], pkt[19]];
     for _ in 0..levels {
         let mut h = template.to_vec();
+        h[16..20].copy_from_slice(&vip);
         let total = (hdr + pkt.len()) as u16;
         h[2..4].copy_from_slice(&total.to_be_bytes());
         h[10..12].copy_from_slice(&[0, 0]);
@@ -344,13 +351,12 @@ pub fn dataplane(repeat: u32, flows: u32) -> Result<Vec<Figure>> {
         ipip: true,
         gue_port: Some(GUE_PORT),
     })?;
-    decap.set_addresses(
-        &[
-            Ipv4Addr::from(ipip_vip).into(),
-            Ipv4Addr::from(gue_vip).into(),
-        ],
-        &routed_addrs,
-    )?;
+    let vips: Vec<std::net::IpAddr> = vec![
+        Ipv4Addr::from(ipip_vip).into(),
+        Ipv4Addr::from(gue_vip).into(),
+    ];
+    let local: Vec<std::net::IpAddr> = routed_addrs.iter().chain(&vips).copied().collect();
+    decap.set_addresses(&vips, &local)?;
     let decapsulated = |d: &Decap| -> Result<u64> {
         Ok(d.stats()?
             .iter()
