@@ -21,16 +21,9 @@ use proptest::prelude::*;
 /// MAC, that quotes a packet of one of its services (the program hands
 /// those to the quoted flow's backend).
 fn icmp_error_for_service(f: &[u8]) -> bool {
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[0..6] != LB_MAC {
+    let Some((ip, ihl)) = unfragmented4(f) else {
         return false;
-    }
-    let ip = &f[14..];
-    let ihl = (ip[0] & 0x0f) as usize * 4;
-    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ip[0] >> 4 != 4 || ihl < 20 || tot > ip.len() || tot < ihl || frag != 0 {
-        return false;
-    }
+    };
     if ip[9] != 1 || ip[16..20] != VIP || ip.len() < ihl + 36 {
         return false;
     }
@@ -42,6 +35,23 @@ fn icmp_error_for_service(f: &[u8]) -> bool {
         && matches!((q[9], sport), (IPPROTO_TCP, 80) | (IPPROTO_UDP, 53))
 }
 
+/// The IPv4 packet of `f` and its header length, when `f` is sent to the
+/// interface's MAC and the packet's version, header and total length are
+/// consistent with the frame and it is no fragment.
+fn unfragmented4(f: &[u8]) -> Option<(&[u8], usize)> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[0..6] != LB_MAC {
+        return None;
+    }
+    let ip = &f[14..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if ip[0] >> 4 != 4 || ihl < 20 || tot > ip.len() || tot < ihl || frag != 0 {
+        return None;
+    }
+    Some((ip, ihl))
+}
+
 /// Whether `f` is a frame the program may send on: a well-formed IPv4
 /// TCP/UDP packet to a service of the harness (TCP 80 or UDP 53 on the VIP),
 /// unfragmented, addressed to the interface's MAC.
@@ -49,20 +59,17 @@ fn forwardable(f: &[u8]) -> bool {
     if f.len() >= 54 && f[12..14] == [0x86, 0xdd] && f[0..6] == LB_MAC {
         return forwardable6(&f[14..]);
     }
-    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[0..6] != LB_MAC {
+    let Some((ip, ihl)) = unfragmented4(f) else {
         return false;
-    }
-    let ip = &f[14..];
-    let ihl = (ip[0] & 0x0f) as usize * 4;
+    };
     let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
     let proto = ip[9];
     let l4min = match proto {
         IPPROTO_TCP => 20,
         IPPROTO_UDP => 8,
         _ => return false,
     };
-    if ip[0] >> 4 != 4 || ihl < 20 || tot > ip.len() || tot < ihl + l4min || frag != 0 {
+    if tot < ihl + l4min {
         return false;
     }
     if ip[16..20] != VIP {

@@ -112,6 +112,25 @@ fn reason(lab: &Lab, node: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A 20 MB upload from the client to `vip` as `/up/file`: answered, and
+/// whole on exactly one routed backend.
+fn upload_whole(r: &Routed, vip: Ipv4Addr, file: &str) {
+    let path = format!("/up/{file}");
+    let status = r
+        .lab
+        .in_ns("client", move || {
+            halb_lab::client::upload(vip, &path, UPLOAD)
+        })
+        .expect("ns")
+        .unwrap_or_else(|e| panic!("{vip}: the 20 MB upload fails: {e:#}"));
+    assert!([201, 204].contains(&status), "{vip}: PUT answered {status}");
+    let stored: Vec<u64> = BACKENDS[1..]
+        .iter()
+        .filter_map(|(h, _)| r.uploaded(h, file))
+        .collect();
+    assert_eq!(stored, [UPLOAD as u64], "{vip}: one backend has all of it");
+}
+
 const HUGE: usize = 50 * 1024 * 1024;
 const UPLOAD: usize = 20 * 1024 * 1024;
 
@@ -140,24 +159,7 @@ fn large_transfers_complete_across_a_1400_byte_path_in_both_modes() {
             .expect("ns")
             .unwrap_or_else(|e| panic!("{name}: the 50 MB download fails: {e:#}"));
         assert_eq!(got.bytes, HUGE, "{name}: the whole file");
-        let file = format!("up-{name}");
-        let path = format!("/up/{file}");
-        let status = r
-            .lab
-            .in_ns("client", move || {
-                halb_lab::client::upload(vip, &path, UPLOAD)
-            })
-            .expect("ns")
-            .unwrap_or_else(|e| panic!("{name}: the 20 MB upload fails: {e:#}"));
-        assert!(
-            [201, 204].contains(&status),
-            "{name}: PUT answered {status}"
-        );
-        let stored: Vec<u64> = BACKENDS[1..]
-            .iter()
-            .filter_map(|(h, _)| r.uploaded(h, &file))
-            .collect();
-        assert_eq!(stored, [UPLOAD as u64], "{name}: one backend has all of it");
+        upload_whole(&r, vip, &format!("up-{name}"));
         // The router's "fragmentation needed" for the download reached
         // the backend through the node; the client's full-size packets
         // were answered by the node itself. (The status is published
@@ -396,24 +398,7 @@ fn the_tunnel_learns_a_smaller_mtu_beyond_its_first_hop() {
     wait_owner(&r.lab, "lb1");
     wait_ready(&r.lab, "lb1");
     for (vip, name) in [(VIP, "ipip"), (VIP_GUE, "gue")] {
-        let path = format!("/up/learnt-{name}");
-        let status = r
-            .lab
-            .in_ns("client", move || {
-                halb_lab::client::upload(vip, &path, UPLOAD)
-            })
-            .expect("ns")
-            .unwrap_or_else(|e| panic!("{name}: the upload fails: {e:#}"));
-        assert!(
-            [201, 204].contains(&status),
-            "{name}: PUT answered {status}"
-        );
-        let file = format!("learnt-{name}");
-        let stored: Vec<u64> = BACKENDS[1..]
-            .iter()
-            .filter_map(|(h, _)| r.uploaded(h, &file))
-            .collect();
-        assert_eq!(stored, [UPLOAD as u64], "{name}: all of it arrived");
+        upload_whole(&r, vip, &format!("learnt-{name}"));
     }
     let log = r.lab.proc_mut("halb-lb1").expect("proc").log_text();
     assert!(
