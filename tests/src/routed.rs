@@ -20,7 +20,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::lab::{halb_bin, lb_addr, run, Lab, CLIENT, VIP, VIP2};
 
@@ -157,15 +157,111 @@ impl Routed {
 
 /// Starts `halb backend` in `host` for both VIPs; returns once it is ready.
 pub fn start_backend(lab: &mut Lab, host: &str) -> Result<()> {
+    start_backend_for(lab, host, &[IpAddr::V4(VIP), IpAddr::V4(VIP_GUE)])
+}
+
+/// Starts `halb backend` in `host` for `vips`; returns once it is ready.
+pub fn start_backend_for(lab: &mut Lab, host: &str, vips: &[IpAddr]) -> Result<()> {
     let mut c = lab.nsenter(host, &halb_bin());
     c.args(["backend", "--interface", "eth0", "--gue-port"])
         .arg(GUE_PORT.to_string())
         .arg("--state-dir")
-        .arg(lab.dir.join(format!("state-{host}")))
-        .args(["--vip", &VIP.to_string(), "--vip", &VIP_GUE.to_string()]);
+        .arg(lab.dir.join(format!("state-{host}")));
+    for v in vips {
+        c.arg("--vip").arg(v.to_string());
+    }
     c.env("NO_COLOR", "1");
     lab.spawn(&format!("backend-{host}"), c)?
         .wait_log("backend side ready", Duration::from_secs(20))
+}
+
+/// The routed backends' IPv6 addresses (fd78::31, fd78::32).
+pub fn routed6(i: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 0x30 + i as u16)
+}
+
+impl Routed {
+    /// IPv6 across the router: fd78::/64 behind it (the router fd78::1),
+    /// the nodes' route to it (MTU 1400), the routed backends' default
+    /// route, and `halb backend` on them for the IPv6 VIP too.
+    pub fn add_ipv6(&mut self) -> Result<()> {
+        run(self
+            .lab
+            .cmd("rt", "sysctl")
+            .args(["-q", "-w", "net.ipv6.conf.eth1.accept_dad=0"]))?;
+        self.lab.ip(
+            "rt",
+            &["-6", "addr", "add", "fd78::1/64", "dev", "eth1", "nodad"],
+        )?;
+        for n in 1..=2u8 {
+            self.lab.ip(
+                &format!("lb{n}"),
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "fd78::/64",
+                    "via",
+                    "fd77::1",
+                    "mtu",
+                    "1400",
+                ],
+            )?;
+        }
+        for (host, _) in BACKENDS.iter().skip(1) {
+            self.lab
+                .ip(host, &["-6", "route", "add", "default", "via", "fd78::1"])?;
+            let mut p = self
+                .lab
+                .take_proc(&format!("backend-{host}"))
+                .context("halb backend")?;
+            p.signal(libc::SIGTERM);
+            p.wait_exit(Duration::from_secs(10));
+            let vips = [
+                IpAddr::V4(VIP),
+                IpAddr::V4(VIP_GUE),
+                IpAddr::V6(crate::lab::VIP6),
+            ];
+            start_backend_for(&mut self.lab, host, &vips)?;
+        }
+        Ok(())
+    }
+}
+
+/// A node config without VRRP (the node owns its VIPs) for the IPv6
+/// tunnels: `web6` ([`crate::lab::VIP6`]) is IPv6 in IPv6, `web46`
+/// ([`VIP`]) is IPv4 in IPv6 over GUE, both over the routed backends'
+/// IPv6 addresses.
+pub fn config6(lab: &Lab, node: &str) -> String {
+    let mut c = format!(
+        "[node]\nname = \"{node}\"\ninterface = \"eth0\"\nxdp_mode = \"native\"\nbpf_dir = \"{}\"\n\n",
+        lab.pin_dir(node).display()
+    );
+    for (name, addr, mode) in [
+        (
+            "web6",
+            IpAddr::V6(crate::lab::VIP6),
+            "mode = \"ipip\"".to_string(),
+        ),
+        (
+            "web46",
+            IpAddr::V4(VIP),
+            format!("mode = \"gue\"\ngue_port = {GUE_PORT}"),
+        ),
+    ] {
+        c.push_str(&format!(
+            "[[vip]]\nname = \"{name}\"\naddress = \"{addr}\"\nport = 80\n{mode}\n\n\
+             [vip.health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = 500\ntimeout_ms = 400\n"
+        ));
+        for i in 1..=2u8 {
+            c.push_str(&format!(
+                "\n  [[vip.backend]]\n  name = \"rweb{i}\"\n  address = \"{}\"\n",
+                routed6(i)
+            ));
+        }
+        c.push('\n');
+    }
+    c
 }
 
 /// The config of routed-lab node `node` at `priority`: one VRRP instance

@@ -8,7 +8,7 @@
 //! failover in both modes. Needs root; CI runs as root.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use halb_lab::lab::{survived, Lab, VIP};
@@ -405,4 +405,46 @@ fn the_tunnel_learns_a_smaller_mtu_beyond_its_first_hop() {
         log.contains("a router reports a smaller MTU on the tunnel"),
         "the node learnt the tunnel's MTU from the router"
     );
+}
+
+#[test]
+fn ipv6_in_ipv6_and_ipv4_in_ipv6_reach_routed_backends() {
+    let mut r = Routed::new("rt6").expect("routed lab");
+    r.add_ipv6().expect("IPv6 across the router");
+    let cfg = halb_lab::routed::config6(&r.lab, "lb1");
+    r.lab
+        .start_halb("lb1", &cfg, &[])
+        .expect("start")
+        .wait_log("API and stats page listening", Duration::from_secs(20))
+        .expect("up");
+    let vip6 = IpAddr::V6(halb_lab::lab::VIP6);
+    r.lab
+        .wait_for(
+            "lb1 to hold both VIPs",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || {
+                r.lab.has_addr("lb1", vip6).unwrap_or(false)
+                    && r.lab.has_addr("lb1", VIP).unwrap_or(false)
+            },
+        )
+        .expect("VIPs");
+    // Reached and checked through the tunnels (IPv6 probes in IPv6, and
+    // GUE over IPv6 for the IPv4 VIP's IPv6 backends).
+    wait_ready(&r.lab, "lb1");
+    for vip in [vip6, IpAddr::V4(VIP)] {
+        let replies = r
+            .lab
+            .requests_to(vip, 200, Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("{vip}: {e:#}"));
+        let mut per: HashMap<String, usize> = HashMap::new();
+        for x in replies {
+            assert_eq!(x.status, 200);
+            *per.entry(x.body.trim().to_string()).or_default() += 1;
+        }
+        for b in ["rweb1", "rweb2"] {
+            let got = per.get(b).copied().unwrap_or(0);
+            assert!((60..=140).contains(&got), "{vip}: {b} got {got}: {per:?}");
+        }
+    }
 }
