@@ -231,7 +231,16 @@ fn ipv6_in_ipv6_and_ipv4_in_ipv6_are_exact() {
         let mut h = Harness::dual();
         // IPv6 VIP (spec 2) to IPv6 backends; IPv4 VIP (spec 0) to IPv6 backends.
         let six = tunnel(&mut h, 2, encap, true, 1500);
+        let six_udp = tunnel(&mut h, 3, encap, true, 1500);
         let four_in_six = tunnel(&mut h, 0, encap, true, 1500);
+        // UDP inside IPv6 outside too.
+        let sent = Frame6::udp(CLIENT6, VIP6, 4000, 53)
+            .macs(CLIENT_MAC, LB_MAC)
+            .payload(vec![3; 30])
+            .build();
+        let out = h.expect(&sent, XDP_TX, Stat::TxRing);
+        let (dst, _) = check_encapsulated(&out, &sent, gue, true);
+        assert!(six_udp.iter().any(|b| octets(*b) == dst));
         for sport in 2000..2050u16 {
             let sent = with_tos(tcp6(sport).payload(vec![9; 64]).build(), 0x28);
             let out = h.expect(&sent, XDP_TX, Stat::TxRing);
