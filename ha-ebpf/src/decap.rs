@@ -36,7 +36,9 @@ use ha_common::decap::{
     AddrKey, AddrSlot, Conf, DecapStat, ADDR_LOCAL, ADDR_VIP, CACHE_SLOTS, STAT_COUNT,
 };
 use ha_common::{Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_UDP};
-use parse::{load, ETH_HLEN};
+use parse::{
+    load, ETH_HLEN, ETH_P_IPV6_RAW, ETH_P_IP_RAW, IP_FRAG_MASK_RAW, NH_IPV4, NH_IPV6, UDP_HLEN,
+};
 
 /// Served VIPs and this host's addresses (see `ha_common::decap::ADDRS`).
 #[map(name = "HALB_DECAP_ADDRS")]
@@ -58,13 +60,6 @@ static DECAP_CONF: Conf = Conf {
 /// Per-reason counters.
 #[map(name = "HALB_DECAP_STATS")]
 static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
-
-const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
-const NH_IPV4: u8 = 4;
-const NH_IPV6: u8 = 41;
-const UDP_HLEN: usize = 8;
-const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
 
 #[xdp]
 pub fn halb_decap(ctx: XdpContext) -> u32 {

@@ -24,14 +24,8 @@ use ha_common::{
 };
 
 use crate::icmp;
-use crate::parse::{load, ETH_HLEN};
+use crate::parse::{load, ETH_HLEN, ETH_P_IPV6_RAW, ETH_P_IP_RAW, NH_IPV4, NH_IPV6};
 
-const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
-/// IPPROTO_IPIP: IPv4 inside.
-const NH_IPV4: u8 = 4;
-/// IPPROTO_IPV6: IPv6 inside.
-const NH_IPV6: u8 = 41;
 const DF_RAW: u16 = 0x4000u16.to_be();
 
 /// The inner IP packet's facts the outer header needs.

@@ -11,12 +11,8 @@ use aya_ebpf::{
 use ha_common::{Stat, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::encap::{fold, ipv4_checksum};
-use crate::parse::{load, ETH_HLEN};
+use crate::parse::{load, ETH_HLEN, ETH_P_IPV6_RAW, ETH_P_IP_RAW, IPPROTO_ICMP, NH_ICMPV6};
 
-const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 /// Bytes of the original IPv4 packet an ICMP "fragmentation needed"
 /// quotes: its header and more than the 8 bytes RFC 792 asks for.
 const QUOTE4: usize = 64;
@@ -183,7 +179,7 @@ pub fn too_big6(ctx: &XdpContext, mtu: u16) -> (Stat, u32) {
         reply_ethernet(data, data + grow as usize, ETH_P_IPV6_RAW);
         *(ip as *mut u32) = 0x6000_0000u32.to_be();
         *((ip + 4) as *mut u16) = payload.to_be();
-        *((ip + 6) as *mut u8) = IPPROTO_ICMPV6;
+        *((ip + 6) as *mut u8) = NH_ICMPV6;
         *((ip + 7) as *mut u8) = 64;
         for i in 0..4 {
             // New source: the original destination (the VIP); new
@@ -204,7 +200,7 @@ pub fn too_big6(ctx: &XdpContext, mtu: u16) -> (Stat, u32) {
             0,
         );
         let len = u32::from_ne_bytes((payload as u32).to_be_bytes()) as u64;
-        let nh = u32::from_ne_bytes((IPPROTO_ICMPV6 as u32).to_be_bytes()) as u64;
+        let nh = u32::from_ne_bytes((NH_ICMPV6 as u32).to_be_bytes()) as u64;
         let sum = (addrs as u32 as u64) + (body as u32 as u64) + len + nh;
         *((icmp + 2) as *mut u16) = fold32(sum);
     }

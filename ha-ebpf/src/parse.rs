@@ -9,18 +9,27 @@ pub const IPV4_HLEN: usize = 20;
 /// IPv6 fixed header length.
 pub const IPV6_HLEN: usize = 40;
 const TCP_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
+/// UDP header length.
+pub const UDP_HLEN: usize = 8;
+/// EtherType IPv4, raw (as it sits in the frame).
+pub const ETH_P_IP_RAW: u16 = 0x0800u16.to_be();
+/// EtherType IPv6, raw.
+pub const ETH_P_IPV6_RAW: u16 = 0x86ddu16.to_be();
 /// IPv6 next-header values of the extension headers the program knows.
 const NH_HOP_BY_HOP: u8 = 0;
 const NH_ROUTING: u8 = 43;
 const NH_FRAGMENT: u8 = 44;
 const NH_DEST_OPTS: u8 = 60;
-const NH_ICMPV6: u8 = 58;
-const IPPROTO_ICMP: u8 = 1;
+/// ICMPv6 (next header).
+pub const NH_ICMPV6: u8 = 58;
+/// ICMP (IPv4 protocol).
+pub const IPPROTO_ICMP: u8 = 1;
+/// IPv4 inside (IP protocol / next header 4: IP in IP).
+pub const NH_IPV4: u8 = 4;
+/// IPv6 inside (41).
+pub const NH_IPV6: u8 = 41;
 /// MF flag and fragment offset, raw.
-const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
+pub const IP_FRAG_MASK_RAW: u16 = 0x3fffu16.to_be();
 /// TCP flags.
 pub const TCP_FIN: u8 = 0x01;
 /// See [`TCP_FIN`].

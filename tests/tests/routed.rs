@@ -24,6 +24,17 @@ fn wait_owner(lab: &Lab, node: &'static str) {
     .unwrap_or_else(|e| panic!("{e}; owner now {:?}", lab.vip_owner(VIP)));
 }
 
+/// Waits until `node` holds every one of `vips` (whoever else does too).
+fn wait_holds(lab: &Lab, node: &str, vips: &[IpAddr]) {
+    lab.wait_for(
+        &format!("{node} to hold {vips:?}"),
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || vips.iter().all(|v| lab.has_addr(node, *v).unwrap_or(false)),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Waits until `node` has every backend of both VIPs healthy and reachable.
 fn wait_ready(lab: &Lab, node: &str) {
     wait_ready_but(lab, node, &[]);
@@ -201,17 +212,7 @@ fn streams_survive_a_vrrp_failover_in_ipip_and_gue_mode() {
         .ip("lb1", &["link", "set", "eth0", "down"])
         .expect("link down");
     p.wait_exit(Duration::from_secs(5));
-    r.lab
-        .wait_for(
-            "lb2 to take both VIPs over",
-            Duration::from_secs(5),
-            Duration::from_millis(10),
-            || {
-                r.lab.has_addr("lb2", VIP).unwrap_or(false)
-                    && r.lab.has_addr("lb2", VIP_GUE).unwrap_or(false)
-            },
-        )
-        .expect("takeover");
+    wait_holds(&r.lab, "lb2", &[VIP.into(), VIP_GUE.into()]);
     let (whole, gap) = survived(streams);
     eprintln!("streams whole after the failover: {whole}/16, longest pause {gap:?}");
     assert_eq!(whole, 16, "every stream of both modes completes");
@@ -418,17 +419,7 @@ fn ipv6_in_ipv6_and_ipv4_in_ipv6_reach_routed_backends() {
         .wait_log("API and stats page listening", Duration::from_secs(20))
         .expect("up");
     let vip6 = IpAddr::V6(halb_lab::lab::VIP6);
-    r.lab
-        .wait_for(
-            "lb1 to hold both VIPs",
-            Duration::from_secs(5),
-            Duration::from_millis(20),
-            || {
-                r.lab.has_addr("lb1", vip6).unwrap_or(false)
-                    && r.lab.has_addr("lb1", VIP).unwrap_or(false)
-            },
-        )
-        .expect("VIPs");
+    wait_holds(&r.lab, "lb1", &[vip6, VIP.into()]);
     // Reached and checked through the tunnels (IPv6 probes in IPv6, and
     // GUE over IPv6 for the IPv4 VIP's IPv6 backends).
     wait_ready(&r.lab, "lb1");

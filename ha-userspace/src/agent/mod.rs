@@ -45,7 +45,7 @@ use crate::health::monitor::{Monitor, Report, Target};
 use crate::net::{Link, NetError, Netlink};
 use crate::vrrp::track;
 use crate::watchdog;
-use neighbours::{Reach, Resolver, Wanted};
+use neighbours::{Reach, Resolver};
 use runtime::{Diff, Released, Runtime};
 use supervise::Supervised;
 
@@ -313,16 +313,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         reconcile_ticks: 0,
     };
     for a in wanted_missing(&agent) {
-        match unreachable.get(&a) {
-            Some(why) => tracing::warn!(
-                backend = %a,
-                "routed backend unreachable ({why}); it gets no traffic"
-            ),
-            None => tracing::warn!(
-                backend = %a,
-                "no MAC address for backend (no ARP or ND reply); it gets no traffic"
-            ),
-        }
+        neighbours::warn_unreachable(a, unreachable.get(&a));
     }
     if agent.cfg.node.flow_hash_seed == 0 {
         tracing::warn!(
@@ -1196,16 +1187,7 @@ impl Agent {
         // backend without its path would be left out until the resolver's
         // next round, and its flows dropped meanwhile.
         let wanted = runtime::backend_addresses(&new, &self.runtime);
-        let fresh = Wanted {
-            on_link: (wanted.on_link.iter())
-                .filter(|a| !self.reach.macs.contains_key(a))
-                .copied()
-                .collect(),
-            routed: (wanted.routed.iter())
-                .filter(|a| !self.reach.paths.contains_key(a))
-                .copied()
-                .collect(),
-        };
+        let fresh = self.reach.unresolved(&wanted);
         if !fresh.routed.is_empty() || !fresh.on_link.is_empty() {
             if let Some((found, _)) =
                 neighbours::resolve(&self.netlink, self.link.index, self.link.mtu, &fresh).await

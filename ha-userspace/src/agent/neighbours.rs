@@ -79,9 +79,33 @@ impl Reach {
 
     /// The wanted backends not reachable now.
     pub fn missing(&self, wanted: &Wanted) -> Vec<IpAddr> {
+        let u = self.unresolved(wanted);
+        u.on_link.into_iter().chain(u.routed).collect()
+    }
+
+    /// The part of `wanted` not reachable now, kept apart by kind.
+    pub fn unresolved(&self, wanted: &Wanted) -> Wanted {
         let on_link = wanted.on_link.iter().filter(|a| !self.macs.contains_key(a));
         let routed = wanted.routed.iter().filter(|a| !self.paths.contains_key(a));
-        on_link.chain(routed).copied().collect()
+        Wanted {
+            on_link: on_link.copied().collect(),
+            routed: routed.copied().collect(),
+        }
+    }
+}
+
+/// Logs once that backend `a` gets no traffic, with `why` when its route is
+/// the reason (else it answers no ARP or ND).
+pub fn warn_unreachable(a: IpAddr, why: Option<&Unreachable>) {
+    match why {
+        Some(reason) => tracing::warn!(
+            backend = %a,
+            "routed backend unreachable ({reason}); it gets no traffic"
+        ),
+        None => tracing::warn!(
+            backend = %a,
+            "no MAC address for backend (no ARP or ND reply); it gets no traffic"
+        ),
     }
 }
 
@@ -303,16 +327,7 @@ impl Resolver {
                 warned.retain(|a| missing.contains(a));
                 for a in missing {
                     if warned.insert(a) {
-                        match why.get(&a) {
-                            Some(reason) => tracing::warn!(
-                                backend = %a,
-                                "routed backend unreachable ({reason}); it gets no traffic"
-                            ),
-                            None => tracing::warn!(
-                                backend = %a,
-                                "no MAC address for backend (no ARP or ND reply); it gets no traffic"
-                            ),
-                        }
+                        warn_unreachable(a, why.get(&a));
                     }
                 }
                 if reach != last {

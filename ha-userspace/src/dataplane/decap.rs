@@ -2,7 +2,6 @@
 //! see `ha-ebpf/src/decap.rs`), its address map, settings and counters.
 //! Loaded and attached by `halb backend`; detached when dropped.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -13,7 +12,7 @@ use ha_common::decap::{
 };
 use ha_common::Counter;
 
-use super::maps::typed;
+use super::maps::{counter_sum, sync_hash, typed};
 use super::{attach, AttachMode, Error, ModeWanted};
 
 /// The decapsulation object (empty when built without `cargo xtask build`).
@@ -107,31 +106,12 @@ impl Decap {
         for a in local {
             *want.entry(key(*a)).or_default() |= ADDR_LOCAL;
         }
-        let gone: HashSet<AddrKey> = self
-            .written
-            .keys()
-            .filter(|k| !want.contains_key(k))
-            .copied()
-            .collect();
-        for (k, v) in &want {
-            if self.written.get(k) != Some(v) {
-                self.addrs.insert(k, v, 0).map_err(|source| Error::Map {
-                    what: "write a decapsulation address".into(),
-                    source,
-                })?;
-            }
-        }
-        for k in gone {
-            match self.addrs.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(Error::Map {
-                        what: "remove a decapsulation address".into(),
-                        source,
-                    })
-                }
-            }
-        }
+        sync_hash(
+            &mut self.addrs,
+            &mut self.written,
+            want.clone(),
+            "a decapsulation address",
+        )?;
         // The cache: each slot holds the first key (in address order) that
         // maps to it; the others are found in the hash map. Written after
         // the hash map, so that a key is never missing from both.
@@ -152,28 +132,17 @@ impl Decap {
                     source,
                 })?;
         }
-        self.written = want;
         Ok(())
     }
 
     /// The counters, summed over CPUs.
     pub fn stats(&self) -> Result<Vec<(DecapStat, Counter)>, Error> {
-        let mut out = Vec::new();
-        for s in DecapStat::ALL {
-            let per_cpu = self
-                .stats
-                .get(&(s as u32), 0)
-                .map_err(|source| Error::Map {
-                    what: "read the decapsulation counters".into(),
-                    source,
-                })?;
-            let mut c = Counter::default();
-            for v in per_cpu.iter() {
-                c.packets += v.packets;
-                c.bytes += v.bytes;
-            }
-            out.push((s, c));
-        }
-        Ok(out)
+        DecapStat::ALL
+            .into_iter()
+            .map(|s| {
+                let c = counter_sum(&self.stats, s as u32, "read the decapsulation counters")?;
+                Ok((s, c))
+            })
+            .collect()
     }
 }

@@ -10,7 +10,7 @@ use aya::programs::tc::{SchedClassifier, TcAttachType};
 use aya::Ebpf;
 use ha_common::hc::{self as names, HcTarget, MARK_BASE, MARK_MASK, PROGRAM};
 
-use super::maps::typed;
+use super::maps::{sync_hash, typed};
 use super::Error;
 
 /// The probe-encapsulation object (empty when built without `cargo xtask build`).
@@ -61,32 +61,11 @@ impl HcEncap {
 
     /// Makes the target map hold exactly `want` (probe index → target).
     pub fn set_targets(&mut self, want: &StdHashMap<u32, HcTarget>) -> Result<(), Error> {
-        for (k, v) in want {
-            if self.written.get(k) != Some(v) {
-                self.targets.insert(k, v, 0).map_err(|source| Error::Map {
-                    what: "write a probe target".into(),
-                    source,
-                })?;
-            }
-        }
-        let gone: Vec<u32> = self
-            .written
-            .keys()
-            .filter(|k| !want.contains_key(k))
-            .copied()
-            .collect();
-        for k in gone {
-            match self.targets.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(Error::Map {
-                        what: "remove a probe target".into(),
-                        source,
-                    })
-                }
-            }
-        }
-        self.written = want.clone();
-        Ok(())
+        sync_hash(
+            &mut self.targets,
+            &mut self.written,
+            want.clone(),
+            "a probe target",
+        )
     }
 }

@@ -425,6 +425,59 @@ pub(crate) fn typed<T: TryFrom<Map, Error = MapError>>(
     })
 }
 
+/// Brings hash map `map`, whose entries were last written as `written`, to
+/// hold exactly `want`: entries that differ are written, entries no longer
+/// wanted removed (one already absent is fine); then `written` is `want`.
+/// `what` names the entries in an error.
+pub(crate) fn sync_hash<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    written: &mut StdHashMap<K, V>,
+    want: StdHashMap<K, V>,
+    what: &str,
+) -> Result<(), Error>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + PartialEq,
+{
+    for (k, v) in &want {
+        if written.get(k) != Some(v) {
+            map.insert(k, v, 0).map_err(|source| Error::Map {
+                what: format!("write {what}"),
+                source,
+            })?;
+        }
+    }
+    let gone: Vec<K> = written
+        .keys()
+        .filter(|k| !want.contains_key(k))
+        .copied()
+        .collect();
+    for k in gone {
+        absent_is_fine(map.remove(&k), &format!("remove {what}"))?;
+    }
+    *written = want;
+    Ok(())
+}
+
+/// Entry `index` of a per-CPU counter map, summed over CPUs (`what`
+/// names the read in an error).
+pub(crate) fn counter_sum(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    what: &str,
+) -> Result<Counter, Error> {
+    let per_cpu = map.get(&index, 0).map_err(|source| Error::Map {
+        what: what.into(),
+        source,
+    })?;
+    let mut sum = Counter::default();
+    for c in per_cpu.iter() {
+        sum.packets += c.packets;
+        sum.bytes += c.bytes;
+    }
+    Ok(sum)
+}
+
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
@@ -552,19 +605,7 @@ impl Maps {
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>, Error> {
         let mut out = Vec::with_capacity(STAT_COUNT as usize);
         for stat in Stat::ALL {
-            let per_cpu = self
-                .stats
-                .get(&(stat as u32), 0)
-                .map_err(|source| Error::Map {
-                    what: "read STATS".into(),
-                    source,
-                })?;
-            let mut sum = Counter::default();
-            for c in per_cpu.iter() {
-                sum.packets += c.packets;
-                sum.bytes += c.bytes;
-            }
-            out.push((stat, sum));
+            out.push((stat, counter_sum(&self.stats, stat as u32, "read STATS")?));
         }
         Ok(out)
     }

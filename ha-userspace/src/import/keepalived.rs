@@ -38,6 +38,14 @@ impl Node {
     fn children(&self) -> &[Node] {
         self.block.as_deref().unwrap_or(&[])
     }
+    /// The first child named `key`.
+    fn child(&self, key: &str) -> Option<&Node> {
+        self.children().iter().find(|c| c.key == key)
+    }
+    /// The first argument of the first child named `key`.
+    fn child_arg(&self, key: &str) -> Option<&str> {
+        self.child(key).and_then(|c| c.arg(0))
+    }
     /// Its line and every line inside its block.
     fn locs(&self) -> Vec<Loc> {
         let mut v = vec![self.loc.clone()];
@@ -970,23 +978,10 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
     };
     // Mode first: a NAT service is left out whole; TUN becomes IP in IP
     // (or GUE, with `tun_type gue` and its `tun_port`).
-    let kind = n
-        .children()
-        .iter()
-        .find(|c| c.key == "lb_kind")
-        .and_then(|c| c.arg(0))
-        .unwrap_or("NAT");
-    let tun_type = n
-        .children()
-        .iter()
-        .find(|c| c.key == "tun_type")
-        .and_then(|c| c.arg(0))
-        .unwrap_or("ipip");
+    let kind = n.child_arg("lb_kind").unwrap_or("NAT");
+    let tun_type = n.child_arg("tun_type").unwrap_or("ipip");
     let tun_port = n
-        .children()
-        .iter()
-        .find(|c| c.key == "tun_port")
-        .and_then(|c| c.arg(0))
+        .child_arg("tun_port")
         .and_then(|p| p.parse::<u16>().ok())
         .filter(|p| *p > 0);
     let mode = match (kind, tun_type, tun_port) {
@@ -1007,7 +1002,7 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
             _ => format!(
                 "lb_kind {kind}: halb forwards by direct server return (lb_kind DR) or \
                  encapsulation (lb_kind TUN) only; NAT does not exist yet{}",
-                if n.children().iter().any(|c| c.key == "lb_kind") {
+                if n.child("lb_kind").is_some() {
                     ""
                 } else {
                     " (no lb_kind given: keepalived's default is NAT)"
@@ -1117,7 +1112,7 @@ fn virtual_server(n: &Node, model: &mut Model, report: &mut Report) {
             }
         }
     }
-    if let Some(host) = n.children().iter().find(|c| c.key == "virtualhost") {
+    if let Some(host) = n.child("virtualhost") {
         if let Some(h) = host.arg(0) {
             set(&mut vip.health.keys, "host", at(toml_string(h), &host.loc));
         }
