@@ -1055,6 +1055,25 @@ pub mod bench {
         /// Generator cores: core `k` sends the flows `i` with `i % cores == k`,
         /// as receive-side scaling would spread them.
         pub cores: u32,
+        /// Destination (VIP) address when `family` is IPv6, raw.
+        pub daddr6: [u8; 16],
+        /// [`crate::FAMILY_IPV4`] or [`crate::FAMILY_IPV6`].
+        pub family: u8,
+        /// Zero.
+        pub pad: [u8; 3],
+    }
+
+    /// Frame length of an IPv4 frame (60 bytes, 64 on a wire).
+    pub const GEN_FRAME4: usize = 60;
+    /// Frame length of an IPv6 frame: Ethernet, IPv6 and 20 bytes of
+    /// TCP header or UDP header and payload.
+    pub const GEN_FRAME6: usize = 74;
+
+    /// The IPv6 source address (raw words) of flow `i` whose IPv4 source
+    /// ([`gen_flow`]) is `saddr`: `fd77:1::` with `saddr` as its last word.
+    #[inline(always)]
+    pub const fn gen_saddr6(saddr: u32) -> [u32; 4] {
+        [0xfd77_0001u32.to_be(), 0, 0, saddr]
     }
 
     /// A flow of the generator: source address (raw) and the L4 ports word
@@ -1068,6 +1087,21 @@ pub mod bench {
         let s = sport.to_be_bytes();
         let d = dport_raw.to_ne_bytes();
         (saddr, u32::from_ne_bytes([s[0], s[1], d[0], d[1]]))
+    }
+
+    /// Key of the reference balancer's IPv6 flow map: the whole tuple, as
+    /// Katran keys its IPv6 flows.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct FlowKey6 {
+        /// Source address, raw words.
+        pub saddr: [u32; 4],
+        /// Destination address, raw words.
+        pub daddr: [u32; 4],
+        /// Ports word ([`crate::ports_raw`]).
+        pub ports: u32,
+        /// IP protocol.
+        pub proto: u32,
     }
 
     /// Value of the reference balancer's VIP map.
@@ -1268,6 +1302,7 @@ mod pod {
     unsafe impl aya::Pod for super::VipFilter {}
     unsafe impl aya::Pod for super::bench::GenConfig {}
     unsafe impl aya::Pod for super::bench::RefVip {}
+    unsafe impl aya::Pod for super::bench::FlowKey6 {}
     unsafe impl aya::Pod for super::decap::AddrKey {}
     unsafe impl aya::Pod for super::decap::Conf {}
     unsafe impl aya::Pod for super::decap::AddrSlot {}

@@ -2,19 +2,23 @@
 //! on veth, for the empty `XDP_TX` program, an LRU-hash reference balancer
 //! and halb with its agent, in one run.
 //!
-//! The bed: two namespaces joined by a veth pair (two queues each). On the
-//! generator's end (`ga`) a generator program runs under `BPF_PROG_TEST_RUN`
-//! in live-frames mode and sends each frame with `XDP_TX`; the node's end
-//! (`lb0`) runs the program under test, attached natively, whose `XDP_TX`
-//! returns the frame to `ga`, where a counting sink, attached natively,
-//! drops it. The sink counts frames by destination MAC, so a run proves
-//! that every frame came back rewritten by the program under test (the
-//! backends' addresses live on `ga`, so their MAC is `ga`'s). Throughput is
-//! the sink's count over the wall time of the run. One generator thread
-//! per core, pinned; with two, flows are split between the cores as
-//! receive-side scaling would split them. Every case of a program is
-//! measured back to back, three rounds, median reported; the ratio is to
-//! the empty program's median for the same case in the same run.
+//! The bed: a generator namespace joined to one namespace per program by a
+//! veth pair each (two queues each): the empty program, the reference and
+//! halb (with its agent) each stay attached natively on their node's end
+//! for the whole run. On a generator end a generator program runs under
+//! `BPF_PROG_TEST_RUN` in live-frames mode and sends each frame with
+//! `XDP_TX`; the program under test returns it with `XDP_TX`, and a counting
+//! sink attached natively on the generator's end drops it. The sink counts
+//! frames by destination MAC, so a run proves that every frame came back
+//! rewritten by the program under test (the backends' addresses live on the
+//! generator's end, so their MAC is its). Throughput is the sink's count
+//! over the wall time of the run. One generator thread per core, pinned;
+//! with two, flows are split between the cores as receive-side scaling
+//! would split them. A round sends the same frames through each program in
+//! turn (the order rotates from round to round), so drift over the run is
+//! shared; the ratio is the median over the rounds of a program's rate
+//! over the empty program's in the same round. IPv4 and IPv6 (74-byte
+//! frames) alike.
 //!
 //! Established flows are warmed first (one pass over every flow), so that
 //! the measured frames find their state; a new-flow storm sends a flow never
@@ -24,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
@@ -35,16 +39,19 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use ha_common::bench::{GenConfig, RefVip, GEN_CYCLE, GEN_STORM};
-use ha_common::{Ring, VipKey, DEFAULT_RING_SIZE, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND};
+use ha_common::bench::{GenConfig, RefVip, GEN_CYCLE, GEN_FRAME4, GEN_FRAME6, GEN_STORM};
+use ha_common::{
+    Ring, VipKey, VipKey6, DEFAULT_RING_SIZE, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+    NO_BACKEND,
+};
 use halb::dataplane::maglev::{self, Member};
 use serde::Serialize;
 
 use crate::lab::{ebpf_dir, run, Lab};
 
 const VIP: [u8; 4] = [10, 77, 0, 100];
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
 const PORT: u16 = 9;
-const FRAME: usize = 60;
 const BACKENDS: u8 = 4;
 
 /// One measured figure (a row of `live.json`).
@@ -60,7 +67,7 @@ pub struct Row {
     pub flow_table: u64,
     /// `udp` or `tcp`.
     pub proto: String,
-    /// `ipv4`.
+    /// `ipv4` or `ipv6`.
     pub family: String,
     /// Generator cores.
     pub cores: u32,
@@ -80,6 +87,8 @@ pub struct Opts {
     pub flows: Vec<u32>,
     /// Protocols.
     pub protos: Vec<u8>,
+    /// Address families ([`FAMILY_IPV4`], [`FAMILY_IPV6`]).
+    pub families: Vec<u8>,
     /// Generator cores (1, 2).
     pub cores: Vec<u32>,
     /// Frames per core in one measured round.
@@ -99,9 +108,10 @@ impl Opts {
         Self {
             flows: vec![1, 10_000, 1_000_000, 10_000_000],
             protos: vec![IPPROTO_UDP, IPPROTO_TCP],
+            families: vec![FAMILY_IPV4, FAMILY_IPV6],
             cores: vec![1, 2],
-            frames: 4_000_000,
-            rounds: 3,
+            frames: 2_000_000,
+            rounds: 5,
             storm: true,
             drained: true,
         }
@@ -112,9 +122,10 @@ impl Opts {
         Self {
             flows: vec![1, 10_000],
             protos: vec![IPPROTO_UDP],
+            families: vec![FAMILY_IPV4, FAMILY_IPV6],
             cores: vec![1],
-            frames: 1_000_000,
-            rounds: 1,
+            frames: 500_000,
+            rounds: 2,
             storm: true,
             drained: true,
         }
@@ -155,6 +166,7 @@ struct Case {
     drained: bool,
     flows: u32,
     proto: u8,
+    family: u8,
     cores: u32,
 }
 
@@ -243,7 +255,9 @@ fn enter(ns: &File) -> Result<()> {
 pub struct Generator {
     ebpf: Ebpf,
     ns: File,
-    ifindex: u32,
+    /// The device the frames leave by (the host's `dev` to begin with).
+    pub ifindex: u32,
+    frame: usize,
 }
 
 impl Generator {
@@ -253,11 +267,17 @@ impl Generator {
             ebpf: load("halb-bench-gen", &[])?,
             ns: File::open(format!("/run/netns/{}", lab.ns(host)))?,
             ifindex: ifindex_of(lab, host, dev)?,
+            frame: GEN_FRAME4,
         })
     }
 
     /// Sets what every frame looks like.
     pub fn configure(&mut self, cfg: GenConfig) -> Result<()> {
+        self.frame = if cfg.family == FAMILY_IPV6 {
+            GEN_FRAME6
+        } else {
+            GEN_FRAME4
+        };
         let mut m: Array<_, GenConfig> =
             Array::try_from(self.ebpf.map_mut("GEN_CONFIG").context("GEN_CONFIG")?)?;
         m.set(0, cfg, 0)?;
@@ -274,6 +294,7 @@ impl Generator {
             .try_into()?;
         let barrier = Barrier::new(cores as usize);
         let ifindex = self.ifindex;
+        let frame = self.frame;
         let times: Vec<Result<(Instant, Instant)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..cores)
                 .map(|core| {
@@ -283,14 +304,14 @@ impl Generator {
                         enter(ns)?;
                         pin_cpu(core as usize);
                         let mut ctx = [0u8; 24];
-                        ctx[4..8].copy_from_slice(&(FRAME as u32).to_ne_bytes());
+                        ctx[4..8].copy_from_slice(&(frame as u32).to_ne_bytes());
                         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
                         ctx[16..20].copy_from_slice(&core.to_ne_bytes());
-                        let data = [0u8; FRAME];
+                        let data = [0u8; GEN_FRAME6];
                         barrier.wait();
                         let t0 = Instant::now();
                         let r = prog.test_run(TestRunOptions {
-                            data_in: Some(&data),
+                            data_in: Some(&data[..frame]),
                             ctx_in: Some(&ctx),
                             repeat: frames,
                             attrs: TestRunAttrs::new().xdp_live_frames(64),
@@ -324,88 +345,139 @@ impl Generator {
     }
 }
 
-/// The bed: namespaces, veth, generator and sink.
+/// One program under test on its own veth pair: the generator's end
+/// (`gen_if`, with the sink) and the node's end, where the program runs.
+#[derive(Clone, Copy)]
+struct Target {
+    gen_if: u32,
+    gen_mac: [u8; 6],
+    node_mac: [u8; 6],
+}
+
+impl Target {
+    /// The destination MAC a frame comes back with: the empty program
+    /// leaves the frame alone; the balancers write a backend's, and every
+    /// backend lives on the generator's end.
+    fn returned_mac(&self, program: Program) -> [u8; 6] {
+        match program {
+            Program::Empty => self.node_mac,
+            Program::Lru | Program::Halb => self.gen_mac,
+        }
+    }
+}
+
+/// The bed: a generator namespace with one veth pair per program (the
+/// empty program, the LRU reference and halb each attached on its own
+/// node end, all the time), the generator and one sink attached on every
+/// generator end. Every program stays attached, so the rounds of a case
+/// can alternate between them.
 struct Bed {
     lab: Lab,
-    lb_ns: File,
-    ga_mac: [u8; 6],
-    lb_mac: [u8; 6],
+    targets: BTreeMap<Program, Target>,
     generator: Generator,
     sink: Ebpf,
+    /// The empty program (attached for the whole run).
+    _empty: Ebpf,
+    lru: Option<Ebpf>,
+}
+
+/// Node-end namespace and device of each program's pair.
+fn pair_of(program: Program) -> (&'static str, &'static str, &'static str) {
+    match program {
+        Program::Empty => ("e", "ge", "ne"),
+        Program::Lru => ("l", "gl", "nl"),
+        Program::Halb => ("lb", "gh", "lb0"),
+    }
 }
 
 impl Bed {
     fn new() -> Result<Self> {
         let mut lab = Lab::new("lv")?;
         lab.add_namespace("gen")?;
-        lab.add_namespace("lb")?;
-        let lb_ns_name = lab.ns("lb");
-        lab.ip(
-            "gen",
-            &[
-                "link",
-                "add",
-                "ga",
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "lb0",
-                "netns",
-                &lb_ns_name,
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-            ],
-        )?;
-        lab.ip("lb", &["addr", "add", "10.77.0.2/24", "dev", "lb0"])?;
-        lab.ip("gen", &["addr", "add", "10.77.0.1/24", "dev", "ga"])?;
-        for i in 1..=BACKENDS {
+        let mut targets = BTreeMap::new();
+        for program in [Program::Empty, Program::Lru, Program::Halb] {
+            let (host, gen_dev, node_dev) = pair_of(program);
+            lab.add_namespace(host)?;
+            let node_ns = lab.ns(host);
             lab.ip(
                 "gen",
                 &[
-                    "addr",
+                    "link",
                     "add",
-                    &format!("10.77.0.{}/32", 10 + i),
-                    "dev",
-                    "ga",
+                    gen_dev,
+                    "numtxqueues",
+                    "2",
+                    "numrxqueues",
+                    "2",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    node_dev,
+                    "netns",
+                    &node_ns,
+                    "numtxqueues",
+                    "2",
+                    "numrxqueues",
+                    "2",
                 ],
             )?;
+            lab.ip("gen", &["link", "set", gen_dev, "up"])?;
+            lab.ip(host, &["link", "set", node_dev, "up"])?;
+            targets.insert(
+                program,
+                Target {
+                    gen_if: ifindex_of(&lab, "gen", gen_dev)?,
+                    gen_mac: mac_of(&lab, "gen", gen_dev)?,
+                    node_mac: mac_of(&lab, host, node_dev)?,
+                },
+            );
         }
-        lab.ip("gen", &["link", "set", "ga", "up"])?;
-        lab.ip("lb", &["link", "set", "lb0", "up"])?;
-        let gen_ns = File::open(format!("/run/netns/{}", lab.ns("gen")))?;
-        let lb_ns = File::open(format!("/run/netns/{}", lab.ns("lb")))?;
-        let ga_mac = mac_of(&lab, "gen", "ga")?;
-        let lb_mac = mac_of(&lab, "lb", "lb0")?;
-        let generator = Generator::new(&lab, "gen", "ga")?;
+        // halb's agent resolves its backends: they live on the generator's
+        // end of its pair.
+        lab.ip("lb", &["addr", "add", "10.77.0.2/24", "dev", "lb0"])?;
+        lab.ip("gen", &["addr", "add", "10.77.0.1/24", "dev", "gh"])?;
+        lab.ip("lb", &["addr", "add", "fd77::2/64", "dev", "lb0", "nodad"])?;
+        lab.ip("gen", &["addr", "add", "fd77::1/64", "dev", "gh", "nodad"])?;
+        for i in 1..=BACKENDS {
+            let (v4, v6) = (
+                format!("10.77.0.{}/32", 10 + i),
+                format!("fd77::{}/128", 10 + i),
+            );
+            lab.ip("gen", &["addr", "add", &v4, "dev", "gh"])?;
+            lab.ip("gen", &["addr", "add", &v6, "dev", "gh", "nodad"])?;
+        }
+        let generator = Generator::new(&lab, "gen", "gh")?;
         let mut sink = load("halb-bench-sink", &[])?;
-        let gen_ns2 = gen_ns.try_clone()?;
+        let mut empty = load("halb-bench-tx", &[])?;
+        let gen_ns = File::open(format!("/run/netns/{}", lab.ns("gen")))?;
         std::thread::scope(|s| {
             s.spawn(|| -> Result<()> {
-                enter(&gen_ns2)?;
-                xdp(&mut sink, "halb-bench-sink")?
-                    .attach("ga", XdpMode::Driver)
-                    .context("attach the sink natively on ga")?;
+                enter(&gen_ns)?;
+                let prog = xdp(&mut sink, "halb-bench-sink")?;
+                for program in [Program::Empty, Program::Lru, Program::Halb] {
+                    let dev = pair_of(program).1;
+                    prog.attach(dev, XdpMode::Driver)
+                        .with_context(|| format!("attach the sink natively on {dev}"))?;
+                }
                 Ok(())
             })
             .join()
             .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
         })?;
-        drop(gen_ns);
+        attach_native(&lab, Program::Empty, &mut empty, "halb-bench-tx")?;
         Ok(Self {
             lab,
-            lb_ns,
-            ga_mac,
-            lb_mac,
+            targets,
             generator,
             sink,
+            _empty: empty,
+            lru: None,
         })
+    }
+
+    fn target(&self, program: Program) -> Target {
+        self.targets[&program]
     }
 
     fn set_sink_mac(&mut self, mac: [u8; 6]) -> Result<()> {
@@ -426,12 +498,18 @@ impl Bed {
         Ok((good, other))
     }
 
-    fn configure(&mut self, case: &Case) -> Result<()> {
+    /// Points the generator and the sink at `program`'s pair, for `case`.
+    fn configure(&mut self, program: Program, case: &Case) -> Result<()> {
+        let t = self.target(program);
+        self.set_sink_mac(t.returned_mac(program))?;
         let tcp = case.proto == IPPROTO_TCP;
+        self.generator.ifindex = t.gen_if;
         self.generator.configure(GenConfig {
-            dst_mac: self.lb_mac,
-            src_mac: self.ga_mac,
+            dst_mac: t.node_mac,
+            src_mac: t.gen_mac,
             daddr: u32::from_ne_bytes(VIP),
+            daddr6: VIP6.octets(),
+            family: case.family,
             dport: PORT.to_be(),
             proto: case.proto,
             tcp_flags: match (tcp, case.storm) {
@@ -442,6 +520,7 @@ impl Bed {
             flows: case.flows.max(1),
             mode: if case.storm { GEN_STORM } else { GEN_CYCLE },
             cores: case.cores,
+            pad: [0; 3],
         })
     }
 
@@ -470,22 +549,23 @@ impl Bed {
         }
         Ok((good, secs))
     }
+}
 
-    /// Attaches `ebpf`'s program natively on lb0.
-    fn attach_under_test(&self, ebpf: &mut Ebpf, name: &str) -> Result<()> {
-        let ns = &self.lb_ns;
-        std::thread::scope(|s| {
-            s.spawn(|| -> Result<()> {
-                enter(ns)?;
-                xdp(ebpf, name)?
-                    .attach("lb0", XdpMode::Driver)
-                    .with_context(|| format!("attach {name} natively on lb0"))?;
-                Ok(())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+/// Attaches `ebpf`'s program natively on `program`'s node end.
+fn attach_native(lab: &Lab, program: Program, ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let (host, _, dev) = pair_of(program);
+    let ns = File::open(format!("/run/netns/{}", lab.ns(host)))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            enter(&ns)?;
+            xdp(ebpf, name)?
+                .attach(dev, XdpMode::Driver)
+                .with_context(|| format!("attach {name} natively on {dev}"))?;
+            Ok(())
         })
-    }
+        .join()
+        .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+    })
 }
 
 fn ring() -> Result<Vec<u16>> {
@@ -508,7 +588,10 @@ fn ring() -> Result<Vec<u16>> {
 }
 
 fn lru_reference(bed: &Bed, table: u32) -> Result<Ebpf> {
-    let mut ebpf = load("halb-bench-lru", &[("REF_FLOWS", table)])?;
+    let mut ebpf = load(
+        "halb-bench-lru",
+        &[("REF_FLOWS", table), ("REF_FLOWS6", table)],
+    )?;
     let entries = ring()?;
     let mut r = halb::dataplane::maps::empty_ring();
     r.entries[..entries.len()].copy_from_slice(&entries);
@@ -518,21 +601,23 @@ fn lru_reference(bed: &Bed, table: u32) -> Result<Ebpf> {
     let mut backends: Array<_, [u8; 8]> =
         Array::try_from(ebpf.map_mut("REF_BACKENDS").context("REF_BACKENDS")?)?;
     let mut mac = [0u8; 8];
-    mac[..6].copy_from_slice(&bed.ga_mac);
+    mac[..6].copy_from_slice(&bed.target(Program::Lru).gen_mac);
     for i in 0..BACKENDS as u32 {
         backends.set(i, mac, 0)?;
     }
+    let value = RefVip {
+        ring: 0,
+        ring_size: DEFAULT_RING_SIZE,
+    };
     let mut vips: BpfHashMap<_, VipKey, RefVip> =
         BpfHashMap::try_from(ebpf.map_mut("REF_VIPS").context("REF_VIPS")?)?;
     for proto in [IPPROTO_UDP, IPPROTO_TCP] {
-        vips.insert(
-            VipKey::new(VIP, PORT, proto),
-            RefVip {
-                ring: 0,
-                ring_size: DEFAULT_RING_SIZE,
-            },
-            0,
-        )?;
+        vips.insert(VipKey::new(VIP, PORT, proto), value, 0)?;
+    }
+    let mut vips6: BpfHashMap<_, VipKey6, RefVip> =
+        BpfHashMap::try_from(ebpf.map_mut("REF_VIPS6").context("REF_VIPS6")?)?;
+    for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+        vips6.insert(VipKey6::new(VIP6.octets(), PORT, proto), value, 0)?;
     }
     Ok(ebpf)
 }
@@ -543,18 +628,23 @@ fn halb_config(lab: &Lab, table: u32) -> String {
          flow_table_size = {table}\n\n",
         lab.pin_dir("lb").display()
     );
-    for proto in ["udp", "tcp"] {
-        c.push_str(&format!(
-            "[[vip]]\nname = \"{proto}\"\naddress = \"10.77.0.100\"\nport = {PORT}\n\
-             protocol = \"{proto}\"\nmode = \"dsr\"\n"
-        ));
-        for i in 1..=BACKENDS {
+    for (family, vip, backend) in [
+        ("", "10.77.0.100", "10.77.0."),
+        ("6", "fd77::100", "fd77::"),
+    ] {
+        for proto in ["udp", "tcp"] {
             c.push_str(&format!(
-                "  [[vip.backend]]\n  name = \"b{i}\"\n  address = \"10.77.0.{}\"\n",
-                10 + i
+                "[[vip]]\nname = \"{proto}{family}\"\naddress = \"{vip}\"\nport = {PORT}\n\
+                 protocol = \"{proto}\"\nmode = \"dsr\"\n"
             ));
+            for i in 1..=BACKENDS {
+                c.push_str(&format!(
+                    "  [[vip.backend]]\n  name = \"b{i}\"\n  address = \"{backend}{}\"\n",
+                    10 + i
+                ));
+            }
+            c.push('\n');
         }
-        c.push('\n');
     }
     c
 }
@@ -584,7 +674,7 @@ fn start_halb(bed: &mut Bed, table: u32) -> Result<()> {
                 .flatten()
                 .flat_map(|v| v["backends"].as_array().into_iter().flatten())
                 .collect();
-            if backends.len() == 2 * BACKENDS as usize
+            if backends.len() == 4 * BACKENDS as usize
                 && backends.iter().all(|b| b["mac"].is_string())
             {
                 return Ok(());
@@ -630,68 +720,153 @@ fn halb_reasons(bed: &Bed) -> Result<BTreeMap<String, u64>> {
         .collect())
 }
 
-/// Median Mpps of a case (after its warm-up), and halb's reason shares.
-fn measure(
-    bed: &mut Bed,
+/// One round's frames through `program`: Mpps that came back. A round that
+/// loses more than a tenth of its frames is run again (up to three times):
+/// on a shared VM a neighbour can stall the sink's CPU and veth drops what
+/// it cannot queue. Losing them every time is a failure.
+fn round(bed: &mut Bed, program: Program, case: &Case, frames: u32) -> Result<f64> {
+    bed.configure(program, case)?;
+    let sent = case.cores as u64 * frames as u64;
+    for attempt in 1..=3 {
+        let (good, secs) = bed.send(case.cores, frames)?;
+        if good >= sent * 9 / 10 {
+            return Ok(good as f64 / secs / 1e6);
+        }
+        eprintln!(
+            "live: {}: {good} of {sent} frames came back (attempt {attempt})",
+            program.name()
+        );
+    }
+    bail!("{}: frames lost three times in a row", program.name())
+}
+
+/// What one case measured for one program.
+struct Measured {
     program: Program,
-    case: &Case,
-    opts: &Opts,
-) -> Result<(f64, BTreeMap<String, f64>)> {
-    bed.configure(case)?;
-    // Warm-up: every flow once (established), or a short storm.
+    /// Median Mpps over the rounds.
+    mpps: f64,
+    /// Median over the rounds of this program's Mpps over the empty
+    /// program's in the same round.
+    ratio: f64,
+    /// halb only: the share of measured frames per data-plane reason.
+    reasons: BTreeMap<String, f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Measures `case` for `programs` (the empty one among them): each is
+/// warmed (every flow once, or a short storm), then every round sends the
+/// same frames through each program in turn, in an order that rotates
+/// from round to round, so drift over the run is shared by all of them.
+fn measure(bed: &mut Bed, programs: &[Program], case: &Case, opts: &Opts) -> Result<Vec<Measured>> {
     let warm = if case.storm {
         opts.frames / 4
     } else {
         (case.flows / case.cores).max(1).saturating_add(10_000)
     };
-    bed.send(case.cores, warm)?;
-    let mut rates = Vec::new();
+    for &p in programs {
+        bed.configure(p, case)?;
+        bed.send(case.cores, warm)?;
+    }
+    let mut rates: BTreeMap<Program, Vec<f64>> = BTreeMap::new();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    for _ in 0..opts.rounds {
-        let before = if program == Program::Halb {
-            halb_reasons(bed)?
-        } else {
-            BTreeMap::new()
-        };
-        // A round that loses more than a tenth of its frames is run again
-        // (up to three times): on a shared VM a neighbour can stall the
-        // sink's CPU and veth drops what it cannot queue. Losing them
-        // every time is a failure.
-        let sent = case.cores as u64 * opts.frames as u64;
-        let mut attempt = 0;
-        let (good, secs) = loop {
-            let (good, secs) = bed.send(case.cores, opts.frames)?;
-            attempt += 1;
-            if good >= sent * 9 / 10 {
-                break (good, secs);
-            }
-            if attempt == 3 {
-                bail!(
-                    "{}: only {good} of {sent} frames came back, {attempt} times",
-                    program.name()
-                );
-            }
-            eprintln!(
-                "live: {}: {good} of {sent} frames came back; running the round again",
-                program.name()
-            );
-        };
-        rates.push(good as f64 / secs / 1e6);
-        if program == Program::Halb {
-            for (k, v) in halb_reasons(bed)? {
-                let d = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
-                *reasons.entry(k).or_default() += d;
+    for r in 0..opts.rounds {
+        for k in 0..programs.len() {
+            let p = programs[(r + k) % programs.len()];
+            let before = if p == Program::Halb {
+                halb_reasons(bed)?
+            } else {
+                BTreeMap::new()
+            };
+            let mpps = round(bed, p, case, opts.frames)?;
+            rates.entry(p).or_default().push(mpps);
+            if p == Program::Halb {
+                for (k, v) in halb_reasons(bed)? {
+                    let d = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
+                    *reasons.entry(k).or_default() += d;
+                }
             }
         }
     }
-    rates.sort_by(f64::total_cmp);
+    let empty = rates.get(&Program::Empty).cloned().unwrap_or_default();
+    for (p, r) in &rates {
+        let shown: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+        eprintln!(
+            "live:   {:<13} Mpps by round: {}",
+            p.name(),
+            shown.join(" ")
+        );
+    }
     let total: u64 = reasons.values().sum();
-    let shares = reasons
-        .into_iter()
-        .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| (k, v as f64 / total.max(1) as f64))
-        .collect();
-    Ok((rates[rates.len() / 2], shares))
+    Ok(programs
+        .iter()
+        .map(|&p| {
+            let mine = rates.get(&p).cloned().unwrap_or_default();
+            let ratios = mine.iter().zip(&empty).map(|(a, e)| a / e).collect();
+            Measured {
+                program: p,
+                mpps: median(mine),
+                ratio: median(ratios),
+                reasons: if p == Program::Halb {
+                    reasons
+                        .iter()
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| (k.clone(), *v as f64 / total.max(1) as f64))
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                },
+            }
+        })
+        .collect())
+}
+
+fn family_name(f: u8) -> &'static str {
+    if f == FAMILY_IPV6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+fn describe(program: &str, case: &Case, table: u32) {
+    eprintln!(
+        "live: {program} {} {} {} flows={} cores={} table={table}",
+        if case.storm { "storm" } else { "established" },
+        proto_name(case.proto),
+        family_name(case.family),
+        case.flows,
+        case.cores
+    );
+}
+
+fn row(m: &Measured, case: &Case) -> Row {
+    Row {
+        program: m.program.name().into(),
+        case: if case.storm {
+            "new-flow-storm"
+        } else if case.drained {
+            "established-after-drain"
+        } else {
+            "established"
+        }
+        .into(),
+        flows: case.flows as u64,
+        flow_table: case.table() as u64,
+        proto: proto_name(case.proto).into(),
+        family: family_name(case.family).into(),
+        cores: case.cores,
+        mpps: m.mpps,
+        ratio_to_empty: if m.program == Program::Empty {
+            1.0
+        } else {
+            m.ratio
+        },
+        reasons: m.reasons.clone(),
+    }
 }
 
 /// Runs the bench.
@@ -699,143 +874,95 @@ pub fn run_bench(opts: &Opts) -> Result<Vec<Row>> {
     let mut bed = Bed::new()?;
     let mut cases = Vec::new();
     for &cores in &opts.cores {
-        for &proto in &opts.protos {
-            for &flows in &opts.flows {
-                cases.push(Case {
-                    storm: false,
-                    drained: false,
-                    flows,
-                    proto,
-                    cores,
-                });
-            }
-            if opts.storm {
-                cases.push(Case {
-                    storm: true,
-                    drained: false,
-                    flows: 0,
-                    proto,
-                    cores,
-                });
+        for &family in &opts.families {
+            for &proto in &opts.protos {
+                for &flows in &opts.flows {
+                    cases.push(Case {
+                        storm: false,
+                        drained: false,
+                        flows,
+                        proto,
+                        family,
+                        cores,
+                    });
+                }
+                if opts.storm {
+                    cases.push(Case {
+                        storm: true,
+                        drained: false,
+                        flows: 0,
+                        proto,
+                        family,
+                        cores,
+                    });
+                }
             }
         }
     }
     let mut tables: Vec<u32> = cases.iter().map(Case::table).collect();
     tables.sort_unstable();
     tables.dedup();
-    let mut results: Vec<(Program, Case, f64, BTreeMap<String, f64>)> = Vec::new();
+    let all = [Program::Empty, Program::Lru, Program::Halb];
+    let mut rows = Vec::new();
     for table in tables {
         let these: Vec<Case> = cases
             .iter()
             .copied()
             .filter(|c| c.table() == table)
             .collect();
-        // The empty program runs before and after the others: its mean is
-        // the baseline, so drift over the minutes between is shared out.
-        for program in [Program::Empty, Program::Lru, Program::Halb, Program::Empty] {
-            let mut held = match program {
-                Program::Empty => {
-                    bed.set_sink_mac(bed.lb_mac)?;
-                    let mut e = load("halb-bench-tx", &[])?;
-                    bed.attach_under_test(&mut e, "halb-bench-tx")?;
-                    Some(e)
-                }
-                Program::Lru => {
-                    bed.set_sink_mac(bed.ga_mac)?;
-                    let mut e = lru_reference(&bed, table)?;
-                    bed.attach_under_test(&mut e, "halb-bench-lru")?;
-                    Some(e)
-                }
-                Program::Halb => {
-                    bed.set_sink_mac(bed.ga_mac)?;
-                    start_halb(&mut bed, table)?;
-                    None
-                }
-            };
-            for case in &these {
-                eprintln!(
-                    "live: {} {} {} flows={} cores={} table={table}",
-                    program.name(),
-                    if case.storm { "storm" } else { "established" },
-                    proto_name(case.proto),
-                    case.flows,
-                    case.cores
-                );
-                let (mpps, reasons) = measure(&mut bed, program, case, opts)?;
-                results.push((program, *case, mpps, reasons));
-            }
-            if program == Program::Halb && opts.drained {
-                // Last for this table: the marks a drain leaves would
-                // change the cases above.
-                for case in these.iter().filter(|c| !c.storm) {
-                    let vip = proto_name(case.proto);
-                    halb_cli(&bed, &["drain", vip, "b1"])?;
-                    eprintln!(
-                        "live: halb established-after-drain {vip} flows={} cores={} table={table}",
-                        case.flows, case.cores
-                    );
-                    let (mpps, reasons) = measure(&mut bed, program, case, opts)?;
-                    let drained = Case {
-                        drained: true,
-                        ..*case
-                    };
-                    results.push((program, drained, mpps, reasons));
-                }
-            }
-            if program == Program::Halb {
-                stop_halb(&mut bed)?;
-            }
-            // Dropping the object detaches its program.
-            held.take();
-        }
-    }
-    let key = |c: &Case| (c.storm, c.flows, c.proto, c.cores);
-    // One empty row per case: the mean of its runs.
-    let mut merged: Vec<(Program, Case, f64, BTreeMap<String, f64>)> = Vec::new();
-    for r in results {
-        if r.0 == Program::Empty {
-            if let Some(m) = merged
-                .iter_mut()
-                .find(|m| m.0 == Program::Empty && key(&m.1) == key(&r.1))
-            {
-                m.2 = (m.2 + r.2) / 2.0;
-                continue;
+        // The LRU reference and halb with this table size; the empty
+        // program stays attached.
+        bed.lru = None;
+        let mut lru = lru_reference(&bed, table)?;
+        attach_native(&bed.lab, Program::Lru, &mut lru, "halb-bench-lru")?;
+        bed.lru = Some(lru);
+        start_halb(&mut bed, table)?;
+        for case in &these {
+            describe("all", case, table);
+            for m in measure(&mut bed, &all, case, opts)? {
+                rows.push(row(&m, case));
             }
         }
-        merged.push(r);
-    }
-    let results = merged;
-    let rows = results
-        .iter()
-        .map(|(program, case, mpps, reasons)| {
-            let empty = results
-                .iter()
-                .find(|(p, c, _, _)| *p == Program::Empty && key(c) == key(case))
-                .map(|r| r.2)
-                .unwrap_or(f64::NAN);
-            Row {
-                program: program.name().into(),
-                case: if case.storm {
-                    "new-flow-storm"
-                } else if case.drained {
-                    "established-after-drain"
-                } else {
-                    "established"
-                }
-                .into(),
-                flows: case.flows as u64,
-                flow_table: case.table() as u64,
-                proto: proto_name(case.proto).into(),
-                family: "ipv4".into(),
-                cores: case.cores,
-                mpps: *mpps,
-                ratio_to_empty: mpps / empty,
-                reasons: reasons.clone(),
+        if opts.drained {
+            // Last for this table: the marks a drain leaves would change
+            // the cases above.
+            for vip in halb_vips(&these) {
+                halb_cli(&bed, &["drain", &vip, "b1"])?;
             }
-        })
-        .collect();
+            for case in these.iter().filter(|c| !c.storm) {
+                let drained = Case {
+                    drained: true,
+                    ..*case
+                };
+                describe("halb-drained", case, table);
+                for m in measure(&mut bed, &[Program::Empty, Program::Halb], &drained, opts)? {
+                    if m.program == Program::Halb {
+                        rows.push(row(&m, &drained));
+                    }
+                }
+            }
+        }
+        stop_halb(&mut bed)?;
+    }
     drop(bed);
     Ok(rows)
+}
+
+/// The names of halb's VIPs that `cases` use (see [`halb_config`]).
+fn halb_vips(cases: &[Case]) -> Vec<String> {
+    let mut v: Vec<String> = cases
+        .iter()
+        .map(|c| {
+            format!(
+                "{}{}",
+                proto_name(c.proto),
+                if c.family == FAMILY_IPV6 { "6" } else { "" }
+            )
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn flows_label(n: u64) -> String {
@@ -853,6 +980,7 @@ fn baselines(rows: &[Row]) -> Vec<&Row> {
     cases.sort_by_key(|r| {
         (
             r.cores,
+            r.family.clone(),
             r.proto.clone(),
             r.case == "new-flow-storm",
             r.flows,
@@ -868,6 +996,7 @@ fn row_of<'a>(rows: &'a [Row], program: &str, e: &Row) -> Option<&'a Row> {
             && r.case == e.case
             && r.flows == e.flows
             && r.proto == e.proto
+            && r.family == e.family
             && r.cores == e.cores
     })
 }
@@ -878,10 +1007,12 @@ pub fn markdown(rows: &[Row]) -> String {
         "# Live frames through the native XDP driver path (veth)\n\n\
          `cargo xtask bench live`: 60-byte frames (64 on a wire) from a live-frames generator,\n\
          through the program under test attached natively, back to a counting sink.\n\
-         Mpps is the median of the rounds; the ratio is to the empty `XDP_TX` program\n\
-         measured in the same run for the same case (before and after the others, mean).\n\n\
-         | case | proto | concurrent flows (flow table) | cores | empty Mpps | LRU reference Mpps (ratio) | halb Mpps (ratio) | halb's path | halb, a backend drained (ratio) | its path |\n\
-         |---|---|---|---:|---:|---:|---:|---|---:|---|\n",
+         Each program sits on its own veth pair, all attached for the whole run; every\n\
+         round sends the same frames through each in turn (the order rotates). Mpps is\n\
+         the median of the rounds; the ratio is the median over the rounds of the\n\
+         program's Mpps over the empty `XDP_TX` program's in the same round.\n\n\
+         | case | family | proto | concurrent flows (flow table) | cores | empty Mpps | LRU reference Mpps (ratio) | halb Mpps (ratio) | halb's path | halb, a backend drained (ratio) | its path |\n\
+         |---|---|---|---|---:|---:|---:|---:|---|---:|---|\n",
     );
     let cases = baselines(rows);
     for e in cases {
@@ -907,13 +1038,15 @@ pub fn markdown(rows: &[Row]) -> String {
                 && r.case == "established-after-drain"
                 && r.flows == e.flows
                 && r.proto == e.proto
+                && r.family == e.family
                 && r.cores == e.cores
                 && e.case == "established"
         });
         let _ = writeln!(
             s,
-            "| {} | {} | {} ({}) | {} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} ({}) | {} | {:.2} | {} | {} | {} | {} | {} |",
             e.case,
+            e.family,
             e.proto,
             flows_label(e.flows),
             flows_label(e.flow_table),
@@ -942,7 +1075,8 @@ pub fn plot(rows: &[Row], dir: &Path) -> Result<()> {
         };
         let _ = writeln!(
             data,
-            "\"{} {} {}c\" {:.3} {:.3}",
+            "\"{} {} {} {}c\" {:.3} {:.3}",
+            if e.family == "ipv6" { "v6" } else { "v4" },
             e.proto,
             label,
             e.cores,

@@ -93,6 +93,7 @@ fn a_syn_flood_during_a_drain_and_an_add_loses_no_download() {
             flows: 0,
             mode: GEN_STORM,
             cores: 1,
+            ..Default::default()
         })
         .expect("configure");
 

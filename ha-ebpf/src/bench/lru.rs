@@ -21,9 +21,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
     programs::XdpContext,
 };
-use ha_common::bench::RefVip;
-use ha_common::{flow_hash, FlowKey, Ring, VipKey, IPPROTO_TCP, NO_BACKEND, RING_MAX};
-use parse::{load, Head, TCP_ACK, TCP_SYN};
+use ha_common::bench::{FlowKey6, RefVip};
+use ha_common::{
+    addr6_digest, flow_hash, vip6_digest, FlowKey, Ring, VipKey, VipKey6, IPPROTO_TCP, NO_BACKEND,
+    RING_MAX,
+};
+use parse::{load, Head, L4, TCP_ACK, TCP_SYN};
 
 /// Services → ring.
 #[map(name = "REF_VIPS")]
@@ -32,6 +35,14 @@ static VIPS: HashMap<VipKey, RefVip> = HashMap::with_max_entries(64, 0);
 /// Flows → backend index (its size is set by the bench).
 #[map(name = "REF_FLOWS")]
 static FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(1 << 20, 0);
+
+/// IPv6 services → ring.
+#[map(name = "REF_VIPS6")]
+static VIPS6: HashMap<VipKey6, RefVip> = HashMap::with_max_entries(64, 0);
+
+/// IPv6 flows → backend index (its size is set by the bench).
+#[map(name = "REF_FLOWS6")]
+static FLOWS6: LruHashMap<FlowKey6, u32> = LruHashMap::with_max_entries(1 << 20, 0);
 
 /// Maglev rings.
 #[map(name = "REF_RINGS")]
@@ -45,56 +56,91 @@ static BACKENDS: Array<[u8; 8]> = Array::with_max_entries(256, 0);
 pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
     let data = ctx.data();
     let end = ctx.data_end();
-    let (ip, daddr) = match parse::head(data, end) {
-        Head::Ipv4 { ip, daddr } => (ip, daddr),
-        _ => return xdp_action::XDP_PASS,
-    };
-    let Ok(p) = parse::l4(ip, end) else {
-        return xdp_action::XDP_PASS;
-    };
-    let service = VipKey {
-        addr: daddr,
-        port: (p.ports >> 16) as u16,
-        proto: p.proto,
-        family: 0,
-    };
-    let Some(vip) = (unsafe { VIPS.get(&service) }) else {
-        return xdp_action::XDP_PASS;
-    };
-    let flow = FlowKey {
-        saddr: parse::saddr4(ip),
-        daddr,
-        ports: p.ports,
-        proto: p.proto as u32,
-    };
-    let syn = p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    // SAFETY: map value read for this run.
-    let known = if syn {
-        None
-    } else {
-        unsafe { FLOWS.get(&flow) }.copied()
-    };
-    let backend = match known {
-        Some(b) => b,
-        None => {
-            let Some(ring) = RINGS.get(vip.ring) else {
-                return xdp_action::XDP_ABORTED;
+    let backend = match parse::head(data, end) {
+        Head::Ipv4 { ip, daddr } => {
+            let Ok(p) = parse::l4(ip, end) else {
+                return xdp_action::XDP_PASS;
             };
-            if vip.ring_size == 0 {
-                return xdp_action::XDP_DROP;
+            let service = VipKey {
+                addr: daddr,
+                port: (p.ports >> 16) as u16,
+                proto: p.proto,
+                family: 0,
+            };
+            // SAFETY: map value read for this run.
+            let Some(vip) = (unsafe { VIPS.get(&service) }) else {
+                return xdp_action::XDP_PASS;
+            };
+            let flow = FlowKey {
+                saddr: parse::saddr4(ip),
+                daddr,
+                ports: p.ports,
+                proto: p.proto as u32,
+            };
+            // SAFETY: map value read for this run.
+            let known = if syn(&p) {
+                None
+            } else {
+                unsafe { FLOWS.get(&flow) }.copied()
+            };
+            match known {
+                Some(b) => b,
+                None => {
+                    let hash = flow_hash(0, flow.saddr, daddr, flow.ports, flow.proto);
+                    let Some(b) = from_ring(vip, hash) else {
+                        return xdp_action::XDP_DROP;
+                    };
+                    let _ = FLOWS.insert(&flow, &b, BPF_ANY as u64);
+                    b
+                }
             }
-            let hash = flow_hash(0, flow.saddr, daddr, flow.ports, flow.proto);
-            let idx = ha_common::ring_slot(hash, vip.ring_size) as usize;
-            if idx >= RING_MAX {
-                return xdp_action::XDP_ABORTED;
-            }
-            let b = ring.entries[idx];
-            if b == NO_BACKEND {
-                return xdp_action::XDP_DROP;
-            }
-            let _ = FLOWS.insert(&flow, &(b as u32), BPF_ANY as u64);
-            b as u32
         }
+        Head::Ipv6 { ip } => {
+            let Ok(p) = parse::l4_v6(ip, end) else {
+                return xdp_action::XDP_PASS;
+            };
+            let daddr = parse::addr6(ip, 24);
+            let service = VipKey6 {
+                addr: daddr,
+                port: (p.ports >> 16) as u16,
+                proto: p.proto,
+                pad: 0,
+            };
+            // SAFETY: map value read for this run.
+            let Some(vip) = (unsafe { VIPS6.get(&service) }) else {
+                return xdp_action::XDP_PASS;
+            };
+            let flow = FlowKey6 {
+                saddr: parse::addr6(ip, 8),
+                daddr,
+                ports: p.ports,
+                proto: p.proto as u32,
+            };
+            // SAFETY: map value read for this run.
+            let known = if syn(&p) {
+                None
+            } else {
+                unsafe { FLOWS6.get(&flow) }.copied()
+            };
+            match known {
+                Some(b) => b,
+                None => {
+                    let hash = flow_hash(
+                        0,
+                        addr6_digest(0, flow.saddr),
+                        vip6_digest(daddr),
+                        flow.ports,
+                        flow.proto,
+                    );
+                    let Some(b) = from_ring(vip, hash) else {
+                        return xdp_action::XDP_DROP;
+                    };
+                    let _ = FLOWS6.insert(&flow, &b, BPF_ANY as u64);
+                    b
+                }
+            }
+        }
+        _ => return xdp_action::XDP_PASS,
     };
     let Some(mac) = BACKENDS.get(backend) else {
         return xdp_action::XDP_DROP;
@@ -111,4 +157,25 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
         *((data + 10) as *mut u16) = dst_lo;
     }
     xdp_action::XDP_TX
+}
+
+/// A TCP SYN: a new flow, not looked up.
+#[inline(always)]
+fn syn(p: &L4) -> bool {
+    p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// The ring's backend for `hash`, if the slot has one.
+#[inline(always)]
+fn from_ring(vip: &RefVip, hash: u32) -> Option<u32> {
+    let ring = RINGS.get(vip.ring)?;
+    if vip.ring_size == 0 {
+        return None;
+    }
+    let idx = ha_common::ring_slot(hash, vip.ring_size) as usize;
+    if idx >= RING_MAX {
+        return None;
+    }
+    let b = ring.entries[idx];
+    (b != NO_BACKEND).then_some(b as u32)
 }

@@ -1,5 +1,6 @@
 //! The counting sink of `cargo xtask bench live`, attached to the
-//! generator's veth end: every IPv4 frame that comes back is counted and
+//! generator's veth end: every IPv4 frame, and every IPv6 frame with UDP or
+//! TCP, that comes back is counted and
 //! dropped, by whether its destination MAC is the one the program under
 //! test should have written; anything else (ARP) passes to the stack.
 #![no_std]
@@ -36,7 +37,13 @@ pub fn halb_bench_sink(ctx: XdpContext) -> u32 {
             core::ptr::read_unaligned(data as *const [u8; 6]),
         )
     };
-    if kind != 0x0800u16.to_be() {
+    // IPv4, or IPv6 carrying UDP or TCP (neighbour discovery passes).
+    let counted = kind == 0x0800u16.to_be()
+        || (kind == 0x86ddu16.to_be()
+            && data + 21 <= ctx.data_end()
+            // SAFETY: byte 20 checked just above.
+            && matches!(unsafe { *((data + 20) as *const u8) }, 6 | 17));
+    if !counted {
         return xdp_action::XDP_PASS;
     }
     let want = MAC.get(0).map(|m| m[..6] == dst).unwrap_or(false);

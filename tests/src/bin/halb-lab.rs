@@ -32,6 +32,30 @@ enum Command {
         /// The short run CI does (seconds).
         #[arg(long)]
         smoke: bool,
+        /// Only these concurrent-flow counts (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        flows: Option<Vec<u32>>,
+        /// Only these protocols (udp, tcp).
+        #[arg(long, value_delimiter = ',')]
+        proto: Option<Vec<String>>,
+        /// Only these families (ipv4, ipv6).
+        #[arg(long, value_delimiter = ',')]
+        family: Option<Vec<String>>,
+        /// Only these generator core counts.
+        #[arg(long, value_delimiter = ',')]
+        cores: Option<Vec<u32>>,
+        /// Frames per core in a round.
+        #[arg(long)]
+        frames: Option<u32>,
+        /// Rounds per case.
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Leave out the new-flow storm.
+        #[arg(long)]
+        no_storm: bool,
+        /// Leave out the cases with a backend drained.
+        #[arg(long)]
+        no_drained: bool,
         /// Where to write `live.md`, `live.json` and `live.png`.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -155,12 +179,57 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::BenchLive { smoke, out } => {
-            let opts = if smoke {
+        Command::BenchLive {
+            smoke,
+            flows,
+            proto,
+            family,
+            cores,
+            frames,
+            rounds,
+            no_storm,
+            no_drained,
+            out,
+        } => {
+            let mut opts = if smoke {
                 halb_lab::live::Opts::smoke()
             } else {
                 halb_lab::live::Opts::full()
             };
+            if let Some(f) = flows {
+                opts.flows = f;
+            }
+            if let Some(p) = proto {
+                opts.protos = p
+                    .iter()
+                    .map(|p| match p.as_str() {
+                        "udp" => Ok(ha_common::IPPROTO_UDP),
+                        "tcp" => Ok(ha_common::IPPROTO_TCP),
+                        other => Err(anyhow::anyhow!("--proto {other}: udp or tcp")),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            if let Some(f) = family {
+                opts.families = f
+                    .iter()
+                    .map(|f| match f.as_str() {
+                        "ipv4" => Ok(ha_common::FAMILY_IPV4),
+                        "ipv6" => Ok(ha_common::FAMILY_IPV6),
+                        other => Err(anyhow::anyhow!("--family {other}: ipv4 or ipv6")),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            if let Some(c) = cores {
+                opts.cores = c;
+            }
+            if let Some(f) = frames {
+                opts.frames = f;
+            }
+            if let Some(r) = rounds {
+                opts.rounds = r.max(1);
+            }
+            opts.storm &= !no_storm;
+            opts.drained &= !no_drained;
             let rows = halb_lab::live::run_bench(&opts)?;
             let md = halb_lab::live::markdown(&rows);
             println!("{md}");
