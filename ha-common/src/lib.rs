@@ -13,7 +13,7 @@
 
 /// Bumped whenever a map's key or value layout, or a map's meaning, changes.
 /// A pinned data plane with another ABI is not adopted.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// Most VIP services (address, port, protocol) one node can hold.
 pub const MAX_VIPS: u32 = 64;
@@ -965,6 +965,12 @@ pub const fn mix32(mut h: u32) -> u32 {
 /// any of them. The seed keeps outsiders from choosing tuples that land in
 /// one flow-table set (to evict a chosen flow) without knowing it; the
 /// function is a fast mixer, not a cryptographic PRF.
+///
+/// Three 64-bit multiplies, two of them independent: the addresses and the
+/// ports each fill a 64-bit word that is multiplied by an odd constant, the
+/// two products are combined, folded and multiplied once more, and the
+/// high half is the hash. On the packet path that is about a third of the
+/// latency of three chained 32-bit finalisers.
 #[inline(always)]
 pub const fn flow_hash(seed: u32, saddr: u32, daddr: u32, ports: u32, proto: u32) -> u32 {
     hash_tail(hash_head(seed, saddr, daddr), seed, ports, proto)
@@ -973,15 +979,19 @@ pub const fn flow_hash(seed: u32, saddr: u32, daddr: u32, ports: u32, proto: u32
 /// The part of [`flow_hash`] that depends on the addresses only, so that
 /// the program computes it once for both of a flow's hashes.
 #[inline(always)]
-pub const fn hash_head(seed: u32, saddr: u32, daddr: u32) -> u32 {
-    mix32(mix32(saddr ^ seed ^ 0x9e37_79b9) ^ daddr)
+pub const fn hash_head(seed: u32, saddr: u32, daddr: u32) -> u64 {
+    let a = (((daddr ^ !seed) as u64) << 32) | (saddr ^ seed) as u64;
+    a.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The rest of [`flow_hash`]: `head` ([`hash_head`]) with the ports and
 /// the protocol mixed in.
 #[inline(always)]
-pub const fn hash_tail(head: u32, seed: u32, ports: u32, proto: u32) -> u32 {
-    mix32(head ^ ports ^ (proto << 24) ^ seed.rotate_left(16) ^ 0x85eb_ca6b)
+pub const fn hash_tail(head: u64, seed: u32, ports: u32, proto: u32) -> u32 {
+    let b = (((proto ^ seed) as u64) << 32) | ports as u64;
+    let mut h = head ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    h ^= h >> 32;
+    (h.wrapping_mul(0xd6e8_feb8_6659_fd93) >> 32) as u32
 }
 
 /// `ports` ([`ports_raw`]) with the source port zeroed: what source-IP
@@ -1330,7 +1340,7 @@ mod tests {
         assert_eq!(size_of::<ServiceSlot>(), 16);
         assert_eq!(size_of::<ServiceSlot6>(), 32);
         assert_eq!(size_of::<Ring>(), RING_WORDS * 8 + RING_MAX * 4 + 4);
-        assert_eq!(size_of::<bench::GenConfig>(), 32);
+        assert_eq!(size_of::<bench::GenConfig>(), 52);
         assert_eq!(size_of::<bench::RefVip>(), 8);
         assert_eq!(size_of::<decap::AddrKey>(), 20);
         assert_eq!(size_of::<decap::Conf>(), 8);
@@ -1349,6 +1359,82 @@ mod tests {
     fn stats_table_is_consistent() {
         for (i, s) in Stat::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
+        }
+    }
+
+    #[test]
+    fn flow_hash_spreads_real_traffic_over_slots_and_sets() {
+        // Real traffic: a few clients, each with consecutive source ports;
+        // many clients in one /14 with one port. Each must fill ring slots
+        // and flow-table sets as evenly as a random function would.
+        const BUCKETS: usize = 1024;
+        let check = |tuples: &mut dyn Iterator<Item = (u32, u32)>, what: &str| {
+            let mut slots = [0u32; BUCKETS];
+            let mut sets = [0u32; BUCKETS];
+            let mut n = 0u32;
+            for (saddr, ports) in tuples {
+                let h = flow_hash(0x1234_5678, saddr, 0x0a4d_0064, ports, 6);
+                slots[ring_slot(h, BUCKETS as u32) as usize] += 1;
+                sets[(h as usize) & (BUCKETS - 1)] += 1;
+                n += 1;
+            }
+            // Chi-square over the buckets: about BUCKETS - 1 (sd 45) for a
+            // uniform hash; the bound is six standard deviations above.
+            let mean = n as f64 / BUCKETS as f64;
+            for (name, b) in [("slots", &slots), ("sets", &sets)] {
+                let chi: f64 = b.iter().map(|&o| (o as f64 - mean).powi(2) / mean).sum();
+                assert!(chi < 1300.0, "{what}: {name} chi-square {chi:.0}");
+            }
+        };
+        check(
+            &mut (0..4u32).flat_map(|c| {
+                (0..65536u32).map(move |p| (0xc0a8_0001 + c, ports_raw(p as u16, 443)))
+            }),
+            "four clients, every source port",
+        );
+        check(
+            &mut (0..262_144u32).map(|c| ((0xac10_0000 | c).to_be(), ports_raw(40000, 80))),
+            "a /14 of clients, one port",
+        );
+    }
+
+    #[test]
+    fn flow_hash_changes_about_half_its_bits_for_any_input_bit() {
+        let mut x = 0x243f_6a88_85a3_08d3u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for field in 0..4 {
+            for bit in 0..32 {
+                let mut flipped = 0u32;
+                const N: u32 = 2000;
+                for _ in 0..N {
+                    let v = [
+                        next() as u32,
+                        next() as u32,
+                        next() as u32,
+                        (next() as u32) & 0xff,
+                    ];
+                    let mut w = v;
+                    w[field] ^= 1 << bit;
+                    if field == 3 && bit >= 8 {
+                        continue;
+                    }
+                    let h = |v: [u32; 4]| flow_hash(0x5eed, v[0], v[1], v[2], v[3]);
+                    flipped += (h(v) ^ h(w)).count_ones();
+                }
+                if field == 3 && bit >= 8 {
+                    continue;
+                }
+                let mean = flipped as f64 / N as f64;
+                assert!(
+                    (12.0..=20.0).contains(&mean),
+                    "field {field} bit {bit}: {mean} output bits change on average"
+                );
+            }
         }
     }
 

@@ -71,12 +71,12 @@ fn count(backend_id: u32, len: u64, stat: Stat) {
 #[inline(always)]
 pub fn usable_backend(id: u32, vip: &VipKey) -> Option<&'static BackendInfo> {
     let b = BACKENDS.get(id)?;
-    if b.flags & BACKEND_F_UP != 0
-        && b.vip.addr == vip.addr
-        && b.vip.port == vip.port
-        && b.vip.proto == vip.proto
-        && b.vip.family == vip.family
-    {
+    // The key's port, protocol and family as one word (two compares, not four).
+    let tail = |k: &VipKey| {
+        // SAFETY: bytes 4..8 of a `VipKey` (4-aligned, `repr(C)`, no padding).
+        unsafe { load::<u32>(k as *const VipKey as usize + 4) }
+    };
+    if b.flags & BACKEND_F_UP != 0 && b.vip.addr == vip.addr && tail(&b.vip) == tail(vip) {
         Some(b)
     } else {
         None
