@@ -172,24 +172,33 @@ pub const fn addr6_words(a: [u8; 16]) -> [u32; 4] {
 /// Two live flows whose sources share a digest and whose ports, VIP and
 /// protocol match are one flow to the table: about one pair in 2^32.
 ///
-/// Two mixes deep, not four: the halves (words 0 and 2, words 1 and 3) are
-/// mixed side by side, then together. Within one /64 (words 0 and 1 fixed)
-/// each half is a bijection of the word a sender chooses, so two sources
-/// collide only through the final mix of unknown (seeded) values.
+/// The halves (words 0 and 2, words 1 and 3, each with the key in its low
+/// word) are mixed side by side: a multiply, a fold and a multiply each,
+/// with their own constants; the two are combined and folded. Within one
+/// /64 (words 0 and 1 fixed) each half is a bijection of the word a sender
+/// chooses, and a difference it chooses leaves the first multiply as a
+/// difference that depends on the unknown key, so two sources collide only
+/// through seeded values. Four 64-bit multiplies, two deep.
 #[inline(always)]
 pub const fn addr6_digest(key: u32, a: [u32; 4]) -> u32 {
-    let h0 = mix32(a[0] ^ key ^ 0x2545_f491 ^ a[2].rotate_left(16));
-    let h1 = mix32(a[1] ^ key.rotate_left(16) ^ 0x9e37_79b9 ^ a[3].rotate_left(16));
-    mix32(h0 ^ h1.rotate_left(11))
+    let x0 = ((a[2] as u64) << 32) | (a[0] ^ key) as u64;
+    let x1 = ((a[3] as u64) << 32) | (a[1] ^ !key) as u64;
+    let mut h0 = x0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut h1 = x1.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    h0 ^= h0 >> 32;
+    h1 ^= h1 >> 29;
+    let h = h0.wrapping_mul(0xd6e8_feb8_6659_fd93) ^ h1.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h >> 32) as u32 ^ h as u32
 }
 
 /// The digest of an IPv6 VIP address: its identity's `addr` (see
-/// [`VipKey`]). One mix: VIP addresses are the operator's, and the agent
-/// refuses two IPv6 VIP addresses with one digest, so no two services a
-/// node holds share an identity.
+/// [`VipKey`]). One multiply: VIP addresses are the operator's, and the
+/// agent refuses two IPv6 VIP addresses with one digest, so no two
+/// services a node holds share an identity.
 #[inline(always)]
 pub const fn vip6_digest(a: [u32; 4]) -> u32 {
-    mix32(a[0] ^ a[1].rotate_left(7) ^ a[2].rotate_left(14) ^ a[3].rotate_left(21))
+    let x = (((a[1] ^ a[3]) as u64) << 32) | (a[0] ^ a[2]) as u64;
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
 /// Pre-filter bit of an IPv6 address (raw words): [`vip_filter_bit`] of
@@ -1395,6 +1404,14 @@ mod tests {
         check(
             &mut (0..262_144u32).map(|c| ((0xac10_0000 | c).to_be(), ports_raw(40000, 80))),
             "a /14 of clients, one port",
+        );
+        let prefix = addr6_words([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        check(
+            &mut (0..262_144u32).map(|c| {
+                let a = [prefix[0], prefix[1], 0, c.to_be()];
+                (addr6_digest(0x1234_5678, a), ports_raw(40000, 80))
+            }),
+            "IPv6 clients of one /64 (their digests), one port",
         );
     }
 
