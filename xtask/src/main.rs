@@ -67,6 +67,11 @@ enum Task {
         /// `live`: the short run CI does (seconds).
         #[arg(long)]
         smoke: bool,
+        /// `live`: passed on to the lab driver's `bench-live`, after `--`
+        /// (`--flows 1,1000000 --proto udp --family ipv4 --cores 1 --rounds 9
+        /// --frames N --no-storm --no-drained`).
+        #[arg(last = true)]
+        live_args: Vec<String>,
     },
     /// Failover measurements against keepalived + HAProxy; writes target/halb-report/.
     Failover {
@@ -173,7 +178,11 @@ fn main() -> Result<()> {
             }
             util::run(cmd)
         }
-        Task::Bench { what, smoke } => {
+        Task::Bench {
+            what,
+            smoke,
+            live_args,
+        } => {
             setup::all()?;
             let bins = build::all(true)?;
             let lab = build::lab_driver(true)?;
@@ -197,6 +206,7 @@ fn main() -> Result<()> {
                     if smoke {
                         cmd.arg("--smoke");
                     }
+                    cmd.args(&live_args);
                 }
                 BenchWhat::Rolling => {
                     cmd.arg("bench-rolling")
