@@ -1425,7 +1425,8 @@ mod tests {
             x
         };
         for field in 0..4 {
-            for bit in 0..32 {
+            // The protocol (field 3) is one byte.
+            for bit in 0..if field == 3 { 8 } else { 32 } {
                 let mut flipped = 0u32;
                 const N: u32 = 2000;
                 for _ in 0..N {
@@ -1437,14 +1438,8 @@ mod tests {
                     ];
                     let mut w = v;
                     w[field] ^= 1 << bit;
-                    if field == 3 && bit >= 8 {
-                        continue;
-                    }
                     let h = |v: [u32; 4]| flow_hash(0x5eed, v[0], v[1], v[2], v[3]);
                     flipped += (h(v) ^ h(w)).count_ones();
-                }
-                if field == 3 && bit >= 8 {
-                    continue;
                 }
                 let mean = flipped as f64 / N as f64;
                 assert!(

@@ -450,21 +450,15 @@ impl Bed {
         let generator = Generator::new(&lab, "gen", "gh")?;
         let mut sink = load("halb-bench-sink", &[])?;
         let mut empty = load("halb-bench-tx", &[])?;
-        let gen_ns = File::open(format!("/run/netns/{}", lab.ns("gen")))?;
-        std::thread::scope(|s| {
-            s.spawn(|| -> Result<()> {
-                enter(&gen_ns)?;
-                let prog = xdp(&mut sink, "halb-bench-sink")?;
-                for program in [Program::Empty, Program::Lru, Program::Halb] {
-                    let dev = pair_of(program).1;
-                    prog.attach(dev, XdpMode::Driver)
-                        .with_context(|| format!("attach the sink natively on {dev}"))?;
-                }
-                Ok(())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
-        })?;
+        for program in [Program::Empty, Program::Lru, Program::Halb] {
+            attach_in(
+                &lab,
+                "gen",
+                pair_of(program).1,
+                &mut sink,
+                "halb-bench-sink",
+            )?;
+        }
         attach_native(&lab, Program::Empty, &mut empty, "halb-bench-tx")?;
         Ok(Self {
             lab,
@@ -554,6 +548,12 @@ impl Bed {
 /// Attaches `ebpf`'s program natively on `program`'s node end.
 fn attach_native(lab: &Lab, program: Program, ebpf: &mut Ebpf, name: &str) -> Result<()> {
     let (host, _, dev) = pair_of(program);
+    attach_in(lab, host, dev, ebpf, name)
+}
+
+/// Attaches `ebpf`'s program `name` natively on `dev` in `host`'s namespace
+/// (from a thread that enters it: the ifindex is looked up there).
+fn attach_in(lab: &Lab, host: &str, dev: &str, ebpf: &mut Ebpf, name: &str) -> Result<()> {
     let ns = File::open(format!("/run/netns/{}", lab.ns(host)))?;
     std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {

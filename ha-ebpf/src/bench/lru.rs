@@ -77,23 +77,11 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
                 ports: p.ports,
                 proto: p.proto as u32,
             };
-            // SAFETY: map value read for this run.
-            let known = if syn(&p) {
-                None
-            } else {
-                unsafe { FLOWS.get(&flow) }.copied()
+            let hash = || flow_hash(0, flow.saddr, daddr, flow.ports, flow.proto);
+            let Some(b) = backend_of(&FLOWS, &flow, syn(&p), vip, hash) else {
+                return xdp_action::XDP_DROP;
             };
-            match known {
-                Some(b) => b,
-                None => {
-                    let hash = flow_hash(0, flow.saddr, daddr, flow.ports, flow.proto);
-                    let Some(b) = from_ring(vip, hash) else {
-                        return xdp_action::XDP_DROP;
-                    };
-                    let _ = FLOWS.insert(&flow, &b, BPF_ANY as u64);
-                    b
-                }
-            }
+            b
         }
         Head::Ipv6 { ip } => {
             let Ok(p) = parse::l4_v6(ip, end) else {
@@ -116,29 +104,19 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
                 ports: p.ports,
                 proto: p.proto as u32,
             };
-            // SAFETY: map value read for this run.
-            let known = if syn(&p) {
-                None
-            } else {
-                unsafe { FLOWS6.get(&flow) }.copied()
+            let hash = || {
+                flow_hash(
+                    0,
+                    addr6_digest(0, flow.saddr),
+                    vip6_digest(daddr),
+                    flow.ports,
+                    flow.proto,
+                )
             };
-            match known {
-                Some(b) => b,
-                None => {
-                    let hash = flow_hash(
-                        0,
-                        addr6_digest(0, flow.saddr),
-                        vip6_digest(daddr),
-                        flow.ports,
-                        flow.proto,
-                    );
-                    let Some(b) = from_ring(vip, hash) else {
-                        return xdp_action::XDP_DROP;
-                    };
-                    let _ = FLOWS6.insert(&flow, &b, BPF_ANY as u64);
-                    b
-                }
-            }
+            let Some(b) = backend_of(&FLOWS6, &flow, syn(&p), vip, hash) else {
+                return xdp_action::XDP_DROP;
+            };
+            b
         }
         _ => return xdp_action::XDP_PASS,
     };
@@ -163,6 +141,30 @@ pub fn halb_bench_lru(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn syn(p: &L4) -> bool {
     p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// The backend of `flow`: the flow map's (not for a SYN), else the ring's
+/// for its `hash`, then recorded; `None` when the ring slot has none.
+#[inline(always)]
+fn backend_of<K>(
+    flows: &LruHashMap<K, u32>,
+    flow: &K,
+    syn: bool,
+    vip: &RefVip,
+    hash: impl FnOnce() -> u32,
+) -> Option<u32> {
+    // SAFETY: map value read for this run.
+    let known = if syn {
+        None
+    } else {
+        unsafe { flows.get(flow) }.copied()
+    };
+    if let Some(b) = known {
+        return Some(b);
+    }
+    let b = from_ring(vip, hash())?;
+    let _ = flows.insert(flow, &b, BPF_ANY as u64);
+    Some(b)
 }
 
 /// The ring's backend for `hash`, if the slot has one.

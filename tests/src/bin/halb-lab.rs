@@ -200,24 +200,18 @@ fn main() -> Result<()> {
                 opts.flows = f;
             }
             if let Some(p) = proto {
-                opts.protos = p
-                    .iter()
-                    .map(|p| match p.as_str() {
-                        "udp" => Ok(ha_common::IPPROTO_UDP),
-                        "tcp" => Ok(ha_common::IPPROTO_TCP),
-                        other => Err(anyhow::anyhow!("--proto {other}: udp or tcp")),
-                    })
-                    .collect::<Result<_>>()?;
+                let names = [
+                    ("udp", ha_common::IPPROTO_UDP),
+                    ("tcp", ha_common::IPPROTO_TCP),
+                ];
+                opts.protos = named("--proto", &p, &names)?;
             }
             if let Some(f) = family {
-                opts.families = f
-                    .iter()
-                    .map(|f| match f.as_str() {
-                        "ipv4" => Ok(ha_common::FAMILY_IPV4),
-                        "ipv6" => Ok(ha_common::FAMILY_IPV6),
-                        other => Err(anyhow::anyhow!("--family {other}: ipv4 or ipv6")),
-                    })
-                    .collect::<Result<_>>()?;
+                let names = [
+                    ("ipv4", ha_common::FAMILY_IPV4),
+                    ("ipv6", ha_common::FAMILY_IPV6),
+                ];
+                opts.families = named("--family", &f, &names)?;
             }
             if let Some(c) = cores {
                 opts.cores = c;
@@ -455,4 +449,21 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The values of option `flag`'s `given` names, each one of `names`.
+fn named(flag: &str, given: &[String], names: &[(&str, u8)]) -> Result<Vec<u8>> {
+    given
+        .iter()
+        .map(|g| {
+            names
+                .iter()
+                .find(|(n, _)| n == g)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    let all: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                    anyhow::anyhow!("{flag} {g}: one of {}", all.join(", "))
+                })
+        })
+        .collect()
 }
